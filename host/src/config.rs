@@ -1,0 +1,891 @@
+//! The configuration file: one TOML document, deserialized with serde and then
+//! validated as a whole. Every error names the file, the line and the key
+//! (`airlock.toml:14:pool[0].backends[1].weight: ...`) and says what was expected,
+//! whether serde found it (a wrong type, an unknown field) or validation did (a
+//! route naming a pool that does not exist). `examples/reference.toml` documents
+//! every field; a test keeps it loadable.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+/// The whole configuration, as read from one file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Process-wide settings.
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// The admin listener (health, readiness; later the approval API).
+    #[serde(default)]
+    pub admin: AdminConfig,
+    /// Limits applied to every proxied request.
+    #[serde(default)]
+    pub limits: Limits,
+    /// Where clients connect.
+    #[serde(rename = "listener", default)]
+    pub listeners: Vec<ListenerConfig>,
+    /// Groups of upstream backends.
+    #[serde(rename = "pool", default)]
+    pub pools: Vec<PoolConfig>,
+    /// Which pool serves which host and path.
+    #[serde(rename = "route", default)]
+    pub routes: Vec<RouteConfig>,
+}
+
+/// `[server]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Tokio worker threads; default: one per CPU.
+    pub worker_threads: Option<usize>,
+    /// How long in-flight requests may run after shutdown begins before they are
+    /// answered 503.
+    #[serde(with = "duration")]
+    pub drain_timeout: Duration,
+    /// Where Airlock keeps its state (store, caches).
+    pub data_dir: PathBuf,
+    /// `text` (default) or `json` log lines on stderr.
+    pub log_format: LogFormat,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            worker_threads: None,
+            drain_timeout: Duration::from_secs(10),
+            data_dir: PathBuf::from("airlock-data"),
+            log_format: LogFormat::Text,
+        }
+    }
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `[admin]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Address of the admin listener (`/healthz`, `/readyz`).
+    pub address: SocketAddr,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            address: SocketAddr::from(([127, 0, 0, 1], 9090)),
+        }
+    }
+}
+
+/// `[limits]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Largest request head (request line and headers) accepted; above it: 431.
+    #[serde(deserialize_with = "byte_size")]
+    pub max_header_bytes: u64,
+    /// Largest request body accepted; above it: 413.
+    #[serde(deserialize_with = "byte_size")]
+    pub max_body_bytes: u64,
+    /// Time to read a request head from a client.
+    #[serde(with = "duration")]
+    pub header_read_timeout: Duration,
+    /// Time to open a connection to a backend.
+    #[serde(with = "duration")]
+    pub connect_timeout: Duration,
+    /// Time from forwarding a request to the backend's response head; above it: 504.
+    #[serde(with = "duration")]
+    pub request_timeout: Duration,
+    /// How long an idle pooled upstream connection is kept.
+    #[serde(with = "duration")]
+    pub upstream_idle_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_header_bytes: 16 * 1024,
+            max_body_bytes: 10 * 1024 * 1024,
+            header_read_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(3),
+            request_timeout: Duration::from_secs(30),
+            upstream_idle_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// `[[listener]]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    /// Name used in logs and metrics.
+    pub name: String,
+    /// Socket address; port 0 picks a free port (printed at startup).
+    pub address: SocketAddr,
+    /// Connections served at once; further clients wait in the kernel backlog.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Keep `X-Forwarded-*`, `Forwarded` and `X-Real-IP` from clients (only for
+    /// listeners behind a trusted balancer); otherwise they are removed.
+    #[serde(default)]
+    pub trust_forwarded: bool,
+    /// Terminate TLS on this listener.
+    pub tls: Option<ListenerTls>,
+}
+
+fn default_max_connections() -> usize {
+    10_000
+}
+
+/// `[listener.tls]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerTls {
+    /// Certificates; the first is the default, others are chosen by SNI.
+    pub certificates: Vec<CertificateFiles>,
+    /// CA bundle for client certificates; without it, none are asked for.
+    pub client_ca: Option<PathBuf>,
+    /// With `client_ca`: `required` refuses clients without a valid certificate,
+    /// `optional` accepts them as anonymous.
+    #[serde(default)]
+    pub client_auth: ClientAuth,
+}
+
+/// One PEM certificate chain and its private key.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateFiles {
+    /// PEM certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+}
+
+/// Whether a listener with `client_ca` requires a client certificate.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientAuth {
+    /// A certificate is checked if sent.
+    #[default]
+    Optional,
+    /// The handshake fails without a valid certificate.
+    Required,
+}
+
+/// `[[pool]]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolConfig {
+    /// Name routes refer to.
+    pub name: String,
+    /// How a backend is picked.
+    #[serde(default)]
+    pub balance: BalanceAlgorithm,
+    /// For `consistent_hash`: what to hash.
+    pub hash_key: Option<HashKey>,
+    /// The backends.
+    pub backends: Vec<BackendConfig>,
+    /// Speak HTTP/2 (prior knowledge, or ALPN with `tls`) to the backends.
+    #[serde(default)]
+    pub http2: bool,
+    /// Connect to the backends over TLS.
+    pub tls: Option<UpstreamTls>,
+    /// Active health checks; without them only passive ejection applies.
+    pub health_check: Option<HealthCheck>,
+    /// Passive ejection on connect errors and 5xx answers.
+    #[serde(default)]
+    pub passive_health: PassiveHealth,
+}
+
+/// Load-balancing algorithm of a pool.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BalanceAlgorithm {
+    /// Each healthy backend in turn.
+    #[default]
+    RoundRobin,
+    /// In turn, in proportion to `weight`, interleaved (smooth).
+    WeightedRoundRobin,
+    /// The healthy backend with the fewest requests in flight.
+    LeastInFlight,
+    /// A ring of backends keyed by `hash_key`; a key keeps its backend while it is
+    /// healthy, and only keys of a removed backend move.
+    ConsistentHash,
+}
+
+/// What consistent hashing reads from a request.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HashKey {
+    /// A request header's value.
+    Header(String),
+    /// A cookie's value.
+    Cookie(String),
+}
+
+/// One backend of a pool.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendConfig {
+    /// `host:port`.
+    pub address: String,
+    /// Relative share for weighted algorithms (1 to 1000).
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+}
+
+fn default_weight() -> u32 {
+    1
+}
+
+/// `[pool.tls]`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTls {
+    /// PEM CA bundle to verify backends; default: the Web PKI roots.
+    pub ca: Option<PathBuf>,
+    /// Name sent as SNI and verified in the certificate; default: the host part
+    /// of each backend's address.
+    pub server_name: Option<String>,
+}
+
+/// `[pool.health_check]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheck {
+    /// Path probed with GET; a 2xx or 3xx answer is healthy.
+    #[serde(default = "default_health_path")]
+    pub path: String,
+    /// Time between probes of one backend.
+    #[serde(with = "duration", default = "default_health_interval")]
+    pub interval: Duration,
+    /// Time a probe may take.
+    #[serde(with = "duration", default = "default_health_timeout")]
+    pub timeout: Duration,
+    /// Consecutive good probes that readmit an unhealthy backend.
+    #[serde(default = "default_healthy_threshold")]
+    pub healthy_threshold: u32,
+    /// Consecutive failed probes that take a backend out.
+    #[serde(default = "default_unhealthy_threshold")]
+    pub unhealthy_threshold: u32,
+}
+
+fn default_health_path() -> String {
+    "/".into()
+}
+fn default_health_interval() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_health_timeout() -> Duration {
+    Duration::from_secs(2)
+}
+fn default_healthy_threshold() -> u32 {
+    2
+}
+fn default_unhealthy_threshold() -> u32 {
+    3
+}
+
+/// `[pool.passive_health]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PassiveHealth {
+    /// Consecutive connect errors or 5xx answers that eject a backend; 0 disables.
+    pub consecutive_failures: u32,
+    /// How long an ejected backend stays out before it is tried again.
+    #[serde(with = "duration")]
+    pub ejection_time: Duration,
+}
+
+impl Default for PassiveHealth {
+    fn default() -> Self {
+        Self {
+            consecutive_failures: 5,
+            ejection_time: Duration::from_secs(10),
+        }
+    }
+}
+
+/// `[[route]]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Name used in logs and metrics; default: `host` + `path`.
+    pub name: Option<String>,
+    /// `api.example.com`, `*.example.com` or `*`.
+    #[serde(default = "default_route_host")]
+    pub host: String,
+    /// Path prefix, matched on whole segments (`/api` matches `/api/x`, not `/apix`).
+    #[serde(default = "default_route_path")]
+    pub path: String,
+    /// The pool that serves matching requests.
+    pub pool: String,
+}
+
+fn default_route_host() -> String {
+    "*".into()
+}
+fn default_route_path() -> String {
+    "/".into()
+}
+
+/// A configuration that could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{file}: cannot read: {source}")]
+    Read {
+        /// The file.
+        file: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file was read but is wrong; `key` is a path like `pool[0].backends[1]`.
+    #[error("{file}:{line}:{key}: {message}")]
+    Invalid {
+        /// The file.
+        file: PathBuf,
+        /// 1-based line of the offending key or value (0 if unknown).
+        line: usize,
+        /// Where in the document.
+        key: String,
+        /// What was expected.
+        message: String,
+    },
+}
+
+impl Config {
+    /// Reads, parses and validates a configuration file.
+    pub fn load(file: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(file).map_err(|source| ConfigError::Read {
+            file: file.to_owned(),
+            source,
+        })?;
+        Self::parse(&text, file)
+    }
+
+    /// Parses and validates configuration text; `file` names it in errors and is
+    /// the base for relative paths.
+    pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
+        let source = SourceMap::new(text, file);
+        let mut config: Config = toml::from_str(text).map_err(|e| source.serde_error(&e))?;
+        config.resolve_paths(file.parent().unwrap_or(Path::new(".")));
+        config
+            .validate()
+            .map_err(|v| source.invalid(&v.key, v.message))?;
+        Ok(config)
+    }
+
+    /// Relative file paths in the config are relative to the config file.
+    fn resolve_paths(&mut self, base: &Path) {
+        let resolve = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        resolve(&mut self.server.data_dir);
+        for listener in &mut self.listeners {
+            if let Some(tls) = &mut listener.tls {
+                for pair in &mut tls.certificates {
+                    resolve(&mut pair.cert);
+                    resolve(&mut pair.key);
+                }
+                if let Some(ca) = &mut tls.client_ca {
+                    resolve(ca);
+                }
+            }
+        }
+        for pool in &mut self.pools {
+            if let Some(ca) = pool.tls.as_mut().and_then(|t| t.ca.as_mut()) {
+                resolve(ca);
+            }
+        }
+    }
+
+    /// Checks what serde cannot: references between sections, ranges, unique
+    /// names, and that TLS material loads.
+    fn validate(&self) -> Result<(), Violation> {
+        let ensure = |ok: bool, key: String, message: String| {
+            if ok {
+                Ok(())
+            } else {
+                Err(Violation { key, message })
+            }
+        };
+        if self.server.worker_threads == Some(0) {
+            return Err(Violation::new(
+                "server.worker_threads",
+                "expected at least 1",
+            ));
+        }
+        ensure(
+            self.limits.max_header_bytes >= 8192,
+            "limits.max_header_bytes".into(),
+            "expected at least 8KiB (the smallest request head buffer)".into(),
+        )?;
+        let mut names = HashSet::new();
+        for (i, l) in self.listeners.iter().enumerate() {
+            ensure(
+                names.insert(&l.name),
+                format!("listener[{i}].name"),
+                format!("listener `{}` is defined twice", l.name),
+            )?;
+            ensure(
+                l.max_connections > 0,
+                format!("listener[{i}].max_connections"),
+                "expected at least 1".into(),
+            )?;
+            if let Some(tls) = &l.tls {
+                ensure(
+                    !tls.certificates.is_empty(),
+                    format!("listener[{i}].tls.certificates"),
+                    "expected at least one certificate".into(),
+                )?;
+                crate::tls::ServerCertificates::load(&tls.certificates).map_err(|e| {
+                    Violation::new(&format!("listener[{i}].tls.certificates"), &e.to_string())
+                })?;
+                if let Some(ca) = &tls.client_ca {
+                    crate::tls::load_roots(ca).map_err(|e| {
+                        Violation::new(&format!("listener[{i}].tls.client_ca"), &e.to_string())
+                    })?;
+                }
+            }
+        }
+        let mut pools = HashSet::new();
+        for (i, p) in self.pools.iter().enumerate() {
+            ensure(
+                pools.insert(p.name.as_str()),
+                format!("pool[{i}].name"),
+                format!("pool `{}` is defined twice", p.name),
+            )?;
+            ensure(
+                !p.backends.is_empty(),
+                format!("pool[{i}].backends"),
+                "expected at least one backend".into(),
+            )?;
+            for (j, b) in p.backends.iter().enumerate() {
+                let key = format!("pool[{i}].backends[{j}]");
+                ensure(
+                    valid_authority(&b.address),
+                    format!("{key}.address"),
+                    format!("expected `host:port`, found `{}`", b.address),
+                )?;
+                ensure(
+                    (1..=1000).contains(&b.weight),
+                    format!("{key}.weight"),
+                    "expected a weight from 1 to 1000".into(),
+                )?;
+            }
+            if p.balance == BalanceAlgorithm::ConsistentHash {
+                ensure(p.hash_key.is_some(), format!("pool[{i}].balance"), "consistent_hash needs `hash_key = { header = \"...\" }` or `{ cookie = \"...\" }`".into())?;
+            }
+            if let Some(HashKey::Header(h)) = &p.hash_key {
+                ensure(
+                    http::HeaderName::try_from(h.as_str()).is_ok(),
+                    format!("pool[{i}].hash_key.header"),
+                    format!("`{h}` is not a valid header name"),
+                )?;
+            }
+            if let Some(hc) = &p.health_check {
+                ensure(
+                    hc.path.starts_with('/'),
+                    format!("pool[{i}].health_check.path"),
+                    "expected a path starting with `/`".into(),
+                )?;
+                ensure(
+                    hc.healthy_threshold > 0 && hc.unhealthy_threshold > 0,
+                    format!("pool[{i}].health_check"),
+                    "thresholds must be at least 1".into(),
+                )?;
+                ensure(
+                    !hc.interval.is_zero(),
+                    format!("pool[{i}].health_check.interval"),
+                    "expected a duration above 0".into(),
+                )?;
+            }
+            if let Some(tls) = &p.tls {
+                if let Some(ca) = &tls.ca {
+                    crate::tls::load_roots(ca).map_err(|e| {
+                        Violation::new(&format!("pool[{i}].tls.ca"), &e.to_string())
+                    })?;
+                }
+                if let Some(name) = &tls.server_name {
+                    ensure(
+                        rustls::pki_types::ServerName::try_from(name.as_str()).is_ok(),
+                        format!("pool[{i}].tls.server_name"),
+                        format!("`{name}` is not a DNS name or IP address"),
+                    )?;
+                }
+            }
+        }
+        let mut routes = HashSet::new();
+        for (i, r) in self.routes.iter().enumerate() {
+            ensure(
+                pools.contains(r.pool.as_str()),
+                format!("route[{i}].pool"),
+                format!(
+                    "no pool named `{}` (pools: {})",
+                    r.pool,
+                    join_names(self.pools.iter().map(|p| p.name.as_str()))
+                ),
+            )?;
+            ensure(
+                r.path.starts_with('/'),
+                format!("route[{i}].path"),
+                format!("expected a path starting with `/`, found `{}`", r.path),
+            )?;
+            ensure(
+                valid_host_pattern(&r.host),
+                format!("route[{i}].host"),
+                format!(
+                    "expected a host name, `*.domain` or `*`, found `{}`",
+                    r.host
+                ),
+            )?;
+            ensure(
+                routes.insert((
+                    r.host.to_ascii_lowercase(),
+                    r.path.trim_end_matches('/').to_owned(),
+                )),
+                format!("route[{i}]"),
+                format!(
+                    "another route already matches host `{}` and path `{}`",
+                    r.host, r.path
+                ),
+            )?;
+        }
+        Ok(())
+    }
+}
+
+fn join_names<'a>(names: impl Iterator<Item = &'a str>) -> String {
+    let v: Vec<&str> = names.collect();
+    if v.is_empty() {
+        "none defined".into()
+    } else {
+        v.join(", ")
+    }
+}
+
+/// `host:port` with a non-empty host and a numeric port.
+fn valid_authority(address: &str) -> bool {
+    matches!(address.parse::<http::uri::Authority>(), Ok(a) if a.port_u16().is_some() && !a.host().is_empty())
+}
+
+/// `*`, `*.domain`, or a plain host name.
+fn valid_host_pattern(host: &str) -> bool {
+    let name = host.strip_prefix("*.").unwrap_or(host);
+    host == "*"
+        || (!name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.'))
+}
+
+/// A validation failure at a key path, before it is located in the file.
+#[derive(Debug)]
+struct Violation {
+    key: String,
+    message: String,
+}
+
+impl Violation {
+    fn new(key: &str, message: &str) -> Self {
+        Self {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Maps byte offsets of the document to key paths and lines, and back.
+struct SourceMap<'a> {
+    text: &'a str,
+    file: &'a Path,
+    /// Every key and value in the document: its path and the span of the value.
+    entries: Vec<(String, Range<usize>)>,
+}
+
+impl<'a> SourceMap<'a> {
+    fn new(text: &'a str, file: &'a Path) -> Self {
+        let mut entries = Vec::new();
+        if let Ok(doc) = toml::de::DeTable::parse(text) {
+            collect_spans(doc.get_ref(), "", &mut entries);
+        }
+        Self {
+            text,
+            file,
+            entries,
+        }
+    }
+
+    fn line_of(&self, offset: usize) -> usize {
+        self.text[..offset.min(self.text.len())]
+            .matches('\n')
+            .count()
+            + 1
+    }
+
+    /// A serde or syntax error: its key is the innermost entry around its span.
+    fn serde_error(&self, error: &toml::de::Error) -> ConfigError {
+        let span = error.span().unwrap_or(0..0);
+        let key = self
+            .entries
+            .iter()
+            .filter(|(_, s)| s.start <= span.start && span.end <= s.end.max(s.start + 1))
+            .min_by_key(|(_, s)| s.len())
+            .map(|(k, _)| k.clone())
+            .unwrap_or_else(|| "(document)".into());
+        ConfigError::Invalid {
+            file: self.file.to_owned(),
+            line: self.line_of(span.start),
+            key,
+            message: error.message().trim().to_owned(),
+        }
+    }
+
+    /// A validation error: located at its key, or the nearest enclosing key found.
+    fn invalid(&self, key: &str, message: String) -> ConfigError {
+        let mut probe = key.to_owned();
+        let line = loop {
+            if let Some((_, span)) = self.entries.iter().find(|(k, _)| *k == probe) {
+                break self.line_of(span.start);
+            }
+            match probe.rfind(['.', '[']) {
+                Some(cut) => probe.truncate(cut),
+                None => break 0,
+            }
+        };
+        ConfigError::Invalid {
+            file: self.file.to_owned(),
+            line,
+            key: key.to_owned(),
+            message,
+        }
+    }
+}
+
+fn collect_spans(
+    table: &toml::de::DeTable<'_>,
+    prefix: &str,
+    out: &mut Vec<(String, Range<usize>)>,
+) {
+    for (key, value) in table {
+        let path = if prefix.is_empty() {
+            key.get_ref().to_string()
+        } else {
+            format!("{prefix}.{}", key.get_ref())
+        };
+        collect_value(value, path, key.span(), out);
+    }
+}
+
+fn collect_value(
+    value: &toml::Spanned<toml::de::DeValue<'_>>,
+    path: String,
+    key_span: Range<usize>,
+    out: &mut Vec<(String, Range<usize>)>,
+) {
+    // The key's own line is the most useful place to point at; the value span
+    // (which may start on a later line for tables) decides containment.
+    let span = key_span.start.min(value.span().start)..value.span().end.max(key_span.end);
+    match value.get_ref() {
+        toml::de::DeValue::Table(t) => collect_spans(t, &path, out),
+        toml::de::DeValue::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                collect_value(item, format!("{path}[{i}]"), item.span(), out);
+            }
+        }
+        _ => {}
+    }
+    out.push((path, span));
+}
+
+/// Durations written the human way: `500ms`, `10s`, `2m`.
+mod duration {
+    use super::*;
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(&text).map_err(|e| {
+            serde::de::Error::custom(format!(
+                "expected a duration like `500ms` or `10s`, found `{text}` ({e})"
+            ))
+        })
+    }
+}
+
+/// A byte size: a whole number, or a string with a unit (`16KiB`, `10MiB`, `1GiB`).
+fn byte_size<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Number(u64),
+        Text(String),
+    }
+    match Raw::deserialize(d).map_err(|_: D::Error| {
+        serde::de::Error::custom("expected a byte size like `16384` or `16KiB`")
+    })? {
+        Raw::Number(n) => Ok(n),
+        Raw::Text(t) => parse_byte_size(&t).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "expected a byte size like `16384` or `16KiB`, found `{t}`"
+            ))
+        }),
+    }
+}
+
+fn parse_byte_size(text: &str) -> Option<u64> {
+    const UNITS: &[(&str, u64)] = &[
+        ("GiB", 1 << 30),
+        ("MiB", 1 << 20),
+        ("KiB", 1 << 10),
+        ("B", 1),
+    ];
+    let text = text.trim();
+    let (number, unit) = UNITS
+        .iter()
+        .find_map(|(suffix, mult)| text.strip_suffix(suffix).map(|n| (n.trim(), *mult)))
+        .unwrap_or((text, 1));
+    number.parse::<u64>().ok()?.checked_mul(unit)
+}
+
+impl fmt::Display for BalanceAlgorithm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::RoundRobin => "round_robin",
+            Self::WeightedRoundRobin => "weighted_round_robin",
+            Self::LeastInFlight => "least_in_flight",
+            Self::ConsistentHash => "consistent_hash",
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, String> {
+        Config::parse(text, Path::new("test.toml")).map_err(|e| e.to_string())
+    }
+
+    const MINIMAL: &str = r#"
+[[listener]]
+name = "public"
+address = "127.0.0.1:0"
+
+[[pool]]
+name = "web"
+backends = [{ address = "127.0.0.1:3000" }, { address = "127.0.0.1:3001", weight = 3 }]
+
+[[route]]
+pool = "web"
+"#;
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(c.routes[0].host, "*");
+        assert_eq!(c.routes[0].path, "/");
+        assert_eq!(c.pools[0].backends[1].weight, 3);
+        assert_eq!(c.limits.max_body_bytes, 10 * 1024 * 1024);
+        assert_eq!(c.server.drain_timeout, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn type_error_names_line_and_key() {
+        let text = MINIMAL.replace("weight = 3", "weight = \"heavy\"");
+        let err = parse(&text).unwrap_err();
+        assert!(
+            err.starts_with("test.toml:8:pool[0].backends[1].weight: "),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn unknown_field_names_line_and_key() {
+        let text = MINIMAL.replace("name = \"public\"", "name = \"public\"\nadress = \"x\"");
+        let err = parse(&text).unwrap_err();
+        assert!(err.starts_with("test.toml:4:listener[0]"), "{err}");
+        assert!(err.contains("adress"), "{err}");
+    }
+
+    #[test]
+    fn route_to_unknown_pool_names_line_and_key() {
+        let text = MINIMAL.replace("pool = \"web\"", "pool = \"wbe\"");
+        let err = parse(&text).unwrap_err();
+        assert_eq!(
+            err,
+            "test.toml:11:route[0].pool: no pool named `wbe` (pools: web)"
+        );
+    }
+
+    #[test]
+    fn bad_duration_and_sizes_are_explained() {
+        let err = parse(&format!("[server]\ndrain_timeout = \"soon\"\n{MINIMAL}")).unwrap_err();
+        assert!(
+            err.starts_with("test.toml:2:server.drain_timeout: expected a duration"),
+            "{err}"
+        );
+        let c = parse(&format!("[limits]\nmax_body_bytes = \"2MiB\"\n{MINIMAL}")).unwrap();
+        assert_eq!(c.limits.max_body_bytes, 2 << 20);
+        let err = parse(&format!("[limits]\nmax_body_bytes = \"lots\"\n{MINIMAL}")).unwrap_err();
+        assert!(
+            err.starts_with("test.toml:2:limits.max_body_bytes: expected a byte size"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn consistent_hash_requires_a_key() {
+        let text = MINIMAL.replace(
+            "name = \"web\"",
+            "name = \"web\"\nbalance = \"consistent_hash\"",
+        );
+        let err = parse(&text).unwrap_err();
+        assert!(
+            err.starts_with("test.toml:8:pool[0].balance: consistent_hash needs"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn syntax_error_has_a_line() {
+        let err = parse("[server\nx=1").unwrap_err();
+        assert!(err.starts_with("test.toml:1:"), "{err}");
+    }
+
+    #[test]
+    fn duplicate_route_is_refused() {
+        let err = parse(&format!(
+            "{MINIMAL}\n[[route]]\npool = \"web\"\npath = \"/\"\n"
+        ))
+        .unwrap_err();
+        assert!(
+            err.contains("route[1]: another route already matches"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn byte_sizes() {
+        assert_eq!(parse_byte_size("16KiB"), Some(16384));
+        assert_eq!(parse_byte_size("7"), Some(7));
+        assert_eq!(parse_byte_size("1 GiB"), Some(1 << 30));
+        assert_eq!(parse_byte_size("x"), None);
+    }
+}

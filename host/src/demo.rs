@@ -1,0 +1,97 @@
+//! `airlock demo`: the quickstart in one process. Two demo upstream services
+//! answer with which backend served, the method and the path; Airlock proxies
+//! to both on the embedded defaults, from a config written to the data dir so
+//! the user can read it, edit it and run it with `airlock run -c`.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::Path;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use serde_json::json;
+use tokio::net::TcpListener;
+
+/// Starts a demo upstream named `name` on a free loopback port.
+pub async fn start_backend(name: &'static str) -> std::io::Result<SocketAddr> {
+    let socket = TcpListener::bind(("127.0.0.1", 0)).await?;
+    let address = socket.local_addr()?;
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = socket.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let service = service_fn(move |request: Request<Incoming>| async move {
+                    Ok::<_, Infallible>(answer(name, &request))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    Ok(address)
+}
+
+fn answer(name: &str, request: &Request<Incoming>) -> Response<Full<Bytes>> {
+    let body = json!({
+        "backend": name,
+        "method": request.method().as_str(),
+        "path": request.uri().path(),
+        "query": request.uri().query(),
+    });
+    let mut response = Response::new(Full::new(Bytes::from(format!("{body}\n"))));
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// The demo's configuration text: one listener, one pool of the demo backends
+/// with health checks, one route for everything.
+pub fn config_text(
+    proxy: SocketAddr,
+    admin: SocketAddr,
+    data_dir: &Path,
+    backends: &[SocketAddr],
+) -> String {
+    let backends: Vec<String> = backends
+        .iter()
+        .map(|b| format!("{{ address = \"{b}\" }}"))
+        .collect();
+    format!(
+        r#"# Written by `airlock demo`; run it again with `airlock run -c <this file>`
+# (start your own backends first: these demo ones live inside the demo process).
+[server]
+data_dir = {data_dir:?}
+drain_timeout = "5s"
+
+[admin]
+address = "{admin}"
+
+[[listener]]
+name = "public"
+address = "{proxy}"
+
+[[pool]]
+name = "demo"
+balance = "round_robin"
+backends = [{backends}]
+health_check = {{ path = "/healthz", interval = "2s", timeout = "1s" }}
+
+[[route]]
+name = "everything"
+host = "*"
+path = "/"
+pool = "demo"
+"#,
+        data_dir = data_dir.display().to_string(),
+        backends = backends.join(", "),
+    )
+}

@@ -1,0 +1,18 @@
+//! Airlock is a reverse proxy and load balancer in which every routing action
+//! passes through sandboxed policies before it happens.
+//!
+//! The request path lives in [`proxy`], read top-down: hygiene, route, judge,
+//! forward. [`balance`] picks backends and keeps their live figures and health;
+//! [`tls`] terminates and originates TLS; [`config`] reads and validates the one
+//! TOML file; [`server`] starts the parts and stops them in order (see
+//! [`shutdown`]); [`admin`] serves health, readiness and figures; [`demo`] is
+//! the quickstart.
+
+pub mod admin;
+pub mod balance;
+pub mod config;
+pub mod demo;
+pub mod proxy;
+pub mod server;
+pub mod shutdown;
+pub mod tls;

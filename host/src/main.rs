@@ -1,0 +1,139 @@
+//! The `airlock` command: run a config, check one, or start the demo.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+
+use airlock::config::{Config, LogFormat};
+use airlock::server::{self, Server};
+
+/// Airlock: a reverse proxy and load balancer whose routing actions pass
+/// through sandboxed policies.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve with a configuration file until Ctrl-C or SIGTERM, then drain.
+    Run {
+        /// The configuration file (see examples/reference.toml).
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+    /// Validate a configuration file without serving; errors name file:line:key.
+    Check {
+        /// The configuration file.
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+    /// Start two demo backends and the proxy in front of them, in one process.
+    Demo {
+        /// Where the proxy listens.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        proxy_listen: SocketAddr,
+        /// Where the admin API listens (/healthz, /readyz, /v1/pools).
+        #[arg(long, default_value = "127.0.0.1:9090")]
+        admin_listen: SocketAddr,
+        /// Where the demo keeps its state and writes its config.
+        #[arg(long, default_value = "airlock-demo")]
+        data_dir: PathBuf,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Check { config } => {
+            let loaded = Config::load(&config)?;
+            println!(
+                "{}: ok ({} listeners, {} pools, {} routes)",
+                config.display(),
+                loaded.listeners.len(),
+                loaded.pools.len(),
+                loaded.routes.len()
+            );
+            Ok(())
+        }
+        Command::Run { config } => {
+            let loaded = Config::load(&config)?;
+            init_logging(loaded.server.log_format);
+            runtime(loaded.server.worker_threads)?.block_on(serve(loaded))
+        }
+        Command::Demo {
+            proxy_listen,
+            admin_listen,
+            data_dir,
+        } => {
+            init_logging(LogFormat::Text);
+            runtime(None)?.block_on(demo(proxy_listen, admin_listen, &data_dir))
+        }
+    }
+}
+
+fn runtime(worker_threads: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = worker_threads {
+        builder.worker_threads(n);
+    }
+    builder
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+fn init_logging(format: LogFormat) {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Binds, announces the addresses on stdout (one line each, then `ready`), serves.
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let server = Server::bind(config).await?;
+    for bound in server.addresses() {
+        println!(
+            "airlock: {} listening on {}://{}",
+            bound.name, bound.scheme, bound.address
+        );
+    }
+    println!("airlock: ready");
+    server.run(server::stop_signal()).await;
+    Ok(())
+}
+
+async fn demo(proxy: SocketAddr, admin: SocketAddr, data_dir: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("cannot create the data dir {}", data_dir.display()))?;
+    let data_dir = data_dir.canonicalize()?;
+    let backends = [
+        airlock::demo::start_backend("demo-1").await?,
+        airlock::demo::start_backend("demo-2").await?,
+    ];
+    let config_path = data_dir.join("airlock.toml");
+    let text = airlock::demo::config_text(proxy, admin, &data_dir, &backends);
+    std::fs::write(&config_path, &text)
+        .with_context(|| format!("cannot write {}", config_path.display()))?;
+    let config = Config::parse(&text, &config_path)?;
+    println!(
+        "airlock demo: backends demo-1 on {} and demo-2 on {}",
+        backends[0], backends[1]
+    );
+    println!("airlock demo: config written to {}", config_path.display());
+    println!(
+        "airlock demo: try  curl -s http://{proxy}/hello   (twice: both backends answer in turn)"
+    );
+    println!("airlock demo:      curl -s http://{admin}/v1/pools");
+    serve(config).await
+}

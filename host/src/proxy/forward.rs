@@ -1,0 +1,311 @@
+//! Step 4 of the request path: send the request to a backend of the route's
+//! pool and stream the answer back.
+//!
+//! Headers are rewritten the way a reverse proxy should: hop-by-hop headers
+//! (and those named in `Connection`) are removed both ways, `X-Forwarded-For`,
+//! `-Proto` and `-Host` and `Via` are set, and the client's `Host` is kept. A
+//! request whose connection to the backend fails is retried once on another
+//! backend when it is idempotent and has no body, so nothing could have been
+//! sent twice. `Upgrade` requests (WebSocket) become a byte tunnel once the
+//! backend answers 101.
+
+use std::error::Error as _;
+use std::time::Instant;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode, Uri, Version};
+use http_body::Body as _;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+
+use super::body::{self, BoxError, ProxyBody};
+use super::{ConnectionInfo, ProxyError, Target};
+use crate::balance::figures::InFlight;
+use crate::balance::Pool;
+use crate::config::Limits;
+
+/// Headers that describe one hop, never forwarded (RFC 9110 7.6.1).
+const HOP_BY_HOP: [HeaderName; 7] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// Forwards `request` to `pool` and returns the backend's response.
+pub async fn forward(
+    pool: &Pool,
+    conn: &ConnectionInfo,
+    mut request: Request<Incoming>,
+    target: &Target,
+    limits: &Limits,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    let declared = request.body().size_hint().exact();
+    if declared.is_some_and(|len| len > limits.max_body_bytes) {
+        return Err(ProxyError::BodyTooLarge {
+            limit: limits.max_body_bytes,
+        });
+    }
+    let client_upgrade = wants_upgrade(&request).then(|| hyper::upgrade::on(&mut request));
+    let (mut parts, incoming) = request.into_parts();
+    rewrite_request_headers(
+        &mut parts.headers,
+        conn,
+        target,
+        parts.version,
+        client_upgrade.is_some(),
+    );
+    // A spare copy of the head is kept only when a retry is possible.
+    let replayable = parts.method.is_idempotent() && incoming.is_end_stream();
+    let mut spare = replayable.then(|| parts.clone());
+    let body = Limited::new(incoming, limits.max_body_bytes as usize)
+        .map_err(BoxError::from)
+        .boxed();
+    let mut next = Some((parts, body));
+
+    let mut tried = None;
+    while let Some((parts, body)) = next.take() {
+        let index = pool
+            .pick(&parts, tried)
+            .ok_or_else(|| ProxyError::NoHealthyBackend {
+                pool: pool.name.clone(),
+            })?;
+        let backend = &pool.backends[index];
+        let uri = Uri::builder()
+            .scheme(pool.scheme.clone())
+            .authority(backend.authority.clone())
+            .path_and_query(target.path_and_query.clone())
+            .build()
+            .map_err(|e| ProxyError::BadRequest(format!("cannot build the upstream URI: {e}")))?;
+        let mut upstream = Request::from_parts(parts, body);
+        *upstream.uri_mut() = uri;
+        *upstream.version_mut() = if pool.http2 {
+            Version::HTTP_2
+        } else {
+            Version::HTTP_11
+        };
+
+        let in_flight = backend.figures.start();
+        let started = Instant::now();
+        let outcome =
+            tokio::time::timeout(limits.request_timeout, pool.client.request(upstream)).await;
+        let latency = started.elapsed();
+        match outcome {
+            Ok(Ok(response)) => {
+                pool.record_outcome(index, response.status().is_server_error(), latency);
+                return Ok(relay_response(response, client_upgrade, in_flight, conn));
+            }
+            Ok(Err(error)) => {
+                pool.record_outcome(index, true, latency);
+                if body_limit_exceeded(&error) {
+                    return Err(ProxyError::BodyTooLarge {
+                        limit: limits.max_body_bytes,
+                    });
+                }
+                if error.is_connect() {
+                    if let Some(parts) = spare.take() {
+                        tracing::debug!(pool = %pool.name, backend = %backend.authority, error = %error, "connect failed; retrying on another backend");
+                        tried = Some(index);
+                        next = Some((parts, body::empty()));
+                        continue;
+                    }
+                }
+                return Err(ProxyError::Upstream {
+                    pool: pool.name.clone(),
+                    backend: backend.authority.to_string(),
+                    source: error,
+                });
+            }
+            Err(_elapsed) => {
+                pool.record_outcome(index, true, latency);
+                return Err(ProxyError::UpstreamTimeout {
+                    pool: pool.name.clone(),
+                    backend: backend.authority.to_string(),
+                    timeout: limits.request_timeout,
+                });
+            }
+        }
+    }
+    Err(ProxyError::NoHealthyBackend {
+        pool: pool.name.clone(),
+    })
+}
+
+/// An HTTP/1.1 `Upgrade` request (WebSocket and kin).
+fn wants_upgrade(request: &Request<Incoming>) -> bool {
+    request.version() == Version::HTTP_11
+        && request.headers().contains_key(header::UPGRADE)
+        && connection_tokens(request.headers()).any(|t| t.eq_ignore_ascii_case("upgrade"))
+}
+
+fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+}
+
+/// Removes hop-by-hop headers, and those `Connection` names.
+fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = connection_tokens(headers)
+        .filter_map(|t| HeaderName::try_from(t).ok())
+        .collect();
+    for name in named.iter().chain(&HOP_BY_HOP) {
+        headers.remove(name);
+    }
+}
+
+fn rewrite_request_headers(
+    headers: &mut HeaderMap,
+    conn: &ConnectionInfo,
+    target: &Target,
+    version: Version,
+    upgrade: bool,
+) {
+    let upgrade_protocol = if upgrade {
+        headers.get(header::UPGRADE).cloned()
+    } else {
+        None
+    };
+    remove_hop_by_hop(headers);
+    if let Some(protocol) = upgrade_protocol {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::UPGRADE, protocol);
+    }
+    if let Some(host) = &target.host_header {
+        headers.insert(header::HOST, host.clone());
+    }
+
+    let client_ip = conn.remote.ip().to_string();
+    let forwarded_for = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        // Present only on trusted listeners: hygiene stripped it otherwise.
+        Some(earlier) => format!("{earlier}, {client_ip}"),
+        None => client_ip,
+    };
+    if let Ok(value) = HeaderValue::try_from(forwarded_for) {
+        headers.insert(X_FORWARDED_FOR, value);
+    }
+    if !headers.contains_key(&X_FORWARDED_PROTO) {
+        headers.insert(
+            X_FORWARDED_PROTO,
+            HeaderValue::from_static(if conn.tls { "https" } else { "http" }),
+        );
+    }
+    if !headers.contains_key(&X_FORWARDED_HOST) {
+        if let Some(host) = &target.host_header {
+            headers.insert(X_FORWARDED_HOST, host.clone());
+        }
+    }
+    append_via(headers, version);
+}
+
+/// Adds this hop to `Via` (RFC 9110 7.6.3).
+fn append_via(headers: &mut HeaderMap, version: Version) {
+    let hop = match version {
+        Version::HTTP_10 => "1.0 airlock",
+        Version::HTTP_2 => "2 airlock",
+        _ => "1.1 airlock",
+    };
+    let value = match headers.get(header::VIA).and_then(|v| v.to_str().ok()) {
+        Some(earlier) => HeaderValue::try_from(format!("{earlier}, {hop}")).ok(),
+        None => Some(HeaderValue::from_static(hop)),
+    };
+    if let Some(value) = value {
+        headers.insert(header::VIA, value);
+    }
+}
+
+/// Turns the backend's response into the client's: headers cleaned, `Via`
+/// added, the body streamed with the in-flight count held until its end, and
+/// a 101 answer to an upgrade request joined into a tunnel.
+fn relay_response(
+    mut response: Response<Incoming>,
+    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    in_flight: InFlight,
+    conn: &ConnectionInfo,
+) -> Response<ProxyBody> {
+    let version = response.version();
+    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+        if let Some(client) = client_upgrade {
+            let backend = hyper::upgrade::on(&mut response);
+            let remote = conn.remote;
+            tokio::spawn(async move {
+                let _in_flight = in_flight;
+                match futures_util::future::try_join(client, backend).await {
+                    Ok((client, backend)) => {
+                        let (mut client, mut backend) =
+                            (TokioIo::new(client), TokioIo::new(backend));
+                        if let Err(e) =
+                            tokio::io::copy_bidirectional(&mut client, &mut backend).await
+                        {
+                            tracing::debug!(%remote, error = %e, "upgraded connection ended");
+                        }
+                    }
+                    Err(e) => tracing::debug!(%remote, error = %e, "upgrade did not complete"),
+                }
+            });
+            let (mut parts, _) = response.into_parts();
+            append_via(&mut parts.headers, version);
+            return Response::from_parts(parts, body::empty());
+        }
+    }
+    let (mut parts, incoming) = response.into_parts();
+    remove_hop_by_hop(&mut parts.headers);
+    append_via(&mut parts.headers, version);
+    Response::from_parts(parts, body::counted(incoming, in_flight))
+}
+
+/// Whether the client's body grew over the limit while it was being sent.
+fn body_limit_exceeded(error: &hyper_util::client::legacy::Error) -> bool {
+    let mut cause = error.source();
+    while let Some(e) = cause {
+        if e.is::<LengthLimitError>() {
+            return true;
+        }
+        cause = e.source();
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_and_connection_named_headers_are_removed() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            "keep-alive, x-secret-hop".parse().unwrap(),
+        );
+        h.insert("keep-alive", "timeout=5".parse().unwrap());
+        h.insert("x-secret-hop", "1".parse().unwrap());
+        h.insert(header::TRANSFER_ENCODING, "chunked".parse().unwrap());
+        h.insert(header::TE, "trailers".parse().unwrap());
+        h.insert(header::ACCEPT, "*/*".parse().unwrap());
+        remove_hop_by_hop(&mut h);
+        assert_eq!(
+            h.keys().map(|k| k.as_str()).collect::<Vec<_>>(),
+            vec!["accept"]
+        );
+    }
+
+    #[test]
+    fn via_is_appended() {
+        let mut h = HeaderMap::new();
+        append_via(&mut h, Version::HTTP_2);
+        assert_eq!(h[header::VIA], "2 airlock");
+        append_via(&mut h, Version::HTTP_11);
+        assert_eq!(h[header::VIA], "2 airlock, 1.1 airlock");
+    }
+}

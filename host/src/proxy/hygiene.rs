@@ -1,0 +1,230 @@
+//! Request hygiene, before anything judges a request: the path is normalized
+//! (percent-encoded unreserved characters decoded, repeated slashes collapsed,
+//! `.` and `..` resolved) and that normalized form is what routes match and what
+//! the backend receives, so `/public/../admin`, `/public/%2e%2e/admin` and
+//! `//admin` cannot slip past a rule for `/admin`. Encoded `/` or `\`, a raw `\`,
+//! an encoded NUL and broken percent-encoding are refused with 400, since a
+//! backend might decode them into a different path than the one judged.
+//!
+//! Method-override headers (`X-HTTP-Method-Override` and kin) are refused: a
+//! backend that honours them would run a method no rule saw. Headers only
+//! Airlock may set (`Airlock-*`), and forwarding headers from clients of
+//! listeners that do not trust them, are removed.
+
+use std::borrow::Cow;
+
+use http::header::HeaderName;
+use http::HeaderMap;
+
+/// Headers that would make a backend run another method than the one judged.
+const METHOD_OVERRIDE_HEADERS: [&str; 3] = [
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+];
+
+/// Forwarding headers a client could forge; kept only on trusted listeners.
+const FORWARDING_HEADERS: [&str; 5] = [
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-real-ip",
+];
+
+/// Prefix of headers only Airlock sets.
+const AIRLOCK_HEADER_PREFIX: &str = "airlock-";
+
+/// Returns the normalized path, or why it cannot be normalized.
+pub fn normalize_path(raw: &str) -> Result<Cow<'_, str>, &'static str> {
+    if !raw.starts_with('/') {
+        return Err("the request target must be a path starting with `/`");
+    }
+    if is_normal(raw) {
+        return Ok(Cow::Borrowed(raw));
+    }
+    let decoded = decode_unreserved(raw)?;
+    let mut segments: Vec<&str> = Vec::new();
+    let mut trailing_slash = false;
+    for segment in decoded.split('/').skip(1) {
+        trailing_slash = matches!(segment, "" | "." | "..");
+        match segment {
+            "" | "." => {}
+            ".." => {
+                segments.pop();
+            }
+            s => segments.push(s),
+        }
+    }
+    let mut out = String::with_capacity(decoded.len());
+    for s in &segments {
+        out.push('/');
+        out.push_str(s);
+    }
+    if trailing_slash || segments.is_empty() {
+        out.push('/');
+    }
+    Ok(Cow::Owned(out))
+}
+
+/// The fast path: nothing to decode, no empty segment but a trailing one, no
+/// `.` or `..` segment.
+fn is_normal(path: &str) -> bool {
+    if path.contains(['%', '\\']) {
+        return false;
+    }
+    let mut segments = path[1..].split('/').peekable();
+    while let Some(segment) = segments.next() {
+        let last = segments.peek().is_none();
+        if segment == "." || segment == ".." || (segment.is_empty() && !last) {
+            return false;
+        }
+    }
+    true
+}
+
+/// Decodes `%XX` of unreserved characters, upper-cases the hex of the others,
+/// and refuses what must not pass.
+fn decode_unreserved(raw: &str) -> Result<String, &'static str> {
+    let bytes = raw.as_bytes();
+    let mut out = String::with_capacity(raw.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\\' => return Err("a backslash in the path is not accepted"),
+            b'%' => {
+                let hex = bytes
+                    .get(i + 1..i + 3)
+                    .ok_or("invalid percent-encoding in the path")?;
+                let value = std::str::from_utf8(hex)
+                    .ok()
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                    .ok_or("invalid percent-encoding in the path")?;
+                match value {
+                    b'/' | b'\\' => {
+                        return Err("an encoded `/` or `\\` in the path is not accepted")
+                    }
+                    0 => return Err("an encoded NUL in the path is not accepted"),
+                    c if c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~') => {
+                        out.push(c as char)
+                    }
+                    c => {
+                        out.push('%');
+                        out.push_str(&format!("{c:02X}"));
+                    }
+                }
+                i += 3;
+            }
+            c => {
+                out.push(c as char);
+                i += 1;
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Refuses requests carrying a method override.
+pub fn check_method_override(headers: &HeaderMap) -> Result<(), String> {
+    match METHOD_OVERRIDE_HEADERS
+        .iter()
+        .find(|h| headers.contains_key(**h))
+    {
+        Some(h) => Err(format!(
+            "the `{h}` header is not accepted: send the real method instead"
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Removes what a client must not set: `Airlock-*` always, forwarding headers
+/// unless the listener trusts its clients.
+pub fn strip_reserved_headers(headers: &mut HeaderMap, trust_forwarded: bool) {
+    let reserved: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| name.as_str().starts_with(AIRLOCK_HEADER_PREFIX))
+        .cloned()
+        .collect();
+    for name in reserved {
+        headers.remove(name);
+    }
+    if !trust_forwarded {
+        for name in FORWARDING_HEADERS {
+            headers.remove(name);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn norm(p: &str) -> Result<String, &'static str> {
+        normalize_path(p).map(Cow::into_owned)
+    }
+
+    #[test]
+    fn normal_paths_pass_unchanged_and_borrowed() {
+        for p in ["/", "/a", "/a/b/", "/a.b/c..d/.e", "/x/..y"] {
+            assert!(matches!(normalize_path(p), Ok(Cow::Borrowed(_))), "{p}");
+        }
+    }
+
+    #[test]
+    fn dot_segments_and_slashes_resolve() {
+        let cases = [
+            ("/public/../admin", "/admin"),
+            ("//admin", "/admin"),
+            ("/a//b///c", "/a/b/c"),
+            ("/a/./b/.", "/a/b/"),
+            ("/a/b/..", "/a/"),
+            ("/../../etc/passwd", "/etc/passwd"),
+            ("/public/%2e%2e/admin", "/admin"),
+            ("/public/%2E%2e/%61dmin", "/admin"),
+            ("/a/%7euser", "/a/~user"),
+            ("/a%20b", "/a%20b"),
+            ("/a%c3%a9", "/a%C3%A9"),
+            ("/.", "/"),
+            ("/..", "/"),
+        ];
+        for (input, want) in cases {
+            assert_eq!(norm(input).as_deref(), Ok(want), "{input}");
+        }
+    }
+
+    #[test]
+    fn dangerous_encodings_are_refused() {
+        for p in [
+            "/a%2fb", "/a%2Fb", "/a%5cb", "/a\\b", "/a%zz", "/a%2", "/a%", "/a%00b", "relative",
+            "*",
+        ] {
+            assert!(norm(p).is_err(), "{p} should be refused");
+        }
+    }
+
+    #[test]
+    fn method_override_is_refused() {
+        let mut h = HeaderMap::new();
+        assert!(check_method_override(&h).is_ok());
+        h.insert("X-HTTP-Method-Override", "DELETE".parse().unwrap());
+        assert!(check_method_override(&h)
+            .unwrap_err()
+            .contains("x-http-method-override"));
+    }
+
+    #[test]
+    fn reserved_headers_are_stripped() {
+        let mut h = HeaderMap::new();
+        h.insert("airlock-ticket", "x".parse().unwrap());
+        h.insert("Airlock-Principal", "admin".parse().unwrap());
+        h.insert("x-forwarded-for", "1.2.3.4".parse().unwrap());
+        h.insert("accept", "*/*".parse().unwrap());
+        let mut trusted = h.clone();
+        strip_reserved_headers(&mut h, false);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("accept"));
+        strip_reserved_headers(&mut trusted, true);
+        assert_eq!(trusted.len(), 2);
+        assert!(trusted.contains_key("x-forwarded-for"));
+    }
+}

@@ -1,0 +1,183 @@
+//! The data path. A request goes through these steps, top to bottom, in
+//! [`Proxy::handle`]:
+//!
+//! 1. **inspect** ([`hygiene`]): refuse method overrides, strip headers only
+//!    Airlock may set, normalize the path; what is judged is what is forwarded.
+//! 2. **route** ([`route`]): the most specific route names the pool.
+//! 3. **judge**: the policy chain (added by the policy engine).
+//! 4. **forward** ([`forward`]): pick a backend, rewrite headers, send over the
+//!    pool's keep-alive client, retry an idempotent request once on another
+//!    backend if the connection failed, stream the answer back.
+//!
+//! Any step may stop the request with a [`ProxyError`], which becomes the
+//! response in one place. Connections are accepted and served by [`listener`].
+
+pub mod body;
+pub mod error;
+pub mod forward;
+pub mod hygiene;
+pub mod listener;
+pub mod route;
+pub mod upstream;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use http::uri::PathAndQuery;
+use http::{header, HeaderValue, Request, Response};
+use hyper::body::Incoming;
+use rustls::pki_types::CertificateDer;
+
+use crate::balance::Pool;
+use crate::config::Limits;
+use crate::shutdown::Shutdown;
+pub use body::ProxyBody;
+pub use error::ProxyError;
+use route::RouteTable;
+
+/// The routing state requests read: an immutable snapshot, swapped whole.
+#[derive(Debug)]
+pub struct Routing {
+    /// Routes, resolved to pools.
+    pub routes: RouteTable,
+    /// Every pool, in configuration order.
+    pub pools: Vec<Arc<Pool>>,
+}
+
+/// What the proxy needs to serve a request; shared by every connection.
+#[derive(Debug)]
+pub struct Proxy {
+    routing: ArcSwap<Routing>,
+    limits: Limits,
+    shutdown: Shutdown,
+}
+
+/// Where a connection came from; shared by the requests on it.
+#[derive(Debug)]
+pub struct ConnectionInfo {
+    /// The listener's name.
+    pub listener: Arc<str>,
+    /// Whether the listener trusts forwarding headers from its clients.
+    pub trust_forwarded: bool,
+    /// Whether the connection is TLS.
+    pub tls: bool,
+    /// The client's address.
+    pub remote: SocketAddr,
+    /// The client's verified certificate chain, on listeners that ask for one.
+    pub client_certificates: Option<Vec<CertificateDer<'static>>>,
+}
+
+/// A request's destination after hygiene: what routes match and what the
+/// backend receives.
+#[derive(Debug)]
+pub struct Target {
+    /// Lower-case host without port (empty if the client sent none).
+    pub host: String,
+    /// The `Host` the client asked for, port included, for `Host` and
+    /// `X-Forwarded-Host` upstream.
+    pub host_header: Option<HeaderValue>,
+    /// Normalized path and the original query.
+    pub path_and_query: PathAndQuery,
+}
+
+impl Proxy {
+    /// A proxy serving `routing`.
+    pub fn new(routing: Routing, limits: Limits, shutdown: Shutdown) -> Self {
+        Self {
+            routing: ArcSwap::from_pointee(routing),
+            limits,
+            shutdown,
+        }
+    }
+
+    /// The routing snapshot in force now.
+    pub fn routing(&self) -> Arc<Routing> {
+        self.routing.load_full()
+    }
+
+    /// Serves one request. After shutdown's drain timeout, a request still
+    /// waiting is answered 503.
+    pub async fn handle(
+        &self,
+        conn: &ConnectionInfo,
+        request: Request<Incoming>,
+    ) -> Response<ProxyBody> {
+        let result = tokio::select! {
+            biased;
+            result = self.route_and_forward(conn, request) => result,
+            () = self.shutdown.deadline_passed() => Err(ProxyError::ShuttingDown),
+        };
+        result.unwrap_or_else(ProxyError::into_response)
+    }
+
+    async fn route_and_forward(
+        &self,
+        conn: &ConnectionInfo,
+        mut request: Request<Incoming>,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        let target = inspect(conn, &mut request)?;
+        let routing = self.routing();
+        let route = routing
+            .routes
+            .find(&target.host, target.path_and_query.path())
+            .ok_or_else(|| ProxyError::NoRoute {
+                host: target.host.clone(),
+                path: target.path_and_query.path().to_owned(),
+            })?;
+        // Judge: the route's policy chain decides here (policy engine issue).
+        forward::forward(&route.pool, conn, request, &target, &self.limits).await
+    }
+}
+
+/// Step 1: hygiene. Refuses what cannot be judged safely and returns the
+/// normalized target.
+fn inspect(conn: &ConnectionInfo, request: &mut Request<Incoming>) -> Result<Target, ProxyError> {
+    hygiene::check_method_override(request.headers()).map_err(ProxyError::BadRequest)?;
+    hygiene::strip_reserved_headers(request.headers_mut(), conn.trust_forwarded);
+
+    let uri = request.uri();
+    let path =
+        hygiene::normalize_path(uri.path()).map_err(|e| ProxyError::BadRequest(e.to_owned()))?;
+    let path_and_query = if path == uri.path() {
+        uri.path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"))
+    } else {
+        let joined = match uri.query() {
+            Some(q) => format!("{path}?{q}"),
+            None => path.into_owned(),
+        };
+        PathAndQuery::try_from(joined)
+            .map_err(|e| ProxyError::BadRequest(format!("invalid path: {e}")))?
+    };
+
+    let host_header = match uri.authority() {
+        Some(authority) => HeaderValue::from_str(authority.as_str()).ok(),
+        None => request.headers().get(header::HOST).cloned(),
+    };
+    let host = host_header
+        .as_ref()
+        .map(|h| {
+            let h = h
+                .to_str()
+                .map_err(|_| ProxyError::BadRequest("the Host header is not valid text".into()))?;
+            let authority: http::uri::Authority = h
+                .parse()
+                .map_err(|_| ProxyError::BadRequest(format!("invalid Host header `{h}`")))?;
+            Ok::<_, ProxyError>(
+                authority
+                    .host()
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .to_ascii_lowercase(),
+            )
+        })
+        .transpose()?
+        .unwrap_or_default();
+    Ok(Target {
+        host,
+        host_header,
+        path_and_query,
+    })
+}

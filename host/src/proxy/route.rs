@@ -1,0 +1,180 @@
+//! The route table: which pool serves a host and path. The most specific route
+//! wins: an exact host beats a wildcard (`*.example.com`, longer suffixes
+//! first), which beats `*`; among routes for the same host, the longest path
+//! prefix wins. Prefixes match whole segments: `/api` matches `/api` and
+//! `/api/users`, never `/apix`. The table is an immutable snapshot; lookups take
+//! no lock.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::balance::Pool;
+use crate::config::RouteConfig;
+
+/// One route, resolved to its pool.
+#[derive(Debug)]
+pub struct Route {
+    /// Name for logs and metrics.
+    pub name: String,
+    /// Path prefix, without a trailing slash (empty for `/`).
+    prefix: String,
+    /// The pool serving it.
+    pub pool: Arc<Pool>,
+}
+
+/// All routes, grouped by how their host matches.
+#[derive(Debug, Default)]
+pub struct RouteTable {
+    exact: HashMap<String, Vec<Route>>,
+    /// (`.example.com`, routes), longest suffix first.
+    wildcard: Vec<(String, Vec<Route>)>,
+    any: Vec<Route>,
+}
+
+impl RouteTable {
+    /// Builds the table; `pool_named` resolves a route's pool (validated to exist).
+    pub fn build(
+        routes: &[RouteConfig],
+        pool_named: impl Fn(&str) -> Option<Arc<Pool>>,
+    ) -> RouteTable {
+        let mut table = RouteTable::default();
+        for config in routes {
+            let Some(pool) = pool_named(&config.pool) else {
+                continue;
+            };
+            let route = Route {
+                name: config
+                    .name
+                    .clone()
+                    .unwrap_or_else(|| format!("{}{}", config.host, config.path)),
+                prefix: config.path.trim_end_matches('/').to_owned(),
+                pool,
+            };
+            let host = config.host.to_ascii_lowercase();
+            if host == "*" {
+                table.any.push(route);
+            } else if let Some(domain) = host.strip_prefix('*') {
+                match table.wildcard.iter_mut().find(|(d, _)| d == domain) {
+                    Some((_, list)) => list.push(route),
+                    None => table.wildcard.push((domain.to_owned(), vec![route])),
+                }
+            } else {
+                table.exact.entry(host).or_default().push(route);
+            }
+        }
+        let by_longest_prefix =
+            |list: &mut Vec<Route>| list.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
+        table.exact.values_mut().for_each(by_longest_prefix);
+        table
+            .wildcard
+            .iter_mut()
+            .for_each(|(_, list)| by_longest_prefix(list));
+        by_longest_prefix(&mut table.any);
+        table
+            .wildcard
+            .sort_by_key(|(d, _)| std::cmp::Reverse(d.len()));
+        table
+    }
+
+    /// The route for a (lower-case, port-less) host and a normalized path.
+    pub fn find(&self, host: &str, path: &str) -> Option<&Route> {
+        self.exact
+            .get(host)
+            .and_then(|l| first_match(l, path))
+            .or_else(|| {
+                self.wildcard
+                    .iter()
+                    .filter(|(domain, _)| {
+                        host.len() > domain.len() && host.ends_with(domain.as_str())
+                    })
+                    .find_map(|(_, l)| first_match(l, path))
+            })
+            .or_else(|| first_match(&self.any, path))
+    }
+}
+
+fn first_match<'a>(routes: &'a [Route], path: &str) -> Option<&'a Route> {
+    routes.iter().find(|r| prefix_matches(&r.prefix, path))
+}
+
+fn prefix_matches(prefix: &str, path: &str) -> bool {
+    path.starts_with(prefix) && matches!(path.as_bytes().get(prefix.len()), None | Some(b'/'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use std::path::Path;
+
+    fn table(routes: &[(&str, &str, &str)]) -> RouteTable {
+        let mut text = String::new();
+        for pool in ["a", "b", "c", "d", "e"] {
+            text += &format!(
+                "[[pool]]\nname = \"{pool}\"\nbackends = [{{ address = \"127.0.0.1:1\" }}]\n"
+            );
+        }
+        for (host, path, pool) in routes {
+            text +=
+                &format!("[[route]]\nhost = \"{host}\"\npath = \"{path}\"\npool = \"{pool}\"\n");
+        }
+        let config = Config::parse(&text, Path::new("t.toml")).unwrap();
+        let pools: Vec<Arc<Pool>> = config
+            .pools
+            .iter()
+            .map(|p| Arc::new(Pool::build(p, &config.limits).unwrap()))
+            .collect();
+        RouteTable::build(&config.routes, |name| {
+            pools.iter().find(|p| p.name == name).cloned()
+        })
+    }
+
+    fn pool_for(t: &RouteTable, host: &str, path: &str) -> Option<String> {
+        t.find(host, path).map(|r| r.pool.name.clone())
+    }
+
+    #[test]
+    fn most_specific_route_wins() {
+        let t = table(&[
+            ("*", "/", "a"),
+            ("*", "/api", "b"),
+            ("*.example.com", "/", "c"),
+            ("api.example.com", "/v1", "d"),
+            ("*.eu.example.com", "/", "e"),
+        ]);
+        assert_eq!(pool_for(&t, "other.org", "/x").as_deref(), Some("a"));
+        assert_eq!(
+            pool_for(&t, "other.org", "/api/users").as_deref(),
+            Some("b")
+        );
+        assert_eq!(pool_for(&t, "other.org", "/apix").as_deref(), Some("a"));
+        assert_eq!(
+            pool_for(&t, "www.example.com", "/api").as_deref(),
+            Some("c")
+        );
+        assert_eq!(
+            pool_for(&t, "api.example.com", "/v1/x").as_deref(),
+            Some("d")
+        );
+        // The exact host has no route for this path: the wildcard serves it.
+        assert_eq!(pool_for(&t, "api.example.com", "/v2").as_deref(), Some("c"));
+        assert_eq!(pool_for(&t, "x.eu.example.com", "/").as_deref(), Some("e"));
+        // `*.example.com` does not match the bare domain.
+        assert_eq!(pool_for(&t, "example.com", "/").as_deref(), Some("a"));
+    }
+
+    #[test]
+    fn no_route_is_none() {
+        let t = table(&[("api.example.com", "/v1", "a")]);
+        assert!(t.find("api.example.com", "/v2").is_none());
+        assert!(t.find("example.com", "/v1").is_none());
+    }
+
+    #[test]
+    fn trailing_slash_prefix_matches_segments() {
+        let t = table(&[("*", "/static/", "a")]);
+        assert!(t.find("h", "/static/x.css").is_some());
+        assert!(t.find("h", "/static").is_some());
+        assert!(t.find("h", "/staticx").is_none());
+    }
+}

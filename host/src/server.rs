@@ -1,0 +1,234 @@
+//! Starting and stopping Airlock from a [`Config`]: build pools and routes, bind
+//! every listener (so addresses are known, and printed, before serving), then
+//! serve until told to stop, and stop in order: drain, then answer what still
+//! waits with 503, then close the admin listener.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::admin::{self, AdminState};
+use crate::balance::{health, Pool};
+use crate::config::Config;
+use crate::proxy::listener::{self, Listener};
+use crate::proxy::route::RouteTable;
+use crate::proxy::{Proxy, Routing};
+use crate::shutdown::{self, Phase, Shutdown, ShutdownTrigger};
+use crate::tls::{self, ReloadingCertificates, TlsError};
+
+/// How often listener certificate files are checked for changes.
+const CERTIFICATE_POLL_INTERVAL: Duration = Duration::from_secs(2);
+
+/// After the drain deadline, how long the 503 answers get to reach clients.
+const FINAL_FLUSH: Duration = Duration::from_secs(2);
+
+/// Airlock could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// A socket could not be bound.
+    #[error("{what}: cannot listen on {address}: {source}")]
+    Bind {
+        /// Which listener.
+        what: String,
+        /// Where.
+        address: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// TLS material could not be loaded.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+}
+
+/// A bound, not yet serving, Airlock.
+#[derive(Debug)]
+pub struct Server {
+    config: Config,
+    proxy: Arc<Proxy>,
+    listeners: Vec<Listener>,
+    admin: TcpListener,
+    certificates: Vec<Arc<ReloadingCertificates>>,
+    trigger: ShutdownTrigger,
+    shutdown: Shutdown,
+}
+
+/// One address Airlock listens on, for the startup announcement.
+#[derive(Debug, Clone)]
+pub struct BoundAddress {
+    /// `admin` or the listener's name.
+    pub name: String,
+    /// `http` or `https`.
+    pub scheme: &'static str,
+    /// The bound address.
+    pub address: SocketAddr,
+}
+
+async fn bind(what: &str, address: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(address)
+        .await
+        .map_err(|source| StartError::Bind {
+            what: what.to_owned(),
+            address,
+            source,
+        })
+}
+
+impl Server {
+    /// Builds every part and binds every socket.
+    pub async fn bind(config: Config) -> Result<Server, StartError> {
+        let (trigger, shutdown) = shutdown::channel();
+        let pools = config
+            .pools
+            .iter()
+            .map(|p| Pool::build(p, &config.limits).map(Arc::new))
+            .collect::<Result<Vec<_>, _>>()?;
+        let routes = RouteTable::build(&config.routes, |name| {
+            pools.iter().find(|p| p.name == name).cloned()
+        });
+        let proxy = Arc::new(Proxy::new(
+            Routing { routes, pools },
+            config.limits.clone(),
+            shutdown.clone(),
+        ));
+
+        let mut listeners = Vec::new();
+        let mut certificates = Vec::new();
+        for l in &config.listeners {
+            let acceptor = match &l.tls {
+                Some(settings) => {
+                    let (server_config, resolver) = tls::server_config(settings)?;
+                    certificates.push(resolver);
+                    Some(tokio_rustls::TlsAcceptor::from(server_config))
+                }
+                None => None,
+            };
+            let socket = bind(&format!("listener `{}`", l.name), l.address).await?;
+            listeners.push(Listener::new(l, socket, acceptor));
+        }
+        let admin = bind("admin", config.admin.address).await?;
+        Ok(Server {
+            config,
+            proxy,
+            listeners,
+            admin,
+            certificates,
+            trigger,
+            shutdown,
+        })
+    }
+
+    /// Where this server listens.
+    pub fn addresses(&self) -> Vec<BoundAddress> {
+        let mut out: Vec<BoundAddress> = self
+            .listeners
+            .iter()
+            .zip(&self.config.listeners)
+            .filter_map(|(l, c)| {
+                Some(BoundAddress {
+                    name: c.name.clone(),
+                    scheme: if c.tls.is_some() { "https" } else { "http" },
+                    address: l.local_addr().ok()?,
+                })
+            })
+            .collect();
+        if let Ok(address) = self.admin.local_addr() {
+            out.push(BoundAddress {
+                name: "admin".into(),
+                scheme: "http",
+                address,
+            });
+        }
+        out
+    }
+
+    /// Serves until `stop` resolves, then shuts down gracefully.
+    pub async fn run(self, stop: impl Future<Output = ()>) {
+        let Server {
+            config,
+            proxy,
+            listeners,
+            admin,
+            certificates,
+            trigger,
+            shutdown,
+        } = self;
+        let mut background: Vec<JoinHandle<()>> = Vec::new();
+        for (pool, pool_config) in proxy.routing().pools.iter().zip(&config.pools) {
+            background.push(tokio::spawn(health::run(
+                pool.clone(),
+                pool_config.health_check.clone(),
+            )));
+        }
+        for resolver in certificates {
+            background.push(tokio::spawn(resolver.watch(CERTIFICATE_POLL_INTERVAL)));
+        }
+
+        let (token, mut all_closed) = mpsc::channel::<()>(1);
+        let http = Arc::new(listener::http_builder(&config.limits));
+        for l in listeners {
+            tokio::spawn(l.serve(proxy.clone(), http.clone(), shutdown.clone(), token.clone()));
+        }
+        drop(token);
+
+        let (admin_stop, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+        let admin_app = admin::router(AdminState {
+            proxy: proxy.clone(),
+            shutdown: shutdown.clone(),
+        });
+        let admin_task = tokio::spawn(async move {
+            let serve = axum::serve(admin, admin_app).with_graceful_shutdown(async {
+                let _ = admin_stopped.await;
+            });
+            if let Err(e) = serve.await {
+                tracing::error!(error = %e, "admin listener failed");
+            }
+        });
+
+        stop.await;
+        let drain = config.server.drain_timeout;
+        tracing::info!(drain_timeout = ?drain, "shutting down: draining connections");
+        trigger.enter(Phase::Draining);
+        if tokio::time::timeout(drain, all_closed.recv())
+            .await
+            .is_err()
+        {
+            tracing::warn!("drain timeout passed: answering requests still waiting with 503");
+            trigger.enter(Phase::DeadlinePassed);
+            let _ = tokio::time::timeout(FINAL_FLUSH, all_closed.recv()).await;
+        }
+        for task in background {
+            task.abort();
+        }
+        let _ = admin_stop.send(());
+        let _ = admin_task.await;
+        tracing::info!("stopped");
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn stop_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}
