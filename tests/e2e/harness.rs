@@ -1,0 +1,631 @@
+//! A small builder harness: [`Upstream`] servers that report what they saw,
+//! [`Airlock`] processes started from a config text, and a [`Client`] that
+//! speaks HTTP/1.1, h2c or TLS to them.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+
+pub type BoxBody = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
+
+pub fn full(bytes: impl Into<Bytes>) -> BoxBody {
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+// ---------------------------------------------------------------- upstreams
+
+/// An upstream server (HTTP/1.1 and h2c, optionally TLS) that answers with a
+/// JSON report of the request, plus a few behaviours chosen by path:
+/// - `/slow/<ms>`: waits before answering;
+/// - `/status/<code>`: answers with that status;
+/// - `/stream/<bytes>`: streams that many bytes in 16 KiB chunks;
+/// - `/echo`: streams the request body back;
+/// - `/upgrade`: answers 101 and echoes raw bytes on the upgraded connection;
+/// - `/healthz`: 200, or 503 while [`Upstream::set_healthy`] says false.
+pub struct Upstream {
+    pub name: String,
+    pub addr: SocketAddr,
+    healthy: Arc<AtomicBool>,
+    /// Status every non-special request gets (0: 200 with the report).
+    forced_status: Arc<AtomicU16>,
+    tasks: Arc<Mutex<JoinSet<()>>>,
+}
+
+impl Upstream {
+    pub async fn start(name: &str) -> Upstream {
+        Self::start_on(name, "127.0.0.1:0".parse().unwrap(), None).await
+    }
+
+    pub async fn start_tls(name: &str, tls: Arc<rustls::ServerConfig>) -> Upstream {
+        Self::start_on(name, "127.0.0.1:0".parse().unwrap(), Some(tls)).await
+    }
+
+    /// Starts on a given address (to bring a stopped upstream back).
+    pub async fn start_on(
+        name: &str,
+        addr: SocketAddr,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> Upstream {
+        let socket = bind_retrying(addr).await;
+        let addr = socket.local_addr().unwrap();
+        let healthy = Arc::new(AtomicBool::new(true));
+        let forced_status = Arc::new(AtomicU16::new(0));
+        let tasks = Arc::new(Mutex::new(JoinSet::new()));
+        let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+        let (n, h, f, t) = (
+            name.to_owned(),
+            healthy.clone(),
+            forced_status.clone(),
+            tasks.clone(),
+        );
+        tasks.lock().unwrap().spawn(async move {
+            loop {
+                let Ok((stream, _)) = socket.accept().await else {
+                    continue;
+                };
+                let (n, h, f, acceptor) = (n.clone(), h.clone(), f.clone(), acceptor.clone());
+                t.lock().unwrap().spawn(async move {
+                    let service =
+                        service_fn(move |req| answer(n.clone(), h.clone(), f.clone(), req));
+                    let builder =
+                        hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                    match acceptor {
+                        None => {
+                            let _ = builder
+                                .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                                .await;
+                        }
+                        Some(acceptor) => {
+                            if let Ok(stream) = acceptor.accept(stream).await {
+                                let _ = builder
+                                    .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                                    .await;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        Upstream {
+            name: name.to_owned(),
+            addr,
+            healthy,
+            forced_status,
+            tasks,
+        }
+    }
+
+    /// Stops listening and drops every open connection, like a killed process.
+    pub fn stop(&self) {
+        self.tasks.lock().unwrap().abort_all();
+    }
+
+    pub fn set_healthy(&self, healthy: bool) {
+        self.healthy.store(healthy, Ordering::SeqCst);
+    }
+
+    /// Every ordinary request gets this status from now on (0 restores 200).
+    pub fn force_status(&self, status: u16) {
+        self.forced_status.store(status, Ordering::SeqCst);
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+async fn bind_retrying(addr: SocketAddr) -> TcpListener {
+    for _ in 0..100 {
+        if let Ok(s) = TcpListener::bind(addr).await {
+            return s;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("cannot bind {addr}");
+}
+
+async fn answer(
+    name: String,
+    healthy: Arc<AtomicBool>,
+    forced_status: Arc<AtomicU16>,
+    mut req: Request<Incoming>,
+) -> Result<Response<BoxBody>, Infallible> {
+    let path = req.uri().path().to_owned();
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let response = match segments.as_slice() {
+        ["healthz"] => {
+            let status = if healthy.load(Ordering::SeqCst) {
+                200
+            } else {
+                503
+            };
+            status_response(status, full("health"))
+        }
+        ["slow", ms] => {
+            tokio::time::sleep(Duration::from_millis(ms.parse().unwrap_or(0))).await;
+            report(&name, req, 0).await
+        }
+        ["status", code] => status_response(code.parse().unwrap_or(500), full(name.clone())),
+        ["stream", bytes] => {
+            let total: usize = bytes.parse().unwrap_or(0);
+            let chunks = (0..total).step_by(16 * 1024).map(move |start| {
+                let len = (total - start).min(16 * 1024);
+                Ok::<_, std::io::Error>(Frame::data(Bytes::from(vec![b'x'; len])))
+            });
+            let body = StreamBody::new(futures_util::stream::iter(chunks));
+            status_response(200, BodyExt::boxed(body))
+        }
+        ["echo"] => {
+            let body = req
+                .into_body()
+                .map_err(|e| std::io::Error::other(e.to_string()))
+                .boxed();
+            status_response(200, body)
+        }
+        ["upgrade"] => {
+            let on_upgrade = hyper::upgrade::on(&mut req);
+            tokio::spawn(async move {
+                if let Ok(upgraded) = on_upgrade.await {
+                    let (mut r, mut w) = tokio::io::split(TokioIo::new(upgraded));
+                    let _ = tokio::io::copy(&mut r, &mut w).await;
+                }
+            });
+            let mut r = status_response(101, full(""));
+            r.headers_mut()
+                .insert("connection", "upgrade".parse().unwrap());
+            r.headers_mut().insert("upgrade", "echo".parse().unwrap());
+            r
+        }
+        _ => report(&name, req, forced_status.load(Ordering::SeqCst)).await,
+    };
+    Ok(response)
+}
+
+fn status_response(status: u16, body: BoxBody) -> Response<BoxBody> {
+    let mut r = Response::new(body);
+    *r.status_mut() = StatusCode::from_u16(status).unwrap();
+    r
+}
+
+/// The JSON report: who served, and the request as it arrived.
+async fn report(name: &str, req: Request<Incoming>, status: u16) -> Response<BoxBody> {
+    let (parts, body) = req.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let mut headers: HashMap<String, Vec<String>> = HashMap::new();
+    for (k, v) in &parts.headers {
+        headers
+            .entry(k.as_str().to_owned())
+            .or_default()
+            .push(v.to_str().unwrap_or("").to_owned());
+    }
+    let report = json!({
+        "backend": name,
+        "method": parts.method.as_str(),
+        "path": parts.uri.path(),
+        "query": parts.uri.query(),
+        "version": format!("{:?}", parts.version),
+        "headers": headers,
+        "body_len": body.len(),
+    });
+    status_response(
+        if status == 0 { 200 } else { status },
+        full(report.to_string()),
+    )
+}
+
+// ---------------------------------------------------------------- airlock
+
+/// A running `airlock run` process; killed when dropped.
+pub struct Airlock {
+    child: Child,
+    /// Listener name (and `admin`) to bound address.
+    pub addrs: HashMap<String, SocketAddr>,
+    pub dir: tempfile::TempDir,
+    pub config_path: PathBuf,
+    stderr_path: PathBuf,
+}
+
+impl Airlock {
+    /// Starts Airlock with this config text. `[admin]` is added on an ephemeral
+    /// port unless the text has one.
+    pub fn start(config: &str) -> Airlock {
+        let dir = tempfile::tempdir().unwrap();
+        let config = if config.contains("[admin]") {
+            config.to_owned()
+        } else {
+            format!("[admin]\naddress = \"127.0.0.1:0\"\n\n{config}")
+        };
+        let config_path = dir.path().join("airlock.toml");
+        std::fs::write(&config_path, config).unwrap();
+        Self::start_with_file(dir, config_path)
+    }
+
+    pub fn start_with_file(dir: tempfile::TempDir, config_path: PathBuf) -> Airlock {
+        let stderr_path = dir.path().join("airlock.log");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_airlock"))
+            .args(["run", "-c"])
+            .arg(&config_path)
+            .env("RUST_LOG", "info,airlock=debug")
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&stderr_path).unwrap())
+            .spawn()
+            .unwrap();
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut addrs = HashMap::new();
+        for line in stdout.lines() {
+            let line = line.unwrap();
+            if line == "airlock: ready" {
+                break;
+            }
+            // airlock: NAME listening on SCHEME://ADDR
+            if let Some(rest) = line.strip_prefix("airlock: ") {
+                if let Some((name, url)) = rest.split_once(" listening on ") {
+                    let addr = url.split_once("://").unwrap().1.parse().unwrap();
+                    addrs.insert(name.to_owned(), addr);
+                }
+            }
+        }
+        assert!(
+            !addrs.is_empty(),
+            "airlock did not start: {}",
+            std::fs::read_to_string(&stderr_path).unwrap_or_default()
+        );
+        Airlock {
+            child,
+            addrs,
+            dir,
+            config_path,
+            stderr_path,
+        }
+    }
+
+    /// The address of the first listener named `public`.
+    pub fn proxy(&self) -> SocketAddr {
+        self.addrs["public"]
+    }
+
+    pub fn admin(&self) -> SocketAddr {
+        self.addrs["admin"]
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.proxy(), path)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends SIGTERM (graceful shutdown).
+    pub fn terminate(&self) {
+        Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+    }
+
+    /// Waits for the process to exit; returns whether it exited successfully.
+    pub fn wait(&mut self, within: Duration) -> Option<bool> {
+        let deadline = std::time::Instant::now() + within;
+        while std::time::Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status.success());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    /// GET on the admin listener, as JSON.
+    pub async fn admin_json(&self, path: &str) -> (u16, Value) {
+        let r = Client::http1()
+            .get(&format!("http://{}{}", self.admin(), path))
+            .await;
+        (r.status, r.json())
+    }
+}
+
+impl Drop for Airlock {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("---- airlock log ----\n{}", self.log());
+        }
+    }
+}
+
+/// A pool section with these backends.
+pub fn pool(name: &str, backends: &[&Upstream], extra: &str) -> String {
+    let list: Vec<String> = backends
+        .iter()
+        .map(|u| format!("{{ address = \"{}\" }}", u.addr))
+        .collect();
+    format!(
+        "[[pool]]\nname = \"{name}\"\nbackends = [{}]\n{extra}\n",
+        list.join(", ")
+    )
+}
+
+/// A plain listener named `public` on an ephemeral port.
+pub const PUBLIC_LISTENER: &str = "[[listener]]\nname = \"public\"\naddress = \"127.0.0.1:0\"\n";
+
+/// The simplest whole config: one listener, one pool, one catch-all route.
+pub fn simple_config(backends: &[&Upstream], pool_extra: &str) -> String {
+    format!(
+        "{PUBLIC_LISTENER}\n{}\n[[route]]\npool = \"web\"\n",
+        pool("web", backends, pool_extra)
+    )
+}
+
+// ---------------------------------------------------------------- client
+
+/// What came back.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+    pub version: http::Version,
+}
+
+impl Reply {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", String::from_utf8_lossy(&self.body)))
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// The backend that served (from an upstream report).
+    pub fn backend(&self) -> String {
+        self.json()["backend"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    }
+}
+
+/// An HTTP client for tests: HTTP/1.1, h2c (prior knowledge) or TLS (ALPN).
+#[derive(Clone)]
+pub struct Client {
+    inner: hyper_util::client::legacy::Client<
+        hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+        BoxBody,
+    >,
+}
+
+impl Client {
+    pub fn http1() -> Client {
+        Self::build(false, None, None)
+    }
+
+    pub fn h2c() -> Client {
+        Self::build(true, None, None)
+    }
+
+    /// TLS trusting `ca_pem`; `h2` selects HTTP/2 by ALPN.
+    pub fn tls(ca_pem: &str, h2: bool, client_cert: Option<(String, String)>) -> Client {
+        Self::build(h2, Some(ca_pem.to_owned()), client_cert)
+    }
+
+    fn build(h2: bool, ca_pem: Option<String>, client_cert: Option<(String, String)>) -> Client {
+        use rustls::pki_types::pem::PemObject;
+        let mut roots = rustls::RootCertStore::empty();
+        if let Some(pem) = &ca_pem {
+            for c in rustls::pki_types::CertificateDer::pem_slice_iter(pem.as_bytes()) {
+                roots.add(c.unwrap()).unwrap();
+            }
+        }
+        let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots);
+        let tls = match client_cert {
+            None => builder.with_no_client_auth(),
+            Some((cert, key)) => {
+                let chain = rustls::pki_types::CertificateDer::pem_slice_iter(cert.as_bytes())
+                    .map(Result::unwrap)
+                    .collect();
+                let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap();
+                builder.with_client_auth_cert(chain, key).unwrap()
+            }
+        };
+        let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
+        http.enforce_http(false);
+        let b = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http();
+        let connector = if h2 {
+            b.enable_http2().wrap_connector(http)
+        } else {
+            b.enable_http1().wrap_connector(http)
+        };
+        let inner = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+            .http2_only(h2)
+            .build(connector);
+        Client { inner }
+    }
+
+    pub async fn get(&self, url: &str) -> Reply {
+        self.send(Request::get(url).body(full("")).unwrap()).await
+    }
+
+    pub async fn send(&self, req: Request<BoxBody>) -> Reply {
+        self.try_send(req)
+            .await
+            .unwrap_or_else(|e| panic!("request failed: {e:?}"))
+    }
+
+    pub async fn try_send(
+        &self,
+        req: Request<BoxBody>,
+    ) -> Result<Reply, hyper_util::client::legacy::Error> {
+        let response = self.inner.request(req).await?;
+        let (parts, body) = response.into_parts();
+        let body = body
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        Ok(Reply {
+            status: parts.status.as_u16(),
+            headers: parts.headers,
+            body,
+            version: parts.version,
+        })
+    }
+}
+
+/// Writes raw bytes to an address and returns everything read until the peer
+/// closes or `within` passes (for malformed requests no client library sends).
+pub async fn raw_exchange(addr: SocketAddr, bytes: &[u8], within: Duration) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(bytes).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(within, stream.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Polls `check` until it holds or `within` passes.
+pub async fn eventually<F, Fut>(within: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if check().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+// ---------------------------------------------------------------- certificates
+
+/// A test CA issuing server and client certificates, written as PEM files.
+pub struct TestCa {
+    pub ca_pem: String,
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+}
+
+pub struct IssuedCert {
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+impl TestCa {
+    pub fn new(name: &str) -> TestCa {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::CrlSign,
+            rcgen::KeyUsagePurpose::DigitalSignature,
+        ];
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        TestCa {
+            ca_pem: cert.pem(),
+            issuer: rcgen::Issuer::new(params, key),
+        }
+    }
+
+    /// A certificate for these DNS names / IPs (server and client use).
+    pub fn issue(&self, names: &[&str]) -> IssuedCert {
+        let mut params =
+            rcgen::CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+                .unwrap();
+        params.distinguished_name.push(
+            rcgen::DnType::CommonName,
+            names.first().copied().unwrap_or("client"),
+        );
+        params.extended_key_usages = vec![
+            rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+            rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        IssuedCert {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        }
+    }
+}
+
+impl IssuedCert {
+    /// Writes `<stem>.pem` and `<stem>.key` into `dir`; returns their paths.
+    pub fn write(&self, dir: &Path, stem: &str) -> (PathBuf, PathBuf) {
+        let cert = dir.join(format!("{stem}.pem"));
+        let key = dir.join(format!("{stem}.key"));
+        std::fs::write(&cert, &self.cert_pem).unwrap();
+        std::fs::write(&key, &self.key_pem).unwrap();
+        (cert, key)
+    }
+
+    /// A rustls server config serving this certificate (for TLS upstreams).
+    pub fn server_config(&self, alpn_h2: bool) -> Arc<rustls::ServerConfig> {
+        use rustls::pki_types::pem::PemObject;
+        let chain = rustls::pki_types::CertificateDer::pem_slice_iter(self.cert_pem.as_bytes())
+            .map(Result::unwrap)
+            .collect();
+        let key =
+            rustls::pki_types::PrivateKeyDer::from_pem_slice(self.key_pem.as_bytes()).unwrap();
+        let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .unwrap();
+        config.alpn_protocols = if alpn_h2 {
+            vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+        } else {
+            vec![b"http/1.1".to_vec()]
+        };
+        Arc::new(config)
+    }
+}

@@ -1,0 +1,9 @@
+//! End-to-end tests: the real `airlock` binary, started on ephemeral ports with
+//! a config file, in front of real upstream servers, driven over real sockets.
+//! One test binary (modules below) keeps build and link time down.
+
+mod harness;
+
+mod balancing;
+mod proxy;
+mod tls;
