@@ -8,6 +8,9 @@
 //! [`shutdown`]); [`admin`] serves health, readiness and figures; [`demo`] is
 //! the quickstart.
 
+// Tests state their expectations with unwrap; the library itself may not.
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
 pub mod admin;
 pub mod balance;
 pub mod config;

@@ -2,6 +2,8 @@
 //! a config file, in front of real upstream servers, driven over real sockets.
 //! One test binary (modules below) keeps build and link time down.
 
+#![allow(clippy::unwrap_used)]
+
 mod harness;
 
 mod balancing;
