@@ -888,18 +888,33 @@ pool = "web"
         let dir = tempfile::tempdir().unwrap();
         let reference = include_str!("../../examples/reference.toml");
         std::fs::create_dir(dir.path().join("certs")).unwrap();
-        for name in ["example.com", "api.example.org", "clients-ca", "internal-ca"] {
+        for name in [
+            "example.com",
+            "api.example.org",
+            "clients-ca",
+            "internal-ca",
+        ] {
             let key = rcgen::KeyPair::generate().unwrap();
-            let cert = rcgen::CertificateParams::new(vec![name.to_owned()]).unwrap().self_signed(&key).unwrap();
+            let cert = rcgen::CertificateParams::new(vec![name.to_owned()])
+                .unwrap()
+                .self_signed(&key)
+                .unwrap();
             std::fs::write(dir.path().join(format!("certs/{name}.pem")), cert.pem()).unwrap();
-            std::fs::write(dir.path().join(format!("certs/{name}.key")), key.serialize_pem()).unwrap();
+            std::fs::write(
+                dir.path().join(format!("certs/{name}.key")),
+                key.serialize_pem(),
+            )
+            .unwrap();
         }
         let file = dir.path().join("reference.toml");
         let config = Config::parse(reference, &file).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(config.listeners.len(), 2);
         assert_eq!(config.pools.len(), 3);
         assert_eq!(config.routes.len(), 3);
-        assert_eq!(config.pools[1].hash_key, Some(HashKey::Cookie("session".into())));
+        assert_eq!(
+            config.pools[1].hash_key,
+            Some(HashKey::Cookie("session".into()))
+        );
     }
 
     #[test]
