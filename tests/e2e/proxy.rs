@@ -379,3 +379,74 @@ fn invalid_config_exits_non_zero_naming_file_line_and_key() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn malformed_headers_get_400() {
+    let up = Upstream::start("a").await;
+    let airlock = Airlock::start(&simple_config(&[&up], ""));
+    for raw in [
+        &b"GET / HTTP/1.1\r\nHost: x\r\nBad Header Line\r\n\r\n"[..],
+        b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 7\r\n\r\nhello",
+        b"GET /a b HTTP/1.1\r\nHost: x\r\n\r\n",
+    ] {
+        let answer = raw_exchange(airlock.proxy(), raw, Duration::from_secs(2)).await;
+        assert!(
+            answer.starts_with("HTTP/1.1 400"),
+            "{:?} -> {answer}",
+            String::from_utf8_lossy(raw)
+        );
+    }
+    assert_eq!(Client::http1().get(&airlock.url("/fine")).await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn max_connections_holds_further_clients_until_a_slot_frees() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let up = Upstream::start("a").await;
+    let config = format!(
+        "[[listener]]\nname = \"public\"\naddress = \"127.0.0.1:0\"\nmax_connections = 1\n\n{}\n[[route]]\npool = \"web\"\n",
+        pool("web", &[&up], "")
+    );
+    let airlock = Airlock::start(&config);
+    let request = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+    let mut first = tokio::net::TcpStream::connect(airlock.proxy())
+        .await
+        .unwrap();
+    first.write_all(request).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = first.read(&mut buf).await.unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+
+    // The first connection stays open (keep-alive): the second client waits.
+    let mut second = tokio::net::TcpStream::connect(airlock.proxy())
+        .await
+        .unwrap();
+    second.write_all(request).await.unwrap();
+    let waited = tokio::time::timeout(Duration::from_millis(500), second.read(&mut buf)).await;
+    assert!(
+        waited.is_err(),
+        "a second connection was served beyond max_connections = 1"
+    );
+
+    drop(first);
+    let n = tokio::time::timeout(Duration::from_secs(5), second.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        buf[..n].starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pool_with_http2_speaks_h2c_to_its_backends() {
+    let up = Upstream::start("a").await;
+    let airlock = Airlock::start(&simple_config(&[&up], "http2 = true"));
+    let reply = Client::http1().get(&airlock.url("/via/h2")).await;
+    assert_eq!(reply.status, 200);
+    let seen = reply.json();
+    assert_eq!(seen["version"], "HTTP/2.0");
+    assert_eq!(seen["path"], "/via/h2");
+}

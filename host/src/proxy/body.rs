@@ -1,8 +1,10 @@
-//! The one body type that flows through the proxy in both directions, and the
-//! small constructors for bodies Airlock writes itself.
+//! The one body type that flows through the proxy in both directions, the
+//! small constructors for bodies Airlock writes itself, the request-body size
+//! limit, and the lingering close that lets a client read an early answer.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
@@ -65,4 +67,96 @@ impl Body for Counted {
     fn size_hint(&self) -> SizeHint {
         self.body.size_hint()
     }
+}
+
+/// How long an unread request body is drained after Airlock answered early.
+const DISCARD_TIME: Duration = Duration::from_secs(5);
+
+/// How much of an unread request body is drained after Airlock answered early;
+/// past it the connection is closed.
+const DISCARD_BYTES: u64 = 16 * 1024 * 1024;
+
+/// The request body grew past `limits.max_body_bytes`.
+#[derive(Debug, thiserror::Error)]
+#[error("request body is larger than {limit} bytes")]
+pub struct BodyTooLarge {
+    /// The limit.
+    pub limit: u64,
+}
+
+/// A request body that fails with [`BodyTooLarge`] past `limit` bytes, and then
+/// hands the rest of the client's body to [`discard`].
+pub fn limited(body: Incoming, limit: u64) -> ProxyBody {
+    Limited {
+        body: Some(body),
+        remaining: limit,
+        limit,
+    }
+    .boxed()
+}
+
+struct Limited {
+    body: Option<Incoming>,
+    remaining: u64,
+    limit: u64,
+}
+
+impl Body for Limited {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let Some(body) = self.body.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let frame = match std::task::ready!(Pin::new(body).poll_frame(cx)) {
+            Some(Ok(frame)) => frame,
+            Some(Err(e)) => return Poll::Ready(Some(Err(e.into()))),
+            None => return Poll::Ready(None),
+        };
+        let len = frame.data_ref().map_or(0, |d| d.len() as u64);
+        if len > self.remaining {
+            if let Some(rest) = self.body.take() {
+                discard(rest);
+            }
+            return Poll::Ready(Some(Err(BodyTooLarge { limit: self.limit }.into())));
+        }
+        self.remaining -= len;
+        Poll::Ready(Some(Ok(frame)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.as_ref().is_none_or(Body::is_end_stream)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), Body::size_hint)
+    }
+}
+
+/// Reads and drops what is left of a request body Airlock answered early
+/// (up to [`DISCARD_BYTES`] for [`DISCARD_TIME`]), so the client, still sending,
+/// is not reset before it reads the answer: a lingering close, as nginx does.
+pub fn discard(body: Incoming) {
+    if body.is_end_stream() {
+        return;
+    }
+    tokio::spawn(async move {
+        let drain = async {
+            let mut body = body;
+            let mut seen = 0u64;
+            while let Some(Ok(frame)) = body.frame().await {
+                seen += frame.data_ref().map_or(0, |d| d.len() as u64);
+                if seen > DISCARD_BYTES {
+                    break;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(DISCARD_TIME, drain).await;
+    });
 }

@@ -15,11 +15,10 @@ use std::time::Instant;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
-use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
-use super::body::{self, BoxError, ProxyBody};
+use super::body::{self, ProxyBody};
 use super::{ConnectionInfo, ProxyError, Target};
 use crate::balance::figures::InFlight;
 use crate::balance::Pool;
@@ -48,12 +47,6 @@ pub async fn forward(
     target: &Target,
     limits: &Limits,
 ) -> Result<Response<ProxyBody>, ProxyError> {
-    let declared = request.body().size_hint().exact();
-    if declared.is_some_and(|len| len > limits.max_body_bytes) {
-        return Err(ProxyError::BodyTooLarge {
-            limit: limits.max_body_bytes,
-        });
-    }
     let client_upgrade = wants_upgrade(&request).then(|| hyper::upgrade::on(&mut request));
     let (mut parts, incoming) = request.into_parts();
     rewrite_request_headers(
@@ -66,9 +59,7 @@ pub async fn forward(
     // A spare copy of the head is kept only when a retry is possible.
     let replayable = parts.method.is_idempotent() && incoming.is_end_stream();
     let mut spare = replayable.then(|| parts.clone());
-    let body = Limited::new(incoming, limits.max_body_bytes as usize)
-        .map_err(BoxError::from)
-        .boxed();
+    let body = body::limited(incoming, limits.max_body_bytes);
     let mut next = Some((parts, body));
 
     let mut tried = None;
@@ -269,7 +260,7 @@ fn relay_response(
 fn body_limit_exceeded(error: &hyper_util::client::legacy::Error) -> bool {
     let mut cause = error.source();
     while let Some(e) = cause {
-        if e.is::<LengthLimitError>() {
+        if e.is::<body::BodyTooLarge>() {
             return true;
         }
         cause = e.source();

@@ -26,6 +26,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use http::uri::PathAndQuery;
 use http::{header, HeaderValue, Request, Response};
+use http_body::Body as _;
 use hyper::body::Incoming;
 use rustls::pki_types::CertificateDer;
 
@@ -116,8 +117,26 @@ impl Proxy {
         conn: &ConnectionInfo,
         mut request: Request<Incoming>,
     ) -> Result<Response<ProxyBody>, ProxyError> {
-        let target = inspect(conn, &mut request)?;
         let routing = self.routing();
+        // Steps 1-3 only look at the request; if one refuses it, the body the
+        // client may still be sending is drained so it can read the answer.
+        let (route, target) = match self.inspect_route_judge(&routing, conn, &mut request) {
+            Ok(found) => found,
+            Err(e) => {
+                body::discard(request.into_body());
+                return Err(e);
+            }
+        };
+        forward::forward(&route.pool, conn, request, &target, &self.limits).await
+    }
+
+    fn inspect_route_judge<'r>(
+        &self,
+        routing: &'r Routing,
+        conn: &ConnectionInfo,
+        request: &mut Request<Incoming>,
+    ) -> Result<(&'r route::Route, Target), ProxyError> {
+        let target = inspect(conn, request)?;
         let route = routing
             .routes
             .find(&target.host, target.path_and_query.path())
@@ -125,8 +144,18 @@ impl Proxy {
                 host: target.host.clone(),
                 path: target.path_and_query.path().to_owned(),
             })?;
+        if request
+            .body()
+            .size_hint()
+            .exact()
+            .is_some_and(|len| len > self.limits.max_body_bytes)
+        {
+            return Err(ProxyError::BodyTooLarge {
+                limit: self.limits.max_body_bytes,
+            });
+        }
         // Judge: the route's policy chain decides here (policy engine issue).
-        forward::forward(&route.pool, conn, request, &target, &self.limits).await
+        Ok((route, target))
     }
 }
 
