@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use rustls::crypto::CryptoProvider;
@@ -160,6 +160,10 @@ impl ServerCertificates {
 pub struct ReloadingCertificates {
     current: ArcSwap<ServerCertificates>,
     files: Vec<CertificateFiles>,
+    /// Contents of `files` read just before `current` was loaded from them: the
+    /// watcher compares against these, so a change made between the load and
+    /// the watcher's start is not missed.
+    loaded_contents: Vec<Option<Vec<u8>>>,
 }
 
 impl ResolvesServerCert for ReloadingCertificates {
@@ -170,13 +174,14 @@ impl ResolvesServerCert for ReloadingCertificates {
 
 impl ReloadingCertificates {
     /// Watches the certificate files and reloads them when any of them changes.
-    /// Polling the modification times every `interval` catches every way files
-    /// are replaced (rename, truncate-and-write, symlink flip).
+    /// Comparing the files' contents every `interval` (they are a few KiB)
+    /// catches every way files are replaced (rename, truncate-and-write,
+    /// symlink flip), even within one tick of the file system's clock.
     pub async fn watch(self: Arc<Self>, interval: Duration) {
-        let mut seen = self.modification_times();
+        let mut seen = self.loaded_contents.clone();
         loop {
             tokio::time::sleep(interval).await;
-            let now = self.modification_times();
+            let now = contents(&self.files);
             if now == seen {
                 continue;
             }
@@ -192,23 +197,27 @@ impl ReloadingCertificates {
             }
         }
     }
+}
 
-    fn modification_times(&self) -> Vec<Option<SystemTime>> {
-        self.files
-            .iter()
-            .flat_map(|f| [&f.cert, &f.key])
-            .map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
-            .collect()
-    }
+/// The bytes of every certificate and key file (`None`: unreadable).
+fn contents(files: &[CertificateFiles]) -> Vec<Option<Vec<u8>>> {
+    files
+        .iter()
+        .flat_map(|f| [&f.cert, &f.key])
+        .map(|p| std::fs::read(p).ok())
+        .collect()
 }
 
 /// Builds a listener's TLS config; the returned resolver is the one to watch.
 pub fn server_config(
     tls: &ListenerTls,
 ) -> Result<(Arc<ServerConfig>, Arc<ReloadingCertificates>), TlsError> {
+    // Read for comparison first, then load: a change in between is seen as one.
+    let loaded_contents = contents(&tls.certificates);
     let resolver = Arc::new(ReloadingCertificates {
         current: ArcSwap::from_pointee(ServerCertificates::load(&tls.certificates)?),
         files: tls.certificates.clone(),
+        loaded_contents,
     });
     let builder = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()

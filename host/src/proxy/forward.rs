@@ -59,16 +59,14 @@ pub async fn forward(
     // A spare copy of the head is kept only when a retry is possible.
     let replayable = parts.method.is_idempotent() && incoming.is_end_stream();
     let mut spare = replayable.then(|| parts.clone());
-    let body = body::limited(incoming, limits.max_body_bytes);
-    let mut next = Some((parts, body));
+    let mut body = body::limited(incoming, limits.max_body_bytes);
+    let mut index = pool
+        .pick(&parts, None)
+        .ok_or_else(|| ProxyError::NoHealthyBackend {
+            pool: pool.name.clone(),
+        })?;
 
-    let mut tried = None;
-    while let Some((parts, body)) = next.take() {
-        let index = pool
-            .pick(&parts, tried)
-            .ok_or_else(|| ProxyError::NoHealthyBackend {
-                pool: pool.name.clone(),
-            })?;
+    loop {
         let backend = &pool.backends[index];
         let uri = Uri::builder()
             .scheme(pool.scheme.clone())
@@ -101,12 +99,15 @@ pub async fn forward(
                         limit: limits.max_body_bytes,
                     });
                 }
+                // Retry only where nothing can have reached the backend, and
+                // only if another backend is there to try.
                 if error.is_connect() {
-                    if let Some(parts) = spare.take() {
-                        tracing::debug!(pool = %pool.name, backend = %backend.authority, error = %error, "connect failed; retrying on another backend");
-                        tried = Some(index);
-                        next = Some((parts, body::empty()));
-                        continue;
+                    if let Some(retry) = spare.take() {
+                        if let Some(other) = pool.pick(&retry, Some(index)) {
+                            tracing::debug!(pool = %pool.name, backend = %backend.authority, error = %error, "connect failed; retrying on another backend");
+                            (parts, body, index) = (retry, body::empty(), other);
+                            continue;
+                        }
                     }
                 }
                 return Err(ProxyError::Upstream {
@@ -125,9 +126,6 @@ pub async fn forward(
             }
         }
     }
-    Err(ProxyError::NoHealthyBackend {
-        pool: pool.name.clone(),
-    })
 }
 
 /// An HTTP/1.1 `Upgrade` request (WebSocket and kin).
