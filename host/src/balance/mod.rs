@@ -119,8 +119,9 @@ impl Pool {
                 self.next_in_turn(self.schedule.len(), |k| self.schedule[k], usable)
             }
             BalanceAlgorithm::LeastInFlight => {
-                // Start the scan at a rotating offset so ties spread out.
-                let start = self.cursor.fetch_add(1, Ordering::Relaxed);
+                // Start the scan at the next usable backend in turn, so ties
+                // spread evenly over the backends that may be picked.
+                let start = self.next_in_turn(n, |k| k, usable)?;
                 (0..n)
                     .map(|k| (start + k) % n)
                     .filter(|&i| usable(i))
@@ -137,15 +138,30 @@ impl Pool {
     }
 
     /// The next usable entry of a cyclic sequence of backend indices.
+    ///
+    /// An unusable entry is passed over by taking the next turn, not by looking
+    /// ahead from it: looking ahead hands every turn of a missing backend to the
+    /// one after it (`a c c a c c` for `a b c` without `b`; `a c c a` for the
+    /// 2:1:1 schedule `a b c a`), where taking turns keeps the sequence, minus
+    /// the missing entries, even and in proportion to the weights.
     fn next_in_turn(
         &self,
         len: usize,
         backend_at: impl Fn(usize) -> usize,
         usable: impl Fn(usize) -> bool,
     ) -> Option<usize> {
-        let start = self.cursor.fetch_add(1, Ordering::Relaxed);
-        (0..len)
-            .map(|k| backend_at((start + k) % len))
+        let mut turn = 0;
+        for _ in 0..len {
+            turn = self.cursor.fetch_add(1, Ordering::Relaxed);
+            let i = backend_at(turn % len);
+            if usable(i) {
+                return Some(i);
+            }
+        }
+        // Concurrent picks took the turns in between ours: a scan settles it, so
+        // a usable backend is always found.
+        (1..=len)
+            .map(|k| backend_at((turn + k) % len))
             .find(|&i| usable(i))
     }
 
@@ -338,6 +354,31 @@ mod tests {
         );
         p.backends[1].set_healthy(false);
         assert_eq!(spread(&p, 300).get(&1), None);
+    }
+
+    #[test]
+    fn round_robin_stays_even_over_the_backends_left() {
+        let p = pool("", &[1, 1, 1]);
+        p.backends[1].set_healthy(false);
+        assert_eq!(spread(&p, 300), HashMap::from([(0, 150), (2, 150)]));
+        let order: Vec<usize> = (0..6)
+            .map(|_| p.pick(&request(None), None).unwrap())
+            .collect();
+        assert!(order.windows(2).all(|w| w[0] != w[1]), "{order:?}");
+    }
+
+    #[test]
+    fn weights_stay_proportional_over_the_backends_left() {
+        let p = pool("balance = \"weighted_round_robin\"", &[2, 1, 1]);
+        p.backends[1].set_healthy(false);
+        assert_eq!(spread(&p, 300), HashMap::from([(0, 200), (2, 100)]));
+    }
+
+    #[test]
+    fn least_in_flight_ties_spread_evenly_over_the_backends_left() {
+        let p = pool("balance = \"least_in_flight\"", &[1, 1, 1]);
+        p.backends[1].set_healthy(false);
+        assert_eq!(spread(&p, 300), HashMap::from([(0, 150), (2, 150)]));
     }
 
     #[test]

@@ -3,10 +3,11 @@
 //!
 //! Headers are rewritten the way a reverse proxy should: hop-by-hop headers
 //! (and those named in `Connection`) are removed both ways, `X-Forwarded-For`,
-//! `-Proto` and `-Host` and `Via` are set, and the client's `Host` is kept. A
-//! request whose connection to the backend fails is retried once on another
-//! backend when it is idempotent and has no body, so nothing could have been
-//! sent twice. `Upgrade` requests (WebSocket) become a byte tunnel once the
+//! `-Proto` and `-Host` and `Via` are set, and the client's `Host` is kept. An
+//! idempotent request without a body whose exchange breaks before a response
+//! head (connection refused, or a pooled connection that died) is retried once
+//! on another backend; timeouts are not retried, so a slow backend's load is
+//! not doubled. `Upgrade` requests (WebSocket) become a byte tunnel once the
 //! backend answers 101.
 
 use std::error::Error as _;
@@ -99,15 +100,15 @@ pub async fn forward(
                         limit: limits.max_body_bytes,
                     });
                 }
-                // Retry only where nothing can have reached the backend, and
-                // only if another backend is there to try.
-                if error.is_connect() {
-                    if let Some(retry) = spare.take() {
-                        if let Some(other) = pool.pick(&retry, Some(index)) {
-                            tracing::debug!(pool = %pool.name, backend = %backend.authority, error = %error, "connect failed; retrying on another backend");
-                            (parts, body, index) = (retry, body::empty(), other);
-                            continue;
-                        }
+                // An idempotent request without a body may be sent again
+                // (RFC 9110 9.2.2) when the exchange broke before a response
+                // head, whether the connection failed to open or a pooled one
+                // died under it; only if another backend is there to try.
+                if let Some(retry) = spare.take() {
+                    if let Some(other) = pool.pick(&retry, Some(index)) {
+                        tracing::debug!(pool = %pool.name, backend = %backend.authority, error = %error, "exchange failed; retrying on another backend");
+                        (parts, body, index) = (retry, body::empty(), other);
+                        continue;
                     }
                 }
                 return Err(ProxyError::Upstream {
