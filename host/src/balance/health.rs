@@ -7,11 +7,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{Method, Request, Uri};
+use http::{Method, Request};
+use http_body_util::BodyExt;
 
 use super::Pool;
 use crate::config::HealthCheck;
 use crate::proxy::body;
+use crate::proxy::upstream::Reply;
 
 /// How often windowed figures are halved when a pool has no health check.
 const DECAY_INTERVAL: Duration = Duration::from_secs(5);
@@ -65,22 +67,26 @@ fn decay(pool: &Pool) {
 /// One probe; true when the backend answered 2xx or 3xx in time.
 async fn probe(pool: &Pool, index: usize, check: &HealthCheck) -> bool {
     let backend = &pool.backends[index];
-    let uri = Uri::builder()
-        .scheme(pool.scheme.clone())
-        .authority(backend.authority.clone())
-        .path_and_query(check.path.as_str())
-        .build();
-    let Ok(uri) = uri else { return false };
     let Ok(request) = Request::builder()
         .method(Method::GET)
-        .uri(uri)
+        .uri(check.path.as_str())
         .header(http::header::USER_AGENT, "airlock-health-check")
         .body(body::empty())
     else {
         return false;
     };
-    match tokio::time::timeout(check.timeout, pool.client.request(request)).await {
-        Ok(Ok(response)) => response.status().is_success() || response.status().is_redirection(),
+    match tokio::time::timeout(
+        check.timeout,
+        pool.client.send(index, &backend.authority, request),
+    )
+    .await
+    {
+        Ok(Ok(Reply::Response(response))) => {
+            let status = response.status();
+            // Read the (small) answer so the connection can be reused.
+            let _ = tokio::time::timeout(check.timeout, response.into_body().collect()).await;
+            status.is_success() || status.is_redirection()
+        }
         _ => false,
     }
 }

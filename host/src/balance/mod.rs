@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::request::Parts;
-use http::uri::{Authority, Scheme};
+use http::uri::Authority;
 
 use crate::config::{BalanceAlgorithm, HashKey, PassiveHealth, PoolConfig};
 use crate::proxy::upstream::UpstreamClient;
@@ -41,8 +41,6 @@ pub struct Pool {
     ring: Vec<(u64, usize)>,
     cursor: AtomicUsize,
     passive: PassiveHealth,
-    /// `http` or `https` towards the backends.
-    pub scheme: Scheme,
     /// Whether the backends are spoken to in HTTP/2.
     pub http2: bool,
     /// The pooled keep-alive client for this pool's backends.
@@ -97,11 +95,6 @@ impl Pool {
             backends,
             cursor: AtomicUsize::new(0),
             passive: config.passive_health.clone(),
-            scheme: if config.tls.is_some() {
-                Scheme::HTTPS
-            } else {
-                Scheme::HTTP
-            },
             http2: config.http2,
             client: UpstreamClient::build(config, limits)?,
         })

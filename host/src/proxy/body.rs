@@ -34,7 +34,7 @@ pub fn full(bytes: impl Into<Bytes>) -> ProxyBody {
 
 /// A backend's response body that keeps its request counted as in flight
 /// until the last byte has gone to the client (or the client went away).
-pub fn counted(body: Incoming, in_flight: InFlight) -> ProxyBody {
+pub fn counted(body: ProxyBody, in_flight: InFlight) -> ProxyBody {
     Counted {
         body,
         _in_flight: in_flight,
@@ -43,7 +43,7 @@ pub fn counted(body: Incoming, in_flight: InFlight) -> ProxyBody {
 }
 
 struct Counted {
-    body: Incoming,
+    body: ProxyBody,
     _in_flight: InFlight,
 }
 

@@ -43,7 +43,7 @@ pub enum ProxyError {
         /// The backend's address (logged, not shown to clients).
         backend: String,
         /// The cause.
-        source: hyper_util::client::legacy::Error,
+        source: super::upstream::UpstreamError,
     },
     /// The backend did not answer within `limits.request_timeout`.
     #[error("pool `{pool}`: backend {backend}: no response within {timeout:?}")]

@@ -14,12 +14,13 @@ use std::error::Error as _;
 use std::time::Instant;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Request, Response, StatusCode, Uri, Version};
+use http::{Request, Response, Uri, Version};
 use http_body::Body as _;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
 use super::body::{self, ProxyBody};
+use super::upstream::{Reply, UpstreamError};
 use super::{ConnectionInfo, ProxyError, Target};
 use crate::balance::figures::InFlight;
 use crate::balance::Pool;
@@ -50,6 +51,8 @@ pub async fn forward(
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let client_upgrade = wants_upgrade(&request).then(|| hyper::upgrade::on(&mut request));
     let (mut parts, incoming) = request.into_parts();
+    // HTTP/2 backends have no `Upgrade`: such a request goes as a plain one.
+    let client_upgrade = client_upgrade.filter(|_| !pool.http2);
     rewrite_request_headers(
         &mut parts.headers,
         conn,
@@ -57,6 +60,8 @@ pub async fn forward(
         parts.version,
         client_upgrade.is_some(),
     );
+    parts.uri = Uri::from(target.path_and_query.clone());
+    parts.version = Version::HTTP_11;
     // A spare copy of the head is kept only when a retry is possible.
     let replayable = parts.method.is_idempotent() && incoming.is_end_stream();
     let mut spare = replayable.then(|| parts.clone());
@@ -69,29 +74,23 @@ pub async fn forward(
 
     loop {
         let backend = &pool.backends[index];
-        let uri = Uri::builder()
-            .scheme(pool.scheme.clone())
-            .authority(backend.authority.clone())
-            .path_and_query(target.path_and_query.clone())
-            .build()
-            .map_err(|e| ProxyError::BadRequest(format!("cannot build the upstream URI: {e}")))?;
-        let mut upstream = Request::from_parts(parts, body);
-        *upstream.uri_mut() = uri;
-        *upstream.version_mut() = if pool.http2 {
-            Version::HTTP_2
-        } else {
-            Version::HTTP_11
-        };
-
+        let upstream = Request::from_parts(parts, body);
         let in_flight = backend.figures.start();
         let started = Instant::now();
-        let outcome =
-            tokio::time::timeout(limits.request_timeout, pool.client.request(upstream)).await;
+        let outcome = tokio::time::timeout(
+            limits.request_timeout,
+            pool.client.send(index, &backend.authority, upstream),
+        )
+        .await;
         let latency = started.elapsed();
         match outcome {
-            Ok(Ok(response)) => {
-                pool.record_outcome(index, response.status().is_server_error(), latency);
-                return Ok(relay_response(response, client_upgrade, in_flight, conn));
+            Ok(Ok(reply)) => {
+                let status = match &reply {
+                    Reply::Response(r) => r.status(),
+                    Reply::Switched(head, _) => head.status,
+                };
+                pool.record_outcome(index, status.is_server_error(), latency);
+                return relay_response(reply, client_upgrade, in_flight, conn, pool);
             }
             Ok(Err(error)) => {
                 pool.record_outcome(index, true, latency);
@@ -219,22 +218,36 @@ fn append_via(headers: &mut HeaderMap, version: Version) {
 /// added, the body streamed with the in-flight count held until its end, and
 /// a 101 answer to an upgrade request joined into a tunnel.
 fn relay_response(
-    mut response: Response<Incoming>,
+    reply: Reply,
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
     in_flight: InFlight,
     conn: &ConnectionInfo,
-) -> Response<ProxyBody> {
-    let version = response.version();
-    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
-        if let Some(client) = client_upgrade {
-            let backend = hyper::upgrade::on(&mut response);
+    pool: &Pool,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    match reply {
+        Reply::Response(response) => {
+            let version = response.version();
+            let (mut parts, body) = response.into_parts();
+            remove_hop_by_hop(&mut parts.headers);
+            append_via(&mut parts.headers, version);
+            Ok(Response::from_parts(parts, body::counted(body, in_flight)))
+        }
+        Reply::Switched(mut parts, backend) => {
+            let Some(client) = client_upgrade else {
+                return Err(ProxyError::Upstream {
+                    pool: pool.name.clone(),
+                    backend: String::new(),
+                    source: UpstreamError::Protocol(
+                        "101 Switching Protocols to a request that asked for no upgrade".into(),
+                    ),
+                });
+            };
             let remote = conn.remote;
             tokio::spawn(async move {
                 let _in_flight = in_flight;
-                match futures_util::future::try_join(client, backend).await {
-                    Ok((client, backend)) => {
-                        let (mut client, mut backend) =
-                            (TokioIo::new(client), TokioIo::new(backend));
+                match client.await {
+                    Ok(client) => {
+                        let (mut client, mut backend) = (TokioIo::new(client), backend);
                         if let Err(e) =
                             tokio::io::copy_bidirectional(&mut client, &mut backend).await
                         {
@@ -244,19 +257,14 @@ fn relay_response(
                     Err(e) => tracing::debug!(%remote, error = %e, "upgrade did not complete"),
                 }
             });
-            let (mut parts, _) = response.into_parts();
-            append_via(&mut parts.headers, version);
-            return Response::from_parts(parts, body::empty());
+            append_via(&mut parts.headers, parts.version);
+            Ok(Response::from_parts(parts, body::empty()))
         }
     }
-    let (mut parts, incoming) = response.into_parts();
-    remove_hop_by_hop(&mut parts.headers);
-    append_via(&mut parts.headers, version);
-    Response::from_parts(parts, body::counted(incoming, in_flight))
 }
 
 /// Whether the client's body grew over the limit while it was being sent.
-fn body_limit_exceeded(error: &hyper_util::client::legacy::Error) -> bool {
+fn body_limit_exceeded(error: &UpstreamError) -> bool {
     let mut cause = error.source();
     while let Some(e) = cause {
         if e.is::<body::BodyTooLarge>() {

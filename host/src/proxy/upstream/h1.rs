@@ -1,0 +1,832 @@
+//! HTTP/1.1 to backends, driven by the request's own task.
+//!
+//! A [`ConnectionPool`] keeps, per backend, a stack of idle keep-alive
+//! connections (most recently used first, so a warm few carry the load). A
+//! request takes one (or opens one) and runs an *exchange* on it: the head and
+//! body are written while the response head is read, so a backend that answers
+//! before reading the whole body (or echoes it as it reads) cannot deadlock us.
+//! The response body is read from the socket as the client consumes it, with
+//! the framing RFC 9112 section 6.3 prescribes (none, length, chunked, or until
+//! close), and the connection goes back to the pool when both sides are
+//! complete and the backend did not ask to close.
+
+use std::collections::VecDeque;
+use std::io::IoSlice;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{ready, Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::Authority;
+use http::{Method, Request, Response, StatusCode, Version};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use super::{Connector, Reply, Stream, Upgraded, UpstreamError};
+use crate::proxy::body::{self, BoxError, ProxyBody};
+
+/// Largest response head accepted from a backend.
+const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+/// Most response headers accepted from a backend.
+const MAX_RESPONSE_HEADERS: usize = 128;
+/// Longest chunk-size or trailer line accepted.
+const MAX_CHUNK_LINE: usize = 4096;
+/// Read buffer growth step.
+const READ_CHUNK: usize = 16 * 1024;
+/// Idle connections kept per backend; more are closed.
+const MAX_IDLE_PER_BACKEND: usize = 512;
+
+/// Idle keep-alive connections, per backend of one pool.
+#[derive(Debug)]
+pub struct ConnectionPool {
+    idle: Box<[Mutex<Vec<Idle>>]>,
+    connector: Connector,
+    idle_timeout: Duration,
+}
+
+#[derive(Debug)]
+struct Idle {
+    connection: Connection,
+    since: Instant,
+}
+
+/// One connection to a backend and what has been read from it.
+#[derive(Debug)]
+struct Connection {
+    io: Stream,
+    read_buf: BytesMut,
+}
+
+impl ConnectionPool {
+    /// A pool for `backends` backends.
+    pub fn new(backends: usize, connector: Connector, idle_timeout: Duration) -> Self {
+        Self {
+            idle: (0..backends).map(|_| Mutex::new(Vec::new())).collect(),
+            connector,
+            idle_timeout,
+        }
+    }
+
+    /// Runs one exchange with backend `index` and returns its response head,
+    /// the body streaming behind it.
+    pub async fn send(
+        self: &Arc<Self>,
+        index: usize,
+        authority: &Authority,
+        request: Request<ProxyBody>,
+    ) -> Result<Reply, UpstreamError> {
+        let connection = match self.checkout(index) {
+            Some(c) => c,
+            None => Connection {
+                io: self.connector.connect(authority).await?,
+                read_buf: BytesMut::with_capacity(READ_CHUNK),
+            },
+        };
+        let head_request = request.method() == Method::HEAD;
+        let mut exchange = Exchange::start(connection, request, authority);
+        let head = std::future::poll_fn(|cx| exchange.poll_response_head(cx)).await?;
+
+        if head.status == StatusCode::SWITCHING_PROTOCOLS {
+            let leftover = exchange.connection.read_buf.split().freeze();
+            let (parts, ()) = head.into_response(()).into_parts();
+            return Ok(Reply::Switched(
+                parts,
+                Upgraded::new(exchange.connection.io, leftover),
+            ));
+        }
+        let framing = response_framing(&head, head_request)?;
+        let reusable = head.keep_alive && !matches!(framing, Framing::UntilClose);
+        let mut body = ResponseBody {
+            exchange: Some(exchange),
+            framing,
+            reusable,
+            pool: self.clone(),
+            index,
+        };
+        let body: ProxyBody = if body.is_end_stream() {
+            // Nothing to read: hand the connection back now (if the request
+            // side is complete too) and answer with an empty body.
+            body.finish();
+            body::empty()
+        } else {
+            body.boxed()
+        };
+        Ok(Reply::Response(head.into_response(body)))
+    }
+
+    /// The most recently used idle connection that is still good, if any.
+    fn checkout(&self, index: usize) -> Option<Connection> {
+        let mut idle = self.idle[index].lock().unwrap_or_else(|p| p.into_inner());
+        while let Some(Idle {
+            mut connection,
+            since,
+        }) = idle.pop()
+        {
+            if since.elapsed() < self.idle_timeout && connection.is_quiet() {
+                return Some(connection);
+            }
+        }
+        None
+    }
+
+    fn checkin(&self, index: usize, connection: Connection) {
+        let mut idle = self.idle[index].lock().unwrap_or_else(|p| p.into_inner());
+        // The bottom of the stack is the longest idle: let it go once stale.
+        if idle
+            .first()
+            .is_some_and(|i| i.since.elapsed() >= self.idle_timeout)
+        {
+            idle.remove(0);
+        }
+        if idle.len() < MAX_IDLE_PER_BACKEND {
+            idle.push(Idle {
+                connection,
+                since: Instant::now(),
+            });
+        }
+    }
+}
+
+impl Connection {
+    /// Whether an idle connection is still usable: the backend has neither
+    /// closed it nor sent anything unasked. One non-blocking read decides.
+    fn is_quiet(&mut self) -> bool {
+        if !self.read_buf.is_empty() {
+            return false;
+        }
+        let mut probe = [0u8; 1];
+        let mut buf = ReadBuf::new(&mut probe);
+        let mut cx = Context::from_waker(Waker::noop());
+        matches!(
+            Pin::new(&mut self.io).poll_read(&mut cx, &mut buf),
+            Poll::Pending
+        )
+    }
+
+    /// Reads more into the buffer; `Ok(0)` is the end of the stream.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<Result<usize, UpstreamError>> {
+        if self.read_buf.capacity() - self.read_buf.len() < READ_CHUNK / 4 {
+            self.read_buf.reserve(READ_CHUNK);
+        }
+        tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.read_buf)
+            .map_err(UpstreamError::Io)
+    }
+}
+
+/// How a request body is framed on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RequestFraming {
+    /// No body.
+    Empty,
+    /// `Content-Length` bytes.
+    Length,
+    /// `Transfer-Encoding: chunked`.
+    Chunked,
+}
+
+/// One request/response exchange on a connection.
+#[derive(Debug)]
+struct Exchange {
+    connection: Connection,
+    /// Request bytes not yet written.
+    out: VecDeque<Bytes>,
+    /// The rest of the request body, still coming from the client.
+    body: Option<ProxyBody>,
+    chunked: bool,
+    /// Every request byte has been written.
+    request_done: bool,
+}
+
+impl Exchange {
+    fn start(connection: Connection, request: Request<ProxyBody>, authority: &Authority) -> Self {
+        let (parts, body) = request.into_parts();
+        let framing = if body.is_end_stream() {
+            RequestFraming::Empty
+        } else if body.size_hint().exact().is_some() {
+            RequestFraming::Length
+        } else {
+            RequestFraming::Chunked
+        };
+        let head = encode_request_head(&parts, authority, framing, body.size_hint().exact());
+        let has_body = framing != RequestFraming::Empty;
+        Self {
+            connection,
+            out: VecDeque::from([head]),
+            body: has_body.then_some(body),
+            chunked: framing == RequestFraming::Chunked,
+            request_done: false,
+        }
+    }
+
+    /// Writes the request, pulling the body from the client as the backend
+    /// takes it. Ready when every byte is written.
+    fn poll_write_request(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), UpstreamError>> {
+        loop {
+            while !self.out.is_empty() {
+                let slices: Vec<IoSlice<'_>> =
+                    self.out.iter().take(16).map(|b| IoSlice::new(b)).collect();
+                let written =
+                    ready!(Pin::new(&mut self.connection.io).poll_write_vectored(cx, &slices))
+                        .map_err(UpstreamError::Io)?;
+                if written == 0 {
+                    return Poll::Ready(Err(UpstreamError::Closed));
+                }
+                advance(&mut self.out, written);
+            }
+            let Some(body) = self.body.as_mut() else {
+                ready!(Pin::new(&mut self.connection.io).poll_flush(cx))
+                    .map_err(UpstreamError::Io)?;
+                self.request_done = true;
+                return Poll::Ready(Ok(()));
+            };
+            match ready!(Pin::new(body).poll_frame(cx)) {
+                Some(Ok(frame)) => {
+                    // Trailers are not forwarded upstream.
+                    if let Ok(data) = frame.into_data() {
+                        if !data.is_empty() {
+                            if self.chunked {
+                                self.out
+                                    .push_back(Bytes::from(format!("{:X}\r\n", data.len())));
+                                self.out.push_back(data);
+                                self.out.push_back(Bytes::from_static(b"\r\n"));
+                            } else {
+                                self.out.push_back(data);
+                            }
+                        }
+                    }
+                }
+                Some(Err(e)) => return Poll::Ready(Err(UpstreamError::RequestBody(e))),
+                None => {
+                    self.body = None;
+                    if self.chunked {
+                        self.out.push_back(Bytes::from_static(b"0\r\n\r\n"));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Drives the request and reads until a final (non-1xx, or 101) response
+    /// head has arrived.
+    fn poll_response_head(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<ResponseHead, UpstreamError>> {
+        if !self.request_done {
+            if let Poll::Ready(Err(e)) = self.poll_write_request(cx) {
+                return Poll::Ready(Err(e));
+            }
+        }
+        loop {
+            while let Some(head) = parse_response_head(&mut self.connection.read_buf)? {
+                // 100 Continue, 103 Early Hints and kin are informational.
+                if head.status.is_informational() && head.status != StatusCode::SWITCHING_PROTOCOLS
+                {
+                    continue;
+                }
+                return Poll::Ready(Ok(head));
+            }
+            if ready!(self.connection.poll_fill(cx))? == 0 {
+                return Poll::Ready(Err(UpstreamError::Closed));
+            }
+        }
+    }
+}
+
+/// Drops `n` written bytes from the front of the queue.
+fn advance(out: &mut VecDeque<Bytes>, mut n: usize) {
+    while n > 0 {
+        let Some(front) = out.front_mut() else { return };
+        if n >= front.len() {
+            n -= front.len();
+            out.pop_front();
+        } else {
+            let _ = front.split_to(n);
+            n = 0;
+        }
+    }
+}
+
+/// The request line and headers, ready to write.
+fn encode_request_head(
+    parts: &http::request::Parts,
+    authority: &Authority,
+    framing: RequestFraming,
+    length: Option<u64>,
+) -> Bytes {
+    let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let mut buf = BytesMut::with_capacity(64 + target.len() + parts.headers.len() * 48);
+    buf.put_slice(parts.method.as_str().as_bytes());
+    buf.put_u8(b' ');
+    buf.put_slice(target.as_bytes());
+    buf.put_slice(b" HTTP/1.1\r\n");
+    if !parts.headers.contains_key(header::HOST) {
+        put_header(&mut buf, b"host", authority.as_str().as_bytes());
+    }
+    for (name, value) in &parts.headers {
+        // Framing is ours to state, below.
+        if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING {
+            continue;
+        }
+        put_header(&mut buf, name.as_str().as_bytes(), value.as_bytes());
+    }
+    match (framing, length) {
+        (RequestFraming::Length, Some(n)) => {
+            put_header(&mut buf, b"content-length", n.to_string().as_bytes())
+        }
+        (RequestFraming::Chunked, _) => put_header(&mut buf, b"transfer-encoding", b"chunked"),
+        // A bodiless request keeps an explicit `Content-Length: 0`.
+        _ if parts.headers.contains_key(header::CONTENT_LENGTH) => {
+            put_header(&mut buf, b"content-length", b"0")
+        }
+        _ => {}
+    }
+    buf.put_slice(b"\r\n");
+    buf.freeze()
+}
+
+fn put_header(buf: &mut BytesMut, name: &[u8], value: &[u8]) {
+    buf.put_slice(name);
+    buf.put_slice(b": ");
+    buf.put_slice(value);
+    buf.put_slice(b"\r\n");
+}
+
+/// A parsed response head.
+#[derive(Debug)]
+struct ResponseHead {
+    status: StatusCode,
+    version: Version,
+    headers: HeaderMap,
+    /// The backend allows the connection to be reused.
+    keep_alive: bool,
+}
+
+impl ResponseHead {
+    fn into_response<B>(self, body: B) -> Response<B> {
+        let mut response = Response::new(body);
+        *response.status_mut() = self.status;
+        *response.version_mut() = self.version;
+        *response.headers_mut() = self.headers;
+        response
+    }
+}
+
+/// Parses a response head off the front of `buf`; `None`: not complete yet.
+fn parse_response_head(buf: &mut BytesMut) -> Result<Option<ResponseHead>, UpstreamError> {
+    let mut storage = [httparse::EMPTY_HEADER; MAX_RESPONSE_HEADERS];
+    let mut parsed = httparse::Response::new(&mut storage);
+    let len = match parsed.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) if buf.len() > MAX_RESPONSE_HEAD => {
+            return Err(UpstreamError::Protocol(format!(
+                "response head larger than {MAX_RESPONSE_HEAD} bytes"
+            )));
+        }
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(e) => {
+            return Err(UpstreamError::Protocol(format!(
+                "unparsable response head: {e}"
+            )))
+        }
+    };
+    let status = parsed
+        .code
+        .and_then(|c| StatusCode::from_u16(c).ok())
+        .ok_or_else(|| UpstreamError::Protocol("invalid status code".into()))?;
+    let version = if parsed.version == Some(0) {
+        Version::HTTP_10
+    } else {
+        Version::HTTP_11
+    };
+    // Header values are sliced out of the head without copying.
+    let base = buf.as_ptr() as usize;
+    let spans: Vec<(&[u8], std::ops::Range<usize>)> = parsed
+        .headers
+        .iter()
+        .map(|h| {
+            let start = h.value.as_ptr() as usize - base;
+            (h.name.as_bytes(), start..start + h.value.len())
+        })
+        .collect();
+    let mut headers = HeaderMap::with_capacity(spans.len());
+    let mut names = Vec::with_capacity(spans.len());
+    for (name, range) in &spans {
+        let name = HeaderName::from_bytes(name)
+            .map_err(|_| UpstreamError::Protocol("invalid header name".into()))?;
+        names.push((name, range.clone()));
+    }
+    drop(spans);
+    let head = buf.split_to(len).freeze();
+    for (name, range) in names {
+        let value = HeaderValue::from_maybe_shared(head.slice(range))
+            .map_err(|_| UpstreamError::Protocol(format!("invalid value for header `{name}`")))?;
+        headers.append(name, value);
+    }
+    let close = has_token(&headers, header::CONNECTION, "close");
+    let keep_alive = match version {
+        Version::HTTP_10 => has_token(&headers, header::CONNECTION, "keep-alive") && !close,
+        _ => !close,
+    };
+    Ok(Some(ResponseHead {
+        status,
+        version,
+        headers,
+        keep_alive,
+    }))
+}
+
+fn has_token(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+/// How a response body is delimited (RFC 9112 6.3).
+#[derive(Debug)]
+enum Framing {
+    /// This many bytes remain.
+    Length(u64),
+    /// Chunked transfer coding.
+    Chunked(ChunkState),
+    /// Until the backend closes the connection.
+    UntilClose,
+}
+
+fn response_framing(head: &ResponseHead, head_request: bool) -> Result<Framing, UpstreamError> {
+    if head_request
+        || head.status.is_informational()
+        || head.status == StatusCode::NO_CONTENT
+        || head.status == StatusCode::NOT_MODIFIED
+    {
+        return Ok(Framing::Length(0));
+    }
+    if let Some(codings) = head.headers.get(header::TRANSFER_ENCODING) {
+        let last = codings
+            .to_str()
+            .unwrap_or("")
+            .rsplit(',')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        return Ok(if last == "chunked" {
+            Framing::Chunked(ChunkState::Size)
+        } else {
+            Framing::UntilClose
+        });
+    }
+    let mut lengths = head.headers.get_all(header::CONTENT_LENGTH).iter();
+    match lengths.next() {
+        None => Ok(Framing::UntilClose),
+        Some(first) => {
+            let parse =
+                |v: &HeaderValue| v.to_str().ok().and_then(|s| s.trim().parse::<u64>().ok());
+            let n = parse(first)
+                .ok_or_else(|| UpstreamError::Protocol("invalid Content-Length".into()))?;
+            if lengths.any(|v| parse(v) != Some(n)) {
+                return Err(UpstreamError::Protocol(
+                    "conflicting Content-Length headers".into(),
+                ));
+            }
+            Ok(Framing::Length(n))
+        }
+    }
+}
+
+/// Where a chunked decoder is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ChunkState {
+    /// Expecting a chunk-size line.
+    Size,
+    /// Inside chunk data, this many bytes left.
+    Data(u64),
+    /// Expecting the CRLF after chunk data.
+    DataEnd,
+    /// Reading trailer lines until an empty one.
+    Trailers,
+    /// The body is complete.
+    Done,
+}
+
+/// One step of chunked decoding over what is buffered.
+#[derive(Debug, PartialEq, Eq)]
+enum Decoded {
+    Data(Bytes),
+    NeedMore,
+    End,
+}
+
+fn decode_chunked(state: &mut ChunkState, buf: &mut BytesMut) -> Result<Decoded, UpstreamError> {
+    loop {
+        match *state {
+            ChunkState::Size | ChunkState::Trailers => {
+                let Some(end) = buf.windows(2).position(|w| w == b"\r\n") else {
+                    if buf.len() > MAX_CHUNK_LINE {
+                        return Err(UpstreamError::Protocol("chunk line too long".into()));
+                    }
+                    return Ok(Decoded::NeedMore);
+                };
+                let line = buf.split_to(end + 2);
+                let line = &line[..end];
+                if *state == ChunkState::Trailers {
+                    if line.is_empty() {
+                        *state = ChunkState::Done;
+                    }
+                    continue;
+                }
+                let size = line.split(|&b| b == b';').next().unwrap_or_default();
+                let size = std::str::from_utf8(size)
+                    .ok()
+                    .and_then(|s| u64::from_str_radix(s.trim(), 16).ok())
+                    .ok_or_else(|| UpstreamError::Protocol("invalid chunk size".into()))?;
+                *state = if size == 0 {
+                    ChunkState::Trailers
+                } else {
+                    ChunkState::Data(size)
+                };
+            }
+            ChunkState::Data(left) => {
+                if buf.is_empty() {
+                    return Ok(Decoded::NeedMore);
+                }
+                let take = (buf.len() as u64).min(left) as usize;
+                let data = buf.split_to(take).freeze();
+                *state = if left == take as u64 {
+                    ChunkState::DataEnd
+                } else {
+                    ChunkState::Data(left - take as u64)
+                };
+                return Ok(Decoded::Data(data));
+            }
+            ChunkState::DataEnd => {
+                if buf.len() < 2 {
+                    return Ok(Decoded::NeedMore);
+                }
+                if &buf[..2] != b"\r\n" {
+                    return Err(UpstreamError::Protocol(
+                        "missing CRLF after chunk data".into(),
+                    ));
+                }
+                let _ = buf.split_to(2);
+                *state = ChunkState::Size;
+            }
+            ChunkState::Done => return Ok(Decoded::End),
+        }
+    }
+}
+
+/// A response body read from the backend as the client takes it.
+#[derive(Debug)]
+struct ResponseBody {
+    /// `None` once finished.
+    exchange: Option<Exchange>,
+    framing: Framing,
+    reusable: bool,
+    pool: Arc<ConnectionPool>,
+    index: usize,
+}
+
+impl ResponseBody {
+    /// The body is complete: the connection goes back to the pool if both
+    /// directions finished cleanly, else it is closed.
+    fn finish(&mut self) {
+        if let Some(exchange) = self.exchange.take() {
+            if self.reusable && exchange.request_done && exchange.connection.read_buf.is_empty() {
+                self.pool.checkin(self.index, exchange.connection);
+            }
+        }
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        let Some(exchange) = this.exchange.as_mut() else {
+            return Poll::Ready(None);
+        };
+        if !exchange.request_done {
+            // The backend answered before the client finished sending: keep
+            // feeding it, but a failure there only means no reuse.
+            if let Poll::Ready(Err(_)) = exchange.poll_write_request(cx) {
+                this.reusable = false;
+                exchange.request_done = true;
+                exchange.body = None;
+            }
+        }
+        loop {
+            let buffered = &mut exchange.connection.read_buf;
+            let frame = match &mut this.framing {
+                Framing::Length(0) => None,
+                Framing::Length(left) if !buffered.is_empty() => {
+                    let take = (buffered.len() as u64).min(*left) as usize;
+                    *left -= take as u64;
+                    Some(buffered.split_to(take).freeze())
+                }
+                Framing::Chunked(state) => match decode_chunked(state, buffered) {
+                    Ok(Decoded::Data(data)) => Some(data),
+                    Ok(Decoded::End) => None,
+                    Ok(Decoded::NeedMore) => Some(Bytes::new()),
+                    Err(e) => return Poll::Ready(Some(Err(e.into()))),
+                },
+                Framing::UntilClose if !buffered.is_empty() => Some(buffered.split().freeze()),
+                Framing::Length(_) | Framing::UntilClose => Some(Bytes::new()),
+            };
+            match frame {
+                None => {
+                    this.finish();
+                    return Poll::Ready(None);
+                }
+                Some(data) if !data.is_empty() => return Poll::Ready(Some(Ok(Frame::data(data)))),
+                Some(_) => {}
+            }
+            // Nothing buffered: read more.
+            match ready!(exchange.connection.poll_fill(cx)) {
+                Ok(0) if matches!(this.framing, Framing::UntilClose) => {
+                    this.reusable = false;
+                    this.finish();
+                    return Poll::Ready(None);
+                }
+                Ok(0) => return Poll::Ready(Some(Err(UpstreamError::Closed.into()))),
+                Ok(_) => {}
+                Err(e) => return Poll::Ready(Some(Err(e.into()))),
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.exchange.is_none()
+            || matches!(
+                self.framing,
+                Framing::Length(0) | Framing::Chunked(ChunkState::Done)
+            )
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.framing {
+            Framing::Length(n) => SizeHint::with_exact(n),
+            _ => SizeHint::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(raw: &str) -> ResponseHead {
+        let mut buf = BytesMut::from(raw.as_bytes());
+        parse_response_head(&mut buf).unwrap().unwrap()
+    }
+
+    #[test]
+    fn response_heads_parse_and_leave_the_body() {
+        let mut buf = BytesMut::from(
+            &b"HTTP/1.1 201 Created\r\nContent-Length: 5\r\nX-A: 1\r\nX-A: 2\r\n\r\nhello"[..],
+        );
+        let h = parse_response_head(&mut buf).unwrap().unwrap();
+        assert_eq!(h.status, 201);
+        assert_eq!(h.headers.get_all("x-a").iter().count(), 2);
+        assert!(h.keep_alive);
+        assert_eq!(&buf[..], b"hello");
+        let mut partial = BytesMut::from(&b"HTTP/1.1 200 OK\r\nContent-Le"[..]);
+        assert!(parse_response_head(&mut partial).unwrap().is_none());
+        let mut garbage = BytesMut::from(&b"SSH-2.0-OpenSSH\r\n\r\n"[..]);
+        assert!(parse_response_head(&mut garbage).is_err());
+    }
+
+    #[test]
+    fn keep_alive_follows_version_and_connection() {
+        assert!(!head("HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n").keep_alive);
+        assert!(!head("HTTP/1.0 200 OK\r\n\r\n").keep_alive);
+        assert!(head("HTTP/1.0 200 OK\r\nConnection: keep-alive\r\n\r\n").keep_alive);
+    }
+
+    #[test]
+    fn framing_follows_rfc_9112() {
+        let framing = |raw: &str, head_request: bool| {
+            response_framing(&head(raw), head_request).map(|f| format!("{f:?}"))
+        };
+        assert_eq!(
+            framing("HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\n", false).unwrap(),
+            "Length(7)"
+        );
+        assert_eq!(
+            framing("HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\n", true).unwrap(),
+            "Length(0)"
+        );
+        assert_eq!(
+            framing("HTTP/1.1 204 No Content\r\n\r\n", false).unwrap(),
+            "Length(0)"
+        );
+        assert_eq!(
+            framing(
+                "HTTP/1.1 304 Not Modified\r\nContent-Length: 9\r\n\r\n",
+                false
+            )
+            .unwrap(),
+            "Length(0)"
+        );
+        assert_eq!(
+            framing(
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\nContent-Length: 3\r\n\r\n",
+                false
+            )
+            .unwrap(),
+            "Chunked(Size)"
+        );
+        assert_eq!(
+            framing("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n", false).unwrap(),
+            "UntilClose"
+        );
+        assert_eq!(
+            framing("HTTP/1.1 200 OK\r\n\r\n", false).unwrap(),
+            "UntilClose"
+        );
+        assert!(framing(
+            "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n",
+            false
+        )
+        .is_err());
+        assert!(framing("HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n", false).is_err());
+    }
+
+    #[test]
+    fn chunked_decoding_across_arbitrary_splits() {
+        let wire = b"5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nTrailer: x\r\n\r\n";
+        for split in 1..wire.len() {
+            let mut state = ChunkState::Size;
+            let mut buf = BytesMut::new();
+            let mut out = Vec::new();
+            let mut ended = false;
+            for piece in [&wire[..split], &wire[split..]] {
+                buf.extend_from_slice(piece);
+                loop {
+                    match decode_chunked(&mut state, &mut buf).unwrap() {
+                        Decoded::Data(d) => out.extend_from_slice(&d),
+                        Decoded::NeedMore => break,
+                        Decoded::End => {
+                            ended = true;
+                            break;
+                        }
+                    }
+                }
+            }
+            assert!(ended, "split at {split}");
+            assert_eq!(out, b"hello world", "split at {split}");
+        }
+    }
+
+    #[test]
+    fn broken_chunks_are_refused() {
+        for wire in [&b"zz\r\n"[..], b"3\r\nabcX\r\n"] {
+            let mut state = ChunkState::Size;
+            let mut buf = BytesMut::from(wire);
+            let mut result = Ok(Decoded::NeedMore);
+            for _ in 0..4 {
+                result = decode_chunked(&mut state, &mut buf);
+                if !matches!(result, Ok(Decoded::Data(_))) {
+                    break;
+                }
+            }
+            assert!(result.is_err(), "{:?}", String::from_utf8_lossy(wire));
+        }
+    }
+
+    #[test]
+    fn request_heads_state_their_own_framing() {
+        let authority: Authority = "10.0.0.1:80".parse().unwrap();
+        let (parts, ()) = Request::post("/upload?x=1")
+            .header("transfer-encoding", "chunked")
+            .header("content-length", "99")
+            .header("x-a", "1")
+            .body(())
+            .unwrap()
+            .into_parts();
+        let text = |framing, length| {
+            String::from_utf8(encode_request_head(&parts, &authority, framing, length).to_vec())
+                .unwrap()
+        };
+        assert_eq!(
+            text(RequestFraming::Length, Some(7)),
+            "POST /upload?x=1 HTTP/1.1\r\nhost: 10.0.0.1:80\r\nx-a: 1\r\ncontent-length: 7\r\n\r\n"
+        );
+        assert_eq!(text(RequestFraming::Chunked, None), "POST /upload?x=1 HTTP/1.1\r\nhost: 10.0.0.1:80\r\nx-a: 1\r\ntransfer-encoding: chunked\r\n\r\n");
+        assert_eq!(
+            text(RequestFraming::Empty, None),
+            "POST /upload?x=1 HTTP/1.1\r\nhost: 10.0.0.1:80\r\nx-a: 1\r\ncontent-length: 0\r\n\r\n"
+        );
+    }
+}
