@@ -80,7 +80,7 @@ pub struct UpstreamClient {
 enum Inner {
     Http1(Arc<h1::ConnectionPool>),
     Http2 {
-        client: Client<HttpsConnector<HttpConnector>, ProxyBody>,
+        client: Box<Client<HttpsConnector<HttpConnector>, ProxyBody>>,
         scheme: Scheme,
     },
 }
@@ -91,7 +91,7 @@ impl UpstreamClient {
         let tls_settings = pool.tls.clone();
         let inner = if pool.http2 {
             Inner::Http2 {
-                client: http2_client(tls_settings.unwrap_or_default(), limits)?,
+                client: Box::new(http2_client(tls_settings.unwrap_or_default(), limits)?),
                 scheme: if pool.tls.is_some() {
                     Scheme::HTTPS
                 } else {
