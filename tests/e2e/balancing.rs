@@ -718,3 +718,27 @@ async fn least_in_flight_sends_new_requests_to_idle_backends() {
     assert_eq!(served, busy);
     assert!(eventually(PATIENCE, || async { pool_in_flight().await == 0 }).await);
 }
+
+/// A backend that restarts closes every pooled connection Airlock holds to it;
+/// a POST (which is never retried) must not be sent down one of them.
+#[tokio::test(flavor = "multi_thread")]
+async fn connections_the_backend_closed_are_not_reused() {
+    let up = Upstream::start("a").await;
+    let airlock = Airlock::start(&simple_config(&[&up], ""));
+    let client = Client::http1();
+    for _ in 0..5 {
+        assert_eq!(client.get(&airlock.url("/warm")).await.status, 200);
+    }
+    let addr = up.addr;
+    up.stop();
+    drop(up);
+    let up = Upstream::start_on("a", addr, None).await;
+    for i in 0..5 {
+        let post = Request::post(airlock.url("/write"))
+            .body(full(format!("#{i}")))
+            .unwrap();
+        let reply = client.send(post).await;
+        assert_eq!(reply.status, 200, "POST #{i}: {}", reply.text());
+        assert_eq!(reply.backend(), up.name);
+    }
+}

@@ -10,7 +10,7 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -48,6 +48,8 @@ pub struct Upstream {
     healthy: Arc<AtomicBool>,
     /// Status every non-special request gets (0: 200 with the report).
     forced_status: Arc<AtomicU16>,
+    /// TCP connections accepted so far.
+    accepted: Arc<AtomicUsize>,
     tasks: Arc<Mutex<JoinSet<()>>>,
 }
 
@@ -70,19 +72,22 @@ impl Upstream {
         let addr = socket.local_addr().unwrap();
         let healthy = Arc::new(AtomicBool::new(true));
         let forced_status = Arc::new(AtomicU16::new(0));
+        let accepted = Arc::new(AtomicUsize::new(0));
         let tasks = Arc::new(Mutex::new(JoinSet::new()));
         let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
-        let (n, h, f, t) = (
+        let (n, h, f, t, a) = (
             name.to_owned(),
             healthy.clone(),
             forced_status.clone(),
             tasks.clone(),
+            accepted.clone(),
         );
         tasks.lock().unwrap().spawn(async move {
             loop {
                 let Ok((stream, _)) = socket.accept().await else {
                     continue;
                 };
+                a.fetch_add(1, Ordering::SeqCst);
                 let (n, h, f, acceptor) = (n.clone(), h.clone(), f.clone(), acceptor.clone());
                 t.lock().unwrap().spawn(async move {
                     let service =
@@ -111,8 +116,14 @@ impl Upstream {
             addr,
             healthy,
             forced_status,
+            accepted,
             tasks,
         }
+    }
+
+    /// TCP connections this upstream has accepted.
+    pub fn connections(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
     }
 
     /// Stops listening and drops every open connection, like a killed process.

@@ -450,3 +450,40 @@ async fn pool_with_http2_speaks_h2c_to_its_backends() {
     assert_eq!(seen["version"], "HTTP/2.0");
     assert_eq!(seen["path"], "/via/h2");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn backend_connections_are_kept_alive_and_reused() {
+    let up = Upstream::start("a").await;
+    let airlock = Airlock::start(&simple_config(&[&up], ""));
+    let client = Client::http1();
+    // Every framing: length, chunked (streamed), empty (HEAD, 204), and a body.
+    for path in ["/x", "/stream/100000", "/status/204", "/y"] {
+        for _ in 0..5 {
+            let reply = client.get(&airlock.url(path)).await;
+            assert!(
+                reply.status == 200 || reply.status == 204,
+                "{path}: {}",
+                reply.status
+            );
+        }
+    }
+    for _ in 0..5 {
+        let head = client
+            .send(Request::head(airlock.url("/x")).body(full("")).unwrap())
+            .await;
+        assert_eq!(head.status, 200);
+        let post = client
+            .send(
+                Request::post(airlock.url("/echo"))
+                    .body(full("payload"))
+                    .unwrap(),
+            )
+            .await;
+        assert_eq!(post.text(), "payload");
+    }
+    assert_eq!(
+        up.connections(),
+        1,
+        "sequential requests must reuse one backend connection"
+    );
+}

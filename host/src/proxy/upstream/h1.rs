@@ -14,7 +14,7 @@ use std::collections::VecDeque;
 use std::io::IoSlice;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{ready, Context, Poll, Waker};
+use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -23,7 +23,7 @@ use http::uri::Authority;
 use http::{Method, Request, Response, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::AsyncWrite;
 
 use super::{Connector, Reply, Stream, Upgraded, UpstreamError};
 use crate::proxy::body::{self, BoxError, ProxyBody};
@@ -120,11 +120,7 @@ impl ConnectionPool {
     /// The most recently used idle connection that is still good, if any.
     fn checkout(&self, index: usize) -> Option<Connection> {
         let mut idle = self.idle[index].lock().unwrap_or_else(|p| p.into_inner());
-        while let Some(Idle {
-            mut connection,
-            since,
-        }) = idle.pop()
-        {
+        while let Some(Idle { connection, since }) = idle.pop() {
             if since.elapsed() < self.idle_timeout && connection.is_quiet() {
                 return Some(connection);
             }
@@ -152,18 +148,19 @@ impl ConnectionPool {
 
 impl Connection {
     /// Whether an idle connection is still usable: the backend has neither
-    /// closed it nor sent anything unasked. One non-blocking read decides.
-    fn is_quiet(&mut self) -> bool {
+    /// closed it nor sent anything unasked. A non-blocking peek at the socket
+    /// decides (a FIN the reactor has not seen yet is seen by the kernel), so a
+    /// POST is not sent down a connection the backend already closed.
+    fn is_quiet(&self) -> bool {
         if !self.read_buf.is_empty() {
             return false;
         }
-        let mut probe = [0u8; 1];
-        let mut buf = ReadBuf::new(&mut probe);
-        let mut cx = Context::from_waker(Waker::noop());
-        matches!(
-            Pin::new(&mut self.io).poll_read(&mut cx, &mut buf),
-            Poll::Pending
-        )
+        let tcp = match &self.io {
+            Stream::Plain(s) => s,
+            Stream::Tls(s) => s.get_ref().0,
+        };
+        let mut probe = [std::mem::MaybeUninit::<u8>::uninit(); 1];
+        matches!(socket2::SockRef::from(tcp).peek(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
     }
 
     /// Reads more into the buffer; `Ok(0)` is the end of the stream.
@@ -633,7 +630,13 @@ impl Body for ResponseBody {
                 Framing::Length(left) if !buffered.is_empty() => {
                     let take = (buffered.len() as u64).min(*left) as usize;
                     *left -= take as u64;
-                    Some(buffered.split_to(take).freeze())
+                    let data = buffered.split_to(take).freeze();
+                    if *left == 0 {
+                        // The client's side may stop polling once it has every
+                        // byte (`is_end_stream`): hand the connection back now.
+                        this.finish();
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
                 }
                 Framing::Chunked(state) => match decode_chunked(state, buffered) {
                     Ok(Decoded::Data(data)) => Some(data),
