@@ -71,13 +71,15 @@ async fn probe(pool: &Pool, index: usize, check: &HealthCheck) -> bool {
         .method(Method::GET)
         .uri(check.path.as_str())
         .header(http::header::USER_AGENT, "airlock-health-check")
-        .body(body::empty())
+        .body(())
     else {
         return false;
     };
+    let (head, ()) = request.into_parts();
     match tokio::time::timeout(
         check.timeout,
-        pool.client.send(index, &backend.authority, request),
+        pool.client
+            .send(index, &backend.authority, &head, body::empty()),
     )
     .await
     {

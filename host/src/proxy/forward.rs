@@ -62,9 +62,8 @@ pub async fn forward(
     );
     parts.uri = Uri::from(target.path_and_query.clone());
     parts.version = Version::HTTP_11;
-    // A spare copy of the head is kept only when a retry is possible.
-    let replayable = parts.method.is_idempotent() && incoming.is_end_stream();
-    let mut spare = replayable.then(|| parts.clone());
+    // Only an idempotent request without a body may be sent twice.
+    let mut replayable = parts.method.is_idempotent() && incoming.is_end_stream();
     let mut body = body::limited(incoming, limits.max_body_bytes);
     let mut index = pool
         .pick(&parts, None)
@@ -74,12 +73,11 @@ pub async fn forward(
 
     loop {
         let backend = &pool.backends[index];
-        let upstream = Request::from_parts(parts, body);
         let in_flight = backend.figures.start();
         let started = Instant::now();
         let outcome = tokio::time::timeout(
             limits.request_timeout,
-            pool.client.send(index, &backend.authority, upstream),
+            pool.client.send(index, &backend.authority, &parts, body),
         )
         .await;
         let latency = started.elapsed();
@@ -103,10 +101,10 @@ pub async fn forward(
                 // (RFC 9110 9.2.2) when the exchange broke before a response
                 // head, whether the connection failed to open or a pooled one
                 // died under it; only if another backend is there to try.
-                if let Some(retry) = spare.take() {
-                    if let Some(other) = pool.pick(&retry, Some(index)) {
+                if std::mem::take(&mut replayable) {
+                    if let Some(other) = pool.pick(&parts, Some(index)) {
                         tracing::debug!(pool = %pool.name, backend = %backend.authority, error = %error, "exchange failed; retrying on another backend");
-                        (parts, body, index) = (retry, body::empty(), other);
+                        (body, index) = (body::empty(), other);
                         continue;
                     }
                 }
@@ -175,13 +173,12 @@ fn rewrite_request_headers(
         headers.insert(header::HOST, host.clone());
     }
 
-    let client_ip = conn.remote.ip().to_string();
     let forwarded_for = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
         // Present only on trusted listeners: hygiene stripped it otherwise.
-        Some(earlier) => format!("{earlier}, {client_ip}"),
-        None => client_ip,
+        Some(earlier) => HeaderValue::try_from(format!("{earlier}, {}", conn.remote.ip())).ok(),
+        None => Some(conn.forwarded_for.clone()),
     };
-    if let Ok(value) = HeaderValue::try_from(forwarded_for) {
+    if let Some(value) = forwarded_for {
         headers.insert(X_FORWARDED_FOR, value);
     }
     if !headers.contains_key(&X_FORWARDED_PROTO) {

@@ -97,6 +97,8 @@ impl Listener {
                 trust_forwarded: self.trust_forwarded,
                 tls: self.tls.is_some(),
                 remote,
+                forwarded_for: http::HeaderValue::try_from(remote.ip().to_string())
+                    .unwrap_or_else(|_| http::HeaderValue::from_static("unknown")),
                 client_certificates: None,
             };
             let (proxy, http, shutdown, token, tls) = (

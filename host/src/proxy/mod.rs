@@ -65,6 +65,8 @@ pub struct ConnectionInfo {
     pub tls: bool,
     /// The client's address.
     pub remote: SocketAddr,
+    /// The client's IP as an `X-Forwarded-For` value, made once per connection.
+    pub forwarded_for: HeaderValue,
     /// The client's verified certificate chain, on listeners that ask for one.
     pub client_certificates: Option<Vec<CertificateDer<'static>>>,
 }
@@ -159,6 +161,37 @@ impl Proxy {
     }
 }
 
+/// The lower-case host of a `Host` value (`host`, `host:port`, `[v6]:port`),
+/// or `None` if it is not a valid authority.
+fn host_of(value: &HeaderValue) -> Option<String> {
+    let text = value.to_str().ok()?;
+    let valid_port =
+        |p: &str| !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit());
+    let host = match text.strip_prefix('[') {
+        Some(rest) => {
+            let (v6, after) = rest.split_once(']')?;
+            let valid = !v6.is_empty()
+                && v6
+                    .bytes()
+                    .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.');
+            (valid && (after.is_empty() || after.strip_prefix(':').is_some_and(valid_port)))
+                .then_some(v6)?
+        }
+        None => {
+            let (name, port) = match text.rsplit_once(':') {
+                Some((name, port)) => (name, Some(port)),
+                None => (text, None),
+            };
+            let valid = !name.is_empty()
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-._~%!$&'()*+,;=".contains(&b));
+            (valid && port.is_none_or(valid_port)).then_some(name)?
+        }
+    };
+    Some(host.to_ascii_lowercase())
+}
+
 /// Step 1: hygiene. Refuses what cannot be judged safely and returns the
 /// normalized target.
 fn inspect(conn: &ConnectionInfo, request: &mut Request<Incoming>) -> Result<Target, ProxyError> {
@@ -185,28 +218,51 @@ fn inspect(conn: &ConnectionInfo, request: &mut Request<Incoming>) -> Result<Tar
         Some(authority) => HeaderValue::from_str(authority.as_str()).ok(),
         None => request.headers().get(header::HOST).cloned(),
     };
-    let host = host_header
-        .as_ref()
-        .map(|h| {
-            let h = h
-                .to_str()
-                .map_err(|_| ProxyError::BadRequest("the Host header is not valid text".into()))?;
-            let authority: http::uri::Authority = h
-                .parse()
-                .map_err(|_| ProxyError::BadRequest(format!("invalid Host header `{h}`")))?;
-            Ok::<_, ProxyError>(
-                authority
-                    .host()
-                    .trim_start_matches('[')
-                    .trim_end_matches(']')
-                    .to_ascii_lowercase(),
-            )
-        })
-        .transpose()?
-        .unwrap_or_default();
+    let host = match &host_header {
+        Some(value) => host_of(value).ok_or_else(|| {
+            ProxyError::BadRequest(format!(
+                "invalid Host header `{}`",
+                String::from_utf8_lossy(value.as_bytes())
+            ))
+        })?,
+        None => String::new(),
+    };
     Ok(Target {
         host,
         host_header,
         path_and_query,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_are_extracted_and_validated() {
+        let host = |v: &str| host_of(&HeaderValue::from_str(v).unwrap());
+        assert_eq!(
+            host("Shop.Example.com").as_deref(),
+            Some("shop.example.com")
+        );
+        assert_eq!(
+            host("shop.example.com:8443").as_deref(),
+            Some("shop.example.com")
+        );
+        assert_eq!(host("[::1]:8080").as_deref(), Some("::1"));
+        assert_eq!(host("[2001:db8::7]").as_deref(), Some("2001:db8::7"));
+        for bad in [
+            "",
+            ":80",
+            "a b",
+            "host:port",
+            "[::1",
+            "[zz]:1",
+            "a/b",
+            "h:123456",
+            "a:b:80",
+        ] {
+            assert_eq!(host(bad), None, "{bad:?}");
+        }
+    }
 }

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use bytes::{BufMut, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::Authority;
-use http::{Method, Request, Response, StatusCode, Version};
+use http::{Method, Response, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use tokio::io::AsyncWrite;
@@ -76,7 +76,8 @@ impl ConnectionPool {
         self: &Arc<Self>,
         index: usize,
         authority: &Authority,
-        request: Request<ProxyBody>,
+        head: &http::request::Parts,
+        body: ProxyBody,
     ) -> Result<Reply, UpstreamError> {
         let connection = match self.checkout(index) {
             Some(c) => c,
@@ -85,8 +86,8 @@ impl ConnectionPool {
                 read_buf: BytesMut::with_capacity(READ_CHUNK),
             },
         };
-        let head_request = request.method() == Method::HEAD;
-        let mut exchange = Exchange::start(connection, request, authority);
+        let head_request = head.method == Method::HEAD;
+        let mut exchange = Exchange::start(connection, head, body, authority);
         let head = std::future::poll_fn(|cx| exchange.poll_response_head(cx)).await?;
 
         if head.status == StatusCode::SWITCHING_PROTOCOLS {
@@ -198,8 +199,12 @@ struct Exchange {
 }
 
 impl Exchange {
-    fn start(connection: Connection, request: Request<ProxyBody>, authority: &Authority) -> Self {
-        let (parts, body) = request.into_parts();
+    fn start(
+        connection: Connection,
+        parts: &http::request::Parts,
+        body: ProxyBody,
+        authority: &Authority,
+    ) -> Self {
         let framing = if body.is_end_stream() {
             RequestFraming::Empty
         } else if body.size_hint().exact().is_some() {
@@ -207,7 +212,7 @@ impl Exchange {
         } else {
             RequestFraming::Chunked
         };
-        let head = encode_request_head(&parts, authority, framing, body.size_hint().exact());
+        let head = encode_request_head(parts, authority, framing, body.size_hint().exact());
         let has_body = framing != RequestFraming::Empty;
         Self {
             connection,
@@ -223,10 +228,13 @@ impl Exchange {
     fn poll_write_request(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), UpstreamError>> {
         loop {
             while !self.out.is_empty() {
-                let slices: Vec<IoSlice<'_>> =
-                    self.out.iter().take(16).map(|b| IoSlice::new(b)).collect();
+                let mut slices = [IoSlice::new(&[]); 16];
+                let n = self.out.len().min(slices.len());
+                for (slice, bytes) in slices.iter_mut().zip(&self.out) {
+                    *slice = IoSlice::new(bytes);
+                }
                 let written =
-                    ready!(Pin::new(&mut self.connection.io).poll_write_vectored(cx, &slices))
+                    ready!(Pin::new(&mut self.connection.io).poll_write_vectored(cx, &slices[..n]))
                         .map_err(UpstreamError::Io)?;
                 if written == 0 {
                     return Poll::Ready(Err(UpstreamError::Closed));
@@ -399,26 +407,20 @@ fn parse_response_head(buf: &mut BytesMut) -> Result<Option<ResponseHead>, Upstr
     } else {
         Version::HTTP_11
     };
-    // Header values are sliced out of the head without copying.
+    // Names are read while the head is borrowed; values are sliced out of it
+    // afterwards, without copying.
     let base = buf.as_ptr() as usize;
-    let spans: Vec<(&[u8], std::ops::Range<usize>)> = parsed
-        .headers
-        .iter()
-        .map(|h| {
-            let start = h.value.as_ptr() as usize - base;
-            (h.name.as_bytes(), start..start + h.value.len())
-        })
-        .collect();
-    let mut headers = HeaderMap::with_capacity(spans.len());
-    let mut names = Vec::with_capacity(spans.len());
-    for (name, range) in &spans {
-        let name = HeaderName::from_bytes(name)
+    let mut fields: Vec<(HeaderName, std::ops::Range<usize>)> =
+        Vec::with_capacity(parsed.headers.len());
+    for h in parsed.headers.iter() {
+        let name = HeaderName::from_bytes(h.name.as_bytes())
             .map_err(|_| UpstreamError::Protocol("invalid header name".into()))?;
-        names.push((name, range.clone()));
+        let start = h.value.as_ptr() as usize - base;
+        fields.push((name, start..start + h.value.len()));
     }
-    drop(spans);
     let head = buf.split_to(len).freeze();
-    for (name, range) in names {
+    let mut headers = HeaderMap::with_capacity(fields.len());
+    for (name, range) in fields {
         let value = HeaderValue::from_maybe_shared(head.slice(range))
             .map_err(|_| UpstreamError::Protocol(format!("invalid value for header `{name}`")))?;
         headers.append(name, value);
@@ -688,6 +690,7 @@ impl Body for ResponseBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::Request;
 
     fn head(raw: &str) -> ResponseHead {
         let mut buf = BytesMut::from(raw.as_bytes());

@@ -123,22 +123,25 @@ impl UpstreamClient {
         Ok(Self { inner })
     }
 
-    /// Sends `request` (whose URI carries the path and query) to backend
-    /// `index` of the pool, at `authority`, and waits for the response head.
+    /// Sends a request (`head`, whose URI is the path and query, and `body`)
+    /// to backend `index` of the pool, at `authority`, and waits for the
+    /// response head. The head is borrowed, so a retry can send it again.
     pub async fn send(
         &self,
         index: usize,
         authority: &Authority,
-        mut request: Request<ProxyBody>,
+        head: &http::request::Parts,
+        body: ProxyBody,
     ) -> Result<Reply, UpstreamError> {
         match &self.inner {
-            Inner::Http1(pool) => pool.send(index, authority, request).await,
+            Inner::Http1(pool) => pool.send(index, authority, head, body).await,
             Inner::Http2 { client, scheme } => {
-                let mut parts = request.uri().clone().into_parts();
-                parts.scheme = Some(scheme.clone());
-                parts.authority = Some(authority.clone());
+                let mut request = Request::from_parts(head.clone(), body);
+                let mut uri = request.uri().clone().into_parts();
+                uri.scheme = Some(scheme.clone());
+                uri.authority = Some(authority.clone());
                 *request.uri_mut() =
-                    Uri::from_parts(parts).map_err(|e| UpstreamError::Protocol(e.to_string()))?;
+                    Uri::from_parts(uri).map_err(|e| UpstreamError::Protocol(e.to_string()))?;
                 *request.version_mut() = http::Version::HTTP_2;
                 let response = client
                     .request(request)
