@@ -348,6 +348,13 @@ def main():
     )
     w("")
 
+    # Measured changes, kept by hand beside this script: what changed, and the
+    # figures and command that showed it. Appended verbatim.
+    history = Path(__file__).with_name("history.md")
+    if history.exists():
+        w(history.read_text().rstrip())
+        w("")
+
     args.out.write_text("\n".join(md))
     return 0
 

@@ -379,6 +379,11 @@ impl Load {
     }
 }
 
+/// Health settings that notice a stopped backend, and readmit it, within a
+/// few hundred milliseconds.
+const FAST_HEALTH: &str = "passive_health = { consecutive_failures = 1, ejection_time = \"300ms\" }
+health_check = { path = \"/healthz\", interval = \"100ms\", timeout = \"500ms\", healthy_threshold = 2, unhealthy_threshold = 2 }";
+
 #[tokio::test(flavor = "multi_thread")]
 async fn stopped_backend_is_taken_out_and_readmitted_after_restart() {
     let (a, b, c) = (
@@ -386,12 +391,7 @@ async fn stopped_backend_is_taken_out_and_readmitted_after_restart() {
         Upstream::start("b").await,
         Upstream::start("c").await,
     );
-    let airlock = Airlock::start(&simple_config(
-        &[&a, &b, &c],
-        "passive_health = { consecutive_failures = 1, ejection_time = \"300ms\" }\n\
-         health_check = { path = \"/healthz\", interval = \"100ms\", timeout = \"500ms\", \
-         healthy_threshold = 2, unhealthy_threshold = 2 }",
-    ));
+    let airlock = Airlock::start(&simple_config(&[&a, &b, &c], FAST_HEALTH));
     let client = Client::http1();
     assert_eq!(spread(&airlock, &client, "/", 9).await["b"], 3);
 
@@ -433,12 +433,7 @@ async fn backend_killed_mid_load_is_invisible_to_gets_and_readmitted_after_resta
         Upstream::start("b").await,
         Upstream::start("c").await,
     );
-    let airlock = Airlock::start(&simple_config(
-        &[&a, &b, &c],
-        "passive_health = { consecutive_failures = 1, ejection_time = \"300ms\" }\n\
-         health_check = { path = \"/healthz\", interval = \"100ms\", timeout = \"500ms\", \
-         healthy_threshold = 2, unhealthy_threshold = 2 }",
-    ));
+    let airlock = Airlock::start(&simple_config(&[&a, &b, &c], FAST_HEALTH));
     let load = Load::start(airlock.url("/work"), 4);
     assert!(
         eventually(PATIENCE, || async { load.served_by("b") >= 20 }).await,
