@@ -64,7 +64,12 @@ pub async fn forward(
     parts.version = Version::HTTP_11;
     // Only an idempotent request without a body may be sent twice.
     let mut replayable = parts.method.is_idempotent() && incoming.is_end_stream();
-    let mut body = body::limited(incoming, limits.max_body_bytes);
+    // Most requests have no body: an empty one costs no allocation.
+    let mut body = if incoming.is_end_stream() {
+        body::empty()
+    } else {
+        body::limited(incoming, limits.max_body_bytes)
+    };
     let mut index = pool
         .pick(&parts, None)
         .ok_or_else(|| ProxyError::NoHealthyBackend {
