@@ -737,3 +737,36 @@ async fn connections_the_backend_closed_are_not_reused() {
         assert_eq!(reply.backend(), up.name);
     }
 }
+
+/// A client that sends more than the limit fails its own request (413); that
+/// must not count against the backend that was reading the body.
+#[tokio::test(flavor = "multi_thread")]
+async fn oversized_client_bodies_do_not_eject_backends() {
+    let up = Upstream::start("a").await;
+    let airlock = Airlock::start(&format!(
+        "[limits]\nmax_body_bytes = \"16KiB\"\n\n{}",
+        simple_config(
+            &[&up],
+            "passive_health = { consecutive_failures = 2, ejection_time = \"60s\" }"
+        )
+    ));
+    let client = Client::http1();
+    for _ in 0..4 {
+        // Chunked, so the limit trips while the body streams to the backend.
+        let chunks = futures_util::stream::iter((0..8).map(|_| {
+            Ok::<_, std::io::Error>(hyper::body::Frame::data(bytes::Bytes::from(vec![
+                7u8;
+                4096
+            ])))
+        }));
+        let body = http_body_util::BodyExt::boxed(http_body_util::StreamBody::new(chunks));
+        let reply = client
+            .send(Request::post(airlock.url("/collect")).body(body).unwrap())
+            .await;
+        assert_eq!(reply.status, 413);
+    }
+    let (_, pools) = airlock.admin_json("/v1/pools").await;
+    let backend = &pools["pools"][0]["backends"][0];
+    assert_eq!(backend["ejected"], false, "{pools}");
+    assert_eq!(client.get(&airlock.url("/after")).await.status, 200);
+}

@@ -23,7 +23,7 @@ use super::body::{self, ProxyBody};
 use super::upstream::{Reply, UpstreamError};
 use super::{ConnectionInfo, ProxyError, Target};
 use crate::balance::figures::InFlight;
-use crate::balance::Pool;
+use crate::balance::{Backend, Pool};
 use crate::config::Limits;
 
 /// Headers that describe one hop, never forwarded (RFC 9110 7.6.1).
@@ -49,10 +49,10 @@ pub async fn forward(
     target: &Target,
     limits: &Limits,
 ) -> Result<Response<ProxyBody>, ProxyError> {
-    let client_upgrade = wants_upgrade(&request).then(|| hyper::upgrade::on(&mut request));
-    let (mut parts, incoming) = request.into_parts();
     // HTTP/2 backends have no `Upgrade`: such a request goes as a plain one.
-    let client_upgrade = client_upgrade.filter(|_| !pool.http2);
+    let client_upgrade =
+        (!pool.http2 && wants_upgrade(&request)).then(|| hyper::upgrade::on(&mut request));
+    let (mut parts, incoming) = request.into_parts();
     rewrite_request_headers(
         &mut parts.headers,
         conn,
@@ -93,10 +93,14 @@ pub async fn forward(
                     Reply::Switched(head, _) => head.status,
                 };
                 pool.record_outcome(index, status.is_server_error(), latency);
-                return relay_response(reply, client_upgrade, in_flight, conn, pool);
+                return relay_response(reply, client_upgrade, in_flight, conn, pool, backend);
             }
             Ok(Err(error)) => {
-                pool.record_outcome(index, true, latency);
+                // A client that sent too much or went away says nothing about
+                // the backend: only the backend's own failures count against it.
+                if error.is_backend_fault() {
+                    pool.record_outcome(index, true, latency);
+                }
                 if body_limit_exceeded(&error) {
                     return Err(ProxyError::BodyTooLarge {
                         limit: limits.max_body_bytes,
@@ -225,6 +229,7 @@ fn relay_response(
     in_flight: InFlight,
     conn: &ConnectionInfo,
     pool: &Pool,
+    backend: &Backend,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     match reply {
         Reply::Response(response) => {
@@ -234,11 +239,11 @@ fn relay_response(
             append_via(&mut parts.headers, version);
             Ok(Response::from_parts(parts, body::counted(body, in_flight)))
         }
-        Reply::Switched(mut parts, backend) => {
+        Reply::Switched(mut parts, tunnel) => {
             let Some(client) = client_upgrade else {
                 return Err(ProxyError::Upstream {
                     pool: pool.name.clone(),
-                    backend: String::new(),
+                    backend: backend.authority.to_string(),
                     source: UpstreamError::Protocol(
                         "101 Switching Protocols to a request that asked for no upgrade".into(),
                     ),
@@ -249,9 +254,9 @@ fn relay_response(
                 let _in_flight = in_flight;
                 match client.await {
                     Ok(client) => {
-                        let (mut client, mut backend) = (TokioIo::new(client), backend);
+                        let (mut client, mut tunnel) = (TokioIo::new(client), tunnel);
                         if let Err(e) =
-                            tokio::io::copy_bidirectional(&mut client, &mut backend).await
+                            tokio::io::copy_bidirectional(&mut client, &mut tunnel).await
                         {
                             tracing::debug!(%remote, error = %e, "upgraded connection ended");
                         }

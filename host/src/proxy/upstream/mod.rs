@@ -70,6 +70,14 @@ pub enum UpstreamError {
     Http2(hyper_util::client::legacy::Error),
 }
 
+impl UpstreamError {
+    /// Whether the backend (or the way to it) failed, as opposed to the
+    /// client's request body: only the former counts toward passive ejection.
+    pub fn is_backend_fault(&self) -> bool {
+        !matches!(self, UpstreamError::RequestBody(_))
+    }
+}
+
 /// A pool's client. Cheap to clone; clones share connections.
 #[derive(Clone, Debug)]
 pub struct UpstreamClient {
