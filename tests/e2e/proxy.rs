@@ -487,3 +487,38 @@ async fn backend_connections_are_kept_alive_and_reused() {
         "sequential requests must reuse one backend connection"
     );
 }
+
+/// A backend that sends both `Transfer-Encoding: chunked` and a (wrong)
+/// `Content-Length`: the chunked framing wins and the client gets the whole,
+/// correctly framed body.
+#[tokio::test(flavor = "multi_thread")]
+async fn chunked_framing_wins_over_a_conflicting_content_length() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let backend = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = backend.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut stream, _) = backend.accept().await.unwrap();
+        let mut buf = vec![0u8; 4096];
+        let _ = stream.read(&mut buf).await.unwrap();
+        stream
+            .write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n")
+            .await
+            .unwrap();
+        let _ = stream.read(&mut buf).await;
+    });
+    let config = format!(
+        "{PUBLIC_LISTENER}\n[[pool]]\nname = \"raw\"\nbackends = [{{ address = \"{addr}\" }}]\n\n[[route]]\npool = \"raw\"\n"
+    );
+    let airlock = Airlock::start(&config);
+    let reply = Client::http1().get(&airlock.url("/")).await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.text(), "hello world");
+    assert!(
+        reply
+            .headers
+            .get("content-length")
+            .is_none_or(|v| v == "11"),
+        "{:?}",
+        reply.headers
+    );
+}

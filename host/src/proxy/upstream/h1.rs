@@ -98,7 +98,13 @@ impl ConnectionPool {
                 Upgraded::new(exchange.connection.io, leftover),
             ));
         }
+        let mut head = head;
         let framing = response_framing(&head, head_request)?;
+        if head.headers.contains_key(header::TRANSFER_ENCODING) {
+            // Transfer-Encoding overrides Content-Length (RFC 9112 6.3): a
+            // length sent beside it is wrong for what the client will get.
+            head.headers.remove(header::CONTENT_LENGTH);
+        }
         let reusable = head.keep_alive && !matches!(framing, Framing::UntilClose);
         let mut body = ResponseBody {
             exchange: Some(exchange),
