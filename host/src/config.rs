@@ -132,7 +132,7 @@ impl Default for Limits {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ListenerConfig {
-    /// Name used in logs and metrics.
+    /// Name used in logs.
     pub name: String,
     /// Socket address; port 0 picks a free port (printed at startup).
     pub address: SocketAddr,
@@ -324,7 +324,7 @@ impl Default for PassiveHealth {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
-    /// Name used in logs and metrics; default: `host` + `path`.
+    /// Name used in logs. default: `host` + `path`.
     pub name: Option<String>,
     /// `api.example.com`, `*.example.com` or `*`.
     #[serde(default = "default_route_host")]
@@ -347,12 +347,12 @@ fn default_route_path() -> String {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("{file}: cannot read: {source}")]
+    #[error("{file}: cannot read: {cause}")]
     Read {
         /// The file.
         file: PathBuf,
-        /// Why.
-        source: std::io::Error,
+        /// Why (in the message; not chained, so it is not printed twice).
+        cause: std::io::Error,
     },
     /// The file was read but is wrong; `key` is a path like `pool[0].backends[1]`.
     #[error("{file}:{line}:{key}: {message}")]
@@ -371,9 +371,9 @@ pub enum ConfigError {
 impl Config {
     /// Reads, parses and validates a configuration file.
     pub fn load(file: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(file).map_err(|source| ConfigError::Read {
+        let text = std::fs::read_to_string(file).map_err(|cause| ConfigError::Read {
             file: file.to_owned(),
-            source,
+            cause,
         })?;
         Self::parse(&text, file)
     }

@@ -10,8 +10,9 @@ use clap::{Parser, Subcommand};
 use airlock::config::{Config, LogFormat};
 use airlock::server::{self, Server};
 
-/// Airlock: a reverse proxy and load balancer whose routing actions pass
-/// through sandboxed policies.
+/// Airlock: a reverse proxy and load balancer, built to put every routing
+/// action through sandboxed policies (the policy engine is not in this version
+/// yet).
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Cli {
@@ -63,11 +64,11 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
         Command::Check { config } => {
             let loaded = Config::load(&config)?;
             println!(
-                "{}: ok ({} listeners, {} pools, {} routes)",
+                "{}: ok ({}, {}, {})",
                 config.display(),
-                loaded.listeners.len(),
-                loaded.pools.len(),
-                loaded.routes.len()
+                count(loaded.listeners.len(), "listener"),
+                count(loaded.pools.len(), "pool"),
+                count(loaded.routes.len(), "route")
             );
             Ok(())
         }
@@ -103,6 +104,7 @@ fn init_logging(format: LogFormat) {
         tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
@@ -110,9 +112,16 @@ fn init_logging(format: LogFormat) {
     }
 }
 
+fn count(n: usize, noun: &str) -> String {
+    format!("{n} {noun}{}", if n == 1 { "" } else { "s" })
+}
+
 /// Binds, announces the addresses on stdout (one line each, then `ready`), serves.
 async fn serve(config: Config) -> anyhow::Result<()> {
-    let server = Server::bind(config).await?;
+    serve_bound(Server::bind(config).await?).await
+}
+
+async fn serve_bound(server: Server) -> anyhow::Result<()> {
     for bound in server.addresses() {
         println!(
             "airlock: {} listening on {}://{}",
@@ -137,6 +146,8 @@ async fn demo(proxy: SocketAddr, admin: SocketAddr, data_dir: &Path) -> anyhow::
     std::fs::write(&config_path, &text)
         .with_context(|| format!("cannot write {}", config_path.display()))?;
     let config = Config::parse(&text, &config_path)?;
+    // Bind before advertising the curl lines, so they are only shown when true.
+    let server = Server::bind(config).await?;
     println!(
         "airlock demo: backends demo-1 on {} and demo-2 on {}",
         backends[0], backends[1]
@@ -146,5 +157,5 @@ async fn demo(proxy: SocketAddr, admin: SocketAddr, data_dir: &Path) -> anyhow::
         "airlock demo: try  curl -s http://{proxy}/hello   (twice: both backends answer in turn)"
     );
     println!("airlock demo:      curl -s http://{admin}/v1/pools");
-    serve(config).await
+    serve_bound(server).await
 }

@@ -32,14 +32,14 @@ const FINAL_FLUSH: Duration = Duration::from_secs(2);
 #[non_exhaustive]
 pub enum StartError {
     /// A socket could not be bound.
-    #[error("{what}: cannot listen on {address}: {source}")]
+    #[error("{what}: cannot listen on {address}: {cause}")]
     Bind {
         /// Which listener.
         what: String,
         /// Where.
         address: SocketAddr,
         /// Why.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// TLS material could not be loaded.
     #[error(transparent)]
@@ -72,10 +72,10 @@ pub struct BoundAddress {
 async fn bind(what: &str, address: SocketAddr) -> Result<TcpListener, StartError> {
     TcpListener::bind(address)
         .await
-        .map_err(|source| StartError::Bind {
+        .map_err(|cause| StartError::Bind {
             what: what.to_owned(),
             address,
-            source,
+            cause,
         })
 }
 

@@ -24,12 +24,12 @@ use crate::config::{CertificateFiles, ClientAuth, ListenerTls, UpstreamTls};
 #[non_exhaustive]
 pub enum TlsError {
     /// A PEM file could not be read or parsed.
-    #[error("{file}: {source}")]
+    #[error("{file}: {cause}")]
     Pem {
         /// The file.
         file: PathBuf,
         /// Why.
-        source: rustls::pki_types::pem::Error,
+        cause: rustls::pki_types::pem::Error,
     },
     /// A PEM file held no certificate.
     #[error("{file}: no certificate found")]
@@ -38,12 +38,12 @@ pub enum TlsError {
         file: PathBuf,
     },
     /// rustls refused the key, the certificate or the CA bundle.
-    #[error("{file}: {source}")]
+    #[error("{file}: {cause}")]
     Rejected {
         /// The file.
         file: PathBuf,
         /// Why.
-        source: rustls::Error,
+        cause: rustls::Error,
     },
     /// The client-certificate verifier could not be built.
     #[error("client certificate verifier: {0}")]
@@ -57,9 +57,9 @@ fn provider() -> Arc<CryptoProvider> {
 fn read_certs(file: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let certs = CertificateDer::pem_file_iter(file)
         .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-        .map_err(|source| TlsError::Pem {
+        .map_err(|cause| TlsError::Pem {
             file: file.to_owned(),
-            source,
+            cause,
         })?;
     if certs.is_empty() {
         return Err(TlsError::NoCertificate {
@@ -73,9 +73,9 @@ fn read_certs(file: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
 pub fn load_roots(file: &Path) -> Result<RootCertStore, TlsError> {
     let mut roots = RootCertStore::empty();
     for cert in read_certs(file)? {
-        roots.add(cert).map_err(|source| TlsError::Rejected {
+        roots.add(cert).map_err(|cause| TlsError::Rejected {
             file: file.to_owned(),
-            source,
+            cause,
         })?;
     }
     Ok(roots)
@@ -100,21 +100,21 @@ impl ServerCertificates {
         let mut default = None;
         for pair in files {
             let chain = read_certs(&pair.cert)?;
-            let key = PrivateKeyDer::from_pem_file(&pair.key).map_err(|source| TlsError::Pem {
+            let key = PrivateKeyDer::from_pem_file(&pair.key).map_err(|cause| TlsError::Pem {
                 file: pair.key.clone(),
-                source,
+                cause,
             })?;
-            let certified = CertifiedKey::from_der(chain, key, &provider).map_err(|source| {
+            let certified = CertifiedKey::from_der(chain, key, &provider).map_err(|cause| {
                 TlsError::Rejected {
                     file: pair.key.clone(),
-                    source,
+                    cause,
                 }
             })?;
             let certified = Arc::new(certified);
             let leaf = webpki::EndEntityCert::try_from(&certified.cert[0]).map_err(|e| {
                 TlsError::Rejected {
                     file: pair.cert.clone(),
-                    source: rustls::Error::General(format!("unreadable certificate: {e}")),
+                    cause: rustls::Error::General(format!("unreadable certificate: {e}")),
                 }
             })?;
             for name in leaf.valid_dns_names() {
@@ -221,9 +221,9 @@ pub fn server_config(
     });
     let builder = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
-        .map_err(|source| TlsError::Rejected {
+        .map_err(|cause| TlsError::Rejected {
             file: PathBuf::new(),
-            source,
+            cause,
         })?;
     let builder = match &tls.client_ca {
         None => builder.with_no_client_auth(),
@@ -251,9 +251,9 @@ pub fn upstream_client_config(tls: &UpstreamTls) -> Result<ClientConfig, TlsErro
     };
     let config = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
-        .map_err(|source| TlsError::Rejected {
+        .map_err(|cause| TlsError::Rejected {
             file: PathBuf::new(),
-            source,
+            cause,
         })?
         .with_root_certificates(roots)
         .with_no_client_auth();

@@ -362,6 +362,23 @@ fn invalid_config_exits_non_zero_naming_file_line_and_key() {
             "{command}: {stderr}"
         );
     }
+    let missing = dir.path().join("missing.toml");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_airlock"))
+        .args(["check", "-c"])
+        .arg(&missing)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains(&format!("{}: cannot read", missing.display())),
+        "{stderr}"
+    );
+    assert_eq!(
+        stderr.matches("os error 2").count(),
+        1,
+        "the cause is printed once: {stderr}"
+    );
     let good = dir.path().join("good.toml");
     std::fs::write(
         &good,
@@ -378,6 +395,7 @@ fn invalid_config_exits_non_zero_naming_file_line_and_key() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    assert!(String::from_utf8_lossy(&out.stdout).ends_with("ok (0 listeners, 1 pool, 0 routes)\n"));
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -107,14 +107,14 @@ impl BackendFigures {
     }
 
     /// The 99th percentile of recent latencies (upper bound of its bucket, so
-    /// within 19% above the true value).
-    pub fn latency_p99(&self) -> Duration {
+    /// within 25% above the true value); `None` without recent samples.
+    pub fn latency_p99(&self) -> Option<Duration> {
         let counts: Vec<u64> = self
             .latency_buckets
             .iter()
             .map(|b| u64::from(b.load(Ordering::Relaxed)))
             .collect();
-        Duration::from_micros(percentile_us(&counts, 0.99))
+        percentile_us(&counts, 0.99).map(Duration::from_micros)
     }
 
     fn bucket_counts(&self) -> impl Iterator<Item = u64> + '_ {
@@ -144,20 +144,20 @@ fn bucket_upper_us(i: usize) -> u64 {
     ((4 + mantissa + 1) << (exp - 2)) - 1
 }
 
-fn percentile_us(counts: &[u64], quantile: f64) -> u64 {
+fn percentile_us(counts: &[u64], quantile: f64) -> Option<u64> {
     let total: u64 = counts.iter().sum();
     if total == 0 {
-        return 0;
+        return None;
     }
     let rank = ((total as f64) * quantile).ceil() as u64;
     let mut seen = 0;
     for (i, c) in counts.iter().enumerate() {
         seen += c;
         if seen >= rank {
-            return bucket_upper_us(i);
+            return Some(bucket_upper_us(i));
         }
     }
-    bucket_upper_us(counts.len() - 1)
+    Some(bucket_upper_us(counts.len() - 1))
 }
 
 /// A snapshot of one backend's figures, as shown to operators and policies.
@@ -177,8 +177,8 @@ pub struct BackendSnapshot {
     pub error_rate: f64,
     /// Mean latency in milliseconds (EWMA).
     pub latency_ewma_ms: f64,
-    /// 99th percentile latency in milliseconds.
-    pub latency_p99_ms: f64,
+    /// 99th percentile latency in milliseconds; `null` without recent samples.
+    pub latency_p99_ms: Option<f64>,
 }
 
 /// A snapshot of one pool's figures.
@@ -194,8 +194,9 @@ pub struct PoolFigures {
     pub in_flight: u32,
     /// Recent errors over requests, pool-wide.
     pub error_rate: f64,
-    /// 99th percentile latency in milliseconds, pool-wide.
-    pub latency_p99_ms: f64,
+    /// 99th percentile latency in milliseconds, pool-wide; `null` without
+    /// recent samples.
+    pub latency_p99_ms: Option<f64>,
     /// Each backend.
     pub backends: Vec<BackendSnapshot>,
 }
@@ -223,7 +224,7 @@ impl PoolFigures {
                     in_flight: f.in_flight(),
                     error_rate: f.error_rate(),
                     latency_ewma_ms: millis(f.latency_ewma()),
-                    latency_p99_ms: millis(f.latency_p99()),
+                    latency_p99_ms: f.latency_p99().map(millis),
                 }
             })
             .collect::<Vec<_>>();
@@ -237,14 +238,16 @@ impl PoolFigures {
             } else {
                 errors as f64 / requests as f64
             },
-            latency_p99_ms: millis(Duration::from_micros(percentile_us(&counts, 0.99))),
+            latency_p99_ms: percentile_us(&counts, 0.99)
+                .map(|us| millis(Duration::from_micros(us))),
             backends,
         }
     }
 }
 
+/// Milliseconds with microsecond precision (prints as `1.136`, not `1.1360000000000001`).
 fn millis(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
+    d.as_micros() as f64 / 1000.0
 }
 
 #[cfg(test)]
@@ -277,13 +280,14 @@ mod tests {
     #[test]
     fn p99_error_rate_and_decay() {
         let f = BackendFigures::default();
+        assert_eq!(f.latency_p99(), None, "no samples yet");
         for _ in 0..990 {
             f.record(false, Duration::from_millis(1));
         }
         for _ in 0..10 {
             f.record(true, Duration::from_millis(200));
         }
-        let p99 = f.latency_p99();
+        let p99 = f.latency_p99().unwrap();
         assert!(
             p99 >= Duration::from_millis(1) && p99 < Duration::from_millis(2),
             "{p99:?}"
@@ -292,11 +296,11 @@ mod tests {
         for _ in 0..20 {
             f.record(true, Duration::from_millis(200));
         }
-        assert!(f.latency_p99() >= Duration::from_millis(200));
+        assert!(f.latency_p99().unwrap() >= Duration::from_millis(200));
         for _ in 0..12 {
             f.decay();
         }
-        assert_eq!(f.latency_p99(), Duration::ZERO);
+        assert_eq!(f.latency_p99(), None, "every sample decayed away");
         assert_eq!(f.error_rate(), 0.0);
     }
 
