@@ -88,7 +88,7 @@ impl ConnectionPool {
         };
         let head_request = head.method == Method::HEAD;
         let mut exchange = Exchange::start(connection, head, body, authority);
-        let head = std::future::poll_fn(|cx| exchange.poll_response_head(cx)).await?;
+        let mut head = std::future::poll_fn(|cx| exchange.poll_response_head(cx)).await?;
 
         if head.status == StatusCode::SWITCHING_PROTOCOLS {
             let leftover = exchange.connection.read_buf.split().freeze();
@@ -98,7 +98,6 @@ impl ConnectionPool {
                 Upgraded::new(exchange.connection.io, leftover),
             ));
         }
-        let mut head = head;
         let framing = response_framing(&head, head_request)?;
         if head.headers.contains_key(header::TRANSFER_ENCODING) {
             // Transfer-Encoding overrides Content-Length (RFC 9112 6.3): a
@@ -125,14 +124,17 @@ impl ConnectionPool {
     }
 
     /// The most recently used idle connection that is still good, if any.
+    /// The lock is held only to pop; the probe (a syscall) runs outside it.
     fn checkout(&self, index: usize) -> Option<Connection> {
-        let mut idle = self.idle[index].lock().unwrap_or_else(|p| p.into_inner());
-        while let Some(Idle { connection, since }) = idle.pop() {
+        loop {
+            let Idle { connection, since } = self.idle[index]
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .pop()?;
             if since.elapsed() < self.idle_timeout && connection.is_quiet() {
                 return Some(connection);
             }
         }
-        None
     }
 
     fn checkin(&self, index: usize, connection: Connection) {
