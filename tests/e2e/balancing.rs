@@ -770,3 +770,64 @@ async fn oversized_client_bodies_do_not_eject_backends() {
     assert_eq!(backend["ejected"], false, "{pools}");
     assert_eq!(client.get(&airlock.url("/after")).await.status, 200);
 }
+
+/// A backend that closes a kept-alive connection right after reading the next
+/// request (as one whose idle timeout fires just then would): on a pool with a
+/// single backend, a GET is sent again on a fresh connection; a POST, which
+/// must not be sent twice, gets a 502.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_get_survives_a_kept_alive_connection_closing_under_it() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let backend = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = backend.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = backend.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                // Answer the first request on each connection, then read the
+                // second one and hang up without answering.
+                let mut buf = vec![0u8; 8192];
+                for answered in [true, false] {
+                    let mut seen = Vec::new();
+                    while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match stream.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => seen.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    if !answered {
+                        return;
+                    }
+                    let _ = stream
+                        .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                        .await;
+                }
+            });
+        }
+    });
+    let config = format!(
+        "{PUBLIC_LISTENER}\n[[pool]]\nname = \"single\"\nbackends = [{{ address = \"{addr}\" }}]\npassive_health = {{ consecutive_failures = 0 }}\n\n[[route]]\npool = \"single\"\n"
+    );
+    let airlock = Airlock::start(&config);
+    let client = Client::http1();
+    for i in 0..4 {
+        let reply = client.get(&airlock.url("/read")).await;
+        assert_eq!(
+            (reply.status, reply.text().as_str()),
+            (200, "ok"),
+            "GET #{i}"
+        );
+    }
+    // Leave one kept-alive connection behind, then POST on it.
+    assert_eq!(client.get(&airlock.url("/read")).await.status, 200);
+    let post = client
+        .send(
+            Request::post(airlock.url("/write"))
+                .body(full("x"))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(post.status, 502, "{}", post.text());
+}

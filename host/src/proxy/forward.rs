@@ -20,7 +20,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
 use super::body::{self, ProxyBody};
-use super::upstream::{Reply, UpstreamError};
+use super::upstream::{self, Reply, UpstreamError};
 use super::{ConnectionInfo, ProxyError, Target};
 use crate::balance::figures::InFlight;
 use crate::balance::{Backend, Pool};
@@ -62,14 +62,13 @@ pub async fn forward(
     );
     parts.uri = Uri::from(target.path_and_query.clone());
     parts.version = Version::HTTP_11;
-    // Only an idempotent request without a body may be sent twice.
-    let mut replayable = parts.method.is_idempotent() && incoming.is_end_stream();
     // Most requests have no body: an empty one costs no allocation.
     let mut body = if incoming.is_end_stream() {
         body::empty()
     } else {
         body::limited(incoming, limits.max_body_bytes)
     };
+    let mut replayable = upstream::replayable(&parts, &body);
     let mut index = pool
         .pick(&parts, None)
         .ok_or_else(|| ProxyError::NoHealthyBackend {

@@ -79,13 +79,40 @@ impl ConnectionPool {
         head: &http::request::Parts,
         body: ProxyBody,
     ) -> Result<Reply, UpstreamError> {
-        let connection = match self.checkout(index) {
-            Some(c) => c,
-            None => Connection {
-                io: self.connector.connect(authority).await?,
-                read_buf: BytesMut::with_capacity(READ_CHUNK),
-            },
+        let replayable = super::replayable(head, &body);
+        let Some(pooled) = self.checkout(index) else {
+            let fresh = self.connect(authority).await?;
+            return self.exchange(index, fresh, authority, head, body).await;
         };
+        match self.exchange(index, pooled, authority, head, body).await {
+            // The backend closed a kept-alive connection as the request went
+            // out (the idle probe narrows this window but cannot shut it): a
+            // replayable request tries once more on a fresh connection.
+            Err(UpstreamError::Closed | UpstreamError::Io(_)) if replayable => {
+                let fresh = self.connect(authority).await?;
+                self.exchange(index, fresh, authority, head, body::empty())
+                    .await
+            }
+            other => other,
+        }
+    }
+
+    async fn connect(&self, authority: &Authority) -> Result<Connection, UpstreamError> {
+        Ok(Connection {
+            io: self.connector.connect(authority).await?,
+            read_buf: BytesMut::with_capacity(READ_CHUNK),
+        })
+    }
+
+    /// One request/response exchange on `connection`.
+    async fn exchange(
+        self: &Arc<Self>,
+        index: usize,
+        connection: Connection,
+        authority: &Authority,
+        head: &http::request::Parts,
+        body: ProxyBody,
+    ) -> Result<Reply, UpstreamError> {
         let head_request = head.method == Method::HEAD;
         let mut exchange = Exchange::start(connection, head, body, authority);
         let mut head = std::future::poll_fn(|cx| exchange.poll_response_head(cx)).await?;

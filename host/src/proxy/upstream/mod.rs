@@ -78,6 +78,13 @@ impl UpstreamError {
     }
 }
 
+/// Whether a request may be sent twice: an idempotent method (RFC 9110 9.2.2)
+/// and no body, so nothing the client sent can be lost or doubled.
+pub fn replayable(head: &http::request::Parts, body: &ProxyBody) -> bool {
+    use http_body::Body as _;
+    head.method.is_idempotent() && body.is_end_stream()
+}
+
 /// A pool's client. Cheap to clone; clones share connections.
 #[derive(Clone, Debug)]
 pub struct UpstreamClient {
