@@ -36,6 +36,51 @@ pub struct Config {
     /// Which pool serves which host and path.
     #[serde(rename = "route", default)]
     pub routes: Vec<RouteConfig>,
+    /// The policy folder and the sandbox policies run in.
+    #[serde(default)]
+    pub policies: PoliciesConfig,
+}
+
+/// `[policies]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PoliciesConfig {
+    /// Folder of policy components: every `NAME.wasm` is policy `NAME`, with
+    /// parameters from `NAME.toml` beside it. Routes name policies from here.
+    pub directory: Option<PathBuf>,
+    /// Where compiled policies are cached across restarts; keep it outside
+    /// `directory`. default: `<data_dir>/wasmtime-cache`.
+    pub cache_directory: Option<PathBuf>,
+    /// Wall-clock budget of one policy evaluation; past it the policy is
+    /// interrupted and the route's `on_policy_error` applies.
+    #[serde(with = "duration")]
+    pub deadline: Duration,
+    /// Linear memory cap of one policy instance.
+    #[serde(deserialize_with = "byte_size")]
+    pub memory_limit: u64,
+    /// Policy instances alive at once, across all policies.
+    pub max_instances: u32,
+    /// Policies that keep their instance between evaluations: faster (no
+    /// instantiation), but state left in memory by one evaluation is seen by
+    /// the next, which may be another principal's. Off by default.
+    pub reuse_instances: Vec<String>,
+    /// Request headers redacted before a policy sees them, in addition to
+    /// `authorization`, `cookie` and `proxy-authorization`.
+    pub redact_headers: Vec<String>,
+}
+
+impl Default for PoliciesConfig {
+    fn default() -> Self {
+        Self {
+            directory: None,
+            cache_directory: None,
+            deadline: Duration::from_millis(5),
+            memory_limit: 16 << 20,
+            max_instances: 64,
+            reuse_instances: Vec::new(),
+            redact_headers: Vec::new(),
+        }
+    }
 }
 
 /// `[server]`
@@ -334,6 +379,34 @@ pub struct RouteConfig {
     pub path: String,
     /// The pool that serves matching requests.
     pub pool: String,
+    /// Policies that judge this route's requests, in order (names from
+    /// `[policies] directory`). None: requests pass unjudged.
+    #[serde(default)]
+    pub policies: Vec<String>,
+    /// What a failing policy (trap, timeout, memory, invalid answer) means:
+    /// `deny` (default, fail closed) or `allow` (skip it, fail open).
+    #[serde(default)]
+    pub on_policy_error: crate::policy::OnPolicyError,
+    /// Per-policy parameter overrides for this route: `[route.parameters.NAME]`;
+    /// each top-level key replaces the one in `NAME.toml`.
+    #[serde(default, deserialize_with = "policy_parameters")]
+    pub parameters: std::collections::BTreeMap<String, serde_json::Map<String, serde_json::Value>>,
+}
+
+/// `[route.parameters.NAME]` tables, as the JSON policies read.
+fn policy_parameters<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<std::collections::BTreeMap<String, serde_json::Map<String, serde_json::Value>>, D::Error>
+{
+    let tables = std::collections::BTreeMap::<String, toml::Table>::deserialize(d)?;
+    tables
+        .into_iter()
+        .map(|(name, table)| {
+            crate::policy::toml_to_json(table)
+                .map(|json| (name, json))
+                .map_err(serde::de::Error::custom)
+        })
+        .collect()
 }
 
 fn default_route_host() -> String {
@@ -398,6 +471,12 @@ impl Config {
             }
         };
         resolve(&mut self.server.data_dir);
+        if let Some(directory) = &mut self.policies.directory {
+            resolve(directory);
+        }
+        if let Some(directory) = &mut self.policies.cache_directory {
+            resolve(directory);
+        }
         for listener in &mut self.listeners {
             if let Some(tls) = &mut listener.tls {
                 for pair in &mut tls.certificates {
@@ -567,6 +646,61 @@ impl Config {
                     r.host, r.path
                 ),
             )?;
+            self.validate_route_policies(i, r)?;
+        }
+        ensure(
+            self.policies.deadline >= Duration::from_millis(1),
+            "policies.deadline".into(),
+            "expected at least 1ms".into(),
+        )?;
+        ensure(
+            self.policies.memory_limit >= 1 << 20,
+            "policies.memory_limit".into(),
+            "expected at least 1MiB".into(),
+        )?;
+        for (j, name) in self.policies.redact_headers.iter().enumerate() {
+            ensure(
+                http::HeaderName::from_bytes(name.as_bytes()).is_ok(),
+                format!("policies.redact_headers[{j}]"),
+                format!("`{name}` is not a header name"),
+            )?;
+        }
+        ensure(
+            (1..=10_000).contains(&self.policies.max_instances),
+            "policies.max_instances".into(),
+            "expected 1 to 10000".into(),
+        )?;
+        Ok(())
+    }
+
+    /// A route's policies must exist as `NAME.wasm` in the policy folder.
+    fn validate_route_policies(&self, i: usize, route: &RouteConfig) -> Result<(), Violation> {
+        for (j, name) in route.policies.iter().enumerate() {
+            let Some(directory) = &self.policies.directory else {
+                return Err(Violation::new(
+                    &format!("route[{i}].policies[{j}]"),
+                    "routes name policies, but `[policies] directory` is not set",
+                ));
+            };
+            if !directory.join(format!("{name}.wasm")).is_file() {
+                return Err(Violation::new(
+                    &format!("route[{i}].policies[{j}]"),
+                    &format!(
+                        "no policy `{name}`: {} does not exist",
+                        directory.join(format!("{name}.wasm")).display()
+                    ),
+                ));
+            }
+        }
+        if let Some(name) = route
+            .parameters
+            .keys()
+            .find(|name| !route.policies.contains(name))
+        {
+            return Err(Violation::new(
+                &format!("route[{i}].parameters.{name}"),
+                &format!("parameters for `{name}`, which is not in this route's policies"),
+            ));
         }
         Ok(())
     }
@@ -906,8 +1040,17 @@ pool = "web"
             )
             .unwrap();
         }
+        std::fs::create_dir(dir.path().join("policies")).unwrap();
+        for name in ["deny-list", "approval-rules"] {
+            std::fs::write(dir.path().join(format!("policies/{name}.wasm")), b"").unwrap();
+        }
         let file = dir.path().join("reference.toml");
         let config = Config::parse(reference, &file).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(config.routes[0].policies, ["deny-list", "approval-rules"]);
+        assert_eq!(
+            config.routes[0].parameters["approval-rules"]["rules"][0]["approvers"]["quorum"],
+            2
+        );
         assert_eq!(config.listeners.len(), 2);
         assert_eq!(config.pools.len(), 3);
         assert_eq!(config.routes.len(), 3);

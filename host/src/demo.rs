@@ -1,7 +1,10 @@
 //! `airlock demo`: the quickstart in one process. Two demo upstream services
 //! answer with which backend served, the method and the path; Airlock proxies
 //! to both on the embedded defaults, from a config written to the data dir so
-//! the user can read it, edit it and run it with `airlock run -c`.
+//! the user can read it, edit it and run it with `airlock run -c`. The bundled
+//! policies are written to `<data dir>/policies`; the route runs
+//! `approval-rules`, which holds `DELETE` anywhere and anything under
+//! `/admin` for group `oncall`, quorum 1, and lets the rest pass.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -53,6 +56,29 @@ fn answer(name: &str, request: &Request<Incoming>) -> Response<Full<Bytes>> {
     response
 }
 
+/// The demo route's approval rules (`policies/approval-rules.toml`).
+pub const APPROVAL_RULES: &str = r#"# Parameters of the approval-rules policy for `airlock demo`.
+[[rules]]
+methods = ["DELETE"]
+approvers = { groups = ["oncall"], quorum = 1, timeout_seconds = 900 }
+
+[[rules]]
+paths = ["/admin", "/admin/**"]
+approvers = { groups = ["oncall"], quorum = 1, timeout_seconds = 900 }
+"#;
+
+/// Write the bundled policies, and the demo's parameters, into `directory`.
+///
+/// # Errors
+/// When the directory cannot be written.
+pub fn write_policies(directory: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(directory)?;
+    for (name, component) in crate::policy::bundled::BUNDLED {
+        std::fs::write(directory.join(format!("{name}.wasm")), component)?;
+    }
+    std::fs::write(directory.join("approval-rules.toml"), APPROVAL_RULES)
+}
+
 /// The demo's configuration text: one listener, one pool of the demo backends
 /// with health checks, one route for everything.
 pub fn config_text(
@@ -75,6 +101,9 @@ drain_timeout = "5s"
 [admin]
 address = "{admin}"
 
+[policies]
+directory = "policies"
+
 [[listener]]
 name = "public"
 address = "{proxy}"
@@ -90,6 +119,7 @@ name = "everything"
 host = "*"
 path = "/"
 pool = "demo"
+policies = ["approval-rules"]
 "#,
         data_dir = data_dir.display().to_string(),
         backends = backends.join(", "),

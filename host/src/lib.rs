@@ -15,6 +15,7 @@ pub mod admin;
 pub mod balance;
 pub mod config;
 pub mod demo;
+pub mod policy;
 pub mod proxy;
 pub mod server;
 pub mod shutdown;

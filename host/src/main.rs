@@ -10,9 +10,8 @@ use clap::{Parser, Subcommand};
 use airlock::config::{Config, LogFormat};
 use airlock::server::{self, Server};
 
-/// Airlock: a reverse proxy and load balancer, built to put every routing
-/// action through sandboxed policies (the policy engine is not in this version
-/// yet).
+/// Airlock: a reverse proxy and load balancer that puts every routing action
+/// through sandboxed WebAssembly policies.
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Cli {
@@ -46,6 +45,37 @@ enum Command {
         #[arg(long, default_value = "airlock-demo")]
         data_dir: PathBuf,
     },
+    /// Write, build and test policies.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum PolicyCommand {
+    /// Scaffold a Rust policy crate in DIR (named after it) that builds and
+    /// passes its own tests.
+    New {
+        /// The new crate's directory; its last component is the policy name.
+        dir: PathBuf,
+    },
+    /// Build a policy crate into a component, checked against the contract.
+    Build {
+        /// The crate's directory.
+        dir: PathBuf,
+        /// Where to write the component; default: ./NAME.wasm.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
+    /// Run a case table against a component; exits non-zero on any mismatch.
+    Test {
+        /// The component (.wasm); NAME.toml beside it gives base parameters.
+        policy: PathBuf,
+        /// The case table (.toml).
+        cases: PathBuf,
+        /// Deadline per evaluation.
+        #[arg(long, default_value = "250ms", value_parser = humantime::parse_duration)]
+        deadline: std::time::Duration,
+    },
 }
 
 fn main() -> ExitCode {
@@ -63,12 +93,18 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Check { config } => {
             let loaded = Config::load(&config)?;
+            // Compile and check every policy too (without touching the cache).
+            let policies = airlock::policy::PolicySet::load(&loaded.policies, None)?;
             println!(
-                "{}: ok ({}, {}, {})",
+                "{}: ok ({}, {}, {}, {})",
                 config.display(),
                 count(loaded.listeners.len(), "listener"),
                 count(loaded.pools.len(), "pool"),
-                count(loaded.routes.len(), "route")
+                count(loaded.routes.len(), "route"),
+                match policies.names().count() {
+                    1 => "1 policy".to_owned(),
+                    n => format!("{n} policies"),
+                }
             );
             Ok(())
         }
@@ -84,6 +120,47 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
         } => {
             init_logging(LogFormat::Text);
             runtime(None)?.block_on(demo(proxy_listen, admin_listen, &data_dir))
+        }
+        Command::Policy(command) => policy_tool(command),
+    }
+}
+
+fn policy_tool(command: PolicyCommand) -> anyhow::Result<()> {
+    use airlock::policy::{author, cases};
+    match command {
+        PolicyCommand::New { dir } => {
+            let name = author::new_policy(&dir)?;
+            println!("created policy crate `{name}` in {}", dir.display());
+            println!("next: cd {} && cargo test && airlock policy build . && airlock policy test {name}.wasm cases.toml", dir.display());
+            Ok(())
+        }
+        PolicyCommand::Build { dir, output } => {
+            let built = author::build_policy(&dir, output.as_deref())?;
+            println!(
+                "built {} {}: {} ({} bytes, sha256 {})",
+                built.name,
+                built.version,
+                built.output.display(),
+                built.bytes,
+                built.hash
+            );
+            Ok(())
+        }
+        PolicyCommand::Test {
+            policy,
+            cases: table,
+            deadline,
+        } => {
+            init_logging(LogFormat::Text);
+            let report = cases::run(&policy, &table, &cases::TestSettings { deadline })?;
+            print!("{}", report.text);
+            anyhow::ensure!(
+                report.failed == 0,
+                "{} of {} cases failed",
+                report.failed,
+                report.failed + report.passed
+            );
+            Ok(())
         }
     }
 }
@@ -141,6 +218,8 @@ async fn demo(proxy: SocketAddr, admin: SocketAddr, data_dir: &Path) -> anyhow::
         airlock::demo::start_backend("demo-1").await?,
         airlock::demo::start_backend("demo-2").await?,
     ];
+    airlock::demo::write_policies(&data_dir.join("policies"))
+        .with_context(|| format!("cannot write the demo policies to {}", data_dir.display()))?;
     let config_path = data_dir.join("airlock.toml");
     let text = airlock::demo::config_text(proxy, admin, &data_dir, &backends);
     std::fs::write(&config_path, &text)
@@ -156,6 +235,7 @@ async fn demo(proxy: SocketAddr, admin: SocketAddr, data_dir: &Path) -> anyhow::
     println!(
         "airlock demo: try  curl -s http://{proxy}/hello   (twice: both backends answer in turn)"
     );
+    println!("airlock demo:      curl -s -X DELETE http://{proxy}/hello   (held by policy approval-rules for group oncall)");
     println!("airlock demo:      curl -s http://{admin}/v1/pools");
     serve_bound(server).await
 }

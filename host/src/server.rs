@@ -15,6 +15,8 @@ use tokio::task::JoinHandle;
 use crate::admin::{self, AdminState};
 use crate::balance::{health, Pool};
 use crate::config::Config;
+use crate::policy::action::Redaction;
+use crate::policy::{PolicySet, PolicySetError};
 use crate::proxy::listener::{self, Listener};
 use crate::proxy::route::RouteTable;
 use crate::proxy::{Proxy, Routing};
@@ -44,6 +46,12 @@ pub enum StartError {
     /// TLS material could not be loaded.
     #[error(transparent)]
     Tls(#[from] TlsError),
+    /// The policy folder could not be loaded.
+    #[error(transparent)]
+    Policies(#[from] PolicySetError),
+    /// A route's policy chain could not be built.
+    #[error("route policies: {0}")]
+    Chain(String),
 }
 
 /// A bound, not yet serving, Airlock.
@@ -88,11 +96,22 @@ impl Server {
             .iter()
             .map(|p| Pool::build(p, &config.limits).map(Arc::new))
             .collect::<Result<Vec<_>, _>>()?;
-        let routes = RouteTable::build(&config.routes, |name| {
-            pools.iter().find(|p| p.name == name).cloned()
-        });
+        let cache = PolicySet::cache_directory(&config.policies, &config.server.data_dir);
+        let policies = PolicySet::load(&config.policies, Some(cache))?;
+        let routes = RouteTable::build(
+            &config.routes,
+            |name| pools.iter().find(|p| p.name == name).cloned(),
+            |route| policies.chain(route),
+        )
+        .map_err(StartError::Chain)?;
+        let redaction =
+            Redaction::new(&config.policies.redact_headers).map_err(StartError::Chain)?;
         let proxy = Arc::new(Proxy::new(
-            Routing { routes, pools },
+            Routing {
+                routes,
+                pools,
+                redaction,
+            },
             config.limits.clone(),
             shutdown.clone(),
         ));

@@ -278,10 +278,32 @@ impl Airlock {
     }
 
     pub fn start_with_file(dir: tempfile::TempDir, config_path: PathBuf) -> Airlock {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_airlock"));
+        command.args(["run", "-c"]).arg(&config_path);
+        Self::spawn(dir, config_path, command)
+    }
+
+    /// Starts `airlock demo` on ephemeral ports with its data dir in a temp dir.
+    pub fn demo() -> Airlock {
+        let dir = tempfile::tempdir().unwrap();
+        let data_dir = dir.path().join("demo");
+        let mut command = Command::new(env!("CARGO_BIN_EXE_airlock"));
+        command
+            .args([
+                "demo",
+                "--proxy-listen",
+                "127.0.0.1:0",
+                "--admin-listen",
+                "127.0.0.1:0",
+                "--data-dir",
+            ])
+            .arg(&data_dir);
+        Self::spawn(dir, data_dir.join("airlock.toml"), command)
+    }
+
+    fn spawn(dir: tempfile::TempDir, config_path: PathBuf, mut command: Command) -> Airlock {
         let stderr_path = dir.path().join("airlock.log");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_airlock"))
-            .args(["run", "-c"])
-            .arg(&config_path)
+        let mut child = command
             .env("RUST_LOG", "info,airlock=debug")
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&stderr_path).unwrap())
@@ -397,6 +419,28 @@ pub fn simple_config(backends: &[&Upstream], pool_extra: &str) -> String {
         "{PUBLIC_LISTENER}\n{}\n[[route]]\npool = \"web\"\n",
         pool("web", backends, pool_extra)
     )
+}
+
+/// A policy folder holding the named components (bundled policies and test
+/// fixtures built by `build.rs`), each with its parameters file if given.
+pub fn policy_folder(policies: &[(&str, &str)]) -> tempfile::TempDir {
+    let folder = tempfile::tempdir().unwrap();
+    for (name, parameters) in policies {
+        std::fs::copy(
+            built_policy(name),
+            folder.path().join(format!("{name}.wasm")),
+        )
+        .unwrap();
+        if !parameters.is_empty() {
+            std::fs::write(folder.path().join(format!("{name}.toml")), parameters).unwrap();
+        }
+    }
+    folder
+}
+
+/// Where `build.rs` put the component of a bundled policy or test fixture.
+pub fn built_policy(name: &str) -> PathBuf {
+    Path::new(env!("AIRLOCK_TEST_POLICIES")).join(format!("{name}.wasm"))
 }
 
 // ---------------------------------------------------------------- client

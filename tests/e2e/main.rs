@@ -7,5 +7,6 @@
 mod harness;
 
 mod balancing;
+mod policy;
 mod proxy;
 mod tls;

@@ -395,7 +395,8 @@ fn invalid_config_exits_non_zero_naming_file_line_and_key() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(String::from_utf8_lossy(&out.stdout).ends_with("ok (0 listeners, 1 pool, 0 routes)\n"));
+    assert!(String::from_utf8_lossy(&out.stdout)
+        .ends_with("ok (0 listeners, 1 pool, 0 routes, 0 policies)\n"));
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -3,8 +3,13 @@
 //! problem (and the pool, where one is involved) but no internals: backend
 //! addresses and low-level causes go to the log.
 
+use std::sync::Arc;
+
 use http::{header, Response, StatusCode};
 use serde_json::json;
+
+use crate::policy::decision::{HoldRequest, Refusal};
+use crate::policy::PolicyFailure;
 
 use super::body::{self, ProxyBody};
 
@@ -58,6 +63,31 @@ pub enum ProxyError {
     /// Shutdown's drain timeout passed before the request finished.
     #[error("shutting down")]
     ShuttingDown,
+    /// A policy of the route's chain refused the request.
+    #[error("denied by policy `{policy}`: {}", .refusal.reason)]
+    Denied {
+        /// The policy.
+        policy: Arc<str>,
+        /// Status, reason and headers it chose.
+        refusal: Box<Refusal>,
+    },
+    /// Policies hold the request for approval. Until approvals exist
+    /// (the approvals issue), a held request is refused.
+    #[error("held for approval by policy `{policy}`: {}", .hold.reason)]
+    Held {
+        /// The first holding policy.
+        policy: Arc<str>,
+        /// What it asked for.
+        hold: Box<HoldRequest>,
+    },
+    /// A policy failed and the route fails closed.
+    #[error("policy `{policy}` {failure}")]
+    PolicyFailed {
+        /// The policy.
+        policy: Arc<str>,
+        /// What went wrong (logged in full; clients see only its code).
+        failure: Box<PolicyFailure>,
+    },
 }
 
 impl ProxyError {
@@ -70,6 +100,14 @@ impl ProxyError {
             Self::NoHealthyBackend { .. } | Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             Self::Upstream { .. } => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            Self::Denied { refusal, .. } => refusal.status,
+            Self::Held { .. } => StatusCode::FORBIDDEN,
+            Self::PolicyFailed { failure, .. }
+                if matches!(**failure, PolicyFailure::Unavailable(_)) =>
+            {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            Self::PolicyFailed { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -83,6 +121,9 @@ impl ProxyError {
             Self::Upstream { .. } => "upstream_unavailable",
             Self::UpstreamTimeout { .. } => "upstream_timeout",
             Self::ShuttingDown => "shutting_down",
+            Self::Denied { .. } => "denied",
+            Self::Held { .. } => "approval_required",
+            Self::PolicyFailed { failure, .. } => failure.code(),
         }
     }
 
@@ -96,17 +137,33 @@ impl ProxyError {
             Self::UpstreamTimeout { pool, timeout, .. } => {
                 format!("pool `{pool}`: the backend did not answer within {timeout:?}")
             }
+            Self::Denied { refusal, .. } => refusal.reason.clone(),
+            Self::Held { hold, .. } => hold.reason.clone(),
+            Self::PolicyFailed { policy, .. } => format!("policy `{policy}` failed"),
             other => other.to_string(),
         }
     }
 
-    fn pool(&self) -> Option<&str> {
+    /// Fields beside `error` and `message` in the JSON body.
+    fn details(&self) -> serde_json::Map<String, serde_json::Value> {
+        let mut details = serde_json::Map::new();
         match self {
             Self::NoHealthyBackend { pool }
             | Self::Upstream { pool, .. }
-            | Self::UpstreamTimeout { pool, .. } => Some(pool),
-            _ => None,
+            | Self::UpstreamTimeout { pool, .. } => {
+                details.insert("pool".into(), json!(pool));
+            }
+            Self::Denied { policy, .. } | Self::PolicyFailed { policy, .. } => {
+                details.insert("policy".into(), json!(&**policy));
+            }
+            Self::Held { policy, hold } => {
+                details.insert("policy".into(), json!(&**policy));
+                details.insert("approver_groups".into(), json!(hold.approver_groups));
+                details.insert("quorum".into(), json!(hold.quorum));
+            }
+            _ => {}
         }
+        details
     }
 
     /// The response for this error; server-side errors are logged here, once.
@@ -117,12 +174,17 @@ impl ProxyError {
         } else {
             tracing::debug!(error = %self, code = self.code(), "request refused");
         }
-        let mut body = json!({ "error": self.code(), "message": self.public_message() });
-        if let Some(pool) = self.pool() {
-            body["pool"] = json!(pool);
-        }
-        let mut response = Response::new(body::full(body.to_string()));
+        let mut body = serde_json::Map::new();
+        body.insert("error".into(), json!(self.code()));
+        body.insert("message".into(), json!(self.public_message()));
+        body.extend(self.details());
+        let mut response = Response::new(body::full(serde_json::Value::Object(body).to_string()));
         *response.status_mut() = status;
+        if let Self::Denied { refusal, .. } = &self {
+            for (name, value) in &refusal.headers {
+                response.headers_mut().append(name.clone(), value.clone());
+            }
+        }
         response.headers_mut().insert(
             header::CONTENT_TYPE,
             header::HeaderValue::from_static("application/json"),

@@ -4,7 +4,9 @@
 //! 1. **inspect** ([`hygiene`]): refuse method overrides, strip headers only
 //!    Airlock may set, normalize the path; what is judged is what is forwarded.
 //! 2. **route** ([`route`]): the most specific route names the pool.
-//! 3. **judge**: the policy chain (added by the policy engine).
+//! 3. **judge** ([`judge`]): the route's policy chain sees the request as an
+//!    action (credentials redacted) and allows it (perhaps editing headers),
+//!    denies it, or holds it for approval.
 //! 4. **forward** ([`forward`]): pick a backend, rewrite headers, send over the
 //!    pool's keep-alive client, retry an idempotent request once on another
 //!    backend if the connection failed, stream the answer back.
@@ -32,7 +34,10 @@ use rustls::pki_types::CertificateDer;
 
 use crate::balance::Pool;
 use crate::config::Limits;
+use crate::policy::bindings as contract;
+use crate::policy::{action, FiguresSource, Judgement};
 use crate::shutdown::Shutdown;
+use action::Redaction;
 pub use body::ProxyBody;
 pub use error::ProxyError;
 use route::RouteTable;
@@ -44,6 +49,17 @@ pub struct Routing {
     pub routes: RouteTable,
     /// Every pool, in configuration order.
     pub pools: Vec<Arc<Pool>>,
+    /// Which request headers policies never see.
+    pub redaction: Redaction,
+}
+
+impl FiguresSource for Routing {
+    fn pool_figures(&self, pool: &str) -> Option<contract::PoolFigures> {
+        self.pools
+            .iter()
+            .find(|candidate| candidate.name == pool)
+            .map(|pool| action::pool_figures(pool))
+    }
 }
 
 /// What the proxy needs to serve a request; shared by every connection.
@@ -122,21 +138,22 @@ impl Proxy {
         let routing = self.routing();
         // Steps 1-3 only look at the request; if one refuses it, the body the
         // client may still be sending is drained so it can read the answer.
-        let (route, target) = match self.inspect_route_judge(&routing, conn, &mut request) {
-            Ok(found) => found,
-            Err(e) => {
-                body::discard(request.into_body());
-                return Err(e);
-            }
-        };
+        let (route, target) =
+            match Self::inspect_route_judge(&routing, conn, &mut request, &self.limits) {
+                Ok(found) => found,
+                Err(e) => {
+                    body::discard(request.into_body());
+                    return Err(e);
+                }
+            };
         forward::forward(&route.pool, conn, request, &target, &self.limits).await
     }
 
     fn inspect_route_judge<'r>(
-        &self,
-        routing: &'r Routing,
+        routing: &'r Arc<Routing>,
         conn: &ConnectionInfo,
         request: &mut Request<Incoming>,
+        limits: &Limits,
     ) -> Result<(&'r route::Route, Target), ProxyError> {
         let target = inspect(conn, request)?;
         let route = routing
@@ -150,13 +167,13 @@ impl Proxy {
             .body()
             .size_hint()
             .exact()
-            .is_some_and(|len| len > self.limits.max_body_bytes)
+            .is_some_and(|len| len > limits.max_body_bytes)
         {
             return Err(ProxyError::BodyTooLarge {
-                limit: self.limits.max_body_bytes,
+                limit: limits.max_body_bytes,
             });
         }
-        // Judge: the route's policy chain decides here (policy engine issue).
+        judge(routing, route, conn, request, &target)?;
         Ok((route, target))
     }
 }
@@ -190,6 +207,62 @@ fn host_of(value: &HeaderValue) -> Option<String> {
         }
     };
     Some(host.to_ascii_lowercase())
+}
+
+/// Step 3: judge. The route's policies decide on the request as it will be
+/// forwarded; an allow may set or remove request headers first.
+fn judge(
+    routing: &Arc<Routing>,
+    route: &route::Route,
+    conn: &ConnectionInfo,
+    request: &mut Request<Incoming>,
+    target: &Target,
+) -> Result<(), ProxyError> {
+    if route.chain.is_empty() {
+        return Ok(());
+    }
+    let facts = action::RequestFacts {
+        method: request.method(),
+        tls: conn.tls,
+        host: &target.host,
+        path: target.path_and_query.path(),
+        query: target.path_and_query.query(),
+        headers: request.headers(),
+        client: conn.remote.ip(),
+        route: &route.name,
+        pool: &route.pool.name,
+        principal: action::principal_of(conn.client_certificates.as_deref()),
+    };
+    let action =
+        action::request_action(facts, &routing.redaction, action::pool_figures(&route.pool));
+    let figures: Arc<dyn FiguresSource> = routing.clone();
+    match route.chain.judge(&action, &figures) {
+        Judgement::Allow(edits) => {
+            let headers = request.headers_mut();
+            for name in edits.remove {
+                headers.remove(name);
+            }
+            for (name, value) in edits.set {
+                headers.insert(name, value);
+            }
+            Ok(())
+        }
+        Judgement::Deny { policy, refusal } => Err(ProxyError::Denied {
+            policy,
+            refusal: Box::new(refusal),
+        }),
+        Judgement::Hold { mut holds, .. } => {
+            let (policy, hold) = holds.swap_remove(0);
+            Err(ProxyError::Held {
+                policy,
+                hold: Box::new(hold),
+            })
+        }
+        Judgement::Failed { policy, failure } => Err(ProxyError::PolicyFailed {
+            policy,
+            failure: Box::new(failure),
+        }),
+    }
 }
 
 /// Step 1: hygiene. Refuses what cannot be judged safely and returns the

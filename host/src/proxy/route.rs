@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use crate::balance::Pool;
 use crate::config::RouteConfig;
+use crate::policy::PolicyChain;
 
 /// One route, resolved to its pool.
 #[derive(Debug)]
@@ -20,6 +21,8 @@ pub struct Route {
     prefix: String,
     /// The pool serving it.
     pub pool: Arc<Pool>,
+    /// The policies judging its requests (empty: none).
+    pub chain: PolicyChain,
 }
 
 /// All routes, grouped by how their host matches.
@@ -32,16 +35,22 @@ pub struct RouteTable {
 }
 
 impl RouteTable {
-    /// Builds the table; `pool_named` resolves a route's pool (validated to exist).
+    /// Builds the table; `pool_named` resolves a route's pool (validated to
+    /// exist) and `chain_of` its policy chain.
+    ///
+    /// # Errors
+    /// The first route whose chain cannot be built, and why.
     pub fn build(
         routes: &[RouteConfig],
         pool_named: impl Fn(&str) -> Option<Arc<Pool>>,
-    ) -> RouteTable {
+        chain_of: impl Fn(&RouteConfig) -> Result<PolicyChain, String>,
+    ) -> Result<RouteTable, String> {
         let mut table = RouteTable::default();
         for config in routes {
             let Some(pool) = pool_named(&config.pool) else {
                 continue;
             };
+            let chain = chain_of(config)?;
             let route = Route {
                 name: config
                     .name
@@ -49,6 +58,7 @@ impl RouteTable {
                     .unwrap_or_else(|| format!("{}{}", config.host, config.path)),
                 prefix: config.path.trim_end_matches('/').to_owned(),
                 pool,
+                chain,
             };
             let host = config.host.to_ascii_lowercase();
             if host == "*" {
@@ -73,7 +83,7 @@ impl RouteTable {
         table
             .wildcard
             .sort_by_key(|(d, _)| std::cmp::Reverse(d.len()));
-        table
+        Ok(table)
     }
 
     /// The route for a (lower-case, port-less) host and a normalized path.
@@ -124,9 +134,12 @@ mod tests {
             .iter()
             .map(|p| Arc::new(Pool::build(p, &config.limits).unwrap()))
             .collect();
-        RouteTable::build(&config.routes, |name| {
-            pools.iter().find(|p| p.name == name).cloned()
-        })
+        RouteTable::build(
+            &config.routes,
+            |name| pools.iter().find(|p| p.name == name).cloned(),
+            |_| Ok(PolicyChain::default()),
+        )
+        .unwrap()
     }
 
     fn pool_for(t: &RouteTable, host: &str, path: &str) -> Option<String> {

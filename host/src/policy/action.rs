@@ -1,0 +1,205 @@
+//! The action a request becomes before its route's policies judge it: the
+//! normalized target, the headers with credentials redacted, who is asking,
+//! and the live figures of the pool it would go to.
+
+use std::net::IpAddr;
+
+use http::{header, HeaderMap, HeaderName, Method};
+
+use super::bindings::{Action, Authentication, Header, PoolFigures, Principal, Request, Subject};
+
+/// What a redacted header's value becomes: the policy sees that it was there.
+pub const REDACTED: &str = "[redacted]";
+
+/// Credentials that never reach a policy or the audit trail.
+const ALWAYS_REDACTED: [HeaderName; 3] = [
+    header::AUTHORIZATION,
+    header::COOKIE,
+    header::PROXY_AUTHORIZATION,
+];
+
+/// Which request headers are redacted: the credentials above plus the
+/// operator's `[policies] redact_headers`.
+#[derive(Debug, Clone, Default)]
+pub struct Redaction {
+    extra: Vec<HeaderName>,
+}
+
+impl Redaction {
+    /// Redact `extra` as well as the standard credential headers.
+    ///
+    /// # Errors
+    /// The first entry that is not a valid header name.
+    pub fn new(extra: &[String]) -> Result<Self, String> {
+        let extra = extra
+            .iter()
+            .map(|name| {
+                HeaderName::from_bytes(name.as_bytes())
+                    .map_err(|_| format!("`{name}` is not a header name"))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Redaction { extra })
+    }
+
+    fn hides(&self, name: &HeaderName) -> bool {
+        ALWAYS_REDACTED.contains(name) || self.extra.contains(name)
+    }
+
+    /// The headers as a policy sees them: lower-case names, credentials replaced.
+    pub fn headers(&self, headers: &HeaderMap) -> Vec<Header> {
+        headers
+            .iter()
+            .map(|(name, value)| Header {
+                name: name.as_str().to_owned(),
+                value: if self.hides(name) {
+                    REDACTED.to_owned()
+                } else {
+                    String::from_utf8_lossy(value.as_bytes()).into_owned()
+                },
+            })
+            .collect()
+    }
+}
+
+/// The facts of one request, gathered by the proxy after hygiene and routing.
+#[derive(Debug)]
+pub struct RequestFacts<'a> {
+    pub method: &'a Method,
+    pub tls: bool,
+    pub host: &'a str,
+    pub path: &'a str,
+    pub query: Option<&'a str>,
+    pub headers: &'a HeaderMap,
+    pub client: IpAddr,
+    pub route: &'a str,
+    pub pool: &'a str,
+    pub principal: Principal,
+}
+
+/// The `request` action for `facts`, carrying the figures of its pool.
+pub fn request_action(
+    facts: RequestFacts<'_>,
+    redaction: &Redaction,
+    figures: PoolFigures,
+) -> Action {
+    let headers = facts.headers;
+    let text = |name: header::HeaderName| {
+        headers
+            .get(name)
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_owned)
+    };
+    Action {
+        subject: Subject::Request(Request {
+            method: facts.method.as_str().to_owned(),
+            scheme: if facts.tls { "https" } else { "http" }.to_owned(),
+            host: facts.host.to_owned(),
+            path: facts.path.to_owned(),
+            query: facts.query.map(str::to_owned),
+            headers: redaction.headers(headers),
+            client_address: facts.client.to_string(),
+            route: facts.route.to_owned(),
+            pool: facts.pool.to_owned(),
+            body_size: text(header::CONTENT_LENGTH).and_then(|length| length.parse().ok()),
+            content_type: text(header::CONTENT_TYPE),
+        }),
+        principal: facts.principal,
+        figures: vec![figures],
+    }
+}
+
+/// A pool's live figures as policies see them.
+pub fn pool_figures(pool: &crate::balance::Pool) -> PoolFigures {
+    let figures = pool.figures();
+    PoolFigures {
+        pool: figures.pool,
+        healthy_backends: u32::try_from(figures.healthy).unwrap_or(u32::MAX),
+        total_backends: u32::try_from(figures.total).unwrap_or(u32::MAX),
+        in_flight: figures.in_flight,
+        error_rate: figures.error_rate,
+        latency_p99_ms: figures.latency_p99_ms,
+    }
+}
+
+/// Who sent a request: the holder of a verified client certificate (named by
+/// its first DNS name), or anonymous. Bearer tokens arrive with the approval API.
+pub fn principal_of(
+    client_certificates: Option<&[rustls::pki_types::CertificateDer<'static>]>,
+) -> Principal {
+    let name = client_certificates
+        .and_then(|chain| chain.first())
+        .and_then(|leaf| {
+            webpki::EndEntityCert::try_from(leaf)
+                .ok()
+                .and_then(|cert| cert.valid_dns_names().next().map(str::to_owned))
+        });
+    match (
+        client_certificates.is_some_and(|chain| !chain.is_empty()),
+        name,
+    ) {
+        (true, Some(name)) => certificate_holder(name),
+        (true, None) => certificate_holder("certificate-without-dns-name".to_owned()),
+        (false, _) => anonymous(),
+    }
+}
+
+/// An unauthenticated client.
+pub fn anonymous() -> Principal {
+    Principal {
+        id: "anonymous".to_owned(),
+        groups: Vec::new(),
+        authenticated_by: Authentication::None,
+    }
+}
+
+/// The balancer itself, the principal of events.
+pub fn balancer() -> Principal {
+    Principal {
+        id: "airlock".to_owned(),
+        groups: Vec::new(),
+        authenticated_by: Authentication::Balancer,
+    }
+}
+
+/// A client identified by its verified TLS certificate's first DNS name.
+pub fn certificate_holder(name: String) -> Principal {
+    Principal {
+        id: name,
+        groups: Vec::new(),
+        authenticated_by: Authentication::Mtls,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_are_redacted_but_visible_as_present() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::AUTHORIZATION, "Bearer secret".parse().unwrap());
+        headers.insert(header::COOKIE, "session=secret".parse().unwrap());
+        headers.insert("x-api-key", "secret".parse().unwrap());
+        headers.insert("x-team", "payments".parse().unwrap());
+        let seen = Redaction::new(&["X-Api-Key".to_owned()])
+            .unwrap()
+            .headers(&headers);
+        let value = |name: &str| {
+            seen.iter()
+                .find(|h| h.name == name)
+                .map(|h| h.value.as_str())
+        };
+        assert_eq!(value("authorization"), Some(REDACTED));
+        assert_eq!(value("cookie"), Some(REDACTED));
+        assert_eq!(value("x-api-key"), Some(REDACTED));
+        assert_eq!(value("x-team"), Some("payments"));
+        assert!(!format!("{seen:?}").contains("secret"));
+    }
+
+    #[test]
+    fn a_bad_redaction_name_is_refused() {
+        assert!(Redaction::new(&["bad header".to_owned()])
+            .unwrap_err()
+            .contains("bad header"));
+    }
+}

@@ -1,0 +1,222 @@
+//! The policy author's tools: `airlock policy new NAME` scaffolds a Rust
+//! policy crate that builds and passes its own tests; `airlock policy build
+//! DIR` builds a crate into a component and checks it against the contract
+//! before writing it out.
+
+use std::path::{Path, PathBuf};
+
+use super::engine::{EngineSettings, PolicyEngine};
+use super::guest_build;
+
+/// Where the Rust SDK is: the scaffold depends on it by path until it is
+/// published.
+const SDK_PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/sdk/rust");
+
+/// Why a tool failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthorError {
+    #[error("{0}")]
+    Usage(String),
+    #[error("{}: {cause}", .path.display())]
+    Io {
+        path: PathBuf,
+        cause: std::io::Error,
+    },
+    #[error("cargo build failed ({})", guest_build::MISSING_TARGET_HINT)]
+    Build,
+    #[error("{}: {cause}", .path.display())]
+    Contract {
+        path: PathBuf,
+        cause: super::LoadError,
+    },
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> AuthorError + '_ {
+    move |cause| AuthorError::Io {
+        path: path.to_owned(),
+        cause,
+    }
+}
+
+/// Create `directory/` holding a new policy crate named after it.
+///
+/// # Errors
+/// When the name is not a valid crate name or the directory exists.
+pub fn new_policy(directory: &Path) -> Result<String, AuthorError> {
+    let name = directory
+        .file_name()
+        .and_then(|name| name.to_str())
+        .filter(|name| {
+            name.chars()
+                .next()
+                .is_some_and(|first| first.is_ascii_lowercase())
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        })
+        .ok_or_else(|| {
+            AuthorError::Usage(format!(
+                "{}: a policy name is lower-case letters, digits and `-`, starting with a letter",
+                directory.display()
+            ))
+        })?
+        .to_owned();
+    if directory.exists() {
+        return Err(AuthorError::Usage(format!(
+            "{} already exists",
+            directory.display()
+        )));
+    }
+    let files = [
+        ("Cargo.toml", scaffold_manifest(&name)),
+        ("src/lib.rs", SCAFFOLD_LIB.replace("{{name}}", &name)),
+        ("cases.toml", SCAFFOLD_CASES.to_owned()),
+    ];
+    for (relative, text) in files {
+        let path = directory.join(relative);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(io(parent))?;
+        }
+        std::fs::write(&path, text).map_err(io(&path))?;
+    }
+    Ok(name)
+}
+
+fn scaffold_manifest(name: &str) -> String {
+    format!(
+        r#"[package]
+name = "{name}"
+version = "0.1.0"
+edition = "2021"
+
+[lib]
+# cdylib: the component; rlib: so `cargo test` can unit-test it natively.
+crate-type = ["cdylib", "rlib"]
+
+[dependencies]
+airlock-sdk = {{ path = {SDK_PATH:?} }}
+serde = {{ version = "1", features = ["derive"] }}
+
+# A standalone crate, not part of any enclosing workspace.
+[workspace]
+"#
+    )
+}
+
+const SCAFFOLD_LIB: &str = r#"//! {{name}}: holds deletes for approval by `oncall`, allows everything else.
+//!
+//! Build: `airlock policy build .`   Test: `cargo test` and
+//! `airlock policy test {{name}}.wasm cases.toml`.
+
+use airlock_sdk::{Action, Approvers, Decision, Metadata, Policy};
+
+struct ThisPolicy;
+
+impl Policy for ThisPolicy {
+    fn describe() -> Metadata {
+        Metadata::requests("{{name}}", env!("CARGO_PKG_VERSION"))
+    }
+
+    fn evaluate(action: Action) -> Decision {
+        match action.request() {
+            Some(request) if request.method == "DELETE" => Approvers::groups(&["oncall"])
+                .hold(format!("DELETE {} needs approval", request.path), "DELETE"),
+            _ => Decision::allow(),
+        }
+    }
+}
+
+airlock_sdk::export!(ThisPolicy);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use airlock_sdk::testing::{request, TestHost};
+
+    #[test]
+    fn deletes_are_held_and_reads_pass() {
+        TestHost::new().run(|| {
+            assert_eq!(ThisPolicy::evaluate(request("DELETE", "/x")).kind(), "hold");
+            assert_eq!(ThisPolicy::evaluate(request("GET", "/x")), Decision::allow());
+        });
+    }
+}
+"#;
+
+const SCAFFOLD_CASES: &str = r#"# Run with: airlock policy test <policy>.wasm cases.toml
+[[case]]
+name = "reads pass"
+request = { method = "GET", path = "/x" }
+expect = "allow"
+
+[[case]]
+name = "deletes wait for oncall"
+request = { method = "DELETE", path = "/x" }
+expect = { decision = "hold", groups = ["oncall"], quorum = 1 }
+"#;
+
+/// Build the policy crate in `directory` into a component, check it against
+/// the contract, and write it to `output` (default `./NAME.wasm`).
+/// Cargo's progress goes to stderr as usual.
+///
+/// # Errors
+/// When the crate does not build or the component does not fit the contract.
+pub fn build_policy(directory: &Path, output: Option<&Path>) -> Result<BuiltPolicy, AuthorError> {
+    let manifest = directory.join("Cargo.toml");
+    let manifest_text = std::fs::read_to_string(&manifest).map_err(io(&manifest))?;
+    let package = toml::from_str::<toml::Table>(&manifest_text)
+        .ok()
+        .and_then(|table| {
+            table
+                .get("package")?
+                .get("name")?
+                .as_str()
+                .map(str::to_owned)
+        })
+        .ok_or_else(|| AuthorError::Usage(format!("{}: no [package] name", manifest.display())))?;
+    // Like cargo: CARGO_TARGET_DIR if set, else the crate's own target/.
+    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| directory.join("target"), PathBuf::from);
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let status = guest_build::cargo_build(Path::new(&cargo), &manifest, &[], &target_dir)
+        .status()
+        .map_err(io(Path::new(&cargo)))?;
+    if !status.success() {
+        return Err(AuthorError::Build);
+    }
+    let artifact = guest_build::artifact(&target_dir, &package);
+    let wasm = std::fs::read(&artifact).map_err(io(&artifact))?;
+    let engine = PolicyEngine::new(EngineSettings {
+        max_instances: 2,
+        ..EngineSettings::default()
+    })
+    .map_err(|cause| AuthorError::Contract {
+        path: artifact.clone(),
+        cause,
+    })?;
+    let policy = engine
+        .load(&wasm, false)
+        .map_err(|cause| AuthorError::Contract {
+            path: artifact.clone(),
+            cause,
+        })?;
+    let output = output.map_or_else(|| PathBuf::from(format!("{package}.wasm")), Path::to_owned);
+    std::fs::write(&output, &wasm).map_err(io(&output))?;
+    Ok(BuiltPolicy {
+        output,
+        bytes: wasm.len(),
+        name: policy.metadata().name.clone(),
+        version: policy.metadata().version.clone(),
+        hash: policy.hash().to_owned(),
+    })
+}
+
+/// What `build_policy` wrote.
+#[derive(Debug)]
+pub struct BuiltPolicy {
+    pub output: PathBuf,
+    pub bytes: usize,
+    pub name: String,
+    pub version: String,
+    pub hash: String,
+}

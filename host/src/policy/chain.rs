@@ -1,0 +1,272 @@
+//! A route's policy chain, and how its answers combine: any `deny` wins;
+//! otherwise every `hold` must be satisfied on its own terms (each policy's
+//! groups and quorum separately), waiting at most the shortest timeout;
+//! otherwise `allow`, with header edits applied in chain order.
+//!
+//! A policy that fails (trap, timeout, memory, invalid answer) is handled by
+//! the route's [`OnPolicyError`]: by default the chain fails closed.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::bindings::{Action, ActionKinds, Subject};
+use super::decision::{HeaderEdits, HoldRequest, Refusal, Verdict};
+use super::engine::{CallContext, FiguresSource, LoadedPolicy, PolicyFailure};
+
+/// What a route does when one of its policies fails.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnPolicyError {
+    /// Refuse the action (fail closed).
+    #[default]
+    Deny,
+    /// Skip the failed policy and go on as if it had allowed (fail open).
+    Allow,
+}
+
+/// One policy in a chain, with the parameters it gets on this route.
+#[derive(Debug, Clone)]
+pub struct ChainLink {
+    pub name: Arc<str>,
+    pub policy: Arc<LoadedPolicy>,
+    /// The policy's parameters with this route's overrides, as JSON.
+    pub parameters: Arc<str>,
+}
+
+/// The policies a route runs, in order.
+#[derive(Debug, Clone, Default)]
+pub struct PolicyChain {
+    pub links: Vec<ChainLink>,
+    pub on_error: OnPolicyError,
+}
+
+/// What the chain decided.
+#[derive(Debug, Clone)]
+pub enum Judgement {
+    /// Carry the action out, after these header edits.
+    Allow(HeaderEdits),
+    /// Refused by `policy`.
+    Deny { policy: Arc<str>, refusal: Refusal },
+    /// Wait until every hold is satisfied, at most `timeout`.
+    Hold {
+        holds: Vec<(Arc<str>, HoldRequest)>,
+        timeout: Duration,
+    },
+    /// `policy` failed and the route fails closed.
+    Failed {
+        policy: Arc<str>,
+        failure: PolicyFailure,
+    },
+}
+
+impl PolicyChain {
+    /// True if there is nothing to run.
+    pub fn is_empty(&self) -> bool {
+        self.links.is_empty()
+    }
+
+    /// Run the chain on `action`.
+    pub fn judge(&self, action: &Action, figures: &Arc<dyn FiguresSource>) -> Judgement {
+        let kind = kind_of(action);
+        let mut edits = HeaderEdits::default();
+        let mut holds = Vec::new();
+        for link in &self.links {
+            if !link.policy.metadata().judges.contains(kind) {
+                continue;
+            }
+            let context = CallContext {
+                policy: link.name.clone(),
+                parameters: link.parameters.clone(),
+                fixed_now_unix_ms: None,
+                figures: figures.clone(),
+            };
+            match link.policy.evaluate(action, context) {
+                Ok(Verdict::Allow(more)) => {
+                    edits.set.extend(more.set);
+                    edits.remove.extend(more.remove);
+                }
+                Ok(Verdict::Deny(refusal)) => {
+                    return Judgement::Deny {
+                        policy: link.name.clone(),
+                        refusal,
+                    }
+                }
+                Ok(Verdict::Hold(hold)) => holds.push((link.name.clone(), hold)),
+                Err(failure) => {
+                    tracing::warn!(
+                        policy = &*link.name,
+                        code = failure.code(),
+                        "policy failed: {failure}"
+                    );
+                    if self.on_error == OnPolicyError::Deny {
+                        return Judgement::Failed {
+                            policy: link.name.clone(),
+                            failure,
+                        };
+                    }
+                }
+            }
+        }
+        match holds.iter().map(|(_, hold)| hold.timeout).min() {
+            Some(timeout) => Judgement::Hold { holds, timeout },
+            None => Judgement::Allow(edits),
+        }
+    }
+}
+
+/// The kind flag an action belongs to, as policies declare in `describe()`.
+pub fn kind_of(action: &Action) -> ActionKinds {
+    match action.subject {
+        Subject::Request(_) => ActionKinds::REQUEST,
+        Subject::Change(_) => ActionKinds::CHANGE,
+        Subject::Event(_) => ActionKinds::EVENT,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::decision::Verdict;
+    use super::super::engine::tests::{engine, fixture, get};
+    use super::*;
+
+    fn link(policy: &Arc<LoadedPolicy>, name: &str, parameters: &str) -> ChainLink {
+        ChainLink {
+            name: Arc::from(name),
+            policy: policy.clone(),
+            parameters: Arc::from(parameters),
+        }
+    }
+
+    fn delete(path: &str) -> Action {
+        let mut action = get(path);
+        if let Subject::Request(request) = &mut action.subject {
+            request.method = "DELETE".into();
+        }
+        action
+    }
+
+    fn judge(links: Vec<ChainLink>, on_error: OnPolicyError, action: &Action) -> Judgement {
+        let figures: Arc<dyn FiguresSource> = Arc::new(Vec::new());
+        PolicyChain { links, on_error }.judge(action, &figures)
+    }
+
+    struct Policies {
+        approval_rules: Arc<LoadedPolicy>,
+        deny_list: Arc<LoadedPolicy>,
+        hostile: Arc<LoadedPolicy>,
+        change_freeze: Arc<LoadedPolicy>,
+    }
+
+    fn policies() -> Policies {
+        let engine = engine();
+        let load = |name: &str| Arc::new(engine.load(&fixture(name), false).unwrap());
+        Policies {
+            approval_rules: load("approval-rules"),
+            deny_list: load("deny-list"),
+            hostile: load("hostile"),
+            change_freeze: load("change-freeze"),
+        }
+    }
+
+    const HOLD_DELETES_ONCALL: &str = r#"{"rules":[{"methods":["DELETE"],"approvers":{"groups":["oncall"],"quorum":2,"timeout_seconds":600}}]}"#;
+    const HOLD_DELETES_SECURITY: &str = r#"{"rules":[{"methods":["DELETE"],"approvers":{"groups":["security"],"quorum":2,"timeout_seconds":300}}]}"#;
+    const DENY_DELETES: &str =
+        r#"{"rules":[{"methods":["DELETE"],"status":405,"reason":"no deletes"}]}"#;
+
+    #[test]
+    fn a_deny_anywhere_in_the_chain_wins_over_an_earlier_hold() {
+        let p = policies();
+        let links = vec![
+            link(&p.approval_rules, "approval-rules", HOLD_DELETES_ONCALL),
+            link(&p.deny_list, "deny-list", DENY_DELETES),
+        ];
+        match judge(links, OnPolicyError::Deny, &delete("/x")) {
+            Judgement::Deny { policy, refusal } => {
+                assert_eq!(&*policy, "deny-list");
+                assert_eq!(refusal.status.as_u16(), 405);
+            }
+            other => panic!("expected deny, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn every_hold_is_kept_on_its_own_terms_with_the_shortest_timeout() {
+        let p = policies();
+        let links = vec![
+            link(&p.approval_rules, "oncall-rules", HOLD_DELETES_ONCALL),
+            link(&p.approval_rules, "security-rules", HOLD_DELETES_SECURITY),
+        ];
+        let Judgement::Hold { holds, timeout } = judge(links, OnPolicyError::Deny, &delete("/x"))
+        else {
+            panic!("expected a hold");
+        };
+        assert_eq!(timeout, Duration::from_secs(300));
+        let terms: Vec<_> = holds
+            .iter()
+            .map(|(policy, hold)| (&**policy, hold.approver_groups.clone(), hold.quorum))
+            .collect();
+        // Two oncall votes cannot satisfy security's quorum: the holds stay apart.
+        assert_eq!(
+            terms,
+            [
+                ("oncall-rules", vec!["oncall".to_owned()], 2),
+                ("security-rules", vec!["security".to_owned()], 2)
+            ]
+        );
+    }
+
+    #[test]
+    fn allow_passes_when_nothing_objects_and_unjudged_kinds_are_skipped() {
+        let p = policies();
+        let links = vec![
+            link(&p.change_freeze, "change-freeze", "{}"),
+            link(&p.approval_rules, "approval-rules", HOLD_DELETES_ONCALL),
+        ];
+        // change-freeze judges changes only: with its (missing) parameters it
+        // would deny, so being skipped for a request is visible.
+        assert!(matches!(
+            judge(links, OnPolicyError::Deny, &get("/x")),
+            Judgement::Allow(_)
+        ));
+    }
+
+    #[test]
+    fn a_failing_policy_fails_closed_unless_the_route_fails_open() {
+        let p = policies();
+        let looping = || vec![link(&p.hostile, "hostile", r#"{"mode":"loop"}"#)];
+        match judge(looping(), OnPolicyError::Deny, &get("/x")) {
+            Judgement::Failed { policy, failure } => {
+                assert_eq!(&*policy, "hostile");
+                assert_eq!(failure.code(), "policy_timeout");
+            }
+            other => panic!("expected a failure, got {other:?}"),
+        }
+        assert!(matches!(
+            judge(looping(), OnPolicyError::Allow, &get("/x")),
+            Judgement::Allow(_)
+        ));
+        // Failing open skips only the failed policy: the next one still judges.
+        let mut links = looping();
+        links.push(link(
+            &p.deny_list,
+            "deny-list",
+            r#"{"rules":[{"paths":["/x"]}]}"#,
+        ));
+        assert!(matches!(
+            judge(links, OnPolicyError::Allow, &get("/x")),
+            Judgement::Deny { .. }
+        ));
+        assert!(matches!(
+            p.deny_list.evaluate(
+                &get("/y"),
+                CallContext {
+                    policy: Arc::from("deny-list"),
+                    parameters: Arc::from(r#"{"rules":[{"paths":["/x"]}]}"#),
+                    fixed_now_unix_ms: None,
+                    figures: Arc::new(Vec::new()),
+                }
+            ),
+            Ok(Verdict::Allow(_))
+        ));
+    }
+}

@@ -1,0 +1,88 @@
+//! Test fixture: a policy that misbehaves on purpose, so tests can check that
+//! Airlock contains it. The parameter `mode` picks the misbehaviour; with no
+//! mode it allows, so the same component also proves the host still serves.
+
+// Natively (cargo test) nothing is exported, so nothing is used.
+#![cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+
+use std::hint::black_box;
+
+use airlock_sdk::{
+    host, Action, ActionKinds, Allow, Decision, Deny, Header, Level, Metadata, Policy,
+};
+
+struct Hostile;
+
+#[derive(serde::Deserialize, Default)]
+struct Parameters {
+    #[serde(default)]
+    mode: String,
+}
+
+impl Policy for Hostile {
+    fn describe() -> Metadata {
+        Metadata::judging("hostile", "0.1.0", ActionKinds::all())
+    }
+
+    fn evaluate(action: Action) -> Decision {
+        let mode = host::parameters::<Parameters>().unwrap_or_default().mode;
+        match mode.as_str() {
+            "loop" => loop {
+                black_box(0);
+            },
+            "allocate" => {
+                let mut hoard: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    hoard.push(vec![1; 1 << 20]);
+                    black_box(&hoard);
+                }
+            }
+            "recurse" => Decision::deny(403, format!("depth {}", recurse(black_box(1)))),
+            "panic" => panic!("hostile policy panics on purpose"),
+            "huge-reason" => Decision::deny(403, "x".repeat(1 << 20)),
+            "bad-status" => Decision::deny(200, "a deny that says OK"),
+            "bad-header" => Decision::Deny(Deny {
+                status: 403,
+                reason: "bad header".to_owned(),
+                headers: vec![Header {
+                    name: "bad header\n".to_owned(),
+                    value: "x".to_owned(),
+                }],
+            }),
+            "zero-quorum" => Decision::hold("nobody needs to approve", &["oncall"], 0, 1000),
+            // Not hostile: shows what a policy sees of the credentials.
+            "show-credentials" => {
+                let request = action.request();
+                let seen = |name| request.and_then(|r| r.header(name)).unwrap_or("absent");
+                Decision::deny(
+                    403,
+                    format!(
+                        "authorization={} cookie={}",
+                        seen("authorization"),
+                        seen("cookie")
+                    ),
+                )
+            }
+            // Not hostile: shows header edits reach the backend.
+            "edit-headers" => Decision::Allow(Allow {
+                set_headers: vec![Header {
+                    name: "x-checked-by".to_owned(),
+                    value: "hostile".to_owned(),
+                }],
+                remove_headers: vec!["x-debug".to_owned()],
+            }),
+            _ => {
+                host::log(Level::Info, "hostile policy in peaceful mode");
+                Decision::allow()
+            }
+        }
+    }
+}
+
+#[allow(unconditional_recursion)]
+fn recurse(depth: u64) -> u64 {
+    let frame = black_box([depth; 64]);
+    recurse(frame[0] + 1) + frame[63]
+}
+
+airlock_sdk::export!(Hostile);
