@@ -50,7 +50,7 @@ async fn a_deny_answers_with_the_policys_status_and_reason_and_nothing_reaches_t
         "[[rules]]\npaths = [\"/internal/**\"]\nstatus = 451\nreason = \"internal paths stay inside\"\n",
     )]);
     let airlock = Airlock::start(&format!(
-        "[policies]\ndirectory = {:?}\n{PUBLIC_LISTENER}\n{}\n[[route]]\npool = \"web\"\npolicies = [\"deny-list\"]\n",
+        "[policies]\ndirectory = {:?}\n{PUBLIC_LISTENER}\n{}\n[[route]]\npool = \"web\"\npolicies = [\"deny-list\"]\non_policy_error = \"allow\"\n",
         folder.path().display().to_string(),
         pool("web", &[&up], "")
     ));
@@ -65,6 +65,12 @@ async fn a_deny_answers_with_the_policys_status_and_reason_and_nothing_reaches_t
         .get(&airlock.url("/public/../internal/./metrics"))
         .await;
     assert_eq!(sneaky.status, 451);
+    // A path long enough to overflow the reason still denies (the reason is
+    // cut), even on this fail-open route.
+    let long = client
+        .get(&airlock.url(&format!("/internal/{}", "a".repeat(2048))))
+        .await;
+    assert_eq!(long.status, 451, "{}", long.text());
     assert_eq!(
         up.connections(),
         0,

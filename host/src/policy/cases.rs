@@ -70,7 +70,8 @@ struct Case {
     event: Option<EventSpec>,
     #[serde(default)]
     pools: Vec<PoolSpec>,
-    expect: Expect,
+    /// A decision name, or an [`Expectation`] table.
+    expect: toml::Value,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -195,13 +196,6 @@ struct PoolSpec {
     p99_ms: Option<f64>,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-enum Expect {
-    Decision(String),
-    Detailed(Expectation),
-}
-
 /// What a case expects; only the fields given are compared.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -218,8 +212,6 @@ struct Expectation {
     /// For `error`: the failure code, e.g. `policy_timeout`.
     code: Option<String>,
 }
-
-const DECISIONS: [&str; 5] = ["allow", "deny", "hold", "not-judged", "error"];
 
 /// What the policy did with one case.
 #[derive(Debug)]
@@ -407,29 +399,68 @@ fn run_case(policy: &LoadedPolicy, case: PreparedCase) -> Outcome {
     }
 }
 
-fn expectation(expect: &Expect) -> Result<Expectation, String> {
+/// Which expectation fields apply to which decision.
+const FIELDS_BY_DECISION: [(&str, &[&str]); 5] = [
+    ("allow", &["set_headers"]),
+    ("deny", &["status", "reason_contains"]),
+    (
+        "hold",
+        &[
+            "groups",
+            "quorum",
+            "timeout_ms",
+            "grant_scope",
+            "reason_contains",
+        ],
+    ),
+    ("not-judged", &[]),
+    ("error", &["code"]),
+];
+
+fn expectation(expect: &toml::Value) -> Result<Expectation, String> {
     let expectation = match expect {
-        Expect::Decision(decision) => Expectation {
+        toml::Value::String(decision) => Expectation {
             decision: decision.clone(),
             ..Expectation::default()
         },
-        Expect::Detailed(detailed) => Expectation {
-            decision: detailed.decision.clone(),
-            status: detailed.status,
-            reason_contains: detailed.reason_contains.clone(),
-            groups: detailed.groups.clone(),
-            quorum: detailed.quorum,
-            timeout_ms: detailed.timeout_ms,
-            grant_scope: detailed.grant_scope.clone(),
-            set_headers: detailed.set_headers.clone(),
-            code: detailed.code.clone(),
-        },
+        toml::Value::Table(table) => {
+            let expectation = Expectation::deserialize(expect.clone())
+                .map_err(|error| format!("expect: {}", error.message()))?;
+            if let Some((_, fields)) = FIELDS_BY_DECISION
+                .iter()
+                .find(|(decision, _)| *decision == expectation.decision)
+            {
+                if let Some(field) = table
+                    .keys()
+                    .find(|key| *key != "decision" && !fields.contains(&key.as_str()))
+                {
+                    return Err(format!(
+                        "expect: `{field}` does not apply to {:?} (it takes: {})",
+                        expectation.decision,
+                        if fields.is_empty() {
+                            "nothing more".to_owned()
+                        } else {
+                            fields.join(", ")
+                        }
+                    ));
+                }
+            }
+            expectation
+        }
+        _ => return Err("expect: give a decision name or a table".to_owned()),
     };
-    if !DECISIONS.contains(&expectation.decision.as_str()) {
+    if !FIELDS_BY_DECISION
+        .iter()
+        .any(|(decision, _)| *decision == expectation.decision)
+    {
+        let decisions: Vec<&str> = FIELDS_BY_DECISION
+            .iter()
+            .map(|(decision, _)| *decision)
+            .collect();
         return Err(format!(
             "expect {:?}: use one of {}",
             expectation.decision,
-            DECISIONS.join(", ")
+            decisions.join(", ")
         ));
     }
     Ok(expectation)
@@ -514,14 +545,8 @@ fn compare(expected: &Expectation, outcome: &Outcome) -> Vec<String> {
         Outcome::Decided(Verdict::Allow(edits)) => {
             if let Some(headers) = &expected.set_headers {
                 let got: BTreeMap<String, String> = edits
-                    .set
-                    .iter()
-                    .map(|(name, value)| {
-                        (
-                            name.to_string(),
-                            String::from_utf8_lossy(value.as_bytes()).into_owned(),
-                        )
-                    })
+                    .set_headers()
+                    .map(|(name, value)| (name.to_owned(), value))
                     .collect();
                 differ("set_headers", format!("{headers:?}"), format!("{got:?}"));
             }
@@ -539,14 +564,8 @@ fn compare(expected: &Expectation, outcome: &Outcome) -> Vec<String> {
 fn describe(outcome: &Outcome) -> String {
     match outcome {
         Outcome::NotJudged => "not-judged (describe() excludes this kind of action)".to_owned(),
-        Outcome::Decided(Verdict::Allow(edits))
-            if edits.set.is_empty() && edits.remove.is_empty() =>
-        {
-            "allow".to_owned()
-        }
-        Outcome::Decided(Verdict::Allow(edits)) => {
-            format!("allow, set {:?}, remove {:?}", edits.set, edits.remove)
-        }
+        Outcome::Decided(Verdict::Allow(edits)) if edits.edits.is_empty() => "allow".to_owned(),
+        Outcome::Decided(Verdict::Allow(edits)) => format!("allow, then {:?}", edits.edits),
         Outcome::Decided(Verdict::Deny(refusal)) => {
             format!("deny {} {:?}", refusal.status.as_u16(), refusal.reason)
         }
@@ -688,5 +707,38 @@ fn event_subject(spec: &EventSpec) -> Event {
             to_pool: to_pool.clone(),
             percent: *percent,
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn expect(text: &str) -> Result<Expectation, String> {
+        let table: toml::Table = toml::from_str(&format!("expect = {text}")).unwrap();
+        expectation(&table["expect"])
+    }
+
+    #[test]
+    fn expectations_name_their_mistakes() {
+        assert_eq!(expect(r#""hold""#).unwrap().decision, "hold");
+        assert_eq!(
+            expect(r#"{ decision = "deny", status = 451 }"#)
+                .unwrap()
+                .status,
+            Some(451)
+        );
+        let misplaced = expect(r#"{ decision = "allow", status = 403 }"#).unwrap_err();
+        assert!(
+            misplaced.contains("`status` does not apply to \"allow\""),
+            "{misplaced}"
+        );
+        let typo = expect(r#"{ decision = "hold", qourum = 1 }"#).unwrap_err();
+        assert!(typo.contains("qourum"), "{typo}");
+        let unknown = expect(r#""maybe""#).unwrap_err();
+        assert!(
+            unknown.contains("use one of allow, deny, hold, not-judged, error"),
+            "{unknown}"
+        );
     }
 }

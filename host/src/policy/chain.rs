@@ -3,8 +3,10 @@
 //! groups and quorum separately), waiting at most the shortest timeout;
 //! otherwise `allow`, with header edits applied in chain order.
 //!
-//! A policy that fails (trap, timeout, memory, invalid answer) is handled by
-//! the route's [`OnPolicyError`]: by default the chain fails closed.
+//! A policy that traps, times out or runs out of memory is handled by the
+//! route's [`OnPolicyError`]: by default the chain fails closed. An invalid
+//! answer (perhaps a deny gone wrong) and a full sandbox pool always fail
+//! closed: neither may become a way around a policy.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,7 +22,8 @@ pub enum OnPolicyError {
     /// Refuse the action (fail closed).
     #[default]
     Deny,
-    /// Skip the failed policy and go on as if it had allowed (fail open).
+    /// Skip a policy that trapped, timed out or ran out of memory, and go on
+    /// as if it had allowed (fail open).
     Allow,
 }
 
@@ -81,10 +84,7 @@ impl PolicyChain {
                 figures: figures.clone(),
             };
             match link.policy.evaluate(action, context) {
-                Ok(Verdict::Allow(more)) => {
-                    edits.set.extend(more.set);
-                    edits.remove.extend(more.remove);
-                }
+                Ok(Verdict::Allow(more)) => edits.extend(more),
                 Ok(Verdict::Deny(refusal)) => {
                     return Judgement::Deny {
                         policy: link.name.clone(),
@@ -98,7 +98,7 @@ impl PolicyChain {
                         code = failure.code(),
                         "policy failed: {failure}"
                     );
-                    if self.on_error == OnPolicyError::Deny {
+                    if self.on_error == OnPolicyError::Deny || !failure.may_fail_open() {
                         return Judgement::Failed {
                             policy: link.name.clone(),
                             failure,
@@ -227,6 +227,36 @@ mod tests {
         assert!(matches!(
             judge(links, OnPolicyError::Deny, &get("/x")),
             Judgement::Allow(_)
+        ));
+    }
+
+    #[test]
+    fn header_edits_apply_in_chain_order() {
+        let p = policies();
+        let set = || link(&p.hostile, "sets", r#"{"mode":"edit-headers"}"#);
+        let remove = || link(&p.hostile, "removes", r#"{"mode":"remove-checked"}"#);
+        let apply = |links| {
+            let Judgement::Allow(edits) = judge(links, OnPolicyError::Deny, &get("/x")) else {
+                panic!("expected allow");
+            };
+            let mut headers = http::HeaderMap::new();
+            edits.apply(&mut headers);
+            headers.get("x-checked-by").cloned()
+        };
+        assert_eq!(apply(vec![set(), remove()]), None);
+        assert_eq!(apply(vec![remove(), set()]).unwrap(), "hostile");
+    }
+
+    #[test]
+    fn an_invalid_answer_fails_closed_even_on_a_fail_open_route() {
+        let p = policies();
+        let links = vec![link(&p.hostile, "hostile", r#"{"mode":"bad-status"}"#)];
+        assert!(matches!(
+            judge(links, OnPolicyError::Allow, &get("/x")),
+            Judgement::Failed {
+                failure: PolicyFailure::InvalidDecision(_),
+                ..
+            }
         ));
     }
 

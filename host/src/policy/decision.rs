@@ -1,16 +1,24 @@
 //! What a policy answered, checked: the contract's `decision` turned into a
 //! [`Verdict`] with HTTP types, or refused as invalid. A policy is untrusted
 //! code, so every string and number it returns is bounded here before it can
-//! reach a client, a log line or the audit trail.
+//! reach a client, a log line or the audit trail. (The bytes copied out of the
+//! sandbox at all are bounded earlier, by the store's hostcall fuel.)
+//!
+//! Free text (reasons, grant scopes) is cut to length and stripped of control
+//! characters rather than refused: a policy that quotes a client's 2 KiB path
+//! in its reason must still deny, not fail.
 
 use std::time::Duration;
 
 use http::{HeaderName, HeaderValue, StatusCode};
 
 use super::bindings::{Decision, Header, Metadata};
+use crate::proxy::hygiene::is_owned_by_airlock;
 
-/// Longest reason a policy may give; longer is an invalid decision.
+/// Longest reason or grant scope kept; longer ones are cut.
 pub const MAX_REASON_BYTES: usize = 1024;
+/// Longest header value a policy may set.
+pub const MAX_HEADER_VALUE_BYTES: usize = 4096;
 /// Most headers one decision may set, remove or add to a response.
 pub const MAX_HEADERS: usize = 32;
 /// Most approver groups one hold may name.
@@ -22,20 +30,11 @@ pub const MAX_HOLD_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 3600);
 /// Longest grant a hold may open.
 pub const MAX_GRANT_LIFETIME: Duration = Duration::from_secs(30 * 24 * 3600);
 
-/// Request headers no policy may set or remove: they frame the message or
-/// name its target, and changing them would forward something other than
-/// what was judged.
-const PROTECTED_HEADERS: [&str; 9] = [
-    "host",
-    "content-length",
-    "transfer-encoding",
-    "connection",
-    "keep-alive",
-    "upgrade",
-    "te",
-    "trailer",
-    "proxy-connection",
-];
+/// Response headers a deny may add: about retrying and authenticating, and
+/// the application's own `x-` headers. Nothing that frames the response,
+/// sets cookies, or speaks for the whole origin.
+const DENY_RESPONSE_HEADERS: [&str; 4] =
+    ["retry-after", "www-authenticate", "cache-control", "link"];
 
 /// One policy's checked decision.
 #[derive(Debug, Clone, PartialEq)]
@@ -45,11 +44,49 @@ pub enum Verdict {
     Hold(HoldRequest),
 }
 
-/// Request header changes an `allow` asks for.
+/// Request header changes, in the order they are applied.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct HeaderEdits {
-    pub set: Vec<(HeaderName, HeaderValue)>,
-    pub remove: Vec<HeaderName>,
+    pub edits: Vec<HeaderEdit>,
+}
+
+/// One request header change.
+#[derive(Debug, Clone, PartialEq)]
+pub enum HeaderEdit {
+    Set(HeaderName, HeaderValue),
+    Remove(HeaderName),
+}
+
+impl HeaderEdits {
+    /// Apply every edit, in order.
+    pub fn apply(self, headers: &mut http::HeaderMap) {
+        for edit in self.edits {
+            match edit {
+                HeaderEdit::Set(name, value) => {
+                    headers.insert(name, value);
+                }
+                HeaderEdit::Remove(name) => {
+                    headers.remove(name);
+                }
+            }
+        }
+    }
+
+    /// Append `later`'s edits after these.
+    pub fn extend(&mut self, later: HeaderEdits) {
+        self.edits.extend(later.edits);
+    }
+
+    /// The values set, as `(name, value)` text pairs, for display.
+    pub fn set_headers(&self) -> impl Iterator<Item = (&str, String)> {
+        self.edits.iter().filter_map(|edit| match edit {
+            HeaderEdit::Set(name, value) => Some((
+                name.as_str(),
+                String::from_utf8_lossy(value.as_bytes()).into_owned(),
+            )),
+            HeaderEdit::Remove(_) => None,
+        })
+    }
 }
 
 /// A `deny`: what the client gets.
@@ -97,17 +134,20 @@ pub fn check(decision: Decision) -> Result<Verdict, String> {
         Decision::Allow(allow) => {
             bounded_count("set-headers", allow.set_headers.len())?;
             bounded_count("remove-headers", allow.remove_headers.len())?;
-            let set = allow
-                .set_headers
-                .iter()
-                .map(request_header)
-                .collect::<Result<_, _>>()?;
-            let remove = allow
+            // One policy's removes come before its sets: "replace x" is
+            // remove-then-set, never the reverse.
+            let removes = allow
                 .remove_headers
                 .iter()
-                .map(|name| changeable_header_name(name))
-                .collect::<Result<_, _>>()?;
-            Ok(Verdict::Allow(HeaderEdits { set, remove }))
+                .map(|name| changeable_header_name(name).map(HeaderEdit::Remove));
+            let sets = allow.set_headers.iter().map(|header| {
+                Ok(HeaderEdit::Set(
+                    changeable_header_name(&header.name)?,
+                    header_value(header)?,
+                ))
+            });
+            let edits = removes.chain(sets).collect::<Result<_, String>>()?;
+            Ok(Verdict::Allow(HeaderEdits { edits }))
         }
         Decision::Deny(deny) => {
             let status = StatusCode::from_u16(deny.status)
@@ -118,11 +158,11 @@ pub fn check(decision: Decision) -> Result<Verdict, String> {
             let headers = deny
                 .headers
                 .iter()
-                .map(|header| Ok((header_name(&header.name)?, header_value(header)?)))
+                .map(|header| Ok((deny_header_name(&header.name)?, header_value(header)?)))
                 .collect::<Result<_, String>>()?;
             Ok(Verdict::Deny(Refusal {
                 status,
-                reason: bounded_reason(deny.reason)?,
+                reason: printable(&deny.reason, MAX_REASON_BYTES),
                 headers,
             }))
         }
@@ -140,7 +180,7 @@ pub fn check(decision: Decision) -> Result<Verdict, String> {
             {
                 return Err(format!(
                     "approver group {:?} is not a plain name",
-                    truncated(group)
+                    truncated(group, 64)
                 ));
             }
             if hold.quorum == 0 || hold.quorum > MAX_QUORUM {
@@ -164,14 +204,14 @@ pub fn check(decision: Decision) -> Result<Verdict, String> {
                         ));
                     }
                     Some(GrantRequest {
-                        scope: bounded_reason(grant.scope)?,
+                        scope: printable(&grant.scope, MAX_REASON_BYTES),
                         lifetime,
                     })
                 }
                 None => None,
             };
             Ok(Verdict::Hold(HoldRequest {
-                reason: bounded_reason(hold.reason)?,
+                reason: printable(&hold.reason, MAX_REASON_BYTES),
                 approver_groups: hold.approver_groups,
                 quorum: hold.quorum,
                 timeout,
@@ -189,11 +229,14 @@ pub fn check_metadata(metadata: &Metadata) -> Result<(), String> {
     if !is_plain_name(&metadata.name) {
         return Err(format!(
             "name {:?} is not a plain name",
-            truncated(&metadata.name)
+            truncated(&metadata.name, 64)
         ));
     }
-    if metadata.version.is_empty() || metadata.version.len() > 64 {
-        return Err("version must be 1 to 64 characters".to_owned());
+    if metadata.version.is_empty()
+        || metadata.version.len() > 64
+        || metadata.version.chars().any(char::is_control)
+    {
+        return Err("version must be 1 to 64 printable characters".to_owned());
     }
     if metadata.judges == super::bindings::ActionKinds::empty() {
         return Err("it judges no kind of action".to_owned());
@@ -218,52 +261,65 @@ fn bounded_count(what: &str, count: usize) -> Result<(), String> {
     Ok(())
 }
 
-fn bounded_reason(reason: String) -> Result<String, String> {
-    if reason.len() > MAX_REASON_BYTES {
-        return Err(format!(
-            "a reason of {} bytes, more than {MAX_REASON_BYTES}",
-            reason.len()
-        ));
+/// Free text from a policy, made safe to show and log: control characters
+/// become spaces, and it is cut at `max` bytes (marked with `…`).
+pub(crate) fn printable(text: &str, max: usize) -> String {
+    let mut bounded: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if bounded.len() > max {
+        bounded.truncate(truncated(&bounded, max - '…'.len_utf8()).len());
+        bounded.push('…');
     }
-    if reason.chars().any(char::is_control) {
-        return Err(format!(
-            "reason {:?} contains control characters",
-            truncated(&reason)
-        ));
-    }
-    Ok(reason)
-}
-
-fn request_header(header: &Header) -> Result<(HeaderName, HeaderValue), String> {
-    Ok((changeable_header_name(&header.name)?, header_value(header)?))
+    bounded
 }
 
 fn changeable_header_name(name: &str) -> Result<HeaderName, String> {
     let parsed = header_name(name)?;
-    if PROTECTED_HEADERS.contains(&parsed.as_str()) {
+    if is_owned_by_airlock(&parsed) {
         return Err(format!("header {parsed} may not be changed by a policy"));
+    }
+    Ok(parsed)
+}
+
+fn deny_header_name(name: &str) -> Result<HeaderName, String> {
+    let parsed = header_name(name)?;
+    let allowed = DENY_RESPONSE_HEADERS.contains(&parsed.as_str())
+        || (parsed.as_str().starts_with("x-") && !is_owned_by_airlock(&parsed));
+    if !allowed {
+        return Err(format!(
+            "a deny may not set response header {parsed} (allowed: {}, x-*)",
+            DENY_RESPONSE_HEADERS.join(", ")
+        ));
     }
     Ok(parsed)
 }
 
 fn header_name(name: &str) -> Result<HeaderName, String> {
     HeaderName::from_bytes(name.as_bytes())
-        .map_err(|_| format!("{:?} is not a valid header name", truncated(name)))
+        .map_err(|_| format!("{:?} is not a valid header name", truncated(name, 64)))
 }
 
 fn header_value(header: &Header) -> Result<HeaderValue, String> {
-    if header.value.len() > MAX_REASON_BYTES {
+    if header.value.len() > MAX_HEADER_VALUE_BYTES {
         return Err(format!(
-            "header {} has a value over {MAX_REASON_BYTES} bytes",
-            truncated(&header.name)
+            "header {} has a value over {MAX_HEADER_VALUE_BYTES} bytes",
+            truncated(&header.name, 64)
         ));
     }
-    HeaderValue::from_str(&header.value)
-        .map_err(|_| format!("header {} has an invalid value", truncated(&header.name)))
+    HeaderValue::from_str(&header.value).map_err(|_| {
+        format!(
+            "header {} has an invalid value",
+            truncated(&header.name, 64)
+        )
+    })
 }
 
-fn truncated(text: &str) -> &str {
-    let mut end = text.len().min(64);
+/// The longest prefix of `text` of at most `max` bytes that ends on a
+/// character boundary.
+pub(crate) fn truncated(text: &str, max: usize) -> &str {
+    let mut end = text.len().min(max);
     while !text.is_char_boundary(end) {
         end -= 1;
     }
@@ -292,57 +348,102 @@ mod tests {
         })
     }
 
+    fn allow(set: &[(&str, &str)], remove: &[&str]) -> Decision {
+        Decision::Allow(Allow {
+            set_headers: set
+                .iter()
+                .map(|(name, value)| header(name, value))
+                .collect(),
+            remove_headers: remove.iter().map(|name| (*name).to_owned()).collect(),
+        })
+    }
+
+    fn deny(status: u16, reason: &str, headers: &[(&str, &str)]) -> Decision {
+        Decision::Deny(Deny {
+            status,
+            reason: reason.to_owned(),
+            headers: headers
+                .iter()
+                .map(|(name, value)| header(name, value))
+                .collect(),
+        })
+    }
+
     #[test]
-    fn an_allow_keeps_its_header_edits_in_order() {
-        let verdict = check(Decision::Allow(Allow {
-            set_headers: vec![header("x-team", "payments"), header("X-Tier", "gold")],
-            remove_headers: vec!["x-debug".to_owned()],
-        }))
-        .unwrap();
-        let Verdict::Allow(edits) = verdict else {
+    fn an_allow_removes_then_sets_in_order() {
+        let Verdict::Allow(edits) = check(allow(
+            &[("x-team", "payments"), ("X-Tier", "gold")],
+            &["x-tier"],
+        ))
+        .unwrap() else {
             panic!("not an allow")
         };
-        assert_eq!(edits.set[1].0.as_str(), "x-tier");
-        assert_eq!(edits.remove[0].as_str(), "x-debug");
+        let mut headers = http::HeaderMap::new();
+        headers.insert("x-tier", "silver".parse().unwrap());
+        edits.apply(&mut headers);
+        assert_eq!(headers["x-tier"], "gold");
+        assert_eq!(headers["x-team"], "payments");
     }
 
     #[test]
-    fn framing_headers_cannot_be_changed() {
-        for name in ["host", "content-length", "transfer-encoding"] {
-            let error = check(Decision::Allow(Allow {
-                set_headers: vec![header(name, "1")],
-                remove_headers: Vec::new(),
-            }))
-            .unwrap_err();
-            assert!(error.contains("may not be changed"), "{error}");
+    fn headers_airlock_owns_cannot_be_changed() {
+        for name in [
+            "host",
+            "content-length",
+            "transfer-encoding",
+            "connection",
+            "upgrade",
+            "x-forwarded-for",
+            "forwarded",
+            "x-http-method-override",
+            "airlock-ticket",
+            "via",
+        ] {
+            let error = check(allow(&[(name, "1")], &[])).unwrap_err();
+            assert!(error.contains("may not be changed"), "{name}: {error}");
+            assert!(check(allow(&[], &[name])).is_err(), "{name}");
         }
-        assert!(check(Decision::Allow(Allow {
-            set_headers: vec![],
-            remove_headers: vec!["Host".into()]
-        }))
-        .is_err());
     }
 
     #[test]
-    fn a_deny_needs_an_error_status_and_a_bounded_reason() {
-        let deny = |status, reason: &str| {
-            Decision::Deny(Deny {
-                status,
-                reason: reason.to_owned(),
-                headers: vec![],
-            })
-        };
-        assert!(check(deny(403, "no")).is_ok());
-        assert!(check(deny(200, "no"))
+    fn a_deny_needs_an_error_status_and_only_safe_response_headers() {
+        assert!(check(deny(
+            403,
+            "no",
+            &[("retry-after", "60"), ("x-why", "rule 7")]
+        ))
+        .is_ok());
+        assert!(check(deny(200, "no", &[]))
             .unwrap_err()
             .contains("not a 4xx or 5xx"));
-        assert!(check(deny(99, "no")).is_err());
-        assert!(check(deny(403, &"x".repeat(MAX_REASON_BYTES + 1)))
-            .unwrap_err()
-            .contains("more than"));
-        assert!(check(deny(403, "line\r\nInjected: yes"))
-            .unwrap_err()
-            .contains("control characters"));
+        assert!(check(deny(99, "no", &[])).is_err());
+        for name in [
+            "content-length",
+            "set-cookie",
+            "transfer-encoding",
+            "x-forwarded-for",
+            "location",
+        ] {
+            let error = check(deny(403, "no", &[(name, "1")])).unwrap_err();
+            assert!(
+                error.contains("may not set response header"),
+                "{name}: {error}"
+            );
+        }
+    }
+
+    #[test]
+    fn long_or_unprintable_reasons_are_cut_and_cleaned_not_refused() {
+        let Verdict::Deny(refusal) = check(deny(403, &"é".repeat(MAX_REASON_BYTES), &[])).unwrap()
+        else {
+            panic!("not a deny")
+        };
+        assert!(refusal.reason.len() <= MAX_REASON_BYTES);
+        assert!(refusal.reason.ends_with('…'));
+        let Verdict::Deny(refusal) = check(deny(403, "line\r\nInjected: yes", &[])).unwrap() else {
+            panic!("not a deny")
+        };
+        assert_eq!(refusal.reason, "line  Injected: yes");
     }
 
     #[test]

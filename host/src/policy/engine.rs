@@ -98,6 +98,17 @@ fn last_words(log: &Option<String>) -> String {
 }
 
 impl PolicyFailure {
+    /// True for the failures a fail-open route may skip: the policy crashed
+    /// or ran out of time or memory. An unreadable or invalid answer might
+    /// have been a deny, and a full pool is load an attacker can make: those
+    /// always fail closed.
+    pub fn may_fail_open(&self) -> bool {
+        matches!(
+            self,
+            PolicyFailure::Timeout(_) | PolicyFailure::Memory { .. } | PolicyFailure::Trap { .. }
+        )
+    }
+
     /// The short code a client may see, e.g. `policy_timeout`.
     pub fn code(&self) -> &'static str {
         match self {
@@ -132,6 +143,14 @@ const TICK: Duration = Duration::from_millis(1);
 /// Core instances per policy component: the main module plus the shim and
 /// fixup modules wit-component adds for imports that return strings.
 const CORE_INSTANCES_PER_COMPONENT: u32 = 4;
+/// Bytes a policy's answer (or a log line) may carry out of the sandbox:
+/// wasmtime stops copying past it, so an answer whose lists all point at the
+/// same large string cannot make the host allocate without bound. A valid
+/// decision is far smaller (32 headers of 4 KiB and a 1 KiB reason).
+const MAX_ANSWER_BYTES: usize = 256 << 10;
+/// Deadline of `describe()` at load: generous, since loading is not on the
+/// request path and a busy machine must not refuse a good policy.
+const LOAD_DEADLINE: Duration = Duration::from_secs(1);
 /// Lines a policy may log per evaluation; a chatty or looping policy must not
 /// flood the log.
 const MAX_LOG_LINES: u32 = 16;
@@ -182,7 +201,7 @@ impl PolicyEngine {
         let mut linker = Linker::new(&engine);
         PolicyBindings::add_to_linker::<Sandbox, HasSelf<Sandbox>>(&mut linker, |sandbox| sandbox)
             .map_err(|error| LoadError::Engine(format!("{error:#}")))?;
-        start_epoch_ticker(&engine);
+        start_epoch_ticker(&engine)?;
         Ok(PolicyEngine {
             engine,
             linker: Arc::new(linker),
@@ -319,20 +338,30 @@ impl LoadedPolicy {
         action: &Action,
         context: CallContext,
     ) -> Result<Verdict, PolicyFailure> {
-        let (mut instance, reused) = match self.take_idle_instance() {
-            Some(instance) => (instance, true),
-            None => (self.instantiate(context.clone())?, false),
+        let mut instance = match self.take_idle_instance() {
+            Some(mut idle) => {
+                idle.store.data_mut().begin(context);
+                idle
+            }
+            None => self.instantiate(context)?,
         };
-        if reused {
-            instance.store.data_mut().begin(context);
-        }
-        instance.store.set_epoch_deadline(self.deadline_ticks());
+        instance
+            .store
+            .set_epoch_deadline(self.deadline_ticks(self.engine.settings.deadline));
         let result = instance
             .bindings
             .airlock_policy_judge()
             .call_evaluate(&mut instance.store, action);
         let decision = match result {
             Ok(decision) => decision,
+            // Not a trap: the answer could not be read (over MAX_ANSWER_BYTES,
+            // invalid UTF-8, out of bounds).
+            Err(error) if error.downcast_ref::<Trap>().is_none() => {
+                return Err(PolicyFailure::InvalidDecision(format!(
+                    "its answer could not be read: {}",
+                    root_cause(&error)
+                )))
+            }
             Err(error) => return Err(self.classify(&error, instance.store.data())),
         };
         let verdict = decision::check(decision).map_err(PolicyFailure::InvalidDecision);
@@ -350,7 +379,9 @@ impl LoadedPolicy {
             figures: Arc::new(Vec::new()),
         };
         let mut instance = self.instantiate(context)?;
-        instance.store.set_epoch_deadline(self.deadline_ticks());
+        instance
+            .store
+            .set_epoch_deadline(self.deadline_ticks(LOAD_DEADLINE));
         let result = instance
             .bindings
             .airlock_policy_judge()
@@ -365,7 +396,10 @@ impl LoadedPolicy {
             Sandbox::new(settings.memory_limit, context),
         );
         store.limiter(|sandbox| &mut sandbox.limits);
-        store.set_epoch_deadline(self.deadline_ticks());
+        store.set_hostcall_fuel(MAX_ANSWER_BYTES);
+        // Instantiation runs no policy code (no start function), but arm the
+        // deadline anyway: a store must never run without one.
+        store.set_epoch_deadline(self.deadline_ticks(LOAD_DEADLINE));
         match self.pre.instantiate(&mut store) {
             Ok(bindings) => Ok(ReusableInstance { store, bindings }),
             Err(error)
@@ -399,13 +433,8 @@ impl LoadedPolicy {
         }
     }
 
-    fn deadline_ticks(&self) -> u64 {
-        let ticks = self
-            .engine
-            .settings
-            .deadline
-            .as_micros()
-            .div_ceil(TICK.as_micros());
+    fn deadline_ticks(&self, deadline: Duration) -> u64 {
+        let ticks = deadline.as_micros().div_ceil(TICK.as_micros());
         // One tick more: the next tick may land right after arming.
         u64::try_from(ticks).unwrap_or(u64::MAX).saturating_add(1)
     }
@@ -452,6 +481,7 @@ impl Sandbox {
     /// Prepare a reused instance for its next evaluation.
     fn begin(&mut self, context: CallContext) {
         self.context = context;
+        self.limits.memory_exceeded = false;
         self.log_lines = 0;
         self.last_error_log = None;
     }
@@ -505,8 +535,8 @@ impl HostImports for Sandbox {
         if self.log_lines > MAX_LOG_LINES {
             return;
         }
-        let mut message = message;
-        truncate_at_char_boundary(&mut message, MAX_LOG_LINE_BYTES);
+        // Untrusted text: one line, bounded, so it cannot forge log lines.
+        let message = decision::printable(&message, MAX_LOG_LINE_BYTES);
         let policy = &*self.context.policy;
         match level {
             Level::Trace => tracing::trace!(target: "airlock::policy", policy, "{message}"),
@@ -611,7 +641,7 @@ fn check_contract(engine: &Engine, component: &Component) -> Result<(), LoadErro
     )))
 }
 
-fn start_epoch_ticker(engine: &Engine) {
+fn start_epoch_ticker(engine: &Engine) -> Result<(), LoadError> {
     // An OS thread, not a task: a looping guest occupies its worker thread,
     // and a ticker scheduled on the same runtime could never interrupt it.
     // The ticker holds a weak reference so it ends with the last engine.
@@ -625,11 +655,10 @@ fn start_epoch_ticker(engine: &Engine) {
                 std::thread::sleep(TICK);
             }
         });
-    if let Err(error) = spawned {
-        tracing::error!(
-            "cannot start the policy deadline thread: {error}; policies will not be interrupted"
-        );
-    }
+    // Without the ticker no policy could be interrupted: refuse to run.
+    spawned.map(drop).map_err(|error| {
+        LoadError::Engine(format!("cannot start the policy deadline thread: {error}"))
+    })
 }
 
 fn root_cause(error: &wasmtime::Error) -> String {
@@ -641,17 +670,6 @@ fn hex_sha256(bytes: &[u8]) -> String {
         .iter()
         .map(|byte| format!("{byte:02x}"))
         .collect()
-}
-
-fn truncate_at_char_boundary(text: &mut String, max: usize) {
-    if text.len() > max {
-        let mut end = max;
-        while !text.is_char_boundary(end) {
-            end -= 1;
-        }
-        text.truncate(end);
-        text.push('…');
-    }
 }
 
 #[cfg(test)]
@@ -723,7 +741,16 @@ pub(crate) mod tests {
                 ("allocate", "policy_memory", "memory limit of 4194304"),
                 ("recurse", "policy_trap", "out of bounds"),
                 ("panic", "policy_trap", "panics on purpose"),
-                ("huge-reason", "policy_invalid_decision", "more than 1024"),
+                (
+                    "huge-reason",
+                    "policy_invalid_decision",
+                    "could not be read",
+                ),
+                (
+                    "huge-answer",
+                    "policy_invalid_decision",
+                    "could not be read",
+                ),
                 ("bad-status", "policy_invalid_decision", "not a 4xx or 5xx"),
                 (
                     "bad-header",

@@ -20,6 +20,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
 use super::body::{self, ProxyBody};
+use super::hygiene::connection_tokens;
 use super::upstream::{self, Reply, UpstreamError};
 use super::{ConnectionInfo, ProxyError, Target};
 use crate::balance::figures::InFlight;
@@ -139,15 +140,6 @@ fn wants_upgrade(request: &Request<Incoming>) -> bool {
     request.version() == Version::HTTP_11
         && request.headers().contains_key(header::UPGRADE)
         && connection_tokens(request.headers()).any(|t| t.eq_ignore_ascii_case("upgrade"))
-}
-
-fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
-    headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
 }
 
 /// Removes hop-by-hop headers, and those `Connection` names.

@@ -155,9 +155,104 @@ pub fn strip_reserved_headers(headers: &mut HeaderMap, trust_forwarded: bool) {
     }
 }
 
+/// Headers whose meaning Airlock owns: the ones hygiene refuses or strips
+/// (method overrides, forwarding headers, `Airlock-*`), those that frame the
+/// message or name its target, and `Via`. A policy may not set or remove
+/// them: the backend would then receive something other than what was judged.
+pub fn is_owned_by_airlock(name: &HeaderName) -> bool {
+    const FRAMING: [&str; 12] = [
+        "host",
+        "content-length",
+        "transfer-encoding",
+        "connection",
+        "keep-alive",
+        "upgrade",
+        "te",
+        "trailer",
+        "proxy-connection",
+        "expect",
+        "via",
+        "content-encoding",
+    ];
+    let name = name.as_str();
+    FRAMING.contains(&name)
+        || METHOD_OVERRIDE_HEADERS.contains(&name)
+        || FORWARDING_HEADERS.contains(&name)
+        || name.starts_with(AIRLOCK_HEADER_PREFIX)
+}
+
+/// The tokens of every `Connection` header.
+pub fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
+    headers
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+}
+
+/// Removes the headers `Connection` names (they are for this hop only, RFC
+/// 9110 7.6.1) before the request is judged, and keeps of `Connection` only
+/// its `upgrade` token. Policies then see, and set, exactly what the backend
+/// receives: a client cannot name a header a policy sets and have it dropped.
+pub fn strip_connection_named(headers: &mut HeaderMap) {
+    let mut upgrade = false;
+    let named: Vec<HeaderName> = connection_tokens(headers)
+        .filter(|token| {
+            let is_upgrade = token.eq_ignore_ascii_case("upgrade");
+            upgrade |= is_upgrade;
+            !is_upgrade
+        })
+        .filter_map(|token| HeaderName::try_from(token).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    headers.remove(http::header::CONNECTION);
+    if upgrade {
+        headers.insert(
+            http::header::CONNECTION,
+            http::HeaderValue::from_static("upgrade"),
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn connection_named_headers_go_before_judging_and_upgrade_stays() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "connection",
+            "x-checked-by, Upgrade, close".parse().unwrap(),
+        );
+        headers.insert("x-checked-by", "forged".parse().unwrap());
+        headers.insert("upgrade", "websocket".parse().unwrap());
+        strip_connection_named(&mut headers);
+        assert!(headers.get("x-checked-by").is_none());
+        assert_eq!(headers["connection"], "upgrade");
+        assert_eq!(headers["upgrade"], "websocket");
+    }
+
+    #[test]
+    fn airlock_owns_framing_forwarding_and_override_headers() {
+        for owned in [
+            "host",
+            "content-length",
+            "x-forwarded-for",
+            "x-http-method-override",
+            "airlock-ticket",
+            "via",
+        ] {
+            assert!(
+                is_owned_by_airlock(&HeaderName::from_static(owned)),
+                "{owned}"
+            );
+        }
+        assert!(!is_owned_by_airlock(&HeaderName::from_static("x-team")));
+    }
 
     fn norm(p: &str) -> Result<String, &'static str> {
         normalize_path(p).map(Cow::into_owned)

@@ -199,6 +199,9 @@ fn host_of(value: &HeaderValue) -> Option<String> {
                 Some((name, port)) => (name, Some(port)),
                 None => (text, None),
             };
+            // `example.com.` is `example.com` (fully qualified): route and
+            // judge them alike, or the trailing dot walks around host rules.
+            let name = name.strip_suffix('.').unwrap_or(name);
             let valid = !name.is_empty()
                 && name
                     .bytes()
@@ -238,13 +241,7 @@ fn judge(
     let figures: Arc<dyn FiguresSource> = routing.clone();
     match route.chain.judge(&action, &figures) {
         Judgement::Allow(edits) => {
-            let headers = request.headers_mut();
-            for name in edits.remove {
-                headers.remove(name);
-            }
-            for (name, value) in edits.set {
-                headers.insert(name, value);
-            }
+            edits.apply(request.headers_mut());
             Ok(())
         }
         Judgement::Deny { policy, refusal } => Err(ProxyError::Denied {
@@ -270,6 +267,7 @@ fn judge(
 fn inspect(conn: &ConnectionInfo, request: &mut Request<Incoming>) -> Result<Target, ProxyError> {
     hygiene::check_method_override(request.headers()).map_err(ProxyError::BadRequest)?;
     hygiene::strip_reserved_headers(request.headers_mut(), conn.trust_forwarded);
+    hygiene::strip_connection_named(request.headers_mut());
 
     let uri = request.uri();
     let path =
@@ -322,10 +320,15 @@ mod tests {
             host("shop.example.com:8443").as_deref(),
             Some("shop.example.com")
         );
+        assert_eq!(
+            host("Admin.Example.com.:443").as_deref(),
+            Some("admin.example.com")
+        );
         assert_eq!(host("[::1]:8080").as_deref(), Some("::1"));
         assert_eq!(host("[2001:db8::7]").as_deref(), Some("2001:db8::7"));
         for bad in [
             "",
+            ".",
             ":80",
             "a b",
             "host:port",

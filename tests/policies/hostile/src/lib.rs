@@ -49,6 +49,18 @@ impl Policy for Hostile {
                     value: "x".to_owned(),
                 }],
             }),
+            // 20,000 headers of 64 bytes: over the bytes an answer may carry.
+            "huge-answer" => Decision::Deny(Deny {
+                status: 403,
+                reason: "many headers".to_owned(),
+                headers: vec![
+                    Header {
+                        name: "x-a".to_owned(),
+                        value: "v".repeat(64)
+                    };
+                    20_000
+                ],
+            }),
             "zero-quorum" => Decision::hold("nobody needs to approve", &["oncall"], 0, 1000),
             // Not hostile: shows what a policy sees of the credentials.
             "show-credentials" => {
@@ -63,6 +75,11 @@ impl Policy for Hostile {
                     ),
                 )
             }
+            // Not hostile: with edit-headers, shows edits apply in chain order.
+            "remove-checked" => Decision::Allow(Allow {
+                set_headers: Vec::new(),
+                remove_headers: vec!["x-checked-by".to_owned()],
+            }),
             // Not hostile: shows header edits reach the backend.
             "edit-headers" => Decision::Allow(Allow {
                 set_headers: vec![Header {
