@@ -5,15 +5,18 @@
 
 use std::sync::Arc;
 
-use axum::extract::State;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
 
+use crate::audit::{self, query::AuditFilter, query::QueryError};
 use crate::proxy::Proxy;
 use crate::shutdown::{Phase, Shutdown};
+use crate::store::Store;
 
 /// What admin handlers read.
 #[derive(Debug, Clone)]
@@ -22,6 +25,8 @@ pub struct AdminState {
     pub proxy: Arc<Proxy>,
     /// The process phase, for readiness.
     pub shutdown: Shutdown,
+    /// The store, for the audit trail (none when auditing is off).
+    pub store: Option<Arc<dyn Store>>,
 }
 
 /// The admin API.
@@ -30,6 +35,8 @@ pub fn router(state: AdminState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/v1/pools", get(pools))
+        .route("/v1/audit", get(audit_query))
+        .route("/v1/audit/verify", get(audit_verify))
         .fallback(not_found)
         .with_state(state)
 }
@@ -51,6 +58,65 @@ async fn readyz(State(state): State<AdminState>) -> impl IntoResponse {
 async fn pools(State(state): State<AdminState>) -> impl IntoResponse {
     let routing = state.proxy.routing();
     Json(json!({ "pools": routing.pools.iter().map(|p| p.figures()).collect::<Vec<_>>() }))
+}
+
+/// `GET /v1/audit?since=&until=&kind=&actor=&route=&decision=&request=&trace=&limit=&cursor=`
+async fn audit_query(
+    State(state): State<AdminState>,
+    query: Result<Query<AuditFilter>, QueryRejection>,
+) -> impl IntoResponse {
+    let Query(filter) = match query {
+        Ok(query) => query,
+        Err(rejection) => return bad_request(&rejection.body_text()),
+    };
+    let Some(store) = state.store else {
+        return audit_off();
+    };
+    let result = tokio::task::spawn_blocking(move || audit::query::query(&*store, &filter)).await;
+    match result {
+        Ok(Ok(page)) => (StatusCode::OK, Json(json!(page))),
+        Ok(Err(QueryError::BadFilter { field, message })) => {
+            bad_request(&format!("{field}: {message}"))
+        }
+        Ok(Err(error)) => internal(&error.to_string()),
+        Err(error) => internal(&error.to_string()),
+    }
+}
+
+/// `GET /v1/audit/verify`: walk the chain.
+async fn audit_verify(State(state): State<AdminState>) -> impl IntoResponse {
+    let Some(store) = state.store else {
+        return audit_off();
+    };
+    match tokio::task::spawn_blocking(move || audit::verify(&*store)).await {
+        Ok(Ok(verification)) => (StatusCode::OK, Json(json!(verification))),
+        Ok(Err(error)) => internal(&error.to_string()),
+        Err(error) => internal(&error.to_string()),
+    }
+}
+
+fn bad_request(message: &str) -> (StatusCode, Json<serde_json::Value>) {
+    (
+        StatusCode::BAD_REQUEST,
+        Json(json!({ "error": "bad_request", "message": message })),
+    )
+}
+
+fn audit_off() -> (StatusCode, Json<serde_json::Value>) {
+    (
+        StatusCode::NOT_FOUND,
+        Json(
+            json!({ "error": "audit_disabled", "message": "the audit trail is off ([audit] enabled = false)" }),
+        ),
+    )
+}
+
+fn internal(message: &str) -> (StatusCode, Json<serde_json::Value>) {
+    tracing::error!("admin: {message}");
+    (
+        StatusCode::INTERNAL_SERVER_ERROR,
+        Json(json!({ "error": "internal", "message": "see the log" })),
+    )
 }
 
 async fn not_found(uri: axum::http::Uri) -> impl IntoResponse {

@@ -39,6 +39,28 @@ pub struct Config {
     /// The policy folder and the sandbox policies run in.
     #[serde(default)]
     pub policies: PoliciesConfig,
+    /// The audit trail.
+    #[serde(default)]
+    pub audit: AuditConfig,
+}
+
+/// `[audit]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// Record decisions in `<data_dir>/airlock.redb`. Default: true.
+    pub enabled: bool,
+    /// This node's id in every entry. Default: the host name.
+    pub node: Option<String>,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            node: None,
+        }
+    }
 }
 
 /// `[policies]`
@@ -387,6 +409,11 @@ pub struct RouteConfig {
     /// `deny` (default, fail closed) or `allow` (skip it, fail open).
     #[serde(default)]
     pub on_policy_error: crate::policy::OnPolicyError,
+    /// How this route's requests are recorded in the audit trail: `batched`
+    /// (default: risky requests durably before they are carried out, safe
+    /// allowed ones within a few milliseconds) or `durable` (every request).
+    #[serde(default)]
+    pub audit: crate::proxy::record::RouteAudit,
     /// Per-policy parameter overrides for this route: `[route.parameters.NAME]`;
     /// each top-level key replaces the one in `NAME.toml`.
     #[serde(default, deserialize_with = "policy_parameters")]

@@ -12,6 +12,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod admin;
+pub mod audit;
 pub mod balance;
 pub mod config;
 pub mod demo;
@@ -19,4 +20,5 @@ pub mod policy;
 pub mod proxy;
 pub mod server;
 pub mod shutdown;
+pub mod store;
 pub mod tls;

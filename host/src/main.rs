@@ -48,6 +48,53 @@ enum Command {
     /// Write, build and test policies.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Read and verify the audit trail of a stopped Airlock (a running one
+    /// holds the store: use GET /v1/audit and /v1/audit/verify instead).
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Print matching entries as JSON lines, oldest first.
+    Query {
+        /// The data dir holding airlock.redb.
+        #[arg(long)]
+        data_dir: PathBuf,
+        #[command(flatten)]
+        filter: AuditFilterArgs,
+    },
+    /// Check the whole hash chain; exits non-zero, naming the first broken
+    /// entry, if anything was altered, removed or reordered.
+    Verify {
+        /// The data dir holding airlock.redb.
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
+}
+
+/// The same filters as GET /v1/audit.
+#[derive(Debug, clap::Args)]
+struct AuditFilterArgs {
+    /// Entries at or after this time (RFC 3339 or Unix ms).
+    #[arg(long)]
+    since: Option<String>,
+    /// Entries before this time.
+    #[arg(long)]
+    until: Option<String>,
+    /// request_decision, request_outcome, policy_loaded, node_started, node_stopped.
+    #[arg(long)]
+    kind: Option<String>,
+    #[arg(long)]
+    actor: Option<String>,
+    #[arg(long)]
+    route: Option<String>,
+    /// allow, deny, hold, or a failure code.
+    #[arg(long)]
+    decision: Option<String>,
+    /// A request id (links a decision and its outcome).
+    #[arg(long)]
+    request: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -122,6 +169,60 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
             runtime(None)?.block_on(demo(proxy_listen, admin_listen, &data_dir))
         }
         Command::Policy(command) => policy_tool(command),
+        Command::Audit(command) => audit_tool(command),
+    }
+}
+
+fn audit_tool(command: AuditCommand) -> anyhow::Result<()> {
+    use airlock::audit::{self, query};
+    let open = |data_dir: &Path| -> anyhow::Result<airlock::store::RedbStore> {
+        let file = data_dir.join("airlock.redb");
+        anyhow::ensure!(file.is_file(), "{}: no audit trail here", file.display());
+        Ok(airlock::store::RedbStore::open(&file)?)
+    };
+    match command {
+        AuditCommand::Query { data_dir, filter } => {
+            let store = open(&data_dir)?;
+            let kind = filter
+                .kind
+                .map(|kind| serde_json::from_value(serde_json::Value::String(kind.clone())))
+                .transpose()
+                .context("--kind: use request_decision, request_outcome, policy_loaded, node_started or node_stopped")?;
+            let mut filter = query::AuditFilter {
+                since: filter.since,
+                until: filter.until,
+                kind,
+                actor: filter.actor,
+                route: filter.route,
+                decision: filter.decision,
+                request: filter.request,
+                trace: None,
+                limit: Some(query::MAX_LIMIT),
+                cursor: None,
+            };
+            loop {
+                let page = query::query(&store, &filter)?;
+                for entry in &page.entries {
+                    println!("{}", String::from_utf8_lossy(&audit::encode(entry)));
+                }
+                match page.next_cursor {
+                    Some(cursor) => filter.cursor = Some(cursor),
+                    None => return Ok(()),
+                }
+            }
+        }
+        AuditCommand::Verify { data_dir } => {
+            let store = open(&data_dir)?;
+            let verification = audit::verify(&store)?;
+            println!("{}", serde_json::to_string(&verification)?);
+            anyhow::ensure!(
+                verification.ok,
+                "the audit trail is broken at entry {}: {}",
+                verification.broken_at.unwrap_or_default(),
+                verification.problem.unwrap_or_default()
+            );
+            Ok(())
+        }
     }
 }
 

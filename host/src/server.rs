@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::admin::{self, AdminState};
+use crate::audit::{AuditEntry, AuditError, AuditLog, Durability, EntryKind, PolicyRef};
 use crate::balance::{health, Pool};
 use crate::config::Config;
 use crate::policy::action::Redaction;
@@ -21,6 +22,7 @@ use crate::proxy::listener::{self, Listener};
 use crate::proxy::route::RouteTable;
 use crate::proxy::{Proxy, Routing};
 use crate::shutdown::{self, Phase, Shutdown, ShutdownTrigger};
+use crate::store::{RedbStore, Store, StoreError};
 use crate::tls::{self, ReloadingCertificates, TlsError};
 
 /// How often listener certificate files are checked for changes.
@@ -52,6 +54,12 @@ pub enum StartError {
     /// A route's policy chain could not be built.
     #[error("route policies: {0}")]
     Chain(String),
+    /// The store could not be opened.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The audit trail could not record the start.
+    #[error(transparent)]
+    Audit(#[from] AuditError),
 }
 
 /// A bound, not yet serving, Airlock.
@@ -59,6 +67,7 @@ pub enum StartError {
 pub struct Server {
     config: Config,
     proxy: Arc<Proxy>,
+    audit: Option<Audit>,
     listeners: Vec<Listener>,
     admin: TcpListener,
     certificates: Vec<Arc<ReloadingCertificates>>,
@@ -106,6 +115,10 @@ impl Server {
         .map_err(StartError::Chain)?;
         let redaction =
             Redaction::new(&config.policies.redact_headers).map_err(StartError::Chain)?;
+        let audit = match config.audit.enabled {
+            true => Some(Audit::start(&config, &policies).await?),
+            false => None,
+        };
         let proxy = Arc::new(Proxy::new(
             Routing {
                 routes,
@@ -114,6 +127,7 @@ impl Server {
             },
             config.limits.clone(),
             shutdown.clone(),
+            audit.as_ref().map(|audit| audit.log.clone()),
         ));
 
         let mut listeners = Vec::new();
@@ -134,6 +148,7 @@ impl Server {
         Ok(Server {
             config,
             proxy,
+            audit,
             listeners,
             admin,
             certificates,
@@ -171,6 +186,7 @@ impl Server {
         let Server {
             config,
             proxy,
+            audit,
             listeners,
             admin,
             certificates,
@@ -199,6 +215,7 @@ impl Server {
         let admin_app = admin::router(AdminState {
             proxy: proxy.clone(),
             shutdown: shutdown.clone(),
+            store: audit.as_ref().map(|audit| audit.store.clone()),
         });
         let admin_task = tokio::spawn(async move {
             let serve = axum::serve(admin, admin_app).with_graceful_shutdown(async {
@@ -226,8 +243,59 @@ impl Server {
         }
         let _ = admin_stop.send(());
         let _ = admin_task.await;
+        if let Some(audit) = &audit {
+            let stopped = AuditEntry::new(EntryKind::NodeStopped, "airlock");
+            if let Err(error) = audit.log.record(stopped, Durability::Durable).await {
+                tracing::error!("audit: node stop not recorded: {error}");
+            }
+        }
         tracing::info!("stopped");
     }
+}
+
+/// The store and the audit writer over it.
+#[derive(Debug)]
+struct Audit {
+    store: Arc<dyn Store>,
+    log: AuditLog,
+}
+
+impl Audit {
+    /// Open `<data_dir>/airlock.redb`, start the writer, and record the
+    /// start and the policies loaded, durably: a node that cannot record
+    /// does not serve.
+    async fn start(config: &Config, policies: &PolicySet) -> Result<Audit, StartError> {
+        let store: Arc<dyn Store> = Arc::new(RedbStore::open(
+            &config.server.data_dir.join("airlock.redb"),
+        )?);
+        let node = config.audit.node.clone().unwrap_or_else(host_name);
+        let log = AuditLog::start(store.clone(), &node)?;
+        log.record(
+            AuditEntry::new(EntryKind::NodeStarted, "airlock"),
+            Durability::Durable,
+        )
+        .await?;
+        for name in policies.names() {
+            let mut loaded = AuditEntry::new(EntryKind::PolicyLoaded, "airlock");
+            if let Some(policy) = policies.get(name) {
+                loaded.policies = vec![PolicyRef {
+                    name: name.to_owned(),
+                    hash: policy.hash().to_owned(),
+                }];
+            }
+            log.record(loaded, Durability::Durable).await?;
+        }
+        Ok(Audit { store, log })
+    }
+}
+
+/// The machine's host name, the default node id.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_owned())
+        .ok()
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "airlock".to_owned())
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

@@ -6,6 +6,7 @@
 
 mod harness;
 
+mod audit;
 mod balancing;
 mod policy;
 mod proxy;

@@ -80,6 +80,10 @@ pub enum ProxyError {
         /// What it asked for.
         hold: Box<HoldRequest>,
     },
+    /// The request's audit entry could not be made durable, so it was not
+    /// carried out.
+    #[error("not carried out: {0}")]
+    AuditUnavailable(String),
     /// A policy failed and the route fails closed.
     #[error("policy `{policy}` {failure}")]
     PolicyFailed {
@@ -102,6 +106,7 @@ impl ProxyError {
             Self::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             Self::Denied { refusal, .. } => refusal.status,
             Self::Held { .. } => StatusCode::FORBIDDEN,
+            Self::AuditUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::PolicyFailed { failure, .. }
                 if matches!(**failure, PolicyFailure::Unavailable(_)) =>
             {
@@ -123,6 +128,7 @@ impl ProxyError {
             Self::ShuttingDown => "shutting_down",
             Self::Denied { .. } => "denied",
             Self::Held { .. } => "approval_required",
+            Self::AuditUnavailable(_) => "audit_unavailable",
             Self::PolicyFailed { failure, .. } => failure.code(),
         }
     }
@@ -140,6 +146,9 @@ impl ProxyError {
             Self::Denied { refusal, .. } => refusal.reason.clone(),
             Self::Held { hold, .. } => hold.reason.clone(),
             Self::PolicyFailed { policy, .. } => format!("policy `{policy}` failed"),
+            Self::AuditUnavailable(_) => {
+                "the audit trail cannot be written, so the request was not carried out".to_owned()
+            }
             other => other.to_string(),
         }
     }

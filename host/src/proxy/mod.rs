@@ -7,9 +7,12 @@
 //! 3. **judge** ([`judge`]): the route's policy chain sees the request as an
 //!    action (credentials redacted) and allows it (perhaps editing headers),
 //!    denies it, or holds it for approval.
-//! 4. **forward** ([`forward`]): pick a backend, rewrite headers, send over the
+//! 4. **record** ([`record`]): the decision goes into the audit trail, on
+//!    disk before the action where the action is risky.
+//! 5. **forward** ([`forward`]): pick a backend, rewrite headers, send over the
 //!    pool's keep-alive client, retry an idempotent request once on another
-//!    backend if the connection failed, stream the answer back.
+//!    backend if the connection failed, stream the answer back; then record
+//!    the outcome.
 //!
 //! Any step may stop the request with a [`ProxyError`], which becomes the
 //! response in one place. Connections are accepted and served by [`listener`].
@@ -19,11 +22,13 @@ pub mod error;
 pub mod forward;
 pub mod hygiene;
 pub mod listener;
+pub mod record;
 pub mod route;
 pub mod upstream;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use http::uri::PathAndQuery;
@@ -32,6 +37,7 @@ use http_body::Body as _;
 use hyper::body::Incoming;
 use rustls::pki_types::CertificateDer;
 
+use crate::audit::AuditLog;
 use crate::balance::Pool;
 use crate::config::Limits;
 use crate::policy::bindings as contract;
@@ -68,6 +74,7 @@ pub struct Proxy {
     routing: ArcSwap<Routing>,
     limits: Limits,
     shutdown: Shutdown,
+    audit: Option<AuditLog>,
 }
 
 /// Where a connection came from; shared by the requests on it.
@@ -101,12 +108,18 @@ pub struct Target {
 }
 
 impl Proxy {
-    /// A proxy serving `routing`.
-    pub fn new(routing: Routing, limits: Limits, shutdown: Shutdown) -> Self {
+    /// A proxy serving `routing`, recording into `audit` if given.
+    pub fn new(
+        routing: Routing,
+        limits: Limits,
+        shutdown: Shutdown,
+        audit: Option<AuditLog>,
+    ) -> Self {
         Self {
             routing: ArcSwap::from_pointee(routing),
             limits,
             shutdown,
+            audit,
         }
     }
 
@@ -138,7 +151,7 @@ impl Proxy {
         let routing = self.routing();
         // Steps 1-3 only look at the request; if one refuses it, the body the
         // client may still be sending is drained so it can read the answer.
-        let (route, target) =
+        let (route, target, ruling) =
             match Self::inspect_route_judge(&routing, conn, &mut request, &self.limits) {
                 Ok(found) => found,
                 Err(e) => {
@@ -146,7 +159,38 @@ impl Proxy {
                     return Err(e);
                 }
             };
-        forward::forward(&route.pool, conn, request, &target, &self.limits).await
+        let request_id = match &self.audit {
+            Some(audit) => {
+                let content_length = request.body().size_hint().exact();
+                let recorded = record::decision(
+                    audit,
+                    request.method(),
+                    content_length,
+                    route,
+                    &target,
+                    &ruling,
+                )
+                .await;
+                match recorded {
+                    Ok(id) => Some(id),
+                    Err(e) => {
+                        body::discard(request.into_body());
+                        return Err(e);
+                    }
+                }
+            }
+            None => None,
+        };
+        if let Err(refusal) = ruling.verdict {
+            body::discard(request.into_body());
+            return Err(refusal);
+        }
+        let started = Instant::now();
+        let result = forward::forward(&route.pool, conn, request, &target, &self.limits).await;
+        if let (Some(audit), Some(id)) = (&self.audit, request_id) {
+            record::outcome(audit, id, &ruling.actor, &result, started.elapsed()).await;
+        }
+        result
     }
 
     fn inspect_route_judge<'r>(
@@ -154,7 +198,7 @@ impl Proxy {
         conn: &ConnectionInfo,
         request: &mut Request<Incoming>,
         limits: &Limits,
-    ) -> Result<(&'r route::Route, Target), ProxyError> {
+    ) -> Result<(&'r route::Route, Target, record::Ruling), ProxyError> {
         let target = inspect(conn, request)?;
         let route = routing
             .routes
@@ -173,8 +217,8 @@ impl Proxy {
                 limit: limits.max_body_bytes,
             });
         }
-        judge(routing, route, conn, request, &target)?;
-        Ok((route, target))
+        let ruling = judge(routing, route, conn, request, &target);
+        Ok((route, target, ruling))
     }
 }
 
@@ -220,9 +264,14 @@ fn judge(
     conn: &ConnectionInfo,
     request: &mut Request<Incoming>,
     target: &Target,
-) -> Result<(), ProxyError> {
+) -> record::Ruling {
+    let principal = action::principal_of(conn.client_certificates.as_deref());
+    let actor = principal.id.clone();
     if route.chain.is_empty() {
-        return Ok(());
+        return record::Ruling {
+            verdict: Ok(()),
+            actor,
+        };
     }
     let facts = action::RequestFacts {
         method: request.method(),
@@ -234,12 +283,12 @@ fn judge(
         client: conn.remote.ip(),
         route: &route.name,
         pool: &route.pool.name,
-        principal: action::principal_of(conn.client_certificates.as_deref()),
+        principal,
     };
     let action =
         action::request_action(facts, &routing.redaction, action::pool_figures(&route.pool));
     let figures: Arc<dyn FiguresSource> = routing.clone();
-    match route.chain.judge(&action, &figures) {
+    let verdict = match route.chain.judge(&action, &figures) {
         Judgement::Allow(edits) => {
             edits.apply(request.headers_mut());
             Ok(())
@@ -259,7 +308,8 @@ fn judge(
             policy,
             failure: Box::new(failure),
         }),
-    }
+    };
+    record::Ruling { verdict, actor }
 }
 
 /// Step 1: hygiene. Refuses what cannot be judged safely and returns the

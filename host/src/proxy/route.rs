@@ -23,6 +23,8 @@ pub struct Route {
     pub pool: Arc<Pool>,
     /// The policies judging its requests (empty: none).
     pub chain: PolicyChain,
+    /// How its requests are recorded.
+    pub audit: super::record::RouteAudit,
 }
 
 /// All routes, grouped by how their host matches.
@@ -59,6 +61,7 @@ impl RouteTable {
                 prefix: config.path.trim_end_matches('/').to_owned(),
                 pool,
                 chain,
+                audit: config.audit,
             };
             let host = config.host.to_ascii_lowercase();
             if host == "*" {

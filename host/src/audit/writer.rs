@@ -1,0 +1,196 @@
+//! The one writer of the trail: a thread that takes entries from a channel,
+//! chains them (sequence number, previous hash) and commits them in batches.
+//!
+//! Group commit: while one commit's fsync runs, new entries queue; the next
+//! commit takes them all, so concurrent writers share fsyncs. A durable entry
+//! is committed at once (with whatever is queued) and its caller waits for
+//! the commit; a batched entry waits at most [`BATCH_WINDOW`] for company and
+//! its caller does not wait. On a crash, batched entries of the last window
+//! may be lost; durable ones never are.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::{decode, encode, AuditEntry, GENESIS_HASH};
+
+use crate::store::{Store, StoreError};
+
+/// How long a batched entry may wait to be committed.
+pub const BATCH_WINDOW: Duration = Duration::from_millis(5);
+/// Most entries in one commit.
+const MAX_BATCH: usize = 4096;
+/// Entries queued before writers wait (back-pressure, not loss).
+const QUEUE: usize = 16 * 1024;
+
+/// How soon an entry must be on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Committed before [`AuditLog::record`] returns: for risky actions.
+    Durable,
+    /// Committed within [`BATCH_WINDOW`]; `record` returns at once.
+    Batched,
+}
+
+/// Why an entry could not be recorded.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum AuditError {
+    #[error("the audit trail could not be written: {0}")]
+    Store(String),
+    #[error("the audit writer has stopped")]
+    Stopped,
+}
+
+struct Pending {
+    entry: AuditEntry,
+    done: Option<oneshot::Sender<Result<u64, AuditError>>>,
+}
+
+/// A handle to the writer; cheap to clone.
+#[derive(Clone)]
+pub struct AuditLog {
+    queue: mpsc::Sender<Pending>,
+    node: Arc<str>,
+}
+
+impl std::fmt::Debug for AuditLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditLog")
+            .field("node", &self.node)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AuditLog {
+    /// Start the writer thread over `store`, continuing its chain.
+    ///
+    /// # Errors
+    /// When the last stored entry cannot be read.
+    pub fn start(store: Arc<dyn Store>, node: &str) -> Result<AuditLog, StoreError> {
+        let (mut seq, mut head) = match store.last_audit()? {
+            Some((seq, bytes)) => {
+                let last = decode(&bytes)
+                    .map_err(|error| StoreError::new(format!("read audit entry {seq}"), error))?;
+                (seq, last.hash)
+            }
+            None => (0, GENESIS_HASH.to_owned()),
+        };
+        let (queue, mut receiver) = mpsc::channel::<Pending>(QUEUE);
+        std::thread::Builder::new()
+            .name("airlock-audit".to_owned())
+            .spawn(move || {
+                while let Some(first) = receiver.blocking_recv() {
+                    let batch = gather(first, &mut receiver);
+                    commit(&*store, batch, &mut seq, &mut head);
+                }
+            })
+            .map_err(|error| StoreError::new("start the audit writer", error))?;
+        Ok(AuditLog {
+            queue,
+            node: Arc::from(node),
+        })
+    }
+
+    /// This node's id, as entries carry it.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// Record `entry`. Durable: returns its sequence number once it is on
+    /// disk. Batched: returns `None` once it is queued.
+    ///
+    /// # Errors
+    /// When a durable commit failed or the writer is gone: the caller must
+    /// not carry the action out.
+    pub async fn record(
+        &self,
+        mut entry: AuditEntry,
+        durability: Durability,
+    ) -> Result<Option<u64>, AuditError> {
+        entry.node = self.node.to_string();
+        entry.time_ms = now_ms();
+        match durability {
+            Durability::Batched => {
+                self.queue
+                    .send(Pending { entry, done: None })
+                    .await
+                    .map_err(|_| AuditError::Stopped)?;
+                Ok(None)
+            }
+            Durability::Durable => {
+                let (done, committed) = oneshot::channel();
+                self.queue
+                    .send(Pending {
+                        entry,
+                        done: Some(done),
+                    })
+                    .await
+                    .map_err(|_| AuditError::Stopped)?;
+                committed.await.map_err(|_| AuditError::Stopped)?.map(Some)
+            }
+        }
+    }
+}
+
+/// Take `first` and whatever else arrives: everything queued now, and, if no
+/// one is waiting for this commit, more for up to the batch window.
+fn gather(first: Pending, receiver: &mut mpsc::Receiver<Pending>) -> Vec<Pending> {
+    let mut batch = vec![first];
+    let deadline = std::time::Instant::now() + BATCH_WINDOW;
+    loop {
+        while batch.len() < MAX_BATCH {
+            match receiver.try_recv() {
+                Ok(pending) => batch.push(pending),
+                Err(_) => break,
+            }
+        }
+        let someone_waits = batch.iter().any(|pending| pending.done.is_some());
+        let now = std::time::Instant::now();
+        if someone_waits || batch.len() >= MAX_BATCH || now >= deadline {
+            return batch;
+        }
+        std::thread::sleep((deadline - now).min(Duration::from_millis(1)));
+    }
+}
+
+/// Chain and commit one batch; tell the waiting callers how it went. On
+/// failure the chain does not advance: the next batch continues from the
+/// last committed entry.
+fn commit(store: &dyn Store, batch: Vec<Pending>, seq: &mut u64, head: &mut String) {
+    let (mut next_seq, mut next_head) = (*seq, head.clone());
+    let mut encoded = Vec::with_capacity(batch.len());
+    let mut waiting = Vec::new();
+    for mut pending in batch {
+        next_seq += 1;
+        pending.entry.seal(next_seq, &next_head);
+        next_head.clone_from(&pending.entry.hash);
+        encoded.push((next_seq, encode(&pending.entry)));
+        if let Some(done) = pending.done {
+            waiting.push((next_seq, done));
+        }
+    }
+    let result = store.append_audit(&encoded);
+    match &result {
+        Ok(()) => {
+            *seq = next_seq;
+            *head = next_head;
+        }
+        Err(error) => tracing::error!(entries = encoded.len(), "audit commit failed: {error}"),
+    }
+    for (entry_seq, done) in waiting {
+        let answer = match &result {
+            Ok(()) => Ok(entry_seq),
+            Err(error) => Err(AuditError::Store(error.to_string())),
+        };
+        // The caller may have gone (client hung up): nothing to tell.
+        let _ = done.send(answer);
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|since| i64::try_from(since.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}

@@ -1,0 +1,145 @@
+//! Step 4: record. Every request that reached a decision gets a decision
+//! entry in the audit trail before it is carried out (or refused), and a
+//! batched outcome entry after. Risky requests (any method but GET, HEAD and
+//! OPTIONS; every deny, hold and policy failure; every request on a route
+//! with `audit = "durable"`) wait for their entry to be on disk; if it cannot
+//! be written they fail closed with 503 and are not carried out.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use http::{Method, Response};
+
+use super::body::ProxyBody;
+use super::route::Route;
+use super::{ProxyError, Target};
+use crate::audit::{self, AuditEntry, AuditLog, Durability, EntryKind, RequestSummary};
+
+/// How a route records its requests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RouteAudit {
+    /// Risky requests durably, safe allowed ones within a few ms.
+    #[default]
+    Batched,
+    /// Every request durably before it is forwarded.
+    Durable,
+}
+
+/// What the judge step decided, as the trail records it.
+#[derive(Debug)]
+pub struct Ruling {
+    /// `Ok` to forward; the refusal otherwise.
+    pub verdict: Result<(), ProxyError>,
+    /// The principal's subject.
+    pub actor: String,
+}
+
+impl Ruling {
+    fn decision(&self) -> &'static str {
+        match &self.verdict {
+            Ok(()) => "allow",
+            Err(ProxyError::Denied { .. }) => "deny",
+            Err(ProxyError::Held { .. }) => "hold",
+            Err(error) => error.code(),
+        }
+    }
+}
+
+/// Methods whose allowed requests may be recorded in a batch.
+fn is_safe(method: &Method) -> bool {
+    matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
+}
+
+/// Record the decision on a request; returns the id linking its outcome.
+///
+/// # Errors
+/// [`ProxyError::AuditUnavailable`] when a durable entry could not be written.
+pub async fn decision(
+    audit: &AuditLog,
+    method: &Method,
+    content_length: Option<u64>,
+    route: &Route,
+    target: &Target,
+    ruling: &Ruling,
+) -> Result<String, ProxyError> {
+    let request_id = next_request_id(audit.node());
+    let mut entry = AuditEntry::new(EntryKind::RequestDecision, &ruling.actor);
+    entry.request_id = Some(request_id.clone());
+    entry.request = Some(RequestSummary {
+        method: method.as_str().to_owned(),
+        host: target.host.clone(),
+        path: target.path_and_query.path().to_owned(),
+        route: route.name.clone(),
+        pool: route.pool.name.clone(),
+        body_size: content_length,
+    });
+    entry.policies = route
+        .chain
+        .links
+        .iter()
+        .map(|link| audit::PolicyRef {
+            name: link.name.to_string(),
+            hash: link.policy.hash().to_owned(),
+        })
+        .collect();
+    entry.decision = Some(ruling.decision().to_owned());
+    if let Err(refusal) = &ruling.verdict {
+        // The full cause, not the client's short version: the trail is for operators.
+        entry.reason = Some(refusal.to_string());
+    }
+    let risky = ruling.verdict.is_err() || !is_safe(method) || route.audit == RouteAudit::Durable;
+    let durability = if risky {
+        Durability::Durable
+    } else {
+        Durability::Batched
+    };
+    audit
+        .record(entry, durability)
+        .await
+        .map_err(|error| ProxyError::AuditUnavailable(error.to_string()))?;
+    Ok(request_id)
+}
+
+/// Record what came of a forwarded request (batched; never fails the request).
+pub async fn outcome(
+    audit: &AuditLog,
+    request_id: String,
+    actor: &str,
+    result: &Result<Response<ProxyBody>, ProxyError>,
+    elapsed: Duration,
+) {
+    let mut entry = AuditEntry::new(EntryKind::RequestOutcome, actor);
+    entry.request_id = Some(request_id);
+    let (status, bytes) = match result {
+        Ok(response) => (
+            response.status().as_u16(),
+            http_body::Body::size_hint(response.body()).exact(),
+        ),
+        Err(error) => (error.status().as_u16(), None),
+    };
+    entry.outcome = Some(audit::Outcome {
+        status,
+        bytes,
+        duration_us: u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
+    });
+    if let Err(error) = audit.record(entry, Durability::Batched).await {
+        tracing::error!("audit outcome not recorded: {error}");
+    }
+}
+
+/// A process-unique request id: the node, the process start, a counter.
+fn next_request_id(node: &str) -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    static START: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let start = START.get_or_init(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|since| since.as_secs())
+            .unwrap_or(0)
+    });
+    format!(
+        "{node}-{start:x}-{}",
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}

@@ -1,0 +1,63 @@
+//! What Airlock persists, behind one trait: the audit trail now; approvals,
+//! votes and grants with the approvals issue; an etcd implementation with the
+//! HA issue. [`RedbStore`] is the single-node implementation, an embedded
+//! redb file in the data dir. Changes are also delivered as a stream of
+//! [`StoreEvent`]s, so that a store fed by watches (etcd) looks the same to
+//! its readers as one written in-process.
+
+mod redb_store;
+pub mod tables;
+
+pub use redb_store::RedbStore;
+
+/// A store operation failed. Callers that need durability fail closed on it.
+#[derive(Debug, thiserror::Error)]
+#[error("store {operation}: {cause}")]
+pub struct StoreError {
+    /// What was attempted, e.g. `commit` or `open /var/lib/airlock/airlock.redb`.
+    pub operation: String,
+    /// Why it failed.
+    pub cause: String,
+}
+
+impl StoreError {
+    pub(crate) fn new(operation: impl Into<String>, cause: impl std::fmt::Display) -> Self {
+        StoreError {
+            operation: operation.into(),
+            cause: cause.to_string(),
+        }
+    }
+}
+
+/// A change to the store, as its readers learn of it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StoreEvent {
+    /// Audit entries up to and including `seq` are committed.
+    AuditCommitted { seq: u64 },
+}
+
+/// What Airlock persists. Implementations are blocking: the audit writer
+/// calls them from its own thread.
+pub trait Store: Send + Sync + std::fmt::Debug + 'static {
+    /// Append audit `entries` (sequence number, encoded entry) in one
+    /// transaction, durable when this returns.
+    ///
+    /// # Errors
+    /// When the commit fails; nothing of the batch is kept then.
+    fn append_audit(&self, entries: &[(u64, Vec<u8>)]) -> Result<(), StoreError>;
+
+    /// The audit entry with the highest sequence number.
+    ///
+    /// # Errors
+    /// When the store cannot be read.
+    fn last_audit(&self) -> Result<Option<(u64, Vec<u8>)>, StoreError>;
+
+    /// Up to `limit` audit entries with sequence numbers from `from` on, in order.
+    ///
+    /// # Errors
+    /// When the store cannot be read.
+    fn audit_from(&self, from: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError>;
+
+    /// Changes from now on.
+    fn subscribe(&self) -> tokio::sync::broadcast::Receiver<StoreEvent>;
+}
