@@ -165,3 +165,51 @@ async fn a_crash_under_load_loses_no_answered_risky_request() {
         answered.len()
     );
 }
+
+/// The disk fills up (a file size limit: writes fail with EFBIG, as on a
+/// full disk): risky requests fail closed with 503 and never reach the backend.
+#[tokio::test(flavor = "multi_thread")]
+async fn when_the_trail_cannot_be_written_risky_requests_fail_closed() {
+    let up = Upstream::start("a").await;
+    // redb starts at about 1 MiB; a few hundred entries later it must grow.
+    let airlock = Airlock::start_with_file_size_limit(&simple_config(&[&up], ""), 1536);
+    let client = Client::http1();
+    let mut refused = None;
+    for n in 0..20_000 {
+        let reply = client
+            .send(
+                Request::post(airlock.url(&format!("/w/{n}")))
+                    .body(full("x"))
+                    .unwrap(),
+            )
+            .await;
+        if reply.status != 200 {
+            refused = Some(reply);
+            break;
+        }
+    }
+    let refused = refused.expect("the store never filled up");
+    assert_eq!(refused.status, 503, "{}", refused.text());
+    assert_eq!(refused.json()["error"], "audit_unavailable");
+    let served = up.requests();
+    for n in 0..20 {
+        let reply = client
+            .send(
+                Request::delete(airlock.url(&format!("/after/{n}")))
+                    .body(full(""))
+                    .unwrap(),
+            )
+            .await;
+        assert_eq!(reply.status, 503);
+    }
+    assert_eq!(
+        up.requests(),
+        served,
+        "a request was carried out unrecorded"
+    );
+    assert!(
+        airlock.log().contains("audit commit failed"),
+        "{}",
+        airlock.log()
+    );
+}

@@ -50,6 +50,8 @@ pub struct Upstream {
     forced_status: Arc<AtomicU16>,
     /// TCP connections accepted so far.
     accepted: Arc<AtomicUsize>,
+    /// Requests served so far, health checks aside.
+    served: Arc<AtomicUsize>,
     tasks: Arc<Mutex<JoinSet<()>>>,
 }
 
@@ -73,14 +75,16 @@ impl Upstream {
         let healthy = Arc::new(AtomicBool::new(true));
         let forced_status = Arc::new(AtomicU16::new(0));
         let accepted = Arc::new(AtomicUsize::new(0));
+        let served = Arc::new(AtomicUsize::new(0));
         let tasks = Arc::new(Mutex::new(JoinSet::new()));
         let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
-        let (n, h, f, t, a) = (
+        let (n, h, f, t, a, s) = (
             name.to_owned(),
             healthy.clone(),
             forced_status.clone(),
             tasks.clone(),
             accepted.clone(),
+            served.clone(),
         );
         tasks.lock().unwrap().spawn(async move {
             loop {
@@ -88,10 +92,15 @@ impl Upstream {
                     continue;
                 };
                 a.fetch_add(1, Ordering::SeqCst);
-                let (n, h, f, acceptor) = (n.clone(), h.clone(), f.clone(), acceptor.clone());
+                let (n, h, f, s, acceptor) =
+                    (n.clone(), h.clone(), f.clone(), s.clone(), acceptor.clone());
                 t.lock().unwrap().spawn(async move {
-                    let service =
-                        service_fn(move |req| answer(n.clone(), h.clone(), f.clone(), req));
+                    let service = service_fn(move |req: Request<Incoming>| {
+                        if req.uri().path() != "/healthz" {
+                            s.fetch_add(1, Ordering::SeqCst);
+                        }
+                        answer(n.clone(), h.clone(), f.clone(), req)
+                    });
                     let builder =
                         hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
                     match acceptor {
@@ -117,11 +126,17 @@ impl Upstream {
             healthy,
             forced_status,
             accepted,
+            served,
             tasks,
         }
     }
 
     /// TCP connections this upstream has accepted.
+    /// Requests served so far, health checks aside.
+    pub fn requests(&self) -> usize {
+        self.served.load(Ordering::SeqCst)
+    }
+
     pub fn connections(&self) -> usize {
         self.accepted.load(Ordering::SeqCst)
     }
@@ -280,6 +295,28 @@ impl Airlock {
     pub fn start_with_file(dir: tempfile::TempDir, config_path: PathBuf) -> Airlock {
         let mut command = Command::new(env!("CARGO_BIN_EXE_airlock"));
         command.args(["run", "-c"]).arg(&config_path);
+        Self::spawn(dir, config_path, command)
+    }
+
+    /// Starts Airlock with this config, its files limited to `kib` KiB
+    /// (`ulimit -f`, with SIGXFSZ ignored so a write past it fails with EFBIG
+    /// like a full disk, instead of killing the process).
+    pub fn start_with_file_size_limit(config: &str, kib: u64) -> Airlock {
+        let dir = tempfile::tempdir().unwrap();
+        let config_path = dir.path().join("airlock.toml");
+        std::fs::write(
+            &config_path,
+            format!("[admin]\naddress = \"127.0.0.1:0\"\n\n{config}"),
+        )
+        .unwrap();
+        let mut command = Command::new("bash");
+        command
+            .arg("-c")
+            .arg(format!(
+                "trap '' XFSZ; ulimit -f {kib}; exec \"$0\" run -c \"$1\""
+            ))
+            .arg(env!("CARGO_BIN_EXE_airlock"))
+            .arg(&config_path);
         Self::spawn(dir, config_path, command)
     }
 

@@ -541,3 +541,28 @@ async fn chunked_framing_wins_over_a_conflicting_content_length() {
         reply.headers
     );
 }
+
+/// `airlock run -c airlock.toml` from the config's own directory: every
+/// relative path (data dir, compile cache, store) resolves against it.
+#[test]
+fn a_config_given_by_a_relative_path_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("airlock.toml"),
+        "[admin]\naddress = \"127.0.0.1:0\"\n[[listener]]\nname = \"public\"\naddress = \"127.0.0.1:0\"\n",
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_airlock"))
+        .args(["run", "-c", "airlock.toml"])
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let ready = std::io::BufRead::lines(stdout).any(|line| line.unwrap() == "airlock: ready");
+    let _ = child.kill();
+    let output = child.wait_with_output().unwrap();
+    assert!(ready, "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(dir.path().join("airlock-data/airlock.redb").is_file());
+}

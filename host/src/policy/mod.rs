@@ -88,10 +88,13 @@ impl PolicySet {
     /// Where a server caches compiled policies: `[policies] cache_directory`,
     /// else `<data_dir>/wasmtime-cache`.
     pub fn cache_directory(config: &PoliciesConfig, data_dir: &Path) -> PathBuf {
-        config
+        let directory = config
             .cache_directory
             .clone()
-            .unwrap_or_else(|| data_dir.join("wasmtime-cache"))
+            .unwrap_or_else(|| data_dir.join("wasmtime-cache"));
+        // wasmtime's cache wants an absolute path; a config read from the
+        // current directory (`-c airlock.toml`) gives relative ones.
+        std::path::absolute(&directory).unwrap_or(directory)
     }
 
     /// An engine configured by `[policies]`, with no policy loaded, caching
