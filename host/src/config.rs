@@ -52,6 +52,15 @@ pub struct AuditConfig {
     pub enabled: bool,
     /// This node's id in every entry. Default: the host name.
     pub node: Option<String>,
+    /// An ed25519 key (`airlock audit keygen FILE`) to sign the chain head
+    /// with, so that `verify --heads` can tell a cut or rewritten trail.
+    pub signing_key: Option<PathBuf>,
+    /// Where signed heads are appended, one JSON line each; outside
+    /// `data_dir`, so whoever can rewrite the trail cannot rewrite these too.
+    pub heads_file: Option<PathBuf>,
+    /// How often the head is signed (when it moved), and once at stop.
+    #[serde(with = "duration")]
+    pub sign_interval: Duration,
 }
 
 impl Default for AuditConfig {
@@ -59,6 +68,9 @@ impl Default for AuditConfig {
         Self {
             enabled: true,
             node: None,
+            signing_key: None,
+            heads_file: None,
+            sign_interval: Duration::from_secs(10),
         }
     }
 }
@@ -504,6 +516,12 @@ impl Config {
         if let Some(directory) = &mut self.policies.cache_directory {
             resolve(directory);
         }
+        for file in [&mut self.audit.signing_key, &mut self.audit.heads_file]
+            .into_iter()
+            .flatten()
+        {
+            resolve(file);
+        }
         for listener in &mut self.listeners {
             if let Some(tls) = &mut listener.tls {
                 for pair in &mut tls.certificates {
@@ -685,6 +703,27 @@ impl Config {
             "policies.memory_limit".into(),
             "expected at least 1MiB".into(),
         )?;
+        match (&self.audit.signing_key, &self.audit.heads_file) {
+            (Some(_), None) => {
+                return Err(Violation::new(
+                    "audit.heads_file",
+                    "signing_key needs a heads_file to write signed heads to",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(Violation::new(
+                    "audit.signing_key",
+                    "heads_file needs a signing_key to sign with",
+                ));
+            }
+            (Some(_), Some(heads)) if heads.starts_with(&self.server.data_dir) => {
+                return Err(Violation::new(
+                    "audit.heads_file",
+                    "must be outside server.data_dir: whoever can rewrite the trail must not reach the heads",
+                ));
+            }
+            _ => {}
+        }
         for (j, name) in self.policies.redact_headers.iter().enumerate() {
             ensure(
                 http::HeaderName::from_bytes(name.as_bytes()).is_ok(),

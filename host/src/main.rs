@@ -70,6 +70,17 @@ enum AuditCommand {
         /// The data dir holding airlock.redb.
         #[arg(long)]
         data_dir: PathBuf,
+        /// Signed heads ([audit] heads_file): also catch a cut or rewritten tail.
+        #[arg(long)]
+        heads: Option<PathBuf>,
+        /// The public key the heads must be signed with (hex, from keygen).
+        #[arg(long)]
+        public_key: Option<String>,
+    },
+    /// Create an ed25519 key for [audit] signing_key; prints its public key.
+    Keygen {
+        /// Where to write the key (must not exist).
+        file: PathBuf,
     },
 }
 
@@ -211,9 +222,28 @@ fn audit_tool(command: AuditCommand) -> anyhow::Result<()> {
                 }
             }
         }
-        AuditCommand::Verify { data_dir } => {
+        AuditCommand::Verify {
+            data_dir,
+            heads,
+            public_key,
+        } => {
             let store = open(&data_dir)?;
-            let verification = audit::verify(&store)?;
+            let mut verification = audit::verify(&store)?;
+            if let (true, Some(heads)) = (verification.ok, heads) {
+                let trusted = public_key
+                    .as_deref()
+                    .map(audit::heads::parse_public_key)
+                    .transpose()
+                    .map_err(anyhow::Error::msg)?;
+                let signed = audit::heads::read_heads(&heads)?;
+                if let Some((seq, problem)) =
+                    audit::heads::check_heads(&store, &signed, trusted.as_ref())?
+                {
+                    verification.ok = false;
+                    verification.broken_at = Some(seq);
+                    verification.problem = Some(problem);
+                }
+            }
             println!("{}", serde_json::to_string(&verification)?);
             anyhow::ensure!(
                 verification.ok,
@@ -221,6 +251,11 @@ fn audit_tool(command: AuditCommand) -> anyhow::Result<()> {
                 verification.broken_at.unwrap_or_default(),
                 verification.problem.unwrap_or_default()
             );
+            Ok(())
+        }
+        AuditCommand::Keygen { file } => {
+            let public_key = audit::heads::generate_key(&file)?;
+            println!("{public_key}");
             Ok(())
         }
     }

@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::admin::{self, AdminState};
+use crate::audit::heads::{HeadSigner, HeadsError};
 use crate::audit::{AuditEntry, AuditError, AuditLog, Durability, EntryKind, PolicyRef};
 use crate::balance::{health, Pool};
 use crate::config::Config;
@@ -60,6 +61,9 @@ pub enum StartError {
     /// The audit trail could not record the start.
     #[error(transparent)]
     Audit(#[from] AuditError),
+    /// The head signing key could not be read.
+    #[error(transparent)]
+    Heads(#[from] HeadsError),
 }
 
 /// A bound, not yet serving, Airlock.
@@ -67,7 +71,7 @@ pub enum StartError {
 pub struct Server {
     config: Config,
     proxy: Arc<Proxy>,
-    audit: Option<Audit>,
+    audit: Option<Arc<Audit>>,
     listeners: Vec<Listener>,
     admin: TcpListener,
     certificates: Vec<Arc<ReloadingCertificates>>,
@@ -116,7 +120,7 @@ impl Server {
         let redaction =
             Redaction::new(&config.policies.redact_headers).map_err(StartError::Chain)?;
         let audit = match config.audit.enabled {
-            true => Some(Audit::start(&config, &policies).await?),
+            true => Some(Arc::new(Audit::start(&config, &policies).await?)),
             false => None,
         };
         let proxy = Arc::new(Proxy::new(
@@ -203,6 +207,11 @@ impl Server {
         for resolver in certificates {
             background.push(tokio::spawn(resolver.watch(CERTIFICATE_POLL_INTERVAL)));
         }
+        if let Some(audit) = &audit {
+            if audit.signer.is_some() {
+                background.push(tokio::spawn(audit.clone().sign_periodically()));
+            }
+        }
 
         let (token, mut all_closed) = mpsc::channel::<()>(1);
         let http = Arc::new(listener::http_builder(&config.limits));
@@ -248,16 +257,20 @@ impl Server {
             if let Err(error) = audit.log.record(stopped, Durability::Durable).await {
                 tracing::error!("audit: node stop not recorded: {error}");
             }
+            // The last head: the stop itself is covered.
+            audit.sign_head(0).await;
         }
         tracing::info!("stopped");
     }
 }
 
-/// The store and the audit writer over it.
+/// The store, the audit writer over it, and the head signer.
 #[derive(Debug)]
 struct Audit {
     store: Arc<dyn Store>,
     log: AuditLog,
+    signer: Option<Arc<HeadSigner>>,
+    sign_interval: Duration,
 }
 
 impl Audit {
@@ -269,6 +282,10 @@ impl Audit {
             &config.server.data_dir.join("airlock.redb"),
         )?);
         let node = config.audit.node.clone().unwrap_or_else(host_name);
+        let signer = match (&config.audit.signing_key, &config.audit.heads_file) {
+            (Some(key), Some(heads)) => Some(Arc::new(HeadSigner::load(key, heads, &node)?)),
+            _ => None,
+        };
         let log = AuditLog::start(store.clone(), &node)?;
         log.record(
             AuditEntry::new(EntryKind::NodeStarted, "airlock"),
@@ -285,7 +302,56 @@ impl Audit {
             }
             log.record(loaded, Durability::Durable).await?;
         }
-        Ok(Audit { store, log })
+        Ok(Audit {
+            store,
+            log,
+            signer,
+            sign_interval: config.audit.sign_interval,
+        })
+    }
+
+    /// Sign the chain head if it moved since `last_signed`; returns the
+    /// sequence number signed (or still signed).
+    async fn sign_head(&self, last_signed: u64) -> u64 {
+        let Some(signer) = self.signer.clone() else {
+            return last_signed;
+        };
+        let store = self.store.clone();
+        let signed = tokio::task::spawn_blocking(move || -> Result<u64, String> {
+            let Some((seq, bytes)) = store.last_audit().map_err(|error| error.to_string())? else {
+                return Ok(last_signed);
+            };
+            if seq == last_signed {
+                return Ok(seq);
+            }
+            let entry = crate::audit::decode(&bytes)?;
+            signer
+                .sign(seq, &entry.hash, entry.time_ms)
+                .map_err(|error| error.to_string())?;
+            Ok(seq)
+        })
+        .await;
+        match signed {
+            Ok(Ok(seq)) => seq,
+            Ok(Err(error)) => {
+                tracing::error!("audit: chain head not signed: {error}");
+                last_signed
+            }
+            Err(error) => {
+                tracing::error!("audit: chain head not signed: {error}");
+                last_signed
+            }
+        }
+    }
+
+    /// Sign the head every `sign_interval` while serving.
+    async fn sign_periodically(self: Arc<Self>) {
+        let mut last_signed = 0;
+        let mut ticks = tokio::time::interval(self.sign_interval);
+        loop {
+            ticks.tick().await;
+            last_signed = self.sign_head(last_signed).await;
+        }
     }
 }
 

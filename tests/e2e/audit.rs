@@ -213,3 +213,97 @@ async fn when_the_trail_cannot_be_written_risky_requests_fail_closed() {
         airlock.log()
     );
 }
+
+/// Signed heads catch what the chain alone cannot: a cut tail. The test-only
+/// tamper tool removes the newest entries of a stopped node's store.
+#[tokio::test(flavor = "multi_thread")]
+async fn signed_heads_reveal_a_cut_tail() {
+    let up = Upstream::start("a").await;
+    let keys = tempfile::tempdir().unwrap();
+    let key = keys.path().join("audit.key");
+    let output = Command::new(env!("CARGO_BIN_EXE_airlock"))
+        .args(["audit", "keygen"])
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let public_key = String::from_utf8(output.stdout).unwrap().trim().to_owned();
+    let heads = keys.path().join("heads.jsonl");
+    let mut airlock = Airlock::start(&format!(
+        "[audit]\nsigning_key = {:?}\nheads_file = {:?}\nsign_interval = \"50ms\"\n{}",
+        key.display().to_string(),
+        heads.display().to_string(),
+        simple_config(&[&up], "")
+    ));
+    let client = Client::http1();
+    for n in 0..5 {
+        client
+            .send(
+                Request::post(airlock.url(&format!("/p/{n}")))
+                    .body(full("x"))
+                    .unwrap(),
+            )
+            .await;
+    }
+    airlock.terminate();
+    assert_eq!(airlock.wait(Duration::from_secs(10)), Some(true));
+    let data_dir = airlock.dir.path().join("airlock-data");
+    let heads_arg = heads.to_str().unwrap();
+    let (ok, text) = airlock_audit(
+        &["verify", "--heads", heads_arg, "--public-key", &public_key],
+        &data_dir,
+    );
+    assert!(ok, "{text}");
+
+    // Cut the last three entries: the chain that is left is still a chain...
+    let store = data_dir.join("airlock.redb");
+    let last = {
+        let database = redb::Database::open(&store).unwrap();
+        let transaction = database.begin_write().unwrap();
+        let last;
+        {
+            let table: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("audit");
+            let mut table = transaction.open_table(table).unwrap();
+            last = redb::ReadableTable::last(&table)
+                .unwrap()
+                .unwrap()
+                .0
+                .value();
+            for seq in last - 2..=last {
+                table.remove(seq).unwrap();
+            }
+        }
+        transaction.commit().unwrap();
+        last
+    };
+    let (ok, text) = airlock_audit(&["verify"], &data_dir);
+    assert!(ok, "without heads a cut tail looks whole: {text}");
+    // ...but not the chain that was signed.
+    let (ok, text) = airlock_audit(
+        &["verify", "--heads", heads_arg, "--public-key", &public_key],
+        &data_dir,
+    );
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains(&format!("entry {last} was signed as the head but is gone")),
+        "{text}"
+    );
+    // Heads signed by another key are not trusted.
+    let other = keys.path().join("other.key");
+    let output = Command::new(env!("CARGO_BIN_EXE_airlock"))
+        .args(["audit", "keygen"])
+        .arg(&other)
+        .output()
+        .unwrap();
+    let other_key = String::from_utf8(output.stdout).unwrap().trim().to_owned();
+    let (ok, text) = airlock_audit(
+        &["verify", "--heads", heads_arg, "--public-key", &other_key],
+        &data_dir,
+    );
+    assert!(!ok);
+    assert!(text.contains("signed by another key"), "{text}");
+}

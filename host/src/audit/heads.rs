@@ -1,0 +1,248 @@
+//! Signed chain heads. A hash chain shows an entry was altered, removed or
+//! reordered, but not that the newest entries were cut off, or that the whole
+//! trail was rewritten from some point on. So the node periodically signs its
+//! chain head (sequence number and hash) with an ed25519 key and appends the
+//! signed head to a file outside the data dir (and to the log): `verify`,
+//! given those heads, checks that every signed entry is still there with the
+//! same hash.
+//!
+//! A heads file holds one JSON object per line:
+//! `{"node","seq","hash","time_ms","public_key","signature"}`, the signature
+//! (hex) over the bytes of `airlock-head:v1:{node}:{seq}:{hash}:{time_ms}`.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use ed25519_dalek::{Signature, Signer as _, SigningKey, Verifier as _, VerifyingKey};
+use serde::{Deserialize, Serialize};
+
+use super::{decode, hex};
+use crate::store::{Store, StoreError};
+
+/// One signed chain head.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SignedHead {
+    pub node: String,
+    pub seq: u64,
+    pub hash: String,
+    pub time_ms: i64,
+    /// Hex of the ed25519 public key that signed.
+    pub public_key: String,
+    /// Hex of the signature.
+    pub signature: String,
+}
+
+impl SignedHead {
+    fn message(node: &str, seq: u64, hash: &str, time_ms: i64) -> String {
+        format!("airlock-head:v1:{node}:{seq}:{hash}:{time_ms}")
+    }
+
+    /// Check the signature, against `trusted` if given (else the key the
+    /// head names, which proves only that the heads file is consistent).
+    ///
+    /// # Errors
+    /// Why the signature does not hold.
+    pub fn check_signature(&self, trusted: Option<&VerifyingKey>) -> Result<(), String> {
+        let named = parse_public_key(&self.public_key)?;
+        let key = match trusted {
+            Some(trusted) if trusted != &named => {
+                return Err(format!(
+                    "head {} was signed by another key ({})",
+                    self.seq, self.public_key
+                ))
+            }
+            Some(trusted) => trusted,
+            None => &named,
+        };
+        let bytes: [u8; 64] = unhex(&self.signature)
+            .and_then(|bytes| bytes.try_into().ok())
+            .ok_or_else(|| format!("head {}: the signature is not 64 hex bytes", self.seq))?;
+        key.verify(
+            Self::message(&self.node, self.seq, &self.hash, self.time_ms).as_bytes(),
+            &Signature::from_bytes(&bytes),
+        )
+        .map_err(|_| format!("head {}: the signature does not match", self.seq))
+    }
+}
+
+/// Signs heads with the node's key and appends them to the heads file.
+#[derive(Debug)]
+pub struct HeadSigner {
+    key: SigningKey,
+    file: PathBuf,
+    node: String,
+}
+
+/// Why signing could not be set up or done.
+#[derive(Debug, thiserror::Error)]
+#[error("audit heads {}: {cause}", .file.display())]
+pub struct HeadsError {
+    pub file: PathBuf,
+    pub cause: String,
+}
+
+impl HeadSigner {
+    /// Read the signing key (64 hex characters: the 32-byte seed).
+    ///
+    /// # Errors
+    /// When the key file cannot be read or is malformed.
+    pub fn load(key_file: &Path, heads_file: &Path, node: &str) -> Result<HeadSigner, HeadsError> {
+        let fail = |cause: String| HeadsError {
+            file: key_file.to_owned(),
+            cause,
+        };
+        let text = std::fs::read_to_string(key_file).map_err(|error| fail(error.to_string()))?;
+        let seed: [u8; 32] = unhex(text.trim())
+            .and_then(|bytes| bytes.try_into().ok())
+            .ok_or_else(|| {
+                fail(
+                    "expected 64 hex characters (make one with `airlock audit keygen FILE`)"
+                        .to_owned(),
+                )
+            })?;
+        Ok(HeadSigner {
+            key: SigningKey::from_bytes(&seed),
+            file: heads_file.to_owned(),
+            node: node.to_owned(),
+        })
+    }
+
+    /// Sign the head `(seq, hash)` now and append it to the heads file, on
+    /// disk when this returns.
+    ///
+    /// # Errors
+    /// When the heads file cannot be written.
+    pub fn sign(&self, seq: u64, hash: &str, time_ms: i64) -> Result<SignedHead, HeadsError> {
+        let message = SignedHead::message(&self.node, seq, hash, time_ms);
+        let head = SignedHead {
+            node: self.node.clone(),
+            seq,
+            hash: hash.to_owned(),
+            time_ms,
+            public_key: hex(self.key.verifying_key().as_bytes()),
+            signature: hex(&self.key.sign(message.as_bytes()).to_bytes()),
+        };
+        let fail = |error: std::io::Error| HeadsError {
+            file: self.file.clone(),
+            cause: error.to_string(),
+        };
+        if let Some(parent) = self.file.parent() {
+            std::fs::create_dir_all(parent).map_err(fail)?;
+        }
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.file)
+            .map_err(fail)?;
+        let line = serde_json::to_string(&head).unwrap_or_default();
+        writeln!(file, "{line}").map_err(fail)?;
+        file.sync_data().map_err(fail)?;
+        tracing::info!(target: "airlock::audit::head", seq, hash, "signed audit head: {line}");
+        Ok(head)
+    }
+}
+
+/// Create a new signing key in `file` (mode 0600); returns the public key, hex.
+///
+/// # Errors
+/// When the file exists or cannot be written.
+pub fn generate_key(file: &Path) -> Result<String, HeadsError> {
+    let fail = |cause: String| HeadsError {
+        file: file.to_owned(),
+        cause,
+    };
+    let mut seed = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut random| std::io::Read::read_exact(&mut random, &mut seed))
+        .map_err(|error| fail(format!("no randomness: {error}")))?;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut out = options
+        .open(file)
+        .map_err(|error| fail(error.to_string()))?;
+    writeln!(out, "{}", hex(&seed)).map_err(|error| fail(error.to_string()))?;
+    Ok(hex(SigningKey::from_bytes(&seed)
+        .verifying_key()
+        .as_bytes()))
+}
+
+/// Read a heads file.
+///
+/// # Errors
+/// When it cannot be read or a line is not a head.
+pub fn read_heads(file: &Path) -> Result<Vec<SignedHead>, HeadsError> {
+    let fail = |cause: String| HeadsError {
+        file: file.to_owned(),
+        cause,
+    };
+    let text = std::fs::read_to_string(file).map_err(|error| fail(error.to_string()))?;
+    text.lines()
+        .enumerate()
+        .filter(|(_, line)| !line.trim().is_empty())
+        .map(|(index, line)| {
+            serde_json::from_str(line).map_err(|error| fail(format!("line {}: {error}", index + 1)))
+        })
+        .collect()
+}
+
+/// Parse a hex public key.
+///
+/// # Errors
+/// When it is not a valid ed25519 public key.
+pub fn parse_public_key(text: &str) -> Result<VerifyingKey, String> {
+    let bytes: [u8; 32] = unhex(text.trim())
+        .and_then(|bytes| bytes.try_into().ok())
+        .ok_or_else(|| format!("public key {text:?} is not 64 hex characters"))?;
+    VerifyingKey::from_bytes(&bytes).map_err(|error| format!("public key {text:?}: {error}"))
+}
+
+/// Check every signed head against the trail: the entry it names must still
+/// exist with the same hash. Returns the first problem found, if any.
+///
+/// # Errors
+/// When the store cannot be read.
+pub fn check_heads(
+    store: &dyn Store,
+    heads: &[SignedHead],
+    trusted: Option<&VerifyingKey>,
+) -> Result<Option<(u64, String)>, StoreError> {
+    for head in heads {
+        if let Err(problem) = head.check_signature(trusted) {
+            return Ok(Some((head.seq, problem)));
+        }
+        let stored = store
+            .audit_from(head.seq, 1)?
+            .into_iter()
+            .next()
+            .filter(|(seq, _)| *seq == head.seq);
+        let problem = match stored {
+            None => Some(format!(
+                "entry {} was signed as the head but is gone: the trail was cut after it",
+                head.seq
+            )),
+            Some((_, bytes)) => match decode(&bytes) {
+                Ok(entry) if entry.hash == head.hash => None,
+                _ => Some(format!(
+                    "entry {} differs from the signed head: the trail was rewritten",
+                    head.seq
+                )),
+            },
+        };
+        if let Some(problem) = problem {
+            return Ok(Some((head.seq, problem)));
+        }
+    }
+    Ok(None)
+}
+
+fn unhex(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|index| u8::from_str_radix(text.get(index..index + 2)?, 16).ok())
+        .collect()
+}
