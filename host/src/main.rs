@@ -64,6 +64,17 @@ enum AuditCommand {
         #[command(flatten)]
         filter: AuditFilterArgs,
     },
+    /// Write matching entries for a SIEM shipper: JSON lines (as stored,
+    /// verifiable) or CSV (with a header row).
+    Export {
+        /// The data dir holding airlock.redb.
+        #[arg(long)]
+        data_dir: PathBuf,
+        #[arg(long, value_enum)]
+        format: ExportFormat,
+        #[command(flatten)]
+        filter: AuditFilterArgs,
+    },
     /// Check the whole hash chain; exits non-zero, naming the first broken
     /// entry, if anything was altered, removed or reordered.
     Verify {
@@ -82,6 +93,12 @@ enum AuditCommand {
         /// Where to write the key (must not exist).
         file: PathBuf,
     },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ExportFormat {
+    Jsonl,
+    Csv,
 }
 
 /// The same filters as GET /v1/audit.
@@ -184,8 +201,53 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// Every entry matching `filter`, one line each, oldest first.
+fn print_entries(
+    store: &airlock::store::RedbStore,
+    filter: AuditFilterArgs,
+    format: ExportFormat,
+) -> anyhow::Result<()> {
+    use airlock::audit::{export, query};
+    use std::io::Write as _;
+    let kind = filter
+        .kind
+        .map(|kind| serde_json::from_value(serde_json::Value::String(kind)))
+        .transpose()
+        .context("--kind: use request_decision, request_outcome, policy_loaded, node_started or node_stopped")?;
+    let mut filter = query::AuditFilter {
+        since: filter.since,
+        until: filter.until,
+        kind,
+        actor: filter.actor,
+        route: filter.route,
+        decision: filter.decision,
+        request: filter.request,
+        trace: None,
+        limit: Some(query::MAX_LIMIT),
+        cursor: None,
+    };
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    if format == ExportFormat::Csv {
+        writeln!(out, "{}", export::CSV_HEADER)?;
+    }
+    loop {
+        let page = query::query(store, &filter)?;
+        for entry in &page.entries {
+            let line = match format {
+                ExportFormat::Jsonl => export::json_line(entry),
+                ExportFormat::Csv => export::csv_row(entry),
+            };
+            writeln!(out, "{line}")?;
+        }
+        match page.next_cursor {
+            Some(cursor) => filter.cursor = Some(cursor),
+            None => return Ok(out.flush()?),
+        }
+    }
+}
+
 fn audit_tool(command: AuditCommand) -> anyhow::Result<()> {
-    use airlock::audit::{self, query};
+    use airlock::audit;
     let open = |data_dir: &Path| -> anyhow::Result<airlock::store::RedbStore> {
         let file = data_dir.join("airlock.redb");
         anyhow::ensure!(file.is_file(), "{}: no audit trail here", file.display());
@@ -193,35 +255,13 @@ fn audit_tool(command: AuditCommand) -> anyhow::Result<()> {
     };
     match command {
         AuditCommand::Query { data_dir, filter } => {
-            let store = open(&data_dir)?;
-            let kind = filter
-                .kind
-                .map(|kind| serde_json::from_value(serde_json::Value::String(kind.clone())))
-                .transpose()
-                .context("--kind: use request_decision, request_outcome, policy_loaded, node_started or node_stopped")?;
-            let mut filter = query::AuditFilter {
-                since: filter.since,
-                until: filter.until,
-                kind,
-                actor: filter.actor,
-                route: filter.route,
-                decision: filter.decision,
-                request: filter.request,
-                trace: None,
-                limit: Some(query::MAX_LIMIT),
-                cursor: None,
-            };
-            loop {
-                let page = query::query(&store, &filter)?;
-                for entry in &page.entries {
-                    println!("{}", String::from_utf8_lossy(&audit::encode(entry)));
-                }
-                match page.next_cursor {
-                    Some(cursor) => filter.cursor = Some(cursor),
-                    None => return Ok(()),
-                }
-            }
+            print_entries(&open(&data_dir)?, filter, ExportFormat::Jsonl)
         }
+        AuditCommand::Export {
+            data_dir,
+            format,
+            filter,
+        } => print_entries(&open(&data_dir)?, filter, format),
         AuditCommand::Verify {
             data_dir,
             heads,

@@ -18,6 +18,7 @@
 //! Changing, removing or reordering a stored entry breaks the chain at that
 //! sequence number; [`verify`] names it.
 
+pub mod export;
 pub mod heads;
 pub mod query;
 mod writer;
