@@ -1,7 +1,11 @@
 #!/usr/bin/env python3
 """Turns the raw outputs of benches/run into BENCHMARKS.md (stdlib only).
 
-Input, in --results DIR (written by benches/run):
+Two parts, each rewritten from its own results, each kept from the existing
+--out file when its results are missing (so running one bench keeps the other
+bench's figures):
+
+Load bench, in --results DIR (written by benches/run):
   meta.tsv     key<TAB>value: machine, versions, settings, the invocation
   targets.tsv  name<TAB>description, one line per row, in table order
   runs.tsv     one line per wrk run (header line first): target, round,
@@ -11,16 +15,31 @@ Input, in --results DIR (written by benches/run):
 Every target becomes one row with the same columns, so adding a row to the
 bench needs no change here. The goal check compares the rows named `airlock`
 and `nginx` when both ran.
+
+Policy bench, in --criterion DIR (criterion's output, default target/criterion):
+  */new/benchmark.json, */new/estimates.json   one pair per benchmark of
+      the groups policy/fresh, policy/reused, cedar and policy/load
+  airlock-policy-bench.json   written by the bench: date, machine, actions,
+      parameters, Cedar texts and the decisions reached
 """
 
 import argparse
 import csv
+import datetime
+import json
 import re
 import statistics
 import sys
 from pathlib import Path
 
 GOAL_RPS_RATIO = 1.1  # the issue's goal: airlock >= 1.1x nginx req/s, p99 no worse
+GOAL_REUSE_NS = 2000.0  # the policy goal: a decision in reuse mode under 2 µs
+
+# The policy section sits between these markers, so it can be kept or replaced
+# on its own.
+POLICY_BEGIN = "<!-- policy-bench:begin -->"
+POLICY_END = "<!-- policy-bench:end -->"
+ROOT = Path(__file__).resolve().parent.parent
 
 UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0, "h": 3_600_000.0}
 
@@ -107,13 +126,8 @@ def errors_text(runs):
     return ", ".join(parts) if parts else "none"
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--results", required=True, type=Path)
-    ap.add_argument("--out", required=True, type=Path)
-    args = ap.parse_args()
-    res = args.results
-
+def render_load(res):
+    """The load bench's part: (head, method) as lists of lines."""
     meta = {row[0]: row[1] for row in read_tsv(res / "meta.tsv") if len(row) >= 2}
     targets = [(row[0], row[1]) for row in read_tsv(res / "targets.tsv") if row]
     header, *lines = read_tsv(res / "runs.tsv")
@@ -297,6 +311,9 @@ def main():
     w("</details>")
     w("")
 
+    head = md
+    md = []
+    w = md.append
     # -- method
     w("## Method")
     w("")
@@ -347,14 +364,332 @@ def main():
         "`benches/results/` after a run (not committed)."
     )
     w("")
+    return head, md
+
+
+# ---------------------------------------------------------------- policy bench
+
+
+def fmt_ns(v):
+    if v is None:
+        return "n/a"
+    if v < 1_000:
+        return f"{v:.0f} ns"
+    if v < 1_000_000:
+        us = v / 1_000
+        return f"{us:.2f} µs" if us < 10 else f"{us:.1f} µs" if us < 100 else f"{us:.0f} µs"
+    ms = v / 1_000_000
+    return f"{ms:.2f} ms" if ms < 10 else f"{ms:.1f} ms" if ms < 100 else f"{ms:.0f} ms"
+
+
+def read_criterion(directory):
+    """{full id: (median ns, lower ns, upper ns, confidence)} of the policy groups."""
+    out = {}
+    if not directory.is_dir():
+        return out
+    for bench in sorted(directory.rglob("new/benchmark.json")):
+        try:
+            info = json.loads(bench.read_text())
+            estimates = json.loads(bench.with_name("estimates.json").read_text())
+        except (OSError, ValueError):
+            continue
+        group = info.get("group_id", "")
+        if group not in ("policy/fresh", "policy/reused", "cedar", "policy/load"):
+            continue
+        median = estimates["median"]
+        ci = median["confidence_interval"]
+        out[f"{group}/{info.get('function_id')}"] = (
+            median["point_estimate"],
+            ci["lower_bound"],
+            ci["upper_bound"],
+            ci["confidence_level"],
+        )
+    return out
+
+
+def render_policies(directory):
+    """The policy bench's section as a list of lines, or None without results."""
+    figures = read_criterion(directory)
+    meta_file = directory / "airlock-policy-bench.json"
+    if not figures or not meta_file.exists():
+        return None
+    meta = json.loads(meta_file.read_text())
+    cases = meta.get("cases", [])
+    names = [c["name"] for c in cases] or sorted(
+        {k.split("/", 2)[2] for k in figures if k.startswith("policy/fresh/")}
+    )
+
+    def cell(key):
+        f = figures.get(key)
+        if f is None:
+            return "n/a"
+        return f"{fmt_ns(f[0])} ({fmt_ns(f[1])}–{fmt_ns(f[2])})"
+
+    def med(key):
+        f = figures.get(key)
+        return None if f is None else f[0]
+
+    md = []
+    w = md.append
+    w(POLICY_BEGIN)
+    w("## Policy decisions: Airlock against Cedar")
+    w("")
+    date = datetime.datetime.fromtimestamp(meta.get("unix_time", 0), datetime.timezone.utc)
+    w(
+        f"- Produced by: `{meta.get('invocation', 'cargo bench -p airlock-policy-bench')}` "
+        "(criterion; benchmark `benches/policies/benches/policies.rs`)"
+    )
+    w(f"- Date: {date:%Y-%m-%d %H:%M} UTC")
+    w(
+        f"- Machine: {meta.get('nproc', '?')} CPUs ({meta.get('cpu_model', '?')}); load average "
+        f"{meta.get('loadavg_start', '?')} at start, {meta.get('loadavg_end', '?')} at end"
+    )
+    w(
+        f"- Software: wasmtime 48 (Airlock's sandbox, pooling allocator, deadline "
+        f"{meta.get('deadline_ms', 5):g} ms), cedar-policy {meta.get('cedar_policy', '?')} "
+        f"(Cedar language {meta.get('cedar_lang', '?')}); `[profile.bench]`: opt-level 3, no LTO"
+    )
+    background = meta.get("background_cpu_pct")
+    if background is not None:
+        w(
+            f"- Background load: other processes used {background:.0f}% of one CPU while "
+            "the bench ran"
+            + (
+                ". **The machine was not quiet: treat these figures as rough, rerun on an "
+                "idle machine.**"
+                if background > 25
+                else "."
+            )
+        )
+    failed = [
+        (c["name"], mode, failures)
+        for c in cases
+        for mode in ("fresh", "reused")
+        for failures in [c.get(f"failures_{mode}") or {}]
+        if failures
+    ]
+    if failed:
+        w(
+            "- Failed evaluations while measuring (counted in the timings; with a wall-clock "
+            "deadline, a preempted evaluation can overrun it on a busy machine): "
+            + "; ".join(
+                f"{name} {mode}: " + ", ".join(f"{n} × {code}" for code, n in sorted(f.items()))
+                for name, mode, f in failed
+            )
+        )
+    w("")
+    w(
+        "Time of one decision, median over criterion's samples, with the 95% confidence "
+        "interval of the median in brackets. Same action, same rules, same answer (the "
+        "bench checks that both reach the same allow/deny/hold before measuring)."
+    )
+    w("")
+    w("| Policy | action → decision | Airlock fresh | Airlock reused | Cedar | fresh/Cedar | reused/Cedar |")
+    w("|---|---|--:|--:|--:|--:|--:|")
+    by_name = {c["name"]: c for c in cases}
+    fresh_ok, reuse_ok, rows = 0, 0, 0
+    worst_fresh, worst_reuse = None, None
+    for name in names:
+        fresh, reused, cedar = (
+            med(f"policy/fresh/{name}"),
+            med(f"policy/reused/{name}"),
+            med(f"cedar/{name}"),
+        )
+        case = by_name.get(name, {})
+        w(
+            f"| {name} | {case.get('action', '?')} | {cell(f'policy/fresh/{name}')} "
+            f"| {cell(f'policy/reused/{name}')} | {cell(f'cedar/{name}')} "
+            f"| {fmt_ratio(ratio(fresh, cedar))} | {fmt_ratio(ratio(reused, cedar))} |"
+        )
+        if None in (fresh, reused, cedar):
+            continue
+        rows += 1
+        fresh_ok += fresh <= cedar
+        reuse_ok += reused < GOAL_REUSE_NS
+        r = fresh / cedar
+        if worst_fresh is None or r > worst_fresh[1]:
+            worst_fresh = (name, r)
+        if worst_reuse is None or reused > worst_reuse[1]:
+            worst_reuse = (name, reused)
+    w("")
+    overhead = [
+        med(f"policy/fresh/{n}") - med(f"policy/reused/{n}")
+        for n in names
+        if med(f"policy/fresh/{n}") is not None and med(f"policy/reused/{n}") is not None
+    ]
+    if overhead:
+        w(
+            f"A fresh instance costs {fmt_ns(min(overhead))} to {fmt_ns(max(overhead))} per "
+            "decision over a reused one (fresh minus reused median): instantiating the "
+            "component from the pool and resetting its memory and tables afterwards."
+        )
+        w("")
+    load = figures.get("policy/load/deny-list")
+    if load:
+        w(
+            f"Loading a policy (`PolicyEngine::load` of deny-list: compile with Cranelift, "
+            f"check the contract, call `describe`; no compile cache): {cell('policy/load/deny-list')}. "
+            "It happens once per policy at start or reload, not per decision."
+        )
+        w("")
+    if rows:
+        met = fresh_ok == rows
+        w(
+            f"- Goal: the default (fresh-instance) median at or below Cedar's on the same "
+            f"rules. **{'Met' if met else 'Not met'}**: {fresh_ok} of {rows} policies"
+            + (
+                ""
+                if met
+                else f"; the furthest is {worst_fresh[0]} at {worst_fresh[1]:.1f}× Cedar's time"
+            )
+            + "."
+        )
+        met = reuse_ok == rows
+        w(
+            f"- Goal: reuse mode under {fmt_ns(GOAL_REUSE_NS)}. **{'Met' if met else 'Not met'}**: "
+            f"{reuse_ok} of {rows} policies; the slowest is {worst_reuse[0]} at "
+            f"{fmt_ns(worst_reuse[1])}."
+        )
+        w("")
+    w("How it is measured:")
+    w("")
+    w(
+        "- **Airlock fresh**: `LoadedPolicy::evaluate` as a route runs it by default: a new "
+        "instance of the component from the pooling allocator, the action lowered into it, "
+        "`evaluate` called under the epoch deadline, the decision lifted and checked, the "
+        "instance dropped. The policy reads its parameters (JSON, through the `parameters` "
+        "import) and, for time rules, the local time (`to-local-time`) on every call."
+    )
+    w(
+        "- **Airlock reused**: the same policy loaded with instance reuse on "
+        "(`[policies] reuse_instances`): an idle instance is taken, called and put back."
+    )
+    w(
+        "- **Cedar**: the same rules written in Cedar and parsed once; per decision, what a "
+        "host does from the same action: build the principal (groups as parents) and the "
+        "pools (figures as attributes) as entities, the context (method, host, path, "
+        "headers, client address, ...) and the request, call `Authorizer::is_authorized`, "
+        "and read status or approvers from the deciding policy's annotations. Cedar has "
+        "only permit and forbid: *hold* is a second policy set, `needs-approval`, asked "
+        "only when the main set allows (a permit there holds). Cedar has no time zones: "
+        "the host puts the local weekday and minute of day (from the same tz database) in "
+        "the context. No schema validation per request. No extension values: "
+        "`RestrictedExpression::new_decimal`/`new_ip` re-parse the extension's name with "
+        "Cedar's full parser on every call (about 40% of a decision in a profile), so "
+        "fractions go in as integers (`error_rate_ppm`) and the client address as a string; "
+        "likewise `PolicySet::annotation` re-parses its key, so the host reads each "
+        "policy's annotations once, at load."
+    )
+    w(
+        "- One action per policy, realistic rather than minimal: requests carry 8 headers "
+        "(one redacted credential), a principal with 3 groups and the pool's figures; the "
+        "parameters are those of the policy's `cases.toml`. The clock is fixed "
+        "(`fixed_now_unix_ms`) so time rules decide the same way every run."
+    )
+    w(
+        "- criterion: 30 samples, 1 s warm-up, 3 s measurement per benchmark; the load "
+        "benchmark 10 flat samples. Rerun: `SUITES=policies benches/run` (or "
+        "`cargo bench -p airlock-policy-bench -- --noplot`, then `benches/report.py`)."
+    )
+    w("")
+    if cases:
+        w("<details><summary>Actions, parameters and the Cedar policies</summary>")
+        w("")
+        for c in cases:
+            w(f"**{c['name']}**: {c['action']}. Airlock: {c.get('airlock_decision', '?')}.")
+            w("")
+            w(f"Parameters: `{json.dumps(c.get('parameters'), separators=(', ', ': '))}`")
+            w("")
+            w("```cedar")
+            w(dedent(c.get("cedar", "")))
+            if c.get("cedar_needs_approval"):
+                w("")
+                w("// needs-approval (asked when the set above allows)")
+                w(dedent(c["cedar_needs_approval"]))
+            w("```")
+            w("")
+        w("</details>")
+        w("")
+    w(POLICY_END)
+    return md
+
+
+def dedent(text):
+    lines = text.splitlines()
+    indents = [len(l) - len(l.lstrip()) for l in lines[1:] if l.strip()]
+    cut = min(indents) if indents else 0
+    return "\n".join([lines[0].strip()] + [l[cut:] for l in lines[1:]]) if lines else ""
+
+
+def split_existing(text, history):
+    """An existing report as (head, method, policy section) line lists."""
+    policy = None
+    if POLICY_BEGIN in text and POLICY_END in text:
+        before, rest = text.split(POLICY_BEGIN, 1)
+        section, after = rest.split(POLICY_END, 1)
+        policy = (POLICY_BEGIN + section + POLICY_END).splitlines()
+        text = before.rstrip("\n") + "\n\n" + after.lstrip("\n")
+    if history:
+        first = history.splitlines()[0]
+        if f"\n{first}\n" in text:
+            text = text.split(f"\n{first}\n", 1)[0]
+    if "\n## Method\n" in text:
+        head, method = text.split("\n## Method\n", 1)
+        method = "## Method\n" + method
+    else:
+        head, method = text, ""
+    return head.rstrip("\n").splitlines() + [""], method.rstrip("\n").splitlines() + [""], policy
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--results", required=True, type=Path, help="the load bench's results")
+    ap.add_argument(
+        "--criterion",
+        type=Path,
+        default=ROOT / "target" / "criterion",
+        help="criterion's output directory (default: target/criterion)",
+    )
+    ap.add_argument("--out", required=True, type=Path)
+    args = ap.parse_args()
 
     # Measured changes, kept by hand beside this script: what changed, and the
     # figures and command that showed it. Appended verbatim.
-    history = Path(__file__).with_name("history.md")
-    if history.exists():
-        w(history.read_text().rstrip())
-        w("")
+    history_file = Path(__file__).with_name("history.md")
+    history = history_file.read_text().rstrip() if history_file.exists() else ""
+    existing = args.out.read_text() if args.out.exists() else ""
+    old_head, old_method, old_policy = split_existing(existing, history)
 
+    if (args.results / "runs.tsv").exists():
+        head, method = render_load(args.results)
+    elif existing:
+        print(f"report: no load results in {args.results}; keeping the load figures of {args.out}",
+              file=sys.stderr)
+        head, method = old_head, old_method
+    else:
+        head = [
+            "# Benchmarks",
+            "",
+            "No load figures yet: run `benches/run` (see [benches/README.md](benches/README.md)).",
+            "",
+        ]
+        method = []
+
+    policy = render_policies(args.criterion)
+    if policy is None:
+        if old_policy:
+            print(f"report: no policy results in {args.criterion}; keeping those of {args.out}",
+                  file=sys.stderr)
+        policy = old_policy
+
+    md = list(head)
+    if policy:
+        md += policy + [""]
+    md += method
+    if history:
+        md += [history, ""]
+    while len(md) > 1 and md[-1] == "" and md[-2] == "":
+        md.pop()
     args.out.write_text("\n".join(md))
     return 0
 
