@@ -108,7 +108,7 @@ impl Default for PoliciesConfig {
         Self {
             directory: None,
             cache_directory: None,
-            deadline: Duration::from_millis(5),
+            deadline: Duration::from_millis(10),
             memory_limit: 16 << 20,
             max_instances: 64,
             reuse_instances: Vec::new(),

@@ -42,7 +42,7 @@ pub struct EngineSettings {
 impl Default for EngineSettings {
     fn default() -> Self {
         EngineSettings {
-            deadline: Duration::from_millis(5),
+            deadline: Duration::from_millis(10),
             memory_limit: 16 << 20,
             max_instances: 64,
             cache_directory: None,
