@@ -210,11 +210,6 @@ impl PolicyEngine {
         })
     }
 
-    /// The settings this engine was built with.
-    pub fn settings(&self) -> &EngineSettings {
-        &self.settings
-    }
-
     /// Compile-cache hits and misses since start, if the cache is on.
     pub fn cache_counts(&self) -> Option<(usize, usize)> {
         self.cache
@@ -324,11 +319,6 @@ impl LoadedPolicy {
     /// SHA-256 of the component, hex.
     pub fn hash(&self) -> &str {
         &self.hash
-    }
-
-    /// True if this policy keeps instances between evaluations.
-    pub fn reuses_instances(&self) -> bool {
-        self.reuse.is_some()
     }
 
     /// Judge `action`. Any misbehaviour of the policy comes back as a

@@ -199,11 +199,6 @@ impl PolicySet {
         Ok(())
     }
 
-    /// The engine all policies of this set run on.
-    pub fn engine(&self) -> &PolicyEngine {
-        &self.engine
-    }
-
     /// Names of the loaded policies.
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.policies.keys().map(String::as_str)
