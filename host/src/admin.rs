@@ -8,7 +8,7 @@ use std::sync::Arc;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
@@ -61,25 +61,27 @@ async fn pools(State(state): State<AdminState>) -> impl IntoResponse {
 }
 
 /// `GET /v1/audit?since=&until=&kind=&actor=&route=&decision=&request=&trace=&limit=&cursor=`
+/// Entries keep their stored field order (the canonical encoding), so an
+/// entry copied from this answer hashes as documented.
 async fn audit_query(
     State(state): State<AdminState>,
     query: Result<Query<AuditFilter>, QueryRejection>,
-) -> impl IntoResponse {
+) -> Response {
     let Query(filter) = match query {
         Ok(query) => query,
-        Err(rejection) => return bad_request(&rejection.body_text()),
+        Err(rejection) => return bad_request(&rejection.body_text()).into_response(),
     };
     let Some(store) = state.store else {
-        return audit_off();
+        return audit_off().into_response();
     };
     let result = tokio::task::spawn_blocking(move || audit::query::query(&*store, &filter)).await;
     match result {
-        Ok(Ok(page)) => (StatusCode::OK, Json(json!(page))),
+        Ok(Ok(page)) => (StatusCode::OK, Json(page)).into_response(),
         Ok(Err(QueryError::BadFilter { field, message })) => {
-            bad_request(&format!("{field}: {message}"))
+            bad_request(&format!("{field}: {message}")).into_response()
         }
-        Ok(Err(error)) => internal(&error.to_string()),
-        Err(error) => internal(&error.to_string()),
+        Ok(Err(error)) => internal(&error.to_string()).into_response(),
+        Err(error) => internal(&error.to_string()).into_response(),
     }
 }
 

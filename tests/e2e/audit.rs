@@ -80,6 +80,22 @@ async fn the_demos_decisions_are_in_the_trail_and_it_verifies() {
         .1;
     assert_eq!(outcome["entries"][0]["outcome"]["status"], 200, "{outcome}");
 
+    // An entry as the API shows it is the stored encoding: it hashes as documented.
+    let raw = Client::http1()
+        .get(&format!("http://{}/v1/audit?decision=hold", demo.admin()))
+        .await
+        .text();
+    let stored = airlock::audit::decode(
+        serde_json::to_string(&held["entries"][0])
+            .unwrap()
+            .as_bytes(),
+    )
+    .unwrap();
+    assert!(
+        raw.contains(&String::from_utf8(airlock::audit::encode(&stored)).unwrap()),
+        "{raw}"
+    );
+
     let (_, verified) = demo.admin_json("/v1/audit/verify").await;
     assert_eq!(verified["ok"], true, "{verified}");
     assert!(verified["entries"].as_u64().unwrap() >= 4, "{verified}");
