@@ -61,6 +61,13 @@ pub struct AuditConfig {
     /// How often the head is signed (when it moved), and once at stop.
     #[serde(with = "duration")]
     pub sign_interval: Duration,
+    /// Most entries in one sealed segment file (segments also roll at UTC
+    /// midnight). Retention drops whole segments.
+    pub segment_entries: u64,
+    /// Drop sealed segments older than this (checked hourly, after a
+    /// checkpoint entry). Default: keep everything.
+    #[serde(deserialize_with = "optional_duration::deserialize")]
+    pub retain: Option<Duration>,
 }
 
 impl Default for AuditConfig {
@@ -71,6 +78,8 @@ impl Default for AuditConfig {
             signing_key: None,
             heads_file: None,
             sign_interval: Duration::from_secs(10),
+            segment_entries: 1_000_000,
+            retain: None,
         }
     }
 }
@@ -703,6 +712,18 @@ impl Config {
             "policies.memory_limit".into(),
             "expected at least 1MiB".into(),
         )?;
+        ensure(
+            self.audit.segment_entries >= 1,
+            "audit.segment_entries".into(),
+            "expected at least 1".into(),
+        )?;
+        ensure(
+            self.audit
+                .retain
+                .is_none_or(|retain| retain >= Duration::from_secs(3600)),
+            "audit.retain".into(),
+            "expected at least 1h".into(),
+        )?;
         match (&self.audit.signing_key, &self.audit.heads_file) {
             (Some(_), None) => {
                 return Err(Violation::new(
@@ -926,6 +947,17 @@ mod duration {
                 "expected a duration like `500ms` or `10s`, found `{text}` ({e})"
             ))
         })
+    }
+}
+
+/// A duration that may be left out.
+mod optional_duration {
+    use super::*;
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Duration>, D::Error> {
+        super::duration::deserialize(d).map(Some)
     }
 }
 

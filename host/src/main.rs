@@ -88,6 +88,16 @@ enum AuditCommand {
         #[arg(long)]
         public_key: Option<String>,
     },
+    /// Drop sealed segments whose entries are all older than --before,
+    /// after recording a checkpoint entry; verify still passes afterwards.
+    Prune {
+        /// The data dir holding airlock.redb.
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// A date (UTC midnight), an RFC 3339 time or Unix milliseconds.
+        #[arg(long)]
+        before: String,
+    },
     /// Create an ed25519 key for [audit] signing_key; prints its public key.
     Keygen {
         /// Where to write the key (must not exist).
@@ -110,7 +120,7 @@ struct AuditFilterArgs {
     /// Entries before this time.
     #[arg(long)]
     until: Option<String>,
-    /// request_decision, request_outcome, policy_loaded, node_started, node_stopped.
+    /// request_decision, request_outcome, policy_loaded, node_started, node_stopped, checkpoint.
     #[arg(long)]
     kind: Option<String>,
     #[arg(long)]
@@ -213,7 +223,7 @@ fn print_entries(
         .kind
         .map(|kind| serde_json::from_value(serde_json::Value::String(kind)))
         .transpose()
-        .context("--kind: use request_decision, request_outcome, policy_loaded, node_started or node_stopped")?;
+        .context("--kind: use request_decision, request_outcome, policy_loaded, node_started, node_stopped or checkpoint")?;
     let mut filter = query::AuditFilter {
         since: filter.since,
         until: filter.until,
@@ -248,10 +258,11 @@ fn print_entries(
 
 fn audit_tool(command: AuditCommand) -> anyhow::Result<()> {
     use airlock::audit;
-    let open = |data_dir: &Path| -> anyhow::Result<airlock::store::RedbStore> {
-        let file = data_dir.join("airlock.redb");
+    use airlock::store::RedbStore;
+    let open = |data_dir: &Path| -> anyhow::Result<RedbStore> {
+        let file = data_dir.join(RedbStore::FILE);
         anyhow::ensure!(file.is_file(), "{}: no audit trail here", file.display());
-        Ok(airlock::store::RedbStore::open(&file)?)
+        Ok(RedbStore::open(data_dir)?)
     };
     match command {
         AuditCommand::Query { data_dir, filter } => {
@@ -276,9 +287,12 @@ fn audit_tool(command: AuditCommand) -> anyhow::Result<()> {
                     .transpose()
                     .map_err(anyhow::Error::msg)?;
                 let signed = audit::heads::read_heads(&heads)?;
-                if let Some((seq, problem)) =
-                    audit::heads::check_heads(&store, &signed, trusted.as_ref())?
-                {
+                if let Some((seq, problem)) = audit::heads::check_heads(
+                    &store,
+                    &signed,
+                    trusted.as_ref(),
+                    verification.first,
+                )? {
                     verification.ok = false;
                     verification.broken_at = Some(seq);
                     verification.problem = Some(problem);
@@ -291,6 +305,20 @@ fn audit_tool(command: AuditCommand) -> anyhow::Result<()> {
                 verification.broken_at.unwrap_or_default(),
                 verification.problem.unwrap_or_default()
             );
+            Ok(())
+        }
+        AuditCommand::Prune { data_dir, before } => {
+            let before = audit::query::parse_time("--before", &before)?;
+            let store: std::sync::Arc<dyn airlock::store::Store> =
+                std::sync::Arc::new(open(&data_dir)?);
+            // The checkpoint is written as the node that owns this data dir.
+            let node = match store.last_audit()? {
+                Some((_, bytes)) => audit::decode(&bytes).map_err(anyhow::Error::msg)?.node,
+                None => "airlock".to_owned(),
+            };
+            let log = audit::AuditLog::start(store.clone(), &node, audit::Sealing::default())?;
+            let pruned = runtime(Some(1))?.block_on(audit::prune(&*store, &log, before))?;
+            println!("{}", serde_json::to_string(&pruned)?);
             Ok(())
         }
         AuditCommand::Keygen { file } => {

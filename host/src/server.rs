@@ -14,7 +14,7 @@ use tokio::task::JoinHandle;
 
 use crate::admin::{self, AdminState};
 use crate::audit::heads::{HeadSigner, HeadsError};
-use crate::audit::{AuditEntry, AuditError, AuditLog, Durability, EntryKind, PolicyRef};
+use crate::audit::{AuditEntry, AuditError, AuditLog, Durability, EntryKind, PolicyRef, Sealing};
 use crate::balance::{health, Pool};
 use crate::config::Config;
 use crate::policy::action::Redaction;
@@ -30,6 +30,8 @@ use crate::tls::{self, ReloadingCertificates, TlsError};
 const CERTIFICATE_POLL_INTERVAL: Duration = Duration::from_secs(2);
 
 /// After the drain deadline, how long the 503 answers get to reach clients.
+/// How often segments past `[audit] retain` are looked for.
+const PRUNE_INTERVAL: Duration = Duration::from_secs(3600);
 const FINAL_FLUSH: Duration = Duration::from_secs(2);
 
 /// Airlock could not start.
@@ -208,6 +210,7 @@ impl Server {
             background.push(tokio::spawn(resolver.watch(CERTIFICATE_POLL_INTERVAL)));
         }
         if let Some(audit) = &audit {
+            background.push(tokio::spawn(audit.clone().prune_periodically()));
             if audit.signer.is_some() {
                 background.push(tokio::spawn(audit.clone().sign_periodically()));
             }
@@ -271,22 +274,24 @@ struct Audit {
     log: AuditLog,
     signer: Option<Arc<HeadSigner>>,
     sign_interval: Duration,
+    retain: Option<Duration>,
 }
 
 impl Audit {
-    /// Open `<data_dir>/airlock.redb`, start the writer, and record the
+    /// Open the store in the data dir, start the writer, and record the
     /// start and the policies loaded, durably: a node that cannot record
     /// does not serve.
     async fn start(config: &Config, policies: &PolicySet) -> Result<Audit, StartError> {
-        let store: Arc<dyn Store> = Arc::new(RedbStore::open(
-            &config.server.data_dir.join("airlock.redb"),
-        )?);
+        let store: Arc<dyn Store> = Arc::new(RedbStore::open(&config.server.data_dir)?);
         let node = config.audit.node.clone().unwrap_or_else(host_name);
         let signer = match (&config.audit.signing_key, &config.audit.heads_file) {
             (Some(key), Some(heads)) => Some(Arc::new(HeadSigner::load(key, heads, &node)?)),
             _ => None,
         };
-        let log = AuditLog::start(store.clone(), &node)?;
+        let sealing = Sealing {
+            max_entries: config.audit.segment_entries,
+        };
+        let log = AuditLog::start(store.clone(), &node, sealing)?;
         log.record(
             AuditEntry::new(EntryKind::NodeStarted, "airlock"),
             Durability::Durable,
@@ -307,7 +312,39 @@ impl Audit {
             log,
             signer,
             sign_interval: config.audit.sign_interval,
+            retain: config.audit.retain,
         })
+    }
+
+    /// Drop segments older than `[audit] retain`, hourly.
+    async fn prune_periodically(self: Arc<Self>) {
+        let Some(retain) = self.retain else {
+            return;
+        };
+        let mut ticks = tokio::time::interval(PRUNE_INTERVAL);
+        loop {
+            ticks.tick().await;
+            let retain_ms = i64::try_from(retain.as_millis()).unwrap_or(i64::MAX);
+            let before_ms = crate::audit::now_ms().saturating_sub(retain_ms);
+            let store = self.store.clone();
+            let log = self.log.clone();
+            // Reading segment heads and deleting files blocks: not on a worker.
+            let pruned = tokio::task::spawn_blocking(move || {
+                tokio::runtime::Handle::current()
+                    .block_on(crate::audit::prune(&*store, &log, before_ms))
+            })
+            .await;
+            match pruned {
+                Ok(Ok(pruned)) if pruned.segments > 0 => tracing::info!(
+                    segments = pruned.segments,
+                    entries = pruned.entries,
+                    "audit: pruned segments past retention"
+                ),
+                Ok(Ok(_)) => {}
+                Ok(Err(error)) => tracing::error!("audit: pruning failed: {error}"),
+                Err(error) => tracing::error!("audit: pruning failed: {error}"),
+            }
+        }
     }
 
     /// Sign the chain head if it moved since `last_signed`; returns the

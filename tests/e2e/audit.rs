@@ -29,6 +29,21 @@ fn airlock_audit(args: &[&str], data_dir: &Path) -> (bool, String) {
     )
 }
 
+/// `airlock audit keygen FILE`; returns the public key.
+fn keygen(file: &Path) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_airlock"))
+        .args(["audit", "keygen"])
+        .arg(file)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap().trim().to_owned()
+}
+
 fn json_lines(text: &str) -> Vec<Value> {
     text.lines()
         .filter(|line| line.starts_with('{'))
@@ -250,31 +265,32 @@ async fn when_the_trail_cannot_be_written_risky_requests_fail_closed() {
     );
 }
 
+/// A node in front of `up` that signs its heads with a fresh key, with
+/// `audit` added to its `[audit]` table. Returns the node, the directory
+/// holding the key, the heads file and the public key.
+fn signing_node(
+    up: &Upstream,
+    audit: &str,
+) -> (Airlock, tempfile::TempDir, std::path::PathBuf, String) {
+    let keys = tempfile::tempdir().unwrap();
+    let key = keys.path().join("audit.key");
+    let public_key = keygen(&key);
+    let heads = keys.path().join("heads.jsonl");
+    let airlock = Airlock::start(&format!(
+        "[audit]\nsigning_key = {:?}\nheads_file = {:?}\n{audit}\n{}",
+        key.display().to_string(),
+        heads.display().to_string(),
+        simple_config(&[up], "")
+    ));
+    (airlock, keys, heads, public_key)
+}
+
 /// Signed heads catch what the chain alone cannot: a cut tail. The test-only
 /// tamper tool removes the newest entries of a stopped node's store.
 #[tokio::test(flavor = "multi_thread")]
 async fn signed_heads_reveal_a_cut_tail() {
     let up = Upstream::start("a").await;
-    let keys = tempfile::tempdir().unwrap();
-    let key = keys.path().join("audit.key");
-    let output = Command::new(env!("CARGO_BIN_EXE_airlock"))
-        .args(["audit", "keygen"])
-        .arg(&key)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let public_key = String::from_utf8(output.stdout).unwrap().trim().to_owned();
-    let heads = keys.path().join("heads.jsonl");
-    let mut airlock = Airlock::start(&format!(
-        "[audit]\nsigning_key = {:?}\nheads_file = {:?}\nsign_interval = \"50ms\"\n{}",
-        key.display().to_string(),
-        heads.display().to_string(),
-        simple_config(&[&up], "")
-    ));
+    let (mut airlock, keys, heads, public_key) = signing_node(&up, "sign_interval = \"50ms\"");
     let client = Client::http1();
     for n in 0..5 {
         client
@@ -296,7 +312,7 @@ async fn signed_heads_reveal_a_cut_tail() {
     assert!(ok, "{text}");
 
     // Cut the last three entries: the chain that is left is still a chain...
-    let store = data_dir.join("airlock.redb");
+    let store = data_dir.join(airlock::store::RedbStore::FILE);
     let last = {
         let database = redb::Database::open(&store).unwrap();
         let transaction = database.begin_write().unwrap();
@@ -329,17 +345,70 @@ async fn signed_heads_reveal_a_cut_tail() {
         "{text}"
     );
     // Heads signed by another key are not trusted.
-    let other = keys.path().join("other.key");
-    let output = Command::new(env!("CARGO_BIN_EXE_airlock"))
-        .args(["audit", "keygen"])
-        .arg(&other)
-        .output()
-        .unwrap();
-    let other_key = String::from_utf8(output.stdout).unwrap().trim().to_owned();
+    let other_key = keygen(&keys.path().join("other.key"));
     let (ok, text) = airlock_audit(
         &["verify", "--heads", heads_arg, "--public-key", &other_key],
         &data_dir,
     );
     assert!(!ok);
     assert!(text.contains("signed by another key"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pruned_trail_still_verifies_against_its_signed_heads() {
+    let up = Upstream::start("a").await;
+    let (mut airlock, _keys, heads, public_key) =
+        signing_node(&up, "sign_interval = \"20ms\"\nsegment_entries = 5");
+    let client = Client::http1();
+    for n in 0..30 {
+        let post = Request::post(airlock.url(&format!("/p/{n}")))
+            .body(full("x"))
+            .unwrap();
+        assert_eq!(client.send(post).await.status, 200);
+        if n % 10 == 0 {
+            // Let the head be signed somewhere inside what will be pruned.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    airlock.terminate();
+    assert_eq!(airlock.wait(Duration::from_secs(10)), Some(true));
+    let data_dir = airlock.dir.path().join("airlock-data");
+    let segments = std::fs::read_dir(data_dir.join("audit")).unwrap().count();
+    assert!(
+        segments >= 2,
+        "the running node sealed {segments} segment(s)"
+    );
+
+    let today = jiff::Timestamp::now()
+        .to_zoned(jiff::tz::TimeZone::UTC)
+        .date();
+    let tomorrow = today.tomorrow().unwrap().to_string();
+    let (ok, text) = airlock_audit(&["prune", "--before", &tomorrow], &data_dir);
+    assert!(ok, "{text}");
+    let pruned = json_lines(&text);
+    assert_eq!(pruned[0]["segments"], segments, "{text}");
+    let first_kept = pruned[0]["first_kept"].as_u64().unwrap();
+    assert!(first_kept > 1, "{text}");
+    assert_eq!(
+        std::fs::read_dir(data_dir.join("audit")).unwrap().count(),
+        0
+    );
+
+    let heads_arg = heads.to_str().unwrap();
+    let (ok, text) = airlock_audit(
+        &["verify", "--heads", heads_arg, "--public-key", &public_key],
+        &data_dir,
+    );
+    assert!(ok, "{text}");
+    assert_eq!(json_lines(&text)[0]["first"], first_kept, "{text}");
+    let (ok, text) = airlock_audit(&["query", "--kind", "checkpoint"], &data_dir);
+    assert!(ok, "{text}");
+    let checkpoints = json_lines(&text);
+    assert_eq!(checkpoints.len(), 1, "{text}");
+    assert_eq!(checkpoints[0]["checkpoint"]["first_kept"], first_kept);
+
+    // A bad date changes nothing and says why.
+    let (ok, text) = airlock_audit(&["prune", "--before", "last tuesday"], &data_dir);
+    assert!(!ok);
+    assert!(text.contains("--before"), "{text}");
 }

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use airlock::audit::{AuditEntry, AuditLog, Durability, EntryKind, RequestSummary};
+use airlock::audit::{AuditEntry, AuditLog, Durability, EntryKind, RequestSummary, Sealing};
 use airlock::store::{RedbStore, Store};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
@@ -30,9 +30,8 @@ fn entry(writer: usize) -> AuditEntry {
 fn durable_appends(c: &mut Criterion) {
     let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
     let dir = tempfile::tempdir().expect("a temp dir");
-    let store: Arc<dyn Store> =
-        Arc::new(RedbStore::open(&dir.path().join("airlock.redb")).expect("a store"));
-    let log = AuditLog::start(store, "bench").expect("the audit writer");
+    let store: Arc<dyn Store> = Arc::new(RedbStore::open(dir.path()).expect("a store"));
+    let log = AuditLog::start(store, "bench", Sealing::default()).expect("the audit writer");
     let mut group = c.benchmark_group("audit");
     group.throughput(Throughput::Elements(WRITERS as u64));
     group

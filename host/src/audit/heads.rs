@@ -199,7 +199,9 @@ pub fn parse_public_key(text: &str) -> Result<VerifyingKey, String> {
 }
 
 /// Check every signed head against the trail: the entry it names must still
-/// exist with the same hash. Returns the first problem found, if any.
+/// exist with the same hash, unless it is before `first`, the first entry
+/// kept after pruning (which [`verify`](super::verify) has checked a
+/// checkpoint vouches for). Returns the first problem found, if any.
 ///
 /// # Errors
 /// When the store cannot be read.
@@ -207,10 +209,14 @@ pub fn check_heads(
     store: &dyn Store,
     heads: &[SignedHead],
     trusted: Option<&VerifyingKey>,
+    first: u64,
 ) -> Result<Option<(u64, String)>, StoreError> {
     for head in heads {
         if let Err(problem) = head.check_signature(trusted) {
             return Ok(Some((head.seq, problem)));
+        }
+        if head.seq < first {
+            continue;
         }
         let stored = store
             .audit_from(head.seq, 1)?

@@ -17,13 +17,21 @@
 //!
 //! Changing, removing or reordering a stored entry breaks the chain at that
 //! sequence number; [`verify`] names it.
+//!
+//! ## Retention
+//!
+//! The trail is sealed into segment files as it grows ([`Sealing`]);
+//! [`prune`] drops whole old segments and first appends a `checkpoint`
+//! entry naming the first entry kept and the hash it continues from. A
+//! trail that starts after entry 1 verifies only if a checkpoint vouches
+//! for exactly that start.
 
 pub mod export;
 pub mod heads;
 pub mod query;
 mod writer;
 
-pub use writer::{AuditError, AuditLog, Durability, BATCH_WINDOW};
+pub use writer::{AuditError, AuditLog, Durability, Sealing, BATCH_WINDOW};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -47,6 +55,18 @@ pub enum EntryKind {
     NodeStarted,
     /// The node stopped.
     NodeStopped,
+    /// Older entries were pruned; this one says where the trail resumes.
+    Checkpoint,
+}
+
+/// What a `checkpoint` entry vouches for: the entries before `first_kept`
+/// were pruned on purpose, and `first_kept` continues from `continues_from`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    pub first_kept: u64,
+    pub continues_from: String,
+    /// The `--before` cutoff, in milliseconds since the Unix epoch.
+    pub pruned_before_ms: i64,
 }
 
 /// The request an entry is about. No credentials, no body content.
@@ -107,6 +127,8 @@ pub struct AuditEntry {
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub outcome: Option<Outcome>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub checkpoint: Option<Checkpoint>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub trace: Option<String>,
     pub prev_hash: String,
     /// SHA-256 of this entry's encoding without this field.
@@ -129,6 +151,7 @@ impl AuditEntry {
             decision: None,
             reason: None,
             outcome: None,
+            checkpoint: None,
             trace: None,
             prev_hash: String::new(),
             hash: String::new(),
@@ -165,6 +188,14 @@ pub fn decode(bytes: &[u8]) -> Result<AuditEntry, String> {
     serde_json::from_slice(bytes).map_err(|error| error.to_string())
 }
 
+/// Milliseconds since the Unix epoch, as entries record time.
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|since| i64::try_from(since.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
@@ -175,6 +206,8 @@ pub struct Verification {
     pub ok: bool,
     /// Entries checked.
     pub entries: u64,
+    /// The first entry kept (1 unless older ones were pruned).
+    pub first: u64,
     /// Hash of the last good entry.
     pub head: String,
     /// The first sequence number where the chain breaks, and why.
@@ -184,86 +217,185 @@ pub struct Verification {
     pub problem: Option<String>,
 }
 
+impl Verification {
+    fn broken(mut self, seq: u64, problem: String) -> Verification {
+        self.ok = false;
+        self.broken_at = Some(seq);
+        self.problem = Some(problem);
+        self
+    }
+}
+
 /// Walk the whole trail and check every link: sequence numbers without gaps,
 /// each entry's hash over its own encoding, each `prev_hash` equal to the
-/// hash before.
+/// hash before, and, if the trail starts after entry 1, a checkpoint that
+/// vouches for that start.
 ///
 /// # Errors
 /// When the store cannot be read (a broken chain is not an error, it is the
 /// answer).
 pub fn verify(store: &dyn Store) -> Result<Verification, StoreError> {
     const PAGE: usize = 1024;
-    let mut expected_seq = 1;
-    let mut head = GENESIS_HASH.to_owned();
-    let mut entries = 0;
-    let broken = |seq, problem: String, entries, head: &str| Verification {
-        ok: false,
-        entries,
-        head: head.to_owned(),
-        broken_at: Some(seq),
-        problem: Some(problem),
+    let mut found = Verification {
+        ok: true,
+        entries: 0,
+        first: 1,
+        head: GENESIS_HASH.to_owned(),
+        broken_at: None,
+        problem: None,
     };
+    let Some((start, bytes)) = store.audit_from(0, 1)?.pop() else {
+        return Ok(found);
+    };
+    found.first = start;
+    if start > 1 {
+        // Taken on trust until a checkpoint vouches for it.
+        found.head = decode(&bytes)
+            .map(|entry| entry.prev_hash)
+            .unwrap_or_default();
+    }
+    let start_head = found.head.clone();
+    let mut vouched = start == 1;
+    // The newest checkpoint before this start: where the unexplained gap begins.
+    let mut gap_from = 1;
+    let mut expected_seq = start;
     loop {
         let page = store.audit_from(expected_seq, PAGE)?;
         let full = page.len() == PAGE;
         for (seq, bytes) in page {
             if seq != expected_seq {
-                return Ok(broken(
+                return Ok(found.broken(
                     expected_seq,
                     format!("entry {expected_seq} is missing (next is {seq})"),
-                    entries,
-                    &head,
                 ));
             }
             let entry = match decode(&bytes) {
                 Ok(entry) => entry,
                 Err(error) => {
-                    return Ok(broken(
-                        seq,
-                        format!("entry {seq} does not parse: {error}"),
-                        entries,
-                        &head,
-                    ))
+                    return Ok(found.broken(seq, format!("entry {seq} does not parse: {error}")))
                 }
             };
-            if entry.seq != seq {
-                return Ok(broken(
-                    seq,
-                    format!("entry stored as {seq} says it is {}", entry.seq),
-                    entries,
-                    &head,
-                ));
+            let problem = if entry.seq != seq {
+                Some(format!("entry stored as {seq} says it is {}", entry.seq))
+            } else if entry.prev_hash != found.head {
+                Some(format!(
+                    "entry {seq} does not follow the entry before it (prev_hash differs)"
+                ))
+            } else if entry.compute_hash() != entry.hash {
+                Some(format!(
+                    "entry {seq} was altered (its hash does not match its content)"
+                ))
+            } else {
+                None
+            };
+            if let Some(problem) = problem {
+                return Ok(found.broken(seq, problem));
             }
-            if entry.prev_hash != head {
-                return Ok(broken(
-                    seq,
-                    format!("entry {seq} does not follow the entry before it (prev_hash differs)"),
-                    entries,
-                    &head,
-                ));
+            if let Some(checkpoint) = &entry.checkpoint {
+                if checkpoint.first_kept == start && checkpoint.continues_from == start_head {
+                    vouched = true;
+                } else if checkpoint.first_kept < start {
+                    gap_from = gap_from.max(checkpoint.first_kept);
+                }
             }
-            if entry.compute_hash() != entry.hash {
-                return Ok(broken(
-                    seq,
-                    format!("entry {seq} was altered (its hash does not match its content)"),
-                    entries,
-                    &head,
-                ));
-            }
-            head = entry.hash;
-            entries += 1;
+            found.head = entry.hash;
+            found.entries += 1;
             expected_seq += 1;
         }
         if !full {
-            return Ok(Verification {
-                ok: true,
-                entries,
-                head,
-                broken_at: None,
-                problem: None,
-            });
+            break;
         }
     }
+    if !vouched {
+        return Ok(found.broken(
+            gap_from,
+            format!(
+                "entries {gap_from} to {} are gone and no checkpoint records pruning them",
+                start - 1
+            ),
+        ));
+    }
+    Ok(found)
+}
+
+/// What [`prune`] did.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Pruned {
+    pub segments: usize,
+    pub entries: u64,
+    /// The first entry kept, when anything was pruned.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_kept: Option<u64>,
+}
+
+/// Why [`prune`] could not.
+#[derive(Debug, thiserror::Error)]
+pub enum PruneError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Audit(#[from] AuditError),
+    #[error("audit entry {seq} does not parse: {cause}")]
+    Corrupt { seq: u64, cause: String },
+}
+
+/// Drop every sealed segment whose entries are all older than `before_ms`
+/// (oldest first, stopping at the first newer one), after durably
+/// recording a checkpoint entry through `log`. Live entries are never
+/// pruned. A crash between the two leaves the segments and a checkpoint
+/// that does not match the trail's start, which `verify` ignores; prune
+/// again.
+///
+/// # Errors
+/// When the store cannot be read, a segment's last entry is unreadable, or
+/// the checkpoint cannot be recorded (then nothing is dropped).
+pub async fn prune(
+    store: &dyn Store,
+    log: &AuditLog,
+    before_ms: i64,
+) -> Result<Pruned, PruneError> {
+    let mut doomed = Vec::new();
+    let mut continues_from = None;
+    for range in store.audit_segments() {
+        let Some((seq, bytes)) = store.audit_from(range.last, 1)?.pop() else {
+            break;
+        };
+        let last = decode(&bytes).map_err(|cause| PruneError::Corrupt { seq, cause })?;
+        if last.time_ms >= before_ms {
+            break;
+        }
+        continues_from = Some(last.hash);
+        doomed.push(range);
+    }
+    let (Some(continues_from), Some(newest)) = (continues_from, doomed.last()) else {
+        return Ok(Pruned {
+            segments: 0,
+            entries: 0,
+            first_kept: None,
+        });
+    };
+    let first_kept = newest.last + 1;
+    let mut entry = AuditEntry::new(EntryKind::Checkpoint, "airlock");
+    entry.reason = Some(format!(
+        "pruned {} segment(s) of entries older than {before_ms} ms",
+        doomed.len()
+    ));
+    entry.checkpoint = Some(Checkpoint {
+        first_kept,
+        continues_from,
+        pruned_before_ms: before_ms,
+    });
+    log.record(entry, Durability::Durable).await?;
+    let mut entries = 0;
+    for range in &doomed {
+        store.remove_audit_segment(range.first)?;
+        entries += range.last - range.first + 1;
+    }
+    Ok(Pruned {
+        segments: doomed.len(),
+        entries,
+        first_kept: Some(first_kept),
+    })
 }
 
 #[cfg(test)]
@@ -291,13 +423,20 @@ mod tests {
         assert_eq!(decode(&encode(&entry)).unwrap(), entry);
     }
 
-    /// A trail of `count` entries written through the writer into a fresh
-    /// store file; returns the file (the store is closed again).
+    /// A trail of `count` entries written through the writer into the store
+    /// in `dir` (created or continued); the store is closed again.
     async fn trail(dir: &std::path::Path, count: usize) -> std::path::PathBuf {
-        let file = dir.join("airlock.redb");
+        trail_sealed(dir, count, Sealing::default()).await
+    }
+
+    async fn trail_sealed(
+        dir: &std::path::Path,
+        count: usize,
+        sealing: Sealing,
+    ) -> std::path::PathBuf {
         let store: std::sync::Arc<dyn Store> =
-            std::sync::Arc::new(crate::store::RedbStore::open(&file).unwrap());
-        let log = AuditLog::start(store.clone(), "n1").unwrap();
+            std::sync::Arc::new(crate::store::RedbStore::open(dir).unwrap());
+        let log = AuditLog::start(store.clone(), "n1", sealing).unwrap();
         for i in 0..count {
             let mut entry = AuditEntry::new(EntryKind::RequestDecision, &format!("user{i}"));
             entry.decision = Some("allow".into());
@@ -315,15 +454,20 @@ mod tests {
         )
         .await
         .unwrap();
+        close(log, store).await;
+        dir.join(crate::store::RedbStore::FILE)
+    }
+
+    /// Stop the writer and wait until its threads let go of the store.
+    async fn close(log: AuditLog, store: std::sync::Arc<dyn Store>) {
         drop(log);
-        // The writer thread holds the store until it sees the channel close.
         while std::sync::Arc::strong_count(&store) > 1 {
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
-        file
     }
 
-    /// The test-only tamper tool: rewrite the raw table of a closed store.
+    /// The test-only tamper tool: rewrite the raw table of a closed store
+    /// file (the live file or a sealed segment).
     fn tamper(file: &std::path::Path, change: impl FnOnce(&mut redb::Table<u64, &[u8]>)) {
         let database = redb::Database::open(file).unwrap();
         let transaction = database.begin_write().unwrap();
@@ -335,7 +479,7 @@ mod tests {
     }
 
     fn verify_file(file: &std::path::Path) -> Verification {
-        verify(&crate::store::RedbStore::open(file).unwrap()).unwrap()
+        verify(&crate::store::RedbStore::open(file.parent().unwrap()).unwrap()).unwrap()
     }
 
     fn raw(table: &redb::Table<u64, &[u8]>, seq: u64) -> Vec<u8> {
@@ -408,8 +552,8 @@ mod tests {
     #[tokio::test]
     async fn queries_filter_and_page_with_stable_cursors() {
         let dir = tempfile::tempdir().unwrap();
-        let file = trail(dir.path(), 30).await;
-        let store = crate::store::RedbStore::open(&file).unwrap();
+        trail(dir.path(), 30).await;
+        let store = crate::store::RedbStore::open(dir.path()).unwrap();
         let filter = query::AuditFilter {
             kind: Some(EntryKind::RequestDecision),
             limit: Some(12),
@@ -450,6 +594,127 @@ mod tests {
             query::query(&store, &bad),
             Err(query::QueryError::BadFilter { field: "since", .. })
         ));
+    }
+
+    #[tokio::test]
+    async fn the_writer_seals_the_live_trail_and_reads_span_segments() {
+        let dir = tempfile::tempdir().unwrap();
+        let sealing = Sealing { max_entries: 10 };
+        trail_sealed(dir.path(), 40, sealing).await;
+        let store = crate::store::RedbStore::open(dir.path()).unwrap();
+        let segments = store.audit_segments();
+        assert!(!segments.is_empty(), "nothing was sealed");
+        assert_eq!(segments[0].first, 1);
+        for pair in segments.windows(2) {
+            assert_eq!(pair[1].first, pair[0].last + 1);
+        }
+        // Reads cross from segments into the live file without a seam.
+        let all = store.audit_from(1, 100).unwrap();
+        let seqs: Vec<u64> = all.iter().map(|(seq, _)| *seq).collect();
+        assert_eq!(seqs, (1..=41).collect::<Vec<_>>());
+        assert_eq!(store.last_audit().unwrap().unwrap().0, 41);
+        drop(store);
+        // A restart continues the chain after the sealed part.
+        let file = trail_sealed(dir.path(), 3, sealing).await;
+        let found = verify_file(&file);
+        assert!(found.ok, "{found:?}");
+        assert_eq!(found.entries, 45);
+    }
+
+    /// Seal the closed store in `dir` at `throughs` (deterministic segments).
+    fn seal_at(dir: &std::path::Path, throughs: &[u64]) -> Vec<crate::store::SegmentRange> {
+        let store = crate::store::RedbStore::open(dir).unwrap();
+        for through in throughs {
+            store.seal_audit(*through).unwrap();
+        }
+        store.audit_segments()
+    }
+
+    fn segment_file(
+        dir: &std::path::Path,
+        range: crate::store::SegmentRange,
+    ) -> std::path::PathBuf {
+        dir.join(crate::store::RedbStore::SEGMENTS)
+            .join(format!("{:020}-{:020}.redb", range.first, range.last))
+    }
+
+    #[tokio::test]
+    async fn tampering_inside_a_sealed_segment_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = trail(dir.path(), 20).await;
+        let segments = seal_at(dir.path(), &[8, 15]);
+        assert_eq!(segments.len(), 2);
+        assert!(verify_file(&file).ok);
+        tamper(&segment_file(dir.path(), segments[1]), |table| {
+            let edited = String::from_utf8(raw(table, 12))
+                .unwrap()
+                .replace("user11", "user99");
+            table.insert(12, edited.as_bytes()).unwrap();
+        });
+        let found = verify_file(&file);
+        assert_eq!((found.ok, found.broken_at), (false, Some(12)), "{found:?}");
+    }
+
+    #[tokio::test]
+    async fn prune_drops_old_segments_behind_a_checkpoint_that_verify_accepts() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = trail(dir.path(), 30).await;
+        let segments = seal_at(dir.path(), &[10, 20]);
+        let pristine = dir.path().to_owned();
+        let backup = tempfile::tempdir().unwrap();
+        copy_dir(&pristine, backup.path());
+
+        // Deleting a segment by hand is caught: nothing vouches for the gap.
+        std::fs::remove_file(segment_file(dir.path(), segments[0])).unwrap();
+        let found = verify_file(&file);
+        assert_eq!((found.ok, found.broken_at), (false, Some(1)), "{found:?}");
+        assert!(found.problem.unwrap().contains("no checkpoint"));
+
+        // Pruning the same segment records why, and verify passes.
+        copy_dir(backup.path(), dir.path());
+        let store: std::sync::Arc<dyn Store> =
+            std::sync::Arc::new(crate::store::RedbStore::open(dir.path()).unwrap());
+        let log = AuditLog::start(store.clone(), "n1", Sealing::default()).unwrap();
+        // Nothing is older than the trail's start: nothing goes.
+        let none = prune(&*store, &log, 0).await.unwrap();
+        assert_eq!(none.segments, 0);
+        let pruned = prune(&*store, &log, now_ms() + 1).await.unwrap();
+        assert_eq!((pruned.segments, pruned.entries), (2, 20));
+        assert_eq!(pruned.first_kept, Some(21));
+        let found = verify(&*store).unwrap();
+        assert!(found.ok, "{found:?}");
+        assert_eq!((found.first, found.entries), (21, 12));
+        close(log, store).await;
+
+        // A later prune by hand past the checkpoint is caught again, and
+        // named from the first entry the checkpoint kept.
+        seal_at(dir.path(), &[25]);
+        let kept = crate::store::SegmentRange {
+            first: 21,
+            last: 25,
+        };
+        std::fs::remove_file(segment_file(dir.path(), kept)).unwrap();
+        let found = verify_file(&file);
+        assert_eq!((found.ok, found.broken_at), (false, Some(21)), "{found:?}");
+    }
+
+    fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+        let _ = std::fs::remove_dir_all(to);
+        std::fs::create_dir_all(to.join(crate::store::RedbStore::SEGMENTS)).unwrap();
+        std::fs::copy(
+            from.join(crate::store::RedbStore::FILE),
+            to.join(crate::store::RedbStore::FILE),
+        )
+        .unwrap();
+        for item in std::fs::read_dir(from.join(crate::store::RedbStore::SEGMENTS)).unwrap() {
+            let path = item.unwrap().path();
+            std::fs::copy(
+                &path,
+                to.join(crate::store::RedbStore::SEGMENTS)
+                    .join(path.file_name().unwrap()),
+            )
+            .unwrap();
+        }
     }
 
     #[test]

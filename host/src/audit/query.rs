@@ -56,15 +56,27 @@ pub enum QueryError {
     Corrupt { seq: u64, message: String },
 }
 
-fn parse_time(field: &'static str, text: &str) -> Result<i64, QueryError> {
+/// A time as the filters take it: Unix milliseconds, an RFC 3339 timestamp,
+/// or a date (its midnight, UTC).
+///
+/// # Errors
+/// Naming `field` when `text` is none of these.
+pub fn parse_time(field: &'static str, text: &str) -> Result<i64, QueryError> {
     if let Ok(ms) = text.parse::<i64>() {
         return Ok(ms);
+    }
+    if let Ok(date) = text.parse::<jiff::civil::Date>() {
+        if let Ok(midnight) = date.to_zoned(jiff::tz::TimeZone::UTC) {
+            return Ok(midnight.timestamp().as_millisecond());
+        }
     }
     text.parse::<jiff::Timestamp>()
         .map(|time| time.as_millisecond())
         .map_err(|error| QueryError::BadFilter {
             field,
-            message: format!("{text:?} is neither RFC 3339 nor Unix milliseconds ({error})"),
+            message: format!(
+                "{text:?} is neither a date, RFC 3339 nor Unix milliseconds ({error})"
+            ),
         })
 }
 

@@ -7,13 +7,18 @@
 //! the commit; a batched entry waits at most [`BATCH_WINDOW`] for company and
 //! its caller does not wait. On a crash, batched entries of the last window
 //! may be lost; durable ones never are.
+//!
+//! Sealing: once the live part of the trail holds [`Sealing::max_entries`]
+//! entries, or its oldest entry is from an earlier UTC day, the writer asks
+//! its sealer thread to move it into a segment file; writers do not wait
+//! for that.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::{decode, encode, AuditEntry, GENESIS_HASH};
+use super::{decode, encode, now_ms, AuditEntry, GENESIS_HASH};
 
 use crate::store::{Store, StoreError};
 
@@ -23,6 +28,37 @@ pub const BATCH_WINDOW: Duration = Duration::from_millis(5);
 const MAX_BATCH: usize = 4096;
 /// Entries queued before writers wait (back-pressure, not loss).
 const QUEUE: usize = 16 * 1024;
+
+/// When the live trail is sealed into a segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sealing {
+    /// Most entries in the live trail (and so in one segment).
+    pub max_entries: u64,
+}
+
+impl Default for Sealing {
+    fn default() -> Self {
+        Sealing {
+            max_entries: 1_000_000,
+        }
+    }
+}
+
+const DAY_MS: i64 = 24 * 60 * 60 * 1000;
+
+/// The oldest live entry, if the writer knows it.
+#[derive(Debug, Clone, Copy)]
+struct LiveStart {
+    seq: u64,
+    time_ms: i64,
+}
+
+impl Sealing {
+    fn due(self, live: LiveStart, last_seq: u64, now_ms: i64) -> bool {
+        last_seq + 1 - live.seq >= self.max_entries
+            || live.time_ms.div_euclid(DAY_MS) < now_ms.div_euclid(DAY_MS)
+    }
+}
 
 /// How soon an entry must be on disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,11 +99,16 @@ impl std::fmt::Debug for AuditLog {
 }
 
 impl AuditLog {
-    /// Start the writer thread over `store`, continuing its chain.
+    /// Start the writer thread over `store`, continuing its chain, and the
+    /// sealer thread that moves the live trail into segments by `sealing`.
     ///
     /// # Errors
     /// When the last stored entry cannot be read.
-    pub fn start(store: Arc<dyn Store>, node: &str) -> Result<AuditLog, StoreError> {
+    pub fn start(
+        store: Arc<dyn Store>,
+        node: &str,
+        sealing: Sealing,
+    ) -> Result<AuditLog, StoreError> {
         let (mut seq, mut head) = match store.last_audit()? {
             Some((seq, bytes)) => {
                 let last = decode(&bytes)
@@ -76,13 +117,29 @@ impl AuditLog {
             }
             None => (0, GENESIS_HASH.to_owned()),
         };
+        let sealed_through = store.audit_segments().last().map_or(0, |range| range.last);
+        let mut live = match store.audit_from(sealed_through + 1, 1)?.pop() {
+            Some((seq, bytes)) => decode(&bytes).ok().map(|entry| LiveStart {
+                seq,
+                time_ms: entry.time_ms,
+            }),
+            None => None,
+        };
+        let seal = start_sealer(store.clone())?;
         let (queue, mut receiver) = mpsc::channel::<Pending>(QUEUE);
         std::thread::Builder::new()
             .name("airlock-audit".to_owned())
             .spawn(move || {
                 while let Some(first) = receiver.blocking_recv() {
                     let batch = gather(first, &mut receiver);
-                    commit(&*store, batch, &mut seq, &mut head);
+                    let Some(committed) = commit(&*store, batch, &mut seq, &mut head) else {
+                        continue;
+                    };
+                    let start = *live.get_or_insert(committed);
+                    // A busy sealer takes this range with its next request.
+                    if sealing.due(start, seq, now_ms()) && seal.try_send(seq).is_ok() {
+                        live = None;
+                    }
                 }
             })
             .map_err(|error| StoreError::new("start the audit writer", error))?;
@@ -154,10 +211,43 @@ fn gather(first: Pending, receiver: &mut mpsc::Receiver<Pending>) -> Vec<Pending
     }
 }
 
+/// The sealer thread: seals the live trail through each sequence number it
+/// is sent. Failures are logged; the entries stay live and the next request
+/// seals them too.
+fn start_sealer(store: Arc<dyn Store>) -> Result<std::sync::mpsc::SyncSender<u64>, StoreError> {
+    let (requests, receiver) = std::sync::mpsc::sync_channel::<u64>(1);
+    std::thread::Builder::new()
+        .name("airlock-audit-sealer".to_owned())
+        .spawn(move || {
+            for through in receiver {
+                match store.seal_audit(through) {
+                    Ok(Some(range)) => tracing::info!(
+                        first = range.first,
+                        last = range.last,
+                        "sealed an audit segment"
+                    ),
+                    Ok(None) => {}
+                    Err(error) => tracing::error!("sealing the audit trail failed: {error}"),
+                }
+            }
+        })
+        .map_err(|error| StoreError::new("start the audit sealer", error))?;
+    Ok(requests)
+}
+
 /// Chain and commit one batch; tell the waiting callers how it went. On
 /// failure the chain does not advance: the next batch continues from the
-/// last committed entry.
-fn commit(store: &dyn Store, batch: Vec<Pending>, seq: &mut u64, head: &mut String) {
+/// last committed entry. Returns the batch's first entry once committed.
+fn commit(
+    store: &dyn Store,
+    batch: Vec<Pending>,
+    seq: &mut u64,
+    head: &mut String,
+) -> Option<LiveStart> {
+    let first = batch.first().map(|pending| LiveStart {
+        seq: *seq + 1,
+        time_ms: pending.entry.time_ms,
+    });
     let (mut next_seq, mut next_head) = (*seq, head.clone());
     let mut encoded = Vec::with_capacity(batch.len());
     let mut waiting = Vec::new();
@@ -186,11 +276,24 @@ fn commit(store: &dyn Store, batch: Vec<Pending>, seq: &mut u64, head: &mut Stri
         // The caller may have gone (client hung up): nothing to tell.
         let _ = done.send(answer);
     }
+    result.ok().and(first)
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|since| i64::try_from(since.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sealing_is_due_by_count_or_at_utc_midnight() {
+        let sealing = Sealing { max_entries: 10 };
+        let noon = 1_764_000_000_000 - 1_764_000_000_000 % DAY_MS + DAY_MS / 2;
+        let start = LiveStart {
+            seq: 5,
+            time_ms: noon,
+        };
+        assert!(!sealing.due(start, 13, noon + 1000));
+        assert!(sealing.due(start, 14, noon + 1000));
+        assert!(!sealing.due(start, 6, noon + DAY_MS / 2 - 1));
+        assert!(sealing.due(start, 6, noon + DAY_MS / 2));
+    }
 }

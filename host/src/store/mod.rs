@@ -1,14 +1,17 @@
 //! What Airlock persists, behind one trait: the audit trail now; approvals,
 //! votes and grants with the approvals issue; an etcd implementation with the
-//! HA issue. [`RedbStore`] is the single-node implementation, an embedded
-//! redb file in the data dir. Changes are also delivered as a stream of
+//! HA issue. [`RedbStore`] is the single-node implementation: an embedded
+//! redb file in the data dir, with the older audit trail sealed into
+//! segment files beside it ([`segments`]). Changes are also delivered as a stream of
 //! [`StoreEvent`]s, so that a store fed by watches (etcd) looks the same to
 //! its readers as one written in-process.
 
 mod redb_store;
+pub mod segments;
 pub mod tables;
 
 pub use redb_store::RedbStore;
+pub use segments::SegmentRange;
 
 /// A store operation failed. Callers that need durability fail closed on it.
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +60,22 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// # Errors
     /// When the store cannot be read.
     fn audit_from(&self, from: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError>;
+
+    /// Move the live audit entries up to `through` into a new sealed
+    /// segment; `None` when there were none.
+    ///
+    /// # Errors
+    /// When the segment cannot be written; the entries stay live then.
+    fn seal_audit(&self, through: u64) -> Result<Option<SegmentRange>, StoreError>;
+
+    /// The sealed segments, oldest first.
+    fn audit_segments(&self) -> Vec<SegmentRange>;
+
+    /// Drop the sealed segment starting at `first` (retention).
+    ///
+    /// # Errors
+    /// When there is no such segment or it cannot be removed.
+    fn remove_audit_segment(&self, first: u64) -> Result<(), StoreError>;
 
     /// Changes from now on.
     fn subscribe(&self) -> tokio::sync::broadcast::Receiver<StoreEvent>;
