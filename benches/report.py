@@ -44,6 +44,9 @@ AUDIT_BEGIN = "<!-- audit-bench:begin -->"
 AUDIT_END = "<!-- audit-bench:end -->"
 AUDIT_WRITERS = 256
 GOAL_AUDIT_APPENDS = 50_000  # the audit goal: durable appends per second
+# the audit goal for the proxy: req/s with the trail on, as a share of req/s without
+GOAL_AUDIT_BATCHED = 0.95
+GOAL_AUDIT_DURABLE = 0.8
 ROOT = Path(__file__).resolve().parent.parent
 
 UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0, "h": 3_600_000.0}
@@ -293,6 +296,40 @@ def render_load(res):
             f"p99 {fmt_ratio(p99_ratio)} nginx's "
             f"({'no worse' if met_p99 else 'worse'})."
         )
+        w("")
+
+    # -- the cost of the audit trail
+    if "airlock_off" in summary and ("airlock" in summary or "airlock_durable" in summary):
+        w("### The audit trail's cost")
+        w("")
+        w(
+            "Each row against `airlock_off` (the same node with `[audit] enabled = false`), "
+            "medians of the rounds above; per round, the ratio of the runs in the same round."
+        )
+        w("")
+        w("| Audit | req/s vs off | p99 vs off | per round (req/s) | goal |")
+        w("|---|--:|--:|---|---|")
+        for name, label, goal in (
+            ("airlock", "batched (these GETs, the default)", GOAL_AUDIT_BATCHED),
+            ("airlock_durable", "durable (route `audit = \"durable\"`)", GOAL_AUDIT_DURABLE),
+        ):
+            if name not in summary:
+                continue
+            r = ratio(get(name, "rps"), get("airlock_off", "rps"))
+            rounds = sorted({x["round"] for x in runs}, key=int)
+            per_round = []
+            for rnd in rounds:
+                a = [x["rps"] for x in by_target[name] if x["round"] == rnd]
+                o = [x["rps"] for x in by_target["airlock_off"] if x["round"] == rnd]
+                if a and o and a[0] and o[0]:
+                    per_round.append(f"{a[0] / o[0]:.2f}")
+            met = r is not None and r >= goal
+            w(
+                f"| {label} | **{fmt_ratio(r)}** "
+                f"| {fmt_ratio(ratio(get(name, 'p99'), get('airlock_off', 'p99')))} "
+                f"| {', '.join(per_round)} "
+                f"| ≥ {goal}×: **{'met' if met else 'not met'}** |"
+            )
         w("")
 
     # -- per round

@@ -1,7 +1,7 @@
 //! The admin listener: liveness (`/healthz`), readiness (`/readyz`, unready
 //! once draining begins, so balancers in front stop sending), and the live
-//! figures of every pool (`/v1/pools`). Later issues add the approval API and
-//! metrics here. Answers are JSON; unknown paths get a JSON 404.
+//! figures of every pool (`/v1/pools`), the audit trail (`/v1/audit`) and
+//! the approval API ([`crate::approvals::api`]). Answers are JSON; unknown paths get a JSON 404.
 
 use std::sync::Arc;
 
@@ -27,18 +27,25 @@ pub struct AdminState {
     pub shutdown: Shutdown,
     /// The store, for the audit trail (none when auditing is off).
     pub store: Option<Arc<dyn Store>>,
+    /// The approval API (none when auditing is off: approvals need it).
+    pub approvals: Option<crate::approvals::api::ApprovalApi>,
 }
 
 /// The admin API.
 pub fn router(state: AdminState) -> Router {
+    let approvals = match &state.approvals {
+        Some(api) => crate::approvals::api::router(api.clone()),
+        None => Router::new(),
+    };
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/v1/pools", get(pools))
         .route("/v1/audit", get(audit_query))
         .route("/v1/audit/verify", get(audit_verify))
-        .fallback(not_found)
         .with_state(state)
+        .merge(approvals)
+        .fallback(not_found)
 }
 
 async fn healthz() -> impl IntoResponse {

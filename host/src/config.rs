@@ -42,6 +42,76 @@ pub struct Config {
     /// The audit trail.
     #[serde(default)]
     pub audit: AuditConfig,
+    /// Who may approve, and how held actions wait.
+    #[serde(default)]
+    pub approvals: ApprovalsConfig,
+    /// People and clients Airlock knows: API tokens, proxy client tokens,
+    /// client certificates, each mapped to a subject, groups and roles.
+    #[serde(rename = "principal", default)]
+    pub principals: Vec<PrincipalConfig>,
+}
+
+/// `[[principal]]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrincipalConfig {
+    /// The stable name votes and the trail record, e.g. `alice`.
+    pub subject: String,
+    /// Hex SHA-256 of the bearer token (`printf %s TOKEN | sha256sum`); the
+    /// token itself never appears in config.
+    pub token_sha256: Option<String>,
+    /// A verified client certificate's DNS name that identifies this
+    /// principal on the proxy.
+    pub certificate: Option<String>,
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// `viewer` (read approvals), `approver` (also vote), `admin` (also
+    /// revoke grants). None: a proxy client only.
+    #[serde(default)]
+    pub roles: Vec<Role>,
+}
+
+/// What a principal may do on the admin API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Viewer,
+    Approver,
+    Admin,
+}
+
+/// `[approvals]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApprovalsConfig {
+    /// Largest body a held request may carry (it waits in memory); above it: 413.
+    #[serde(deserialize_with = "byte_size")]
+    pub max_body_bytes: u64,
+    /// All held bodies together; above it: 429.
+    #[serde(deserialize_with = "byte_size")]
+    pub max_held_bytes: u64,
+    /// Pending approvals one principal may have; above it: 429.
+    pub max_pending_per_principal: usize,
+    /// Approvals one principal may create per minute; above it: 429.
+    pub max_created_per_minute: u32,
+    /// What an expired hold answers. Default: 403.
+    pub expired_status: u16,
+    /// Body bytes shown to approvers (viewer role and up) in the API.
+    #[serde(deserialize_with = "byte_size")]
+    pub preview_bytes: u64,
+}
+
+impl Default for ApprovalsConfig {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 1 << 20,
+            max_held_bytes: 64 << 20,
+            max_pending_per_principal: 20,
+            max_created_per_minute: 30,
+            expired_status: 403,
+            preview_bytes: 4 << 10,
+        }
+    }
 }
 
 /// `[audit]`
@@ -712,6 +782,12 @@ impl Config {
             "policies.memory_limit".into(),
             "expected at least 1MiB".into(),
         )?;
+        self.validate_principals()?;
+        ensure(
+            (400..=599).contains(&self.approvals.expired_status),
+            "approvals.expired_status".into(),
+            "expected a 4xx or 5xx status".into(),
+        )?;
         ensure(
             self.audit.segment_entries >= 1,
             "audit.segment_entries".into(),
@@ -757,6 +833,58 @@ impl Config {
             "policies.max_instances".into(),
             "expected 1 to 10000".into(),
         )?;
+        Ok(())
+    }
+
+    /// Subjects and tokens are unique; a token hash is 64 hex digits.
+    fn validate_principals(&self) -> Result<(), Violation> {
+        let mut subjects = HashSet::new();
+        let mut tokens = HashSet::new();
+        let mut certificates = HashSet::new();
+        for (i, principal) in self.principals.iter().enumerate() {
+            let key = |field: &str| format!("principal[{i}].{field}");
+            let subject = principal.subject.as_str();
+            if subject.is_empty() || matches!(subject, "anonymous" | "airlock") {
+                return Err(Violation::new(
+                    &key("subject"),
+                    "expected a name other than `anonymous` and `airlock`",
+                ));
+            }
+            if !subjects.insert(subject) {
+                return Err(Violation::new(
+                    &key("subject"),
+                    "a principal with this subject already exists",
+                ));
+            }
+            if let Some(hash) = &principal.token_sha256 {
+                if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    return Err(Violation::new(
+                        &key("token_sha256"),
+                        "expected the token's SHA-256 as 64 hex digits (printf %s TOKEN | sha256sum)",
+                    ));
+                }
+                if !tokens.insert(hash.to_ascii_lowercase()) {
+                    return Err(Violation::new(
+                        &key("token_sha256"),
+                        "another principal has the same token",
+                    ));
+                }
+            }
+            if let Some(name) = &principal.certificate {
+                if !certificates.insert(name.to_ascii_lowercase()) {
+                    return Err(Violation::new(
+                        &key("certificate"),
+                        "another principal has the same certificate name",
+                    ));
+                }
+            }
+            if principal.token_sha256.is_none() && principal.certificate.is_none() {
+                return Err(Violation::new(
+                    &key("token_sha256"),
+                    "a principal needs a token_sha256 or a certificate to be recognized by",
+                ));
+            }
+        }
         Ok(())
     }
 

@@ -120,8 +120,29 @@ host = "*"
 path = "/"
 pool = "demo"
 policies = ["approval-rules"]
-"#,
+
+# The demo's people, with well-known tokens (`airlock run` refuses them):
+# alice and bob approve for oncall; client sends requests.
+{principals}"#,
         data_dir = data_dir.display().to_string(),
         backends = backends.join(", "),
+        principals = demo_principals(),
     )
+}
+
+/// `[[principal]]` entries for the demo tokens.
+fn demo_principals() -> String {
+    crate::identity::DEMO_TOKENS
+        .iter()
+        .map(|(subject, token)| {
+            let (groups, roles) = match *subject {
+                "client" => ("", ""),
+                _ => (r#""oncall""#, r#""approver""#),
+            };
+            format!(
+                "[[principal]]\nsubject = \"{subject}\"  # token: {token}\ntoken_sha256 = \"{}\"\ngroups = [{groups}]\nroles = [{roles}]\n\n",
+                crate::secrets::hex(&crate::secrets::sha256(token.as_bytes()))
+            )
+        })
+        .collect()
 }

@@ -12,12 +12,15 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod admin;
+pub mod approvals;
 pub mod audit;
 pub mod balance;
 pub mod config;
 pub mod demo;
+pub mod identity;
 pub mod policy;
 pub mod proxy;
+pub mod secrets;
 pub mod server;
 pub mod shutdown;
 pub mod store;

@@ -133,6 +133,9 @@ struct AuditFilterArgs {
     /// A request id (links a decision and its outcome).
     #[arg(long)]
     request: Option<String>,
+    /// An approval id (its hold, votes and outcome).
+    #[arg(long)]
+    approval: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -195,6 +198,18 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Run { config } => {
             let loaded = Config::load(&config)?;
+            if let Some(demo) = loaded.principals.iter().find(|principal| {
+                principal
+                    .token_sha256
+                    .as_deref()
+                    .is_some_and(airlock::identity::is_demo_token)
+            }) {
+                anyhow::bail!(
+                    "{}: principal `{}` uses a demo token, which anyone can read in the README; make a token of your own",
+                    config.display(),
+                    demo.subject
+                );
+            }
             init_logging(loaded.server.log_format);
             runtime(loaded.server.worker_threads)?.block_on(serve(loaded))
         }
@@ -233,6 +248,7 @@ fn print_entries(
         decision: filter.decision,
         request: filter.request,
         trace: None,
+        approval: filter.approval,
         limit: Some(query::MAX_LIMIT),
         cursor: None,
     };
@@ -415,6 +431,11 @@ async fn serve_bound(server: Server) -> anyhow::Result<()> {
 }
 
 async fn demo(proxy: SocketAddr, admin: SocketAddr, data_dir: &Path) -> anyhow::Result<()> {
+    // The demo's tokens are printed in the README: never off this machine.
+    anyhow::ensure!(
+        proxy.ip().is_loopback() && admin.ip().is_loopback(),
+        "the demo listens on loopback addresses only (its tokens are public)"
+    );
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("cannot create the data dir {}", data_dir.display()))?;
     let data_dir = data_dir.canonicalize()?;
@@ -439,7 +460,9 @@ async fn demo(proxy: SocketAddr, admin: SocketAddr, data_dir: &Path) -> anyhow::
     println!(
         "airlock demo: try  curl -s http://{proxy}/hello   (twice: both backends answer in turn)"
     );
-    println!("airlock demo:      curl -s -X DELETE http://{proxy}/hello   (held by policy approval-rules for group oncall)");
+    println!("airlock demo:      curl -s -X DELETE -H 'Proxy-Authorization: Bearer demo-client-token' http://{proxy}/hello   (waits for approval by oncall)");
+    println!("airlock demo:      curl -s -H 'Authorization: Bearer demo-alice-token' 'http://{admin}/v1/approvals?state=pending'");
+    println!("airlock demo:      curl -s -X POST -H 'Authorization: Bearer demo-alice-token' http://{admin}/v1/approvals/ID/approve");
     println!("airlock demo:      curl -s http://{admin}/v1/pools");
     serve_bound(server).await
 }

@@ -13,10 +13,13 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::admin::{self, AdminState};
+use crate::approvals::api::ApprovalApi;
+use crate::approvals::{ApprovalError, Approvals};
 use crate::audit::heads::{HeadSigner, HeadsError};
 use crate::audit::{AuditEntry, AuditError, AuditLog, Durability, EntryKind, PolicyRef, Sealing};
 use crate::balance::{health, Pool};
 use crate::config::Config;
+use crate::identity::Identities;
 use crate::policy::action::Redaction;
 use crate::policy::{PolicySet, PolicySetError};
 use crate::proxy::listener::{self, Listener};
@@ -66,6 +69,9 @@ pub enum StartError {
     /// The head signing key could not be read.
     #[error(transparent)]
     Heads(#[from] HeadsError),
+    /// Approvals left by the last run could not be closed.
+    #[error("approvals: {0}")]
+    Approvals(#[from] ApprovalError),
 }
 
 /// A bound, not yet serving, Airlock.
@@ -74,6 +80,7 @@ pub struct Server {
     config: Config,
     proxy: Arc<Proxy>,
     audit: Option<Arc<Audit>>,
+    approvals: Option<ApprovalApi>,
     listeners: Vec<Listener>,
     admin: TcpListener,
     certificates: Vec<Arc<ReloadingCertificates>>,
@@ -125,6 +132,22 @@ impl Server {
             true => Some(Arc::new(Audit::start(&config, &policies).await?)),
             false => None,
         };
+        let identities = Arc::new(Identities::new(&config.principals));
+        // Approvals need the trail: every vote is recorded with its effect.
+        let approvals = match &audit {
+            Some(audit) => Some(ApprovalApi {
+                approvals: Arc::new(
+                    Approvals::start(
+                        audit.store.clone(),
+                        audit.log.clone(),
+                        config.approvals.clone(),
+                    )
+                    .await?,
+                ),
+                identities: identities.clone(),
+            }),
+            None => None,
+        };
         let proxy = Arc::new(Proxy::new(
             Routing {
                 routes,
@@ -134,6 +157,8 @@ impl Server {
             config.limits.clone(),
             shutdown.clone(),
             audit.as_ref().map(|audit| audit.log.clone()),
+            identities,
+            approvals.as_ref().map(|api| api.approvals.clone()),
         ));
 
         let mut listeners = Vec::new();
@@ -155,6 +180,7 @@ impl Server {
             config,
             proxy,
             audit,
+            approvals,
             listeners,
             admin,
             certificates,
@@ -193,6 +219,7 @@ impl Server {
             config,
             proxy,
             audit,
+            approvals,
             listeners,
             admin,
             certificates,
@@ -228,6 +255,7 @@ impl Server {
             proxy: proxy.clone(),
             shutdown: shutdown.clone(),
             store: audit.as_ref().map(|audit| audit.store.clone()),
+            approvals,
         });
         let admin_task = tokio::spawn(async move {
             let serve = axum::serve(admin, admin_app).with_graceful_shutdown(async {

@@ -57,15 +57,37 @@ async fn the_demos_decisions_are_in_the_trail_and_it_verifies() {
     let client = Client::http1();
     assert_eq!(client.get(&demo.url("/x")).await.status, 200);
     let delete = Request::delete(demo.url("/x")).body(full("")).unwrap();
-    assert_eq!(client.send(delete).await.status, 403);
+    let waiting = tokio::spawn(async move { Client::http1().send(delete).await });
 
-    // The held DELETE was recorded durably before it was answered.
-    let (status, held) = demo
-        .admin_json("/v1/audit?kind=request_decision&decision=hold")
-        .await;
+    // The held DELETE was recorded durably, with its approval, while it waits.
+    let hold_query = "/v1/audit?kind=request_decision&decision=hold";
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            let (_, page) = demo.admin_json(hold_query).await;
+            page["entries"]
+                .as_array()
+                .is_some_and(|entries| !entries.is_empty())
+        })
+        .await
+    );
+    let (status, held) = demo.admin_json(hold_query).await;
     assert_eq!(status, 200, "{held}");
     let entries = held["entries"].as_array().unwrap();
     assert_eq!(entries.len(), 1, "{held}");
+    let approval = entries[0]["approval"].as_str().unwrap();
+    let denied = client
+        .send(
+            Request::post(format!(
+                "http://{}/v1/approvals/{approval}/deny",
+                demo.admin()
+            ))
+            .header("authorization", "Bearer demo-alice-token")
+            .body(full(""))
+            .unwrap(),
+        )
+        .await;
+    assert_eq!(denied.status, 200, "{}", denied.text());
+    assert_eq!(waiting.await.unwrap().status, 403);
     assert_eq!(entries[0]["request"]["method"], "DELETE");
     assert_eq!(entries[0]["request"]["path"], "/x");
     assert_eq!(entries[0]["policies"][0]["name"], "approval-rules");

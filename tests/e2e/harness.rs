@@ -292,6 +292,14 @@ impl Airlock {
         Self::start_with_file(dir, config_path)
     }
 
+    /// Start again on the same config and data dir, after it stopped.
+    pub fn restart(&mut self) {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_airlock"));
+        command.args(["run", "-c"]).arg(&self.config_path);
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
+        *self = Self::spawn(dir, self.config_path.clone(), command);
+    }
+
     pub fn start_with_file(dir: tempfile::TempDir, config_path: PathBuf) -> Airlock {
         let mut command = Command::new(env!("CARGO_BIN_EXE_airlock"));
         command.args(["run", "-c"]).arg(&config_path);

@@ -10,36 +10,61 @@ use http::Request;
 
 use crate::harness::*;
 
-fn request(method: &str, url: &str) -> Request<BoxBody> {
-    Request::builder()
-        .method(method)
-        .uri(url)
-        .body(full(""))
-        .unwrap()
-}
-
+/// The README's tour: a DELETE waits until an oncall approver approves it.
 #[tokio::test(flavor = "multi_thread")]
-async fn the_demo_holds_deletes_and_admin_paths_and_passes_reads() {
+async fn the_demo_holds_a_delete_until_alice_approves_it_and_passes_reads() {
     let demo = Airlock::demo();
     let client = Client::http1();
 
     let read = client.get(&demo.url("/x")).await;
     assert_eq!(read.status, 200, "{}", read.text());
     assert_eq!(read.json()["path"], "/x");
-
-    let delete = client.send(request("DELETE", &demo.url("/x"))).await;
-    assert_eq!(delete.status, 403, "{}", delete.text());
-    let body = delete.json();
-    assert_eq!(body["error"], "approval_required");
-    assert_eq!(body["policy"], "approval-rules");
-    assert_eq!(body["approver_groups"], serde_json::json!(["oncall"]));
-    assert_eq!(body["quorum"], 1);
-
-    let admin = client.get(&demo.url("/admin/users")).await;
-    assert_eq!(admin.status, 403);
-    assert_eq!(admin.json()["error"], "approval_required");
     // `/administrator` is not under `/admin`.
     assert_eq!(client.get(&demo.url("/administrator")).await.status, 200);
+
+    let delete = Request::delete(demo.url("/x"))
+        .header("proxy-authorization", "Bearer demo-client-token")
+        .body(full(""))
+        .unwrap();
+    let waiting = tokio::spawn(async move { Client::http1().send(delete).await });
+    let api = |method: &str, path: &str| {
+        Request::builder()
+            .method(method)
+            .uri(format!("http://{}{path}", demo.admin()))
+            .header("authorization", "Bearer demo-alice-token")
+            .body(full(""))
+            .unwrap()
+    };
+    let mut pending = Vec::new();
+    for _ in 0..100 {
+        pending = client
+            .send(api("GET", "/v1/approvals?state=pending"))
+            .await
+            .json()["approvals"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        if !pending.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(pending.len(), 1, "{pending:?}");
+    assert_eq!(pending[0]["principal"], "client");
+    assert_eq!(pending[0]["holds"][0]["policy"], "approval-rules");
+    assert_eq!(
+        pending[0]["holds"][0]["groups"],
+        serde_json::json!(["oncall"])
+    );
+    assert_eq!(pending[0]["holds"][0]["quorum"], 1);
+    let id = pending[0]["id"].as_str().unwrap();
+    let approved = client
+        .send(api("POST", &format!("/v1/approvals/{id}/approve")))
+        .await;
+    assert_eq!(approved.status, 200, "{}", approved.text());
+    let released = waiting.await.unwrap();
+    assert_eq!(released.status, 200, "{}", released.text());
+    assert_eq!(released.json()["method"], "DELETE");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -151,10 +151,8 @@ pub fn generate_key(file: &Path) -> Result<String, HeadsError> {
         file: file.to_owned(),
         cause,
     };
-    let mut seed = [0u8; 32];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut random| std::io::Read::read_exact(&mut random, &mut seed))
-        .map_err(|error| fail(format!("no randomness: {error}")))?;
+    let seed: [u8; 32] =
+        crate::secrets::random_bytes().map_err(|error| fail(format!("no randomness: {error}")))?;
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]

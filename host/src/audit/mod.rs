@@ -57,6 +57,11 @@ pub enum EntryKind {
     NodeStopped,
     /// Older entries were pruned; this one says where the trail resumes.
     Checkpoint,
+    /// An approver voted on an approval (the deciding vote also names the
+    /// outcome), in the same commit as the approval's new state.
+    ApprovalVote,
+    /// An approval expired or was cancelled.
+    ApprovalResolved,
 }
 
 /// What a `checkpoint` entry vouches for: the entries before `first_kept`
@@ -128,6 +133,9 @@ pub struct AuditEntry {
     pub outcome: Option<Outcome>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub checkpoint: Option<Checkpoint>,
+    /// The approval a hold, vote or outcome belongs to.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub approval: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub trace: Option<String>,
     pub prev_hash: String,
@@ -152,6 +160,7 @@ impl AuditEntry {
             reason: None,
             outcome: None,
             checkpoint: None,
+            approval: None,
             trace: None,
             prev_hash: String::new(),
             hash: String::new(),
@@ -196,9 +205,7 @@ pub(crate) fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
-}
+use crate::secrets::hex;
 
 /// What [`verify`] found.
 #[derive(Debug, Clone, PartialEq, Serialize)]

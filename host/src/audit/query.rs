@@ -27,6 +27,8 @@ pub struct AuditFilter {
     /// The request id linking a decision and its outcome.
     pub request: Option<String>,
     pub trace: Option<String>,
+    /// The approval a hold, vote or outcome belongs to.
+    pub approval: Option<String>,
     /// Page size, at most [`MAX_LIMIT`].
     pub limit: Option<usize>,
     /// Where to continue: the `next_cursor` of the page before.
@@ -154,4 +156,5 @@ fn matches(filter: &AuditFilter, since: Option<i64>, entry: &AuditEntry) -> bool
         && same(&filter.decision, entry.decision.as_deref())
         && same(&filter.request, entry.request_id.as_deref())
         && same(&filter.trace, entry.trace.as_deref())
+        && same(&filter.approval, entry.approval.as_deref())
 }

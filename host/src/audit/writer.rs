@@ -20,7 +20,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{decode, encode, now_ms, AuditEntry, GENESIS_HASH};
 
-use crate::store::{Store, StoreError};
+use crate::store::{StateChange, Store, StoreError};
 
 /// How long a batched entry may wait to be committed.
 pub const BATCH_WINDOW: Duration = Duration::from_millis(5);
@@ -80,6 +80,8 @@ pub enum AuditError {
 
 struct Pending {
     entry: AuditEntry,
+    /// State written in the same transaction as the entry.
+    changes: Vec<StateChange>,
     done: Option<oneshot::Sender<Result<u64, AuditError>>>,
 }
 
@@ -170,23 +172,42 @@ impl AuditLog {
         match durability {
             Durability::Batched => {
                 self.queue
-                    .send(Pending { entry, done: None })
+                    .send(Pending {
+                        entry,
+                        changes: Vec::new(),
+                        done: None,
+                    })
                     .await
                     .map_err(|_| AuditError::Stopped)?;
                 Ok(None)
             }
-            Durability::Durable => {
-                let (done, committed) = oneshot::channel();
-                self.queue
-                    .send(Pending {
-                        entry,
-                        done: Some(done),
-                    })
-                    .await
-                    .map_err(|_| AuditError::Stopped)?;
-                committed.await.map_err(|_| AuditError::Stopped)?.map(Some)
-            }
+            Durability::Durable => self.record_with(entry, Vec::new()).await.map(Some),
         }
+    }
+
+    /// Record `entry` durably together with `changes` to state, in one
+    /// transaction; returns the entry's sequence number.
+    ///
+    /// # Errors
+    /// When the commit failed (then neither the entry nor the changes are
+    /// kept) or the writer is gone.
+    pub async fn record_with(
+        &self,
+        mut entry: AuditEntry,
+        changes: Vec<StateChange>,
+    ) -> Result<u64, AuditError> {
+        entry.node = self.node.to_string();
+        entry.time_ms = now_ms();
+        let (done, committed) = oneshot::channel();
+        self.queue
+            .send(Pending {
+                entry,
+                changes,
+                done: Some(done),
+            })
+            .await
+            .map_err(|_| AuditError::Stopped)?;
+        committed.await.map_err(|_| AuditError::Stopped)?
     }
 }
 
@@ -250,8 +271,10 @@ fn commit(
     });
     let (mut next_seq, mut next_head) = (*seq, head.clone());
     let mut encoded = Vec::with_capacity(batch.len());
+    let mut changes = Vec::new();
     let mut waiting = Vec::new();
     for mut pending in batch {
+        changes.append(&mut pending.changes);
         next_seq += 1;
         pending.entry.seal(next_seq, &next_head);
         next_head.clone_from(&pending.entry.hash);
@@ -260,7 +283,7 @@ fn commit(
             waiting.push((next_seq, done));
         }
     }
-    let result = store.append_audit(&encoded);
+    let result = store.append_audit(&encoded, &changes);
     match &result {
         Ok(()) => {
             *seq = next_seq;

@@ -122,7 +122,8 @@ pub fn pool_figures(pool: &crate::balance::Pool) -> PoolFigures {
 }
 
 /// Who sent a request: the holder of a verified client certificate (named by
-/// its first DNS name), or anonymous. Bearer tokens arrive with the approval API.
+/// its first DNS name), or anonymous. Bearer tokens are read by the proxy
+/// ([`token_holder`]).
 pub fn principal_of(
     client_certificates: Option<&[rustls::pki_types::CertificateDer<'static>]>,
 ) -> Principal {
@@ -140,6 +141,15 @@ pub fn principal_of(
         (true, Some(name)) => certificate_holder(name),
         (true, None) => certificate_holder("certificate-without-dns-name".to_owned()),
         (false, _) => anonymous(),
+    }
+}
+
+/// A client identified by a bearer token.
+pub fn token_holder(identity: &crate::identity::Identity) -> Principal {
+    Principal {
+        id: identity.subject.clone(),
+        groups: identity.groups.clone(),
+        authenticated_by: Authentication::Token,
     }
 }
 

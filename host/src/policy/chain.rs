@@ -50,10 +50,12 @@ pub enum Judgement {
     Allow(HeaderEdits),
     /// Refused by `policy`.
     Deny { policy: Arc<str>, refusal: Refusal },
-    /// Wait until every hold is satisfied, at most `timeout`.
+    /// Wait until every hold is satisfied, at most `timeout`; then carry
+    /// the action out after the allowing policies' header edits.
     Hold {
         holds: Vec<(Arc<str>, HoldRequest)>,
         timeout: Duration,
+        edits: HeaderEdits,
     },
     /// `policy` failed and the route fails closed.
     Failed {
@@ -108,7 +110,11 @@ impl PolicyChain {
             }
         }
         match holds.iter().map(|(_, hold)| hold.timeout).min() {
-            Some(timeout) => Judgement::Hold { holds, timeout },
+            Some(timeout) => Judgement::Hold {
+                holds,
+                timeout,
+                edits,
+            },
             None => Judgement::Allow(edits),
         }
     }
@@ -196,7 +202,8 @@ mod tests {
             link(&p.approval_rules, "oncall-rules", HOLD_DELETES_ONCALL),
             link(&p.approval_rules, "security-rules", HOLD_DELETES_SECURITY),
         ];
-        let Judgement::Hold { holds, timeout } = judge(links, OnPolicyError::Deny, &delete("/x"))
+        let Judgement::Hold { holds, timeout, .. } =
+            judge(links, OnPolicyError::Deny, &delete("/x"))
         else {
             panic!("expected a hold");
         };

@@ -80,6 +80,27 @@ pub enum ProxyError {
         /// What it asked for.
         hold: Box<HoldRequest>,
     },
+    /// Approvers denied the held request.
+    #[error("approval {approval} denied by {denied_by}")]
+    ApprovalDenied {
+        approval: String,
+        denied_by: String,
+        /// The denier's comment, if any.
+        comment: Option<String>,
+    },
+    /// Nobody decided before the hold's timeout.
+    #[error("approval {approval} expired")]
+    ApprovalExpired {
+        approval: String,
+        /// `[approvals] expired_status`.
+        status: StatusCode,
+    },
+    /// A limit on held requests (answered 429 with `Retry-After`).
+    #[error(transparent)]
+    ApprovalLimit(#[from] crate::approvals::LimitExceeded),
+    /// A proxy client token that is malformed or unknown.
+    #[error(transparent)]
+    Unauthorized(#[from] crate::identity::AuthError),
     /// The request's audit entry could not be made durable, so it was not
     /// carried out.
     #[error("not carried out: {0}")]
@@ -105,7 +126,10 @@ impl ProxyError {
             Self::Upstream { .. } => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             Self::Denied { refusal, .. } => refusal.status,
-            Self::Held { .. } => StatusCode::FORBIDDEN,
+            Self::Held { .. } | Self::ApprovalDenied { .. } => StatusCode::FORBIDDEN,
+            Self::ApprovalExpired { status, .. } => *status,
+            Self::ApprovalLimit(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::AuditUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::PolicyFailed { failure, .. }
                 if matches!(**failure, PolicyFailure::Unavailable(_)) =>
@@ -128,6 +152,10 @@ impl ProxyError {
             Self::ShuttingDown => "shutting_down",
             Self::Denied { .. } => "denied",
             Self::Held { .. } => "approval_required",
+            Self::ApprovalDenied { .. } => "approval_denied",
+            Self::ApprovalExpired { .. } => "approval_expired",
+            Self::ApprovalLimit(_) => "too_many_held",
+            Self::Unauthorized(_) => "unauthorized",
             Self::AuditUnavailable(_) => "audit_unavailable",
             Self::PolicyFailed { failure, .. } => failure.code(),
         }
@@ -165,6 +193,20 @@ impl ProxyError {
             Self::Denied { policy, .. } | Self::PolicyFailed { policy, .. } => {
                 details.insert("policy".into(), json!(&**policy));
             }
+            Self::ApprovalDenied {
+                approval,
+                denied_by,
+                comment,
+            } => {
+                details.insert("approval".into(), json!(approval));
+                details.insert("denied_by".into(), json!(denied_by));
+                if let Some(comment) = comment {
+                    details.insert("comment".into(), json!(comment));
+                }
+            }
+            Self::ApprovalExpired { approval, .. } => {
+                details.insert("approval".into(), json!(approval));
+            }
             Self::Held { policy, hold } => {
                 details.insert("policy".into(), json!(&**policy));
                 details.insert("approver_groups".into(), json!(hold.approver_groups));
@@ -189,10 +231,24 @@ impl ProxyError {
         body.extend(self.details());
         let mut response = Response::new(body::full(serde_json::Value::Object(body).to_string()));
         *response.status_mut() = status;
-        if let Self::Denied { refusal, .. } = &self {
-            for (name, value) in &refusal.headers {
-                response.headers_mut().append(name.clone(), value.clone());
+        match &self {
+            Self::Denied { refusal, .. } => {
+                for (name, value) in &refusal.headers {
+                    response.headers_mut().append(name.clone(), value.clone());
+                }
             }
+            Self::ApprovalLimit(_) => {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, header::HeaderValue::from_static("60"));
+            }
+            Self::Unauthorized(_) => {
+                response.headers_mut().insert(
+                    header::PROXY_AUTHENTICATE,
+                    header::HeaderValue::from_static("Bearer"),
+                );
+            }
+            _ => {}
         }
         response.headers_mut().insert(
             header::CONTENT_TYPE,

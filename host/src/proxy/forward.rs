@@ -28,7 +28,7 @@ use crate::balance::{Backend, Pool};
 use crate::config::Limits;
 
 /// Headers that describe one hop, never forwarded (RFC 9110 7.6.1).
-const HOP_BY_HOP: [HeaderName; 7] = [
+const HOP_BY_HOP: [HeaderName; 8] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -36,17 +36,28 @@ const HOP_BY_HOP: [HeaderName; 7] = [
     header::TRAILER,
     header::TRANSFER_ENCODING,
     header::UPGRADE,
+    // The client's credentials for Airlock itself (identity.rs).
+    header::PROXY_AUTHORIZATION,
 ];
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
+/// A request body on its way to the backend.
+#[derive(Debug)]
+pub enum RequestBody {
+    /// Still arriving from the client: streamed through.
+    Streaming(Incoming),
+    /// Read whole while the request was held for approval.
+    Held(bytes::Bytes),
+}
+
 /// Forwards `request` to `pool` and returns the backend's response.
 pub async fn forward(
     pool: &Pool,
     conn: &ConnectionInfo,
-    mut request: Request<Incoming>,
+    mut request: Request<RequestBody>,
     target: &Target,
     limits: &Limits,
 ) -> Result<Response<ProxyBody>, ProxyError> {
@@ -64,10 +75,11 @@ pub async fn forward(
     parts.uri = Uri::from(target.path_and_query.clone());
     parts.version = Version::HTTP_11;
     // Most requests have no body: an empty one costs no allocation.
-    let mut body = if incoming.is_end_stream() {
-        body::empty()
-    } else {
-        body::limited(incoming, limits.max_body_bytes)
+    let mut body = match incoming {
+        RequestBody::Streaming(incoming) if incoming.is_end_stream() => body::empty(),
+        RequestBody::Streaming(incoming) => body::limited(incoming, limits.max_body_bytes),
+        RequestBody::Held(bytes) if bytes.is_empty() => body::empty(),
+        RequestBody::Held(bytes) => body::full(bytes),
     };
     let mut replayable = upstream::replayable(&parts, &body);
     let mut index = pool
@@ -136,7 +148,7 @@ pub async fn forward(
 }
 
 /// An HTTP/1.1 `Upgrade` request (WebSocket and kin).
-fn wants_upgrade(request: &Request<Incoming>) -> bool {
+fn wants_upgrade<B>(request: &Request<B>) -> bool {
     request.version() == Version::HTTP_11
         && request.headers().contains_key(header::UPGRADE)
         && connection_tokens(request.headers()).any(|t| t.eq_ignore_ascii_case("upgrade"))

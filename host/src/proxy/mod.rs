@@ -8,7 +8,9 @@
 //!    action (credentials redacted) and allows it (perhaps editing headers),
 //!    denies it, or holds it for approval.
 //! 4. **record** ([`record`]): the decision goes into the audit trail, on
-//!    disk before the action where the action is risky.
+//!    disk before the action where the action is risky. A held request
+//!    instead **waits** ([`hold`]) for its approval, created in the same
+//!    commit as its decision entry.
 //! 5. **forward** ([`forward`]): pick a backend, rewrite headers, send over the
 //!    pool's keep-alive client, retry an idempotent request once on another
 //!    backend if the connection failed, stream the answer back; then record
@@ -20,6 +22,7 @@
 pub mod body;
 pub mod error;
 pub mod forward;
+pub mod hold;
 pub mod hygiene;
 pub mod listener;
 pub mod record;
@@ -37,15 +40,18 @@ use http_body::Body as _;
 use hyper::body::Incoming;
 use rustls::pki_types::CertificateDer;
 
+use crate::approvals::Approvals;
 use crate::audit::AuditLog;
 use crate::balance::Pool;
 use crate::config::Limits;
+use crate::identity::Identities;
 use crate::policy::bindings as contract;
 use crate::policy::{action, FiguresSource, Judgement};
 use crate::shutdown::Shutdown;
 use action::Redaction;
 pub use body::ProxyBody;
 pub use error::ProxyError;
+use forward::RequestBody;
 use route::RouteTable;
 
 /// The routing state requests read: an immutable snapshot, swapped whole.
@@ -75,6 +81,10 @@ pub struct Proxy {
     limits: Limits,
     shutdown: Shutdown,
     audit: Option<AuditLog>,
+    /// Who proxy clients are.
+    identities: Arc<Identities>,
+    /// Where held requests wait (needs the audit trail).
+    approvals: Option<Arc<Approvals>>,
 }
 
 /// Where a connection came from; shared by the requests on it.
@@ -108,18 +118,23 @@ pub struct Target {
 }
 
 impl Proxy {
-    /// A proxy serving `routing`, recording into `audit` if given.
+    /// A proxy serving `routing`, recording into `audit` and holding
+    /// requests in `approvals` if given.
     pub fn new(
         routing: Routing,
         limits: Limits,
         shutdown: Shutdown,
         audit: Option<AuditLog>,
+        identities: Arc<Identities>,
+        approvals: Option<Arc<Approvals>>,
     ) -> Self {
         Self {
             routing: ArcSwap::from_pointee(routing),
             limits,
             shutdown,
             audit,
+            identities,
+            approvals,
         }
     }
 
@@ -151,14 +166,28 @@ impl Proxy {
         let routing = self.routing();
         // Steps 1-3 only look at the request; if one refuses it, the body the
         // client may still be sending is drained so it can read the answer.
-        let (route, target, ruling) =
-            match Self::inspect_route_judge(&routing, conn, &mut request, &self.limits) {
+        let (route, target, mut ruling) =
+            match self.inspect_route_judge(&routing, conn, &mut request) {
                 Ok(found) => found,
                 Err(e) => {
                     body::discard(request.into_body());
                     return Err(e);
                 }
             };
+        if let (Some(held), Some(approvals), Some(audit)) =
+            (ruling.held.take(), &self.approvals, &self.audit)
+        {
+            let (released, request_id) =
+                hold::wait_for_approval(approvals, audit, request, route, &target, &ruling, &held)
+                    .await?;
+            let (mut parts, bytes) = released.into_parts();
+            held.edits.apply(&mut parts.headers);
+            let request = Request::from_parts(parts, RequestBody::Held(bytes));
+            let started = Instant::now();
+            let result = forward::forward(&route.pool, conn, request, &target, &self.limits).await;
+            record::outcome(audit, request_id, &ruling.actor, &result, started.elapsed()).await;
+            return result;
+        }
         let request_id = match &self.audit {
             Some(audit) => {
                 let content_length = request.body().size_hint().exact();
@@ -186,6 +215,7 @@ impl Proxy {
             return Err(refusal);
         }
         let started = Instant::now();
+        let request = request.map(RequestBody::Streaming);
         let result = forward::forward(&route.pool, conn, request, &target, &self.limits).await;
         if let (Some(audit), Some(id)) = (&self.audit, request_id) {
             record::outcome(audit, id, &ruling.actor, &result, started.elapsed()).await;
@@ -194,11 +224,12 @@ impl Proxy {
     }
 
     fn inspect_route_judge<'r>(
+        &self,
         routing: &'r Arc<Routing>,
         conn: &ConnectionInfo,
         request: &mut Request<Incoming>,
-        limits: &Limits,
     ) -> Result<(&'r route::Route, Target, record::Ruling), ProxyError> {
+        let limits = &self.limits;
         let target = inspect(conn, request)?;
         let route = routing
             .routes
@@ -217,8 +248,36 @@ impl Proxy {
                 limit: limits.max_body_bytes,
             });
         }
-        let ruling = judge(routing, route, conn, request, &target);
+        let principal = self.principal_of(conn, request)?;
+        let ruling = judge(routing, route, conn, request, &target, principal);
         Ok((route, target, ruling))
+    }
+
+    /// Who sent `request`: the holder of a `Proxy-Authorization: Bearer`
+    /// token, else of a verified client certificate (named by config if
+    /// mapped), else anonymous.
+    fn principal_of(
+        &self,
+        conn: &ConnectionInfo,
+        request: &Request<Incoming>,
+    ) -> Result<contract::Principal, ProxyError> {
+        if let Some(identity) = self
+            .identities
+            .bearer(request.headers(), "proxy-authorization")?
+        {
+            return Ok(action::token_holder(&identity));
+        }
+        let principal = action::principal_of(conn.client_certificates.as_deref());
+        if principal.authenticated_by == contract::Authentication::Mtls {
+            if let Some(identity) = self.identities.by_certificate(&principal.id) {
+                return Ok(contract::Principal {
+                    id: identity.subject.clone(),
+                    groups: identity.groups.clone(),
+                    authenticated_by: contract::Authentication::Mtls,
+                });
+            }
+        }
+        Ok(principal)
     }
 }
 
@@ -264,13 +323,16 @@ fn judge(
     conn: &ConnectionInfo,
     request: &mut Request<Incoming>,
     target: &Target,
+    principal: contract::Principal,
 ) -> record::Ruling {
-    let principal = action::principal_of(conn.client_certificates.as_deref());
     let actor = principal.id.clone();
+    let authenticated = principal.authenticated_by != contract::Authentication::None;
     if route.chain.is_empty() {
         return record::Ruling {
             verdict: Ok(()),
             actor,
+            authenticated,
+            held: None,
         };
     }
     let facts = action::RequestFacts {
@@ -288,6 +350,7 @@ fn judge(
     let action =
         action::request_action(facts, &routing.redaction, action::pool_figures(&route.pool));
     let figures: Arc<dyn FiguresSource> = routing.clone();
+    let mut held = None;
     let verdict = match route.chain.judge(&action, &figures) {
         Judgement::Allow(edits) => {
             edits.apply(request.headers_mut());
@@ -297,8 +360,17 @@ fn judge(
             policy,
             refusal: Box::new(refusal),
         }),
-        Judgement::Hold { mut holds, .. } => {
-            let (policy, hold) = holds.swap_remove(0);
+        Judgement::Hold {
+            holds,
+            timeout,
+            edits,
+        } => {
+            let (policy, hold) = holds[0].clone();
+            held = Some(record::Held {
+                holds,
+                timeout,
+                edits,
+            });
             Err(ProxyError::Held {
                 policy,
                 hold: Box::new(hold),
@@ -309,7 +381,12 @@ fn judge(
             failure: Box::new(failure),
         }),
     };
-    record::Ruling { verdict, actor }
+    record::Ruling {
+        verdict,
+        actor,
+        authenticated,
+        held,
+    }
 }
 
 /// Step 1: hygiene. Refuses what cannot be judged safely and returns the

@@ -29,10 +29,26 @@ pub enum RouteAudit {
 /// What the judge step decided, as the trail records it.
 #[derive(Debug)]
 pub struct Ruling {
-    /// `Ok` to forward; the refusal otherwise.
+    /// `Ok` to forward; the refusal otherwise (for a hold: what a client
+    /// gets where approvals cannot run).
     pub verdict: Result<(), ProxyError>,
     /// The principal's subject.
     pub actor: String,
+    /// The principal may get a grant or ask asynchronously (not anonymous).
+    pub authenticated: bool,
+    /// Policies hold the request: what must be approved.
+    pub held: Option<Held>,
+}
+
+/// A hold to satisfy before the request is forwarded.
+#[derive(Debug)]
+pub struct Held {
+    /// Each holding policy and what it asked.
+    pub holds: Vec<(std::sync::Arc<str>, crate::policy::decision::HoldRequest)>,
+    /// The shortest of the holds' timeouts.
+    pub timeout: Duration,
+    /// Header edits of the policies that allowed, applied once approved.
+    pub edits: crate::policy::decision::HeaderEdits,
 }
 
 impl Ruling {
@@ -63,6 +79,25 @@ pub async fn decision(
     target: &Target,
     ruling: &Ruling,
 ) -> Result<String, ProxyError> {
+    let (entry, durability) = decision_entry(audit, method, content_length, route, target, ruling);
+    let request_id = entry.request_id.clone().unwrap_or_default();
+    audit
+        .record(entry, durability)
+        .await
+        .map_err(|error| ProxyError::AuditUnavailable(error.to_string()))?;
+    Ok(request_id)
+}
+
+/// The decision entry for a request (with a fresh request id), and how
+/// durably it must be written.
+pub fn decision_entry(
+    audit: &AuditLog,
+    method: &Method,
+    content_length: Option<u64>,
+    route: &Route,
+    target: &Target,
+    ruling: &Ruling,
+) -> (AuditEntry, Durability) {
     let request_id = next_request_id(audit.node());
     let mut entry = AuditEntry::new(EntryKind::RequestDecision, &ruling.actor);
     entry.request_id = Some(request_id.clone());
@@ -94,11 +129,7 @@ pub async fn decision(
     } else {
         Durability::Batched
     };
-    audit
-        .record(entry, durability)
-        .await
-        .map_err(|error| ProxyError::AuditUnavailable(error.to_string()))?;
-    Ok(request_id)
+    (entry, durability)
 }
 
 /// Record what came of a forwarded request (batched; never fails the request).

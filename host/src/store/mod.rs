@@ -37,17 +37,67 @@ impl StoreError {
 pub enum StoreEvent {
     /// Audit entries up to and including `seq` are committed.
     AuditCommitted { seq: u64 },
+    /// A state record was written or deleted.
+    StateChanged { table: StateTable, key: String },
+}
+
+/// Airlock's state besides the trail: keyed JSON records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StateTable {
+    Approvals,
+    Grants,
+}
+
+/// A change to state, committed in the same transaction as the audit
+/// entries that record it (a vote and its entry land together or not at all).
+#[derive(Debug, Clone, PartialEq)]
+pub enum StateChange {
+    Put {
+        table: StateTable,
+        key: String,
+        value: Vec<u8>,
+    },
+    Delete {
+        table: StateTable,
+        key: String,
+    },
+}
+
+impl StateChange {
+    fn target(&self) -> (StateTable, &str) {
+        match self {
+            StateChange::Put { table, key, .. } | StateChange::Delete { table, key } => {
+                (*table, key)
+            }
+        }
+    }
 }
 
 /// What Airlock persists. Implementations are blocking: the audit writer
 /// calls them from its own thread.
 pub trait Store: Send + Sync + std::fmt::Debug + 'static {
-    /// Append audit `entries` (sequence number, encoded entry) in one
-    /// transaction, durable when this returns.
+    /// Append audit `entries` (sequence number, encoded entry) and apply
+    /// `changes` in one transaction, durable when this returns.
     ///
     /// # Errors
     /// When the commit fails; nothing of the batch is kept then.
-    fn append_audit(&self, entries: &[(u64, Vec<u8>)]) -> Result<(), StoreError>;
+    fn append_audit(
+        &self,
+        entries: &[(u64, Vec<u8>)],
+        changes: &[StateChange],
+    ) -> Result<(), StoreError>;
+
+    /// The state record `key` of `table`.
+    ///
+    /// # Errors
+    /// When the store cannot be read.
+    fn state_get(&self, table: StateTable, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Every record of `table`, by key.
+    ///
+    /// # Errors
+    /// When the store cannot be read.
+    fn state_list(&self, table: StateTable) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
 
     /// The audit entry with the highest sequence number.
     ///

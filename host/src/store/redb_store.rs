@@ -9,8 +9,8 @@ use redb::{Database, Durability, ReadableDatabase, ReadableTable};
 use tokio::sync::broadcast;
 
 use super::segments::{SegmentRange, Segments};
-use super::tables::AUDIT;
-use super::{Store, StoreError, StoreEvent};
+use super::tables::{self, AUDIT};
+use super::{StateChange, StateTable, Store, StoreError, StoreEvent};
 
 /// Entries deleted from the live file per transaction after sealing, so
 /// the writer never waits long behind the cleanup.
@@ -58,6 +58,7 @@ impl RedbStore {
         };
         // Creates the tables; and drops live entries a crash left behind
         // after their segment was sealed.
+        store.append_audit(&[], &[])?;
         store.delete_live_through(store.segments.sealed_through())?;
         Ok(store)
     }
@@ -115,7 +116,11 @@ impl RedbStore {
 }
 
 impl Store for RedbStore {
-    fn append_audit(&self, entries: &[(u64, Vec<u8>)]) -> Result<(), StoreError> {
+    fn append_audit(
+        &self,
+        entries: &[(u64, Vec<u8>)],
+        changes: &[StateChange],
+    ) -> Result<(), StoreError> {
         let fail = fail("commit");
         let mut transaction = self.database.begin_write().map_err(|error| fail(&error))?;
         transaction
@@ -130,13 +135,60 @@ impl Store for RedbStore {
                     .insert(seq, bytes.as_slice())
                     .map_err(|error| fail(&error))?;
             }
+            for state in [StateTable::Approvals, StateTable::Grants] {
+                let mut table = transaction
+                    .open_table(tables::state(state))
+                    .map_err(|error| fail(&error))?;
+                for change in changes.iter().filter(|change| change.target().0 == state) {
+                    match change {
+                        StateChange::Put { key, value, .. } => {
+                            table.insert(key.as_str(), value.as_slice())
+                        }
+                        StateChange::Delete { key, .. } => table.remove(key.as_str()),
+                    }
+                    .map_err(|error| fail(&error))?;
+                }
+            }
         }
         transaction.commit().map_err(|error| fail(&error))?;
+        // No subscriber is fine.
         if let Some((seq, _)) = entries.last() {
-            // No subscriber is fine.
             let _ = self.events.send(StoreEvent::AuditCommitted { seq: *seq });
         }
+        for change in changes {
+            let (table, key) = change.target();
+            let _ = self.events.send(StoreEvent::StateChanged {
+                table,
+                key: key.to_owned(),
+            });
+        }
         Ok(())
+    }
+
+    fn state_get(&self, table: StateTable, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let fail = fail("read state");
+        let transaction = self.database.begin_read().map_err(|error| fail(&error))?;
+        let table = transaction
+            .open_table(tables::state(table))
+            .map_err(|error| fail(&error))?;
+        let value = table.get(key).map_err(|error| fail(&error))?;
+        Ok(value.map(|value| value.value().to_vec()))
+    }
+
+    fn state_list(&self, table: StateTable) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let fail = fail("read state");
+        let transaction = self.database.begin_read().map_err(|error| fail(&error))?;
+        let table = transaction
+            .open_table(tables::state(table))
+            .map_err(|error| fail(&error))?;
+        table
+            .iter()
+            .map_err(|error| fail(&error))?
+            .map(|item| {
+                item.map(|(key, value)| (key.value().to_owned(), value.value().to_vec()))
+                    .map_err(|error| fail(&error))
+            })
+            .collect()
     }
 
     fn last_audit(&self) -> Result<Option<(u64, Vec<u8>)>, StoreError> {

@@ -4,5 +4,21 @@
 
 use redb::TableDefinition;
 
+use super::StateTable;
+
 /// The audit trail: sequence number to the entry's JSON.
 pub const AUDIT: TableDefinition<'static, u64, &[u8]> = TableDefinition::new("audit");
+
+/// Approvals, pending and resolved: id to the approval's JSON.
+pub const APPROVALS: TableDefinition<'static, &str, &[u8]> = TableDefinition::new("approvals");
+
+/// Grants, active and ended: id to the grant's JSON.
+pub const GRANTS: TableDefinition<'static, &str, &[u8]> = TableDefinition::new("grants");
+
+/// The redb table behind a [`StateTable`].
+pub const fn state(table: StateTable) -> TableDefinition<'static, &'static str, &'static [u8]> {
+    match table {
+        StateTable::Approvals => APPROVALS,
+        StateTable::Grants => GRANTS,
+    }
+}

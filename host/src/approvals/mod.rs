@@ -1,0 +1,519 @@
+//! Just-in-time approvals. When a policy answers `hold`, the action gets an
+//! [`Approval`] and waits, right then, until the approvers it names approve
+//! it (each hold's quorum of distinct subjects from its groups), anyone of
+//! them denies it, it expires, or its requester goes away.
+//!
+//! [`Approvals`] is the one place that changes an approval: it checks who
+//! may vote, records every vote and outcome in the audit trail in the same
+//! durable transaction as the approval's new state, and wakes the waiting
+//! action. Approvals live in the store, so a restart finds them; the
+//! actions waiting on them do not survive it and are cancelled at startup.
+
+pub mod api;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use crate::audit::{now_ms, AuditEntry, AuditError, AuditLog, EntryKind, PolicyRef};
+use crate::config::{ApprovalsConfig, Role};
+use crate::identity::Identity;
+use crate::store::{StateChange, StateTable, Store, StoreError};
+
+/// Where an approval stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ApprovalState {
+    Pending,
+    Approved,
+    Denied,
+    Expired,
+    Cancelled,
+}
+
+impl ApprovalState {
+    /// The name used in the API and the trail.
+    pub fn name(self) -> &'static str {
+        match self {
+            ApprovalState::Pending => "pending",
+            ApprovalState::Approved => "approved",
+            ApprovalState::Denied => "denied",
+            ApprovalState::Expired => "expired",
+            ApprovalState::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// What is waiting: the request as it will be forwarded.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ActionSummary {
+    pub kind: String,
+    pub method: String,
+    pub host: String,
+    pub path: String,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub query: Option<String>,
+    pub route: String,
+    pub pool: String,
+    pub body_size: u64,
+    pub body_sha256: String,
+}
+
+/// One policy's hold: its own groups and quorum.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HoldRequirement {
+    pub policy: String,
+    pub reason: String,
+    pub groups: Vec<String>,
+    pub quorum: u32,
+}
+
+/// `approve` or `deny`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    Approve,
+    Deny,
+}
+
+/// A vote, with the voter's groups as they were when they voted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Vote {
+    pub subject: String,
+    pub groups: Vec<String>,
+    pub verdict: Verdict,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub comment: Option<String>,
+    pub time_ms: i64,
+}
+
+/// An approval, as stored and as the API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Approval {
+    pub id: String,
+    pub state: ApprovalState,
+    pub action: ActionSummary,
+    /// The requester's subject.
+    pub principal: String,
+    pub policies: Vec<PolicyRef>,
+    pub reason: String,
+    pub holds: Vec<HoldRequirement>,
+    pub votes: Vec<Vote>,
+    pub created_ms: i64,
+    pub expires_ms: i64,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub resolved_ms: Option<i64>,
+    /// Who denied it (`expired`, `cancelled` and `approved` need no name).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub denied_by: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub trace: Option<String>,
+    /// The first body bytes, lossily as text, for approvers (never in the
+    /// trail).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub body_preview: Option<String>,
+}
+
+impl Approval {
+    /// Approvals of one hold: distinct subjects from its groups who approved.
+    fn approvals_for(&self, hold: &HoldRequirement) -> usize {
+        let mut subjects: Vec<&str> = self
+            .votes
+            .iter()
+            .filter(|vote| vote.verdict == Verdict::Approve)
+            .filter(|vote| vote.groups.iter().any(|group| hold.groups.contains(group)))
+            .map(|vote| vote.subject.as_str())
+            .collect();
+        subjects.sort_unstable();
+        subjects.dedup();
+        subjects.len()
+    }
+
+    /// What the votes so far decide: any deny denies; every hold's quorum
+    /// met approves; otherwise still pending.
+    fn decided(&self) -> ApprovalState {
+        if self.votes.iter().any(|vote| vote.verdict == Verdict::Deny) {
+            ApprovalState::Denied
+        } else if self.holds.iter().all(|hold| {
+            self.approvals_for(hold) >= usize::try_from(hold.quorum).unwrap_or(usize::MAX)
+        }) {
+            ApprovalState::Approved
+        } else {
+            ApprovalState::Pending
+        }
+    }
+
+    /// Whether `voter` belongs to a group some hold asks.
+    fn may_vote(&self, voter: &Identity) -> bool {
+        self.holds
+            .iter()
+            .any(|hold| voter.groups.iter().any(|group| hold.groups.contains(group)))
+    }
+}
+
+/// Why an approval operation was refused. Each maps to one status in
+/// [`api`].
+#[derive(Debug, thiserror::Error)]
+pub enum ApprovalError {
+    #[error("no approval `{0}`")]
+    NotFound(String),
+    #[error("approval `{id}` is already {}", .state.name())]
+    Resolved { id: String, state: ApprovalState },
+    #[error("{0}")]
+    Forbidden(String),
+    #[error(transparent)]
+    Audit(#[from] AuditError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A pending approval and the action waiting on it.
+struct Live {
+    principal: String,
+    approval: tokio::sync::Mutex<Approval>,
+    resolved: watch::Sender<ApprovalState>,
+}
+
+/// Every approval this node handles.
+pub struct Approvals {
+    store: Arc<dyn Store>,
+    log: AuditLog,
+    pub(crate) config: ApprovalsConfig,
+    live: Mutex<HashMap<String, Arc<Live>>>,
+    held_bytes: AtomicU64,
+    /// Each principal's approval creations in the last minute.
+    created: Mutex<HashMap<String, std::collections::VecDeque<i64>>>,
+}
+
+/// A limit that refused a new approval (answered 429).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LimitExceeded {
+    #[error("`{subject}` already has {limit} pending approvals")]
+    Pending { subject: String, limit: usize },
+    #[error("`{subject}` asked for {limit} approvals in the last minute")]
+    Rate { subject: String, limit: u32 },
+    #[error("held request bodies already take {limit} bytes")]
+    HeldBytes { limit: u64 },
+}
+
+impl std::fmt::Debug for Approvals {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Approvals").finish_non_exhaustive()
+    }
+}
+
+/// A new approval's id: 128 random bits, hex.
+fn new_id() -> Result<String, StoreError> {
+    let bytes = crate::secrets::random_bytes::<16>()
+        .map_err(|error| StoreError::new("make an approval id", error))?;
+    Ok(format!("apr_{}", crate::secrets::hex(&bytes)))
+}
+
+fn put(approval: &Approval) -> StateChange {
+    StateChange::Put {
+        table: StateTable::Approvals,
+        key: approval.id.clone(),
+        // Plain structs of strings and numbers always serialize.
+        value: serde_json::to_vec(approval).unwrap_or_default(),
+    }
+}
+
+impl Approvals {
+    /// The approvals of `store`, recording through `log`. Approvals left
+    /// pending by a previous run are cancelled (their actions are gone) or,
+    /// if overdue, expired.
+    ///
+    /// # Errors
+    /// When the store cannot be read or the trail written.
+    pub async fn start(
+        store: Arc<dyn Store>,
+        log: AuditLog,
+        config: ApprovalsConfig,
+    ) -> Result<Approvals, ApprovalError> {
+        let approvals = Approvals {
+            store,
+            log,
+            config,
+            live: Mutex::new(HashMap::new()),
+            held_bytes: AtomicU64::new(0),
+            created: Mutex::new(HashMap::new()),
+        };
+        for mut approval in approvals.list(Some(ApprovalState::Pending))? {
+            let state = if approval.expires_ms <= now_ms() {
+                ApprovalState::Expired
+            } else {
+                ApprovalState::Cancelled
+            };
+            approvals.resolve(&mut approval, state, "airlock").await?;
+        }
+        Ok(approvals)
+    }
+
+    /// Every stored approval in `state` (all if `None`), newest first.
+    ///
+    /// # Errors
+    /// When the store cannot be read.
+    pub fn list(&self, state: Option<ApprovalState>) -> Result<Vec<Approval>, StoreError> {
+        let mut approvals: Vec<Approval> = self
+            .store
+            .state_list(StateTable::Approvals)?
+            .into_iter()
+            .filter_map(|(_, bytes)| serde_json::from_slice(&bytes).ok())
+            .filter(|approval: &Approval| state.is_none_or(|state| approval.state == state))
+            .collect();
+        approvals.sort_by(|a, b| b.created_ms.cmp(&a.created_ms).then(b.id.cmp(&a.id)));
+        Ok(approvals)
+    }
+
+    /// One approval.
+    ///
+    /// # Errors
+    /// [`ApprovalError::NotFound`], or a store that cannot be read.
+    pub fn get(&self, id: &str) -> Result<Approval, ApprovalError> {
+        let bytes = self
+            .store
+            .state_get(StateTable::Approvals, id)?
+            .ok_or_else(|| ApprovalError::NotFound(id.to_owned()))?;
+        serde_json::from_slice(&bytes)
+            .map_err(|error| StoreError::new(format!("read approval {id}"), error).into())
+    }
+
+    /// Reserve `bytes` of held body; `false` if that would pass the limit.
+    pub fn reserve_body(&self, bytes: u64) -> bool {
+        let limit = self.config.max_held_bytes;
+        self.held_bytes
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+                held.checked_add(bytes).filter(|total| *total <= limit)
+            })
+            .is_ok()
+    }
+
+    /// Give back what [`reserve_body`](Self::reserve_body) took.
+    pub fn release_body(&self, bytes: u64) {
+        self.held_bytes.fetch_sub(bytes, Ordering::AcqRel);
+    }
+
+    /// May `subject` ask for one more approval now? Counts it if so.
+    ///
+    /// # Errors
+    /// The limit it would pass.
+    pub fn admit(&self, subject: &str) -> Result<(), LimitExceeded> {
+        let limit = self.config.max_pending_per_principal;
+        let pending = self
+            .live_map()
+            .values()
+            .filter(|live| live.principal == subject)
+            .count();
+        if pending >= limit {
+            return Err(LimitExceeded::Pending {
+                subject: subject.to_owned(),
+                limit,
+            });
+        }
+        let now = now_ms();
+        let mut created = self
+            .created
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let recent = created.entry(subject.to_owned()).or_default();
+        while recent.front().is_some_and(|time| *time <= now - 60_000) {
+            recent.pop_front();
+        }
+        let limit = self.config.max_created_per_minute;
+        if recent.len() >= usize::try_from(limit).unwrap_or(usize::MAX) {
+            return Err(LimitExceeded::Rate {
+                subject: subject.to_owned(),
+                limit,
+            });
+        }
+        recent.push_back(now);
+        Ok(())
+    }
+
+    /// Create a pending approval for `approval` (its id, state and times are
+    /// filled in here) and record `entry`, the held request's decision
+    /// entry, with it in one durable commit. Returns the approval and a
+    /// receiver that sees it resolve.
+    ///
+    /// # Errors
+    /// When the commit fails: the action must not wait, nor be carried out.
+    pub async fn create(
+        &self,
+        mut approval: Approval,
+        timeout: Duration,
+        mut entry: AuditEntry,
+    ) -> Result<(Approval, watch::Receiver<ApprovalState>), ApprovalError> {
+        approval.id = new_id()?;
+        approval.state = ApprovalState::Pending;
+        approval.created_ms = now_ms();
+        approval.expires_ms = approval
+            .created_ms
+            .saturating_add(i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX));
+        entry.approval = Some(approval.id.clone());
+        let (resolved, receiver) = watch::channel(ApprovalState::Pending);
+        self.log.record_with(entry, vec![put(&approval)]).await?;
+        self.live_map().insert(
+            approval.id.clone(),
+            Arc::new(Live {
+                principal: approval.principal.clone(),
+                approval: tokio::sync::Mutex::new(approval.clone()),
+                resolved,
+            }),
+        );
+        Ok((approval, receiver))
+    }
+
+    /// `voter` votes on approval `id`. Members of a hold's groups with the
+    /// approver role may vote, never on their own action; a repeated vote
+    /// changes nothing. Returns the approval after the vote.
+    ///
+    /// # Errors
+    /// Not found, already resolved, not allowed, or the commit failed (then
+    /// the vote did not happen).
+    pub async fn vote(
+        &self,
+        id: &str,
+        voter: &Identity,
+        verdict: Verdict,
+        comment: Option<String>,
+    ) -> Result<Approval, ApprovalError> {
+        let live = self.live_map().get(id).cloned();
+        let Some(live) = live else {
+            // Resolved, or not this node's, or no such approval.
+            let stored = self.get(id)?;
+            return Err(ApprovalError::Resolved {
+                id: id.to_owned(),
+                state: stored.state,
+            });
+        };
+        let mut approval = live.approval.lock().await;
+        if approval.state != ApprovalState::Pending {
+            return Err(ApprovalError::Resolved {
+                id: id.to_owned(),
+                state: approval.state,
+            });
+        }
+        if voter.role < Some(Role::Approver) {
+            return Err(ApprovalError::Forbidden(format!(
+                "`{}` does not have the approver role",
+                voter.subject
+            )));
+        }
+        if voter.subject == approval.principal {
+            return Err(ApprovalError::Forbidden(
+                "nobody votes on their own action".to_owned(),
+            ));
+        }
+        if !approval.may_vote(voter) {
+            return Err(ApprovalError::Forbidden(format!(
+                "`{}` is in none of the groups this approval asks: {}",
+                voter.subject,
+                approval
+                    .holds
+                    .iter()
+                    .flat_map(|hold| hold.groups.iter().map(String::as_str))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+        if approval
+            .votes
+            .iter()
+            .any(|vote| vote.subject == voter.subject)
+        {
+            return Ok(approval.clone());
+        }
+        let mut next = approval.clone();
+        next.votes.push(Vote {
+            subject: voter.subject.clone(),
+            groups: voter.groups.clone(),
+            verdict,
+            comment: comment.clone(),
+            time_ms: now_ms(),
+        });
+        let decided = next.decided();
+        let mut entry = AuditEntry::new(EntryKind::ApprovalVote, &voter.subject);
+        entry.approval = Some(next.id.clone());
+        entry.decision = Some(
+            match verdict {
+                Verdict::Approve => "approve",
+                Verdict::Deny => "deny",
+            }
+            .to_owned(),
+        );
+        entry.reason = comment;
+        if decided != ApprovalState::Pending {
+            next.state = decided;
+            next.resolved_ms = Some(now_ms());
+            if decided == ApprovalState::Denied {
+                next.denied_by = Some(voter.subject.clone());
+            }
+            // The vote that decides records the outcome too, in its commit.
+            entry.reason = Some(match entry.reason.take() {
+                Some(comment) => format!("{comment} (approval {})", decided.name()),
+                None => format!("approval {}", decided.name()),
+            });
+        }
+        self.log.record_with(entry, vec![put(&next)]).await?;
+        *approval = next.clone();
+        drop(approval);
+        if decided != ApprovalState::Pending {
+            self.live_map().remove(id);
+            live.resolved.send_replace(decided);
+        }
+        Ok(next)
+    }
+
+    /// End approval `id` as `state` (expired or cancelled) unless it was
+    /// resolved meanwhile; returns how it ended.
+    ///
+    /// # Errors
+    /// When the outcome cannot be recorded.
+    pub async fn end(
+        &self,
+        id: &str,
+        state: ApprovalState,
+    ) -> Result<ApprovalState, ApprovalError> {
+        let live = self.live_map().get(id).cloned();
+        let Some(live) = live else {
+            return Ok(self.get(id)?.state);
+        };
+        let mut approval = live.approval.lock().await;
+        if approval.state != ApprovalState::Pending {
+            return Ok(approval.state);
+        }
+        let mut next = approval.clone();
+        self.resolve(&mut next, state, "airlock").await?;
+        *approval = next;
+        drop(approval);
+        self.live_map().remove(id);
+        live.resolved.send_replace(state);
+        Ok(state)
+    }
+
+    /// Record `approval` ending as `state`, durably.
+    async fn resolve(
+        &self,
+        approval: &mut Approval,
+        state: ApprovalState,
+        actor: &str,
+    ) -> Result<(), ApprovalError> {
+        approval.state = state;
+        approval.resolved_ms = Some(now_ms());
+        let mut entry = AuditEntry::new(EntryKind::ApprovalResolved, actor);
+        entry.approval = Some(approval.id.clone());
+        entry.decision = Some(state.name().to_owned());
+        self.log.record_with(entry, vec![put(approval)]).await?;
+        Ok(())
+    }
+
+    fn live_map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Live>>> {
+        self.live
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}

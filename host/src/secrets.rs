@@ -1,0 +1,55 @@
+//! Small pieces every secret goes through: random bytes from the kernel,
+//! SHA-256 as hex, and comparison that takes the same time whatever the
+//! bytes, so that no answer's timing tells how much of a guess was right.
+
+use sha2::{Digest, Sha256};
+
+/// `N` bytes from the kernel's random source.
+///
+/// # Errors
+/// When `/dev/urandom` cannot be read.
+pub fn random_bytes<const N: usize>() -> std::io::Result<[u8; N]> {
+    let mut bytes = [0u8; N];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut random| std::io::Read::read_exact(&mut random, &mut bytes))?;
+    Ok(bytes)
+}
+
+/// Lower-case hex.
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut text, byte| {
+            let _ = write!(text, "{byte:02x}");
+            text
+        })
+}
+
+/// The SHA-256 of `bytes`, as raw bytes.
+pub fn sha256(bytes: &[u8]) -> [u8; 32] {
+    Sha256::digest(bytes).into()
+}
+
+/// Equal, in time that depends only on the lengths.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hashes_compare_and_print_as_expected() {
+        assert_eq!(
+            hex(&sha256(b"abc")),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert!(constant_time_eq(b"same", b"same"));
+        assert!(!constant_time_eq(b"same", b"sane"));
+        assert!(!constant_time_eq(b"same", b"sam"));
+        let (a, b) = (random_bytes::<16>().unwrap(), random_bytes::<16>().unwrap());
+        assert_ne!(a, b);
+    }
+}
