@@ -56,7 +56,11 @@ impl Identities {
                 groups: principal.groups.clone(),
                 role: principal.roles.iter().max().copied(),
             });
-            if let Some(hash) = principal.token_sha256.as_deref().and_then(unhex32) {
+            if let Some(hash) = principal
+                .token_sha256
+                .as_deref()
+                .and_then(|hash| secrets::unhex(hash)?.try_into().ok())
+            {
                 identities.tokens.push((hash, identity.clone()));
             }
             if let Some(name) = &principal.certificate {
@@ -118,14 +122,6 @@ pub fn is_demo_token(token_sha256: &str) -> bool {
     DEMO_TOKENS.iter().any(|(_, token)| {
         secrets::hex(&secrets::sha256(token.as_bytes())).eq_ignore_ascii_case(token_sha256)
     })
-}
-
-fn unhex32(text: &str) -> Option<[u8; 32]> {
-    let bytes: Vec<u8> = (0..text.len())
-        .step_by(2)
-        .map(|index| u8::from_str_radix(text.get(index..index + 2)?, 16).ok())
-        .collect::<Option<_>>()?;
-    bytes.try_into().ok()
 }
 
 #[cfg(test)]

@@ -26,6 +26,17 @@ pub fn hex(bytes: &[u8]) -> String {
         })
 }
 
+/// The bytes of a hex string; `None` unless it is whole hex digit pairs.
+pub fn unhex(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|index| u8::from_str_radix(text.get(index..index + 2)?, 16).ok())
+        .collect()
+}
+
 /// The SHA-256 of `bytes`, as raw bytes.
 pub fn sha256(bytes: &[u8]) -> [u8; 32] {
     Sha256::digest(bytes).into()

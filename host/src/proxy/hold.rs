@@ -17,7 +17,7 @@ use super::record::{self, Held, Ruling};
 use super::route::Route;
 use super::{body, ProxyError, Target};
 use crate::approvals::{ActionSummary, Approval, ApprovalState, Approvals, HoldRequirement};
-use crate::audit::{AuditLog, PolicyRef};
+use crate::audit::AuditLog;
 use crate::secrets;
 
 /// A held request, read whole, once approved: its head and body.
@@ -153,15 +153,7 @@ fn approval_for(
             body_sha256: secrets::hex(&secrets::sha256(body)),
         },
         principal: ruling.actor.clone(),
-        policies: route
-            .chain
-            .links
-            .iter()
-            .map(|link| PolicyRef {
-                name: link.name.to_string(),
-                hash: link.policy.hash().to_owned(),
-            })
-            .collect(),
+        policies: record::policies_of(route),
         reason: held
             .holds
             .iter()

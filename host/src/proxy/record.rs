@@ -109,15 +109,7 @@ pub fn decision_entry(
         pool: route.pool.name.clone(),
         body_size: content_length,
     });
-    entry.policies = route
-        .chain
-        .links
-        .iter()
-        .map(|link| audit::PolicyRef {
-            name: link.name.to_string(),
-            hash: link.policy.hash().to_owned(),
-        })
-        .collect();
+    entry.policies = policies_of(route);
     entry.decision = Some(ruling.decision().to_owned());
     if let Err(refusal) = &ruling.verdict {
         // The full cause, not the client's short version: the trail is for operators.
@@ -130,6 +122,19 @@ pub fn decision_entry(
         Durability::Batched
     };
     (entry, durability)
+}
+
+/// The policies a route runs, by name and component hash.
+pub fn policies_of(route: &Route) -> Vec<audit::PolicyRef> {
+    route
+        .chain
+        .links
+        .iter()
+        .map(|link| audit::PolicyRef {
+            name: link.name.to_string(),
+            hash: link.policy.hash().to_owned(),
+        })
+        .collect()
 }
 
 /// Record what came of a forwarded request (batched; never fails the request).
