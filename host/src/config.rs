@@ -49,6 +49,39 @@ pub struct Config {
     /// client certificates, each mapped to a subject, groups and roles.
     #[serde(rename = "principal", default)]
     pub principals: Vec<PrincipalConfig>,
+    /// Where new and resolved approvals are announced.
+    #[serde(rename = "webhook", default)]
+    pub webhooks: Vec<WebhookConfig>,
+}
+
+/// `[[webhook]]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// Where to POST, `http://` or `https://`.
+    pub url: String,
+    /// `generic` (signed JSON) or `slack` (an incoming-webhook message).
+    #[serde(default)]
+    pub format: WebhookFormat,
+    /// A file holding the HMAC-SHA256 key that signs `generic` bodies
+    /// (required for them; its whitespace-trimmed content is the key).
+    pub secret_file: Option<PathBuf>,
+    /// Deliveries tried per batch before it is dropped (logged). Default: 6.
+    #[serde(default = "default_webhook_attempts")]
+    pub attempts: u32,
+}
+
+fn default_webhook_attempts() -> u32 {
+    6
+}
+
+/// How a webhook's body looks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WebhookFormat {
+    #[default]
+    Generic,
+    Slack,
 }
 
 /// `[[principal]]`
@@ -99,6 +132,15 @@ pub struct ApprovalsConfig {
     /// Body bytes shown to approvers (viewer role and up) in the API.
     #[serde(deserialize_with = "byte_size")]
     pub preview_bytes: u64,
+    /// The longest a grant lasts, whatever the policy asked. Default: 8h.
+    #[serde(with = "duration")]
+    pub max_grant_lifetime: Duration,
+    /// How long after approval an async ticket may be redeemed. Default: 15m.
+    #[serde(with = "duration")]
+    pub redeem_within: Duration,
+    /// Where approvers reach the admin API, for links in notifications,
+    /// e.g. `https://airlock-admin.example.com`. Default: the admin address.
+    pub link_base: Option<String>,
 }
 
 impl Default for ApprovalsConfig {
@@ -110,6 +152,9 @@ impl Default for ApprovalsConfig {
             max_created_per_minute: 30,
             expired_status: 403,
             preview_bytes: 4 << 10,
+            max_grant_lifetime: Duration::from_secs(8 * 3600),
+            redeem_within: Duration::from_secs(15 * 60),
+            link_base: None,
         }
     }
 }
@@ -597,6 +642,7 @@ impl Config {
         }
         for file in [&mut self.audit.signing_key, &mut self.audit.heads_file]
             .into_iter()
+            .chain(self.webhooks.iter_mut().map(|hook| &mut hook.secret_file))
             .flatten()
         {
             resolve(file);
@@ -788,6 +834,23 @@ impl Config {
             "approvals.expired_status".into(),
             "expected a 4xx or 5xx status".into(),
         )?;
+        for (i, hook) in self.webhooks.iter().enumerate() {
+            ensure(
+                hook.url.starts_with("http://") || hook.url.starts_with("https://"),
+                format!("webhook[{i}].url"),
+                "expected an http:// or https:// URL".into(),
+            )?;
+            ensure(
+                hook.format != WebhookFormat::Generic || hook.secret_file.is_some(),
+                format!("webhook[{i}].secret_file"),
+                "a generic webhook is signed: name the file holding its key".into(),
+            )?;
+            ensure(
+                hook.attempts >= 1,
+                format!("webhook[{i}].attempts"),
+                "expected at least 1".into(),
+            )?;
+        }
         ensure(
             self.audit.segment_entries >= 1,
             "audit.segment_entries".into(),

@@ -17,6 +17,7 @@ pub mod audit;
 pub mod balance;
 pub mod config;
 pub mod demo;
+pub mod http_client;
 pub mod identity;
 pub mod policy;
 pub mod proxy;

@@ -136,6 +136,9 @@ struct AuditFilterArgs {
     /// An approval id (its hold, votes and outcome).
     #[arg(long)]
     approval: Option<String>,
+    /// A grant id (its creation, the requests it passed, its end).
+    #[arg(long)]
+    grant: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -238,7 +241,7 @@ fn print_entries(
         .kind
         .map(|kind| serde_json::from_value(serde_json::Value::String(kind)))
         .transpose()
-        .context("--kind: use request_decision, request_outcome, policy_loaded, node_started, node_stopped or checkpoint")?;
+        .context("--kind: use an entry kind such as request_decision, request_outcome, approval_vote or grant_created")?;
     let mut filter = query::AuditFilter {
         since: filter.since,
         until: filter.until,
@@ -249,6 +252,7 @@ fn print_entries(
         request: filter.request,
         trace: None,
         approval: filter.approval,
+        grant: filter.grant,
         limit: Some(query::MAX_LIMIT),
         cursor: None,
     };

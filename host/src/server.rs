@@ -14,7 +14,7 @@ use tokio::task::JoinHandle;
 
 use crate::admin::{self, AdminState};
 use crate::approvals::api::ApprovalApi;
-use crate::approvals::{ApprovalError, Approvals};
+use crate::approvals::{notify, ApprovalError, Approvals};
 use crate::audit::heads::{HeadSigner, HeadsError};
 use crate::audit::{AuditEntry, AuditError, AuditLog, Durability, EntryKind, PolicyRef, Sealing};
 use crate::balance::{health, Pool};
@@ -72,6 +72,9 @@ pub enum StartError {
     /// Approvals left by the last run could not be closed.
     #[error("approvals: {0}")]
     Approvals(#[from] ApprovalError),
+    /// A webhook could not be set up.
+    #[error(transparent)]
+    Notify(#[from] crate::approvals::notify::NotifyError),
 }
 
 /// A bound, not yet serving, Airlock.
@@ -84,9 +87,14 @@ pub struct Server {
     listeners: Vec<Listener>,
     admin: TcpListener,
     certificates: Vec<Arc<ReloadingCertificates>>,
+    /// Webhook delivery tasks, running from bind on.
+    notifiers: Vec<JoinHandle<()>>,
     trigger: ShutdownTrigger,
     shutdown: Shutdown,
 }
+
+/// How often ended grants are recorded as expired and dropped.
+const GRANT_SWEEP_INTERVAL: Duration = Duration::from_secs(30);
 
 /// One address Airlock listens on, for the startup announcement.
 #[derive(Debug, Clone)]
@@ -136,14 +144,12 @@ impl Server {
         // Approvals need the trail: every vote is recorded with its effect.
         let approvals = match &audit {
             Some(audit) => Some(ApprovalApi {
-                approvals: Arc::new(
-                    Approvals::start(
-                        audit.store.clone(),
-                        audit.log.clone(),
-                        config.approvals.clone(),
-                    )
-                    .await?,
-                ),
+                approvals: Approvals::start(
+                    audit.store.clone(),
+                    audit.log.clone(),
+                    config.approvals.clone(),
+                )
+                .await?,
                 identities: identities.clone(),
             }),
             None => None,
@@ -176,6 +182,19 @@ impl Server {
             listeners.push(Listener::new(l, socket, acceptor));
         }
         let admin = bind("admin", config.admin.address).await?;
+        let notifiers = match &approvals {
+            Some(api) => {
+                let link_base = match &config.approvals.link_base {
+                    Some(base) => base.clone(),
+                    None => format!(
+                        "http://{}",
+                        admin.local_addr().unwrap_or(config.admin.address)
+                    ),
+                };
+                notify::start(&config.webhooks, &api.approvals, &link_base)?
+            }
+            None => Vec::new(),
+        };
         Ok(Server {
             config,
             proxy,
@@ -184,6 +203,7 @@ impl Server {
             listeners,
             admin,
             certificates,
+            notifiers,
             trigger,
             shutdown,
         })
@@ -223,10 +243,15 @@ impl Server {
             listeners,
             admin,
             certificates,
+            notifiers,
             trigger,
             shutdown,
         } = self;
-        let mut background: Vec<JoinHandle<()>> = Vec::new();
+        let mut background: Vec<JoinHandle<()>> = notifiers;
+        let held = approvals.as_ref().map(|api| api.approvals.clone());
+        if let Some(approvals) = &held {
+            background.push(tokio::spawn(sweep_grants(approvals.clone())));
+        }
         for (pool, pool_config) in proxy.routing().pools.iter().zip(&config.pools) {
             background.push(tokio::spawn(health::run(
                 pool.clone(),
@@ -278,6 +303,10 @@ impl Server {
             trigger.enter(Phase::DeadlinePassed);
             let _ = tokio::time::timeout(FINAL_FLUSH, all_closed.recv()).await;
         }
+        if let Some(approvals) = &held {
+            // Their requests were answered 503 above; record that before the stop.
+            approvals.cancel_waiting().await;
+        }
         for task in background {
             task.abort();
         }
@@ -292,6 +321,17 @@ impl Server {
             audit.sign_head(0).await;
         }
         tracing::info!("stopped");
+    }
+}
+
+/// Record ended grants as expired, every [`GRANT_SWEEP_INTERVAL`].
+async fn sweep_grants(approvals: Arc<Approvals>) {
+    let mut ticks = tokio::time::interval(GRANT_SWEEP_INTERVAL);
+    loop {
+        ticks.tick().await;
+        if let Err(error) = approvals.expire_grants().await {
+            tracing::error!("grants: expiry not recorded: {error}");
+        }
     }
 }
 

@@ -1,8 +1,11 @@
 //! The approval API on the admin listener. Callers authenticate with
 //! `Authorization: Bearer TOKEN` (never a query string, so tokens stay out
-//! of logs); viewers read, approvers vote. No GET changes anything. Errors
-//! are `{"error": CODE, "detail": TEXT}`, mapped from [`ApprovalError`] in
-//! [`ApiError::into_response`], the one place that does it.
+//! of logs); viewers read, approvers vote, admins revoke grants. A caller
+//! sees the approvals it asked for and those asking one of its groups
+//! (admins see all). No GET changes anything. Errors are
+//! `{"error": CODE, "detail": TEXT}`, mapped from [`ApprovalError`] in
+//! [`ApiError::into_response`], the one place that does it. The API is
+//! described by [`OPENAPI`], served at `/v1/openapi.json`.
 
 use std::sync::Arc;
 
@@ -10,8 +13,9 @@ use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
@@ -27,14 +31,42 @@ pub struct ApprovalApi {
     pub identities: Arc<Identities>,
 }
 
+/// The OpenAPI 3.1 document of these routes.
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+/// Every route (method, path) this module serves, as [`OPENAPI`] lists them.
+pub const ROUTES: [(&str, &str); 8] = [
+    ("get", "/v1/approvals"),
+    ("get", "/v1/approvals/stream"),
+    ("get", "/v1/approvals/{id}"),
+    ("post", "/v1/approvals/{id}/approve"),
+    ("post", "/v1/approvals/{id}/deny"),
+    ("get", "/v1/grants"),
+    ("delete", "/v1/grants/{id}"),
+    ("get", "/v1/openapi.json"),
+];
+
 /// The approval routes, to merge into the admin router.
 pub fn router(state: ApprovalApi) -> Router {
     Router::new()
         .route("/v1/approvals", get(list))
+        .route("/v1/approvals/stream", get(stream))
         .route("/v1/approvals/{id}", get(show))
         .route("/v1/approvals/{id}/approve", post(approve))
         .route("/v1/approvals/{id}/deny", post(deny))
+        .route("/v1/grants", get(grants))
+        .route("/v1/grants/{id}", delete(revoke))
+        .route("/v1/openapi.json", get(openapi))
         .with_state(state)
+}
+
+/// `GET /v1/openapi.json`
+async fn openapi() -> Response {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        OPENAPI,
+    )
+        .into_response()
 }
 
 /// A refusal, as the API answers it.
@@ -65,7 +97,7 @@ impl IntoResponse for ApiError {
             ApiError::Forbidden(detail) => (StatusCode::FORBIDDEN, "forbidden", detail),
             ApiError::BadRequest(detail) => (StatusCode::BAD_REQUEST, "bad_request", detail),
             ApiError::Approval(error) => match error {
-                ApprovalError::NotFound(_) => {
+                ApprovalError::NotFound(_) | ApprovalError::GrantNotFound(_) => {
                     (StatusCode::NOT_FOUND, "not_found", error.to_string())
                 }
                 ApprovalError::Resolved { .. } => {
@@ -77,7 +109,7 @@ impl IntoResponse for ApiError {
                     (
                         StatusCode::SERVICE_UNAVAILABLE,
                         "unavailable",
-                        "the vote could not be recorded, so it did not happen".to_owned(),
+                        "the change could not be recorded, so it did not happen".to_owned(),
                     )
                 }
             },
@@ -121,33 +153,101 @@ struct ListQuery {
     state: Option<ApprovalState>,
 }
 
-/// A listing leaves out the body preview; `GET /v1/approvals/{id}` has it.
-fn summary(mut approval: Approval) -> Approval {
-    approval.body_preview = None;
-    approval
-}
-
-/// `GET /v1/approvals?state=pending`: newest first.
+/// `GET /v1/approvals?state=pending`: newest first, without body previews.
 async fn list(
     State(state): State<ApprovalApi>,
     headers: HeaderMap,
     query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    caller(&state, &headers, Role::Viewer)?;
+    let identity = caller(&state, &headers, Role::Viewer)?;
     let Query(query) = query.map_err(|rejection| ApiError::BadRequest(rejection.body_text()))?;
-    let approvals = state.approvals.list(query.state)?;
-    let approvals: Vec<Approval> = approvals.into_iter().map(summary).collect();
+    let approvals: Vec<Approval> = state
+        .approvals
+        .list(query.state)?
+        .into_iter()
+        .filter(|approval| approval.visible_to(&identity))
+        .map(|approval| approval.public(false))
+        .collect();
     Ok(Json(json!({ "approvals": approvals })).into_response())
 }
 
-/// `GET /v1/approvals/{id}`
+/// `GET /v1/approvals/{id}`, with the body preview. One the caller may not
+/// see is answered as if it did not exist.
 async fn show(
     State(state): State<ApprovalApi>,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    caller(&state, &headers, Role::Viewer)?;
-    Ok(Json(state.approvals.get(&id)?).into_response())
+    let identity = caller(&state, &headers, Role::Viewer)?;
+    let approval = state.approvals.get(&id)?;
+    if !approval.visible_to(&identity) {
+        return Err(ApprovalError::NotFound(id).into());
+    }
+    Ok(Json(approval.public(true)).into_response())
+}
+
+/// `GET /v1/approvals/stream`: server-sent events, one per approval created
+/// or resolved that the caller may see (`event: created|resolved`, data:
+/// the approval without its body preview), and a comment every 15s to keep
+/// idle intermediaries from closing it.
+async fn stream(
+    State(state): State<ApprovalApi>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let identity = caller(&state, &headers, Role::Viewer)?;
+    let receiver = state.approvals.subscribe();
+    let events = futures_util::stream::unfold(receiver, move |mut receiver| {
+        let identity = identity.clone();
+        async move {
+            loop {
+                match receiver.recv().await {
+                    Ok(event) if event.approval.visible_to(&identity) => {
+                        let sse = Event::default()
+                            .event(event.event)
+                            .json_data(&event.approval)
+                            .unwrap_or_default();
+                        return Some((Ok::<_, std::convert::Infallible>(sse), receiver));
+                    }
+                    Ok(_) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
+                        let sse = Event::default().event("lagged").data(missed.to_string());
+                        return Some((Ok(sse), receiver));
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        }
+    });
+    Ok(Sse::new(events)
+        .keep_alive(KeepAlive::new().interval(std::time::Duration::from_secs(15)))
+        .into_response())
+}
+
+/// `GET /v1/grants`: grants in force, soonest to end first; admins see
+/// all, others their own.
+async fn grants(
+    State(state): State<ApprovalApi>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let identity = caller(&state, &headers, Role::Viewer)?;
+    let grants: Vec<_> = state
+        .approvals
+        .grants()
+        .into_iter()
+        .filter(|grant| identity.role >= Some(Role::Admin) || grant.subject == identity.subject)
+        .collect();
+    Ok(Json(json!({ "grants": grants })).into_response())
+}
+
+/// `DELETE /v1/grants/{id}` (admins): the grant ends now.
+async fn revoke(
+    State(state): State<ApprovalApi>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let identity = caller(&state, &headers, Role::Admin)?;
+    let grant = state.approvals.revoke_grant(&id, &identity.subject).await?;
+    Ok(Json(grant).into_response())
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -187,7 +287,7 @@ async fn vote(
         .approvals
         .vote(&id, &voter, verdict, body.comment)
         .await?;
-    Ok(Json(summary(approval)).into_response())
+    Ok(Json(approval.public(false)).into_response())
 }
 
 /// `POST /v1/approvals/{id}/approve` with an optional `{"comment": ...}`.
@@ -208,4 +308,34 @@ async fn deny(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     vote(state, headers, id, body, Verdict::Deny).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_openapi_document_describes_exactly_the_served_routes() {
+        let doc: serde_json::Value = serde_json::from_str(OPENAPI).expect("valid JSON");
+        assert_eq!(doc["openapi"], "3.1.0");
+        let mut described: Vec<(String, String)> = doc["paths"]
+            .as_object()
+            .expect("paths")
+            .iter()
+            .flat_map(|(path, operations)| {
+                operations
+                    .as_object()
+                    .expect("operations")
+                    .keys()
+                    .map(move |method| (method.clone(), path.clone()))
+            })
+            .collect();
+        let mut served: Vec<(String, String)> = ROUTES
+            .iter()
+            .map(|(method, path)| ((*method).to_owned(), (*path).to_owned()))
+            .collect();
+        described.sort();
+        served.sort();
+        assert_eq!(described, served);
+    }
 }

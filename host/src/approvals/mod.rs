@@ -7,9 +7,15 @@
 //! may vote, records every vote and outcome in the audit trail in the same
 //! durable transaction as the approval's new state, and wakes the waiting
 //! action. Approvals live in the store, so a restart finds them; the
-//! actions waiting on them do not survive it and are cancelled at startup.
+//! actions waiting on them do not survive it and are cancelled at startup
+//! (async approvals, whose clients come back with a ticket, and grants
+//! survive it). Every change is also announced as an [`ApprovalEvent`], for
+//! the API's event stream and the webhooks.
 
 pub mod api;
+pub mod grants;
+pub mod notify;
+pub mod tickets;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,12 +23,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 
 use crate::audit::{now_ms, AuditEntry, AuditError, AuditLog, EntryKind, PolicyRef};
 use crate::config::{ApprovalsConfig, Role};
 use crate::identity::Identity;
 use crate::store::{StateChange, StateTable, Store, StoreError};
+pub use grants::{Grant, GrantTerms};
+pub use tickets::{RedeemError, TicketRefused};
 
 /// Where an approval stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -70,6 +78,9 @@ pub struct HoldRequirement {
     pub reason: String,
     pub groups: Vec<String>,
     pub quorum: u32,
+    /// What passing this hold grants (never for an anonymous requester).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub grant: Option<GrantTerms>,
 }
 
 /// `approve` or `deny`.
@@ -116,9 +127,43 @@ pub struct Approval {
     /// trail).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub body_preview: Option<String>,
+    /// The requester asked with `Prefer: respond-async` and comes back with
+    /// a ticket.
+    #[serde(skip_serializing_if = "std::ops::Not::not", default)]
+    pub respond_async: bool,
+    /// SHA-256 of the async ticket: stored, never shown ([`Approval::public`]).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub ticket_sha256: Option<String>,
+    /// An approved async request must come back before this.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub redeem_by_ms: Option<i64>,
+    /// When the ticket was used.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub redeemed_ms: Option<i64>,
+    /// The grants its approval started.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub grants: Vec<String>,
 }
 
 impl Approval {
+    /// The approval as callers see it: without the ticket's hash, and,
+    /// unless `with_preview`, without the body preview.
+    pub fn public(mut self, with_preview: bool) -> Approval {
+        self.ticket_sha256 = None;
+        if !with_preview {
+            self.body_preview = None;
+        }
+        self
+    }
+
+    /// Whether `identity` may see this approval: admins see all; others
+    /// their own, and those asking one of their groups.
+    pub fn visible_to(&self, identity: &Identity) -> bool {
+        identity.role >= Some(Role::Admin)
+            || identity.subject == self.principal
+            || self.may_vote(identity)
+    }
+
     /// Approvals of one hold: distinct subjects from its groups who approved.
     fn approvals_for(&self, hold: &HoldRequirement) -> usize {
         let mut subjects: Vec<&str> = self
@@ -161,6 +206,8 @@ impl Approval {
 pub enum ApprovalError {
     #[error("no approval `{0}`")]
     NotFound(String),
+    #[error("no grant `{0}` in force")]
+    GrantNotFound(String),
     #[error("approval `{id}` is already {}", .state.name())]
     Resolved { id: String, state: ApprovalState },
     #[error("{0}")]
@@ -170,6 +217,18 @@ pub enum ApprovalError {
     #[error(transparent)]
     Store(#[from] StoreError),
 }
+
+/// What happened to an approval, as the event stream and webhooks tell it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ApprovalEvent {
+    /// `created` or `resolved`.
+    pub event: &'static str,
+    /// The approval after it (without ticket hash or body preview).
+    pub approval: Approval,
+}
+
+/// How many events a slow listener may fall behind before it misses some.
+const EVENT_BACKLOG: usize = 1024;
 
 /// A pending approval and the action waiting on it.
 struct Live {
@@ -187,6 +246,13 @@ pub struct Approvals {
     held_bytes: AtomicU64,
     /// Each principal's approval creations in the last minute.
     created: Mutex<HashMap<String, std::collections::VecDeque<i64>>>,
+    /// Grants by id ([`grants`]).
+    grants: Mutex<HashMap<String, grants::Grant>>,
+    /// Async tickets not yet used: hash to approval id ([`tickets`]).
+    tickets: Mutex<HashMap<String, String>>,
+    /// Held while a ticket is checked and consumed.
+    redeeming: tokio::sync::Mutex<()>,
+    events: broadcast::Sender<ApprovalEvent>,
 }
 
 /// A limit that refused a new approval (answered 429).
@@ -206,11 +272,11 @@ impl std::fmt::Debug for Approvals {
     }
 }
 
-/// A new approval's id: 128 random bits, hex.
-fn new_id() -> Result<String, StoreError> {
+/// A new id: `prefix`, `_`, 128 random bits in hex.
+fn new_id(prefix: &str) -> Result<String, StoreError> {
     let bytes = crate::secrets::random_bytes::<16>()
-        .map_err(|error| StoreError::new("make an approval id", error))?;
-    Ok(format!("apr_{}", crate::secrets::hex(&bytes)))
+        .map_err(|error| StoreError::new("make an id", error))?;
+    Ok(format!("{prefix}_{}", crate::secrets::hex(&bytes)))
 }
 
 fn put(approval: &Approval) -> StateChange {
@@ -224,8 +290,8 @@ fn put(approval: &Approval) -> StateChange {
 
 impl Approvals {
     /// The approvals of `store`, recording through `log`. Approvals left
-    /// pending by a previous run are cancelled (their actions are gone) or,
-    /// if overdue, expired.
+    /// pending by a previous run are expired if overdue; otherwise async
+    /// ones wait on, and the rest are cancelled (their actions are gone).
     ///
     /// # Errors
     /// When the store cannot be read or the trail written.
@@ -233,24 +299,80 @@ impl Approvals {
         store: Arc<dyn Store>,
         log: AuditLog,
         config: ApprovalsConfig,
-    ) -> Result<Approvals, ApprovalError> {
-        let approvals = Approvals {
+    ) -> Result<Arc<Approvals>, ApprovalError> {
+        let approvals = Arc::new(Approvals {
             store,
             log,
             config,
             live: Mutex::new(HashMap::new()),
             held_bytes: AtomicU64::new(0),
             created: Mutex::new(HashMap::new()),
-        };
-        for mut approval in approvals.list(Some(ApprovalState::Pending))? {
-            let state = if approval.expires_ms <= now_ms() {
-                ApprovalState::Expired
-            } else {
-                ApprovalState::Cancelled
-            };
-            approvals.resolve(&mut approval, state, "airlock").await?;
+            grants: Mutex::new(HashMap::new()),
+            tickets: Mutex::new(HashMap::new()),
+            redeeming: tokio::sync::Mutex::new(()),
+            events: broadcast::channel(EVENT_BACKLOG).0,
+        });
+        approvals.load_grants()?;
+        for mut approval in approvals.list(None)? {
+            match approval.state {
+                ApprovalState::Pending if approval.expires_ms <= now_ms() => {
+                    approvals
+                        .resolve(&mut approval, ApprovalState::Expired, "airlock")
+                        .await?;
+                }
+                ApprovalState::Pending if approval.respond_async => {
+                    approvals.index_ticket(&approval);
+                    approvals.watch(approval);
+                }
+                ApprovalState::Pending => {
+                    approvals
+                        .resolve(&mut approval, ApprovalState::Cancelled, "airlock")
+                        .await?;
+                }
+                ApprovalState::Approved => approvals.index_ticket(&approval),
+                _ => {}
+            }
         }
         Ok(approvals)
+    }
+
+    /// Events from now on: every approval created or resolved.
+    pub fn subscribe(&self) -> broadcast::Receiver<ApprovalEvent> {
+        self.events.subscribe()
+    }
+
+    fn announce(&self, event: &'static str, approval: &Approval) {
+        // Nobody listening is fine.
+        let _ = self.events.send(ApprovalEvent {
+            event,
+            approval: approval.clone().public(false),
+        });
+    }
+
+    /// Track pending `approval` until it resolves; returns the receiver that
+    /// sees it resolve. An async one (nobody waits on it) expires by timer.
+    fn watch(self: &Arc<Self>, approval: Approval) -> watch::Receiver<ApprovalState> {
+        let (resolved, receiver) = watch::channel(ApprovalState::Pending);
+        if approval.respond_async {
+            let approvals = self.clone();
+            let id = approval.id.clone();
+            let wait = u64::try_from(approval.expires_ms.saturating_sub(now_ms())).unwrap_or(0);
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(wait)).await;
+                if let Err(error) = approvals.end(&id, ApprovalState::Expired).await {
+                    tracing::error!(approval = %id, "expiring failed: {error}");
+                }
+            });
+        }
+        self.live_map().insert(
+            approval.id.clone(),
+            Arc::new(Live {
+                principal: approval.principal.clone(),
+                approval: tokio::sync::Mutex::new(approval),
+                resolved,
+            }),
+        );
+        receiver
     }
 
     /// Every stored approval in `state` (all if `None`), newest first.
@@ -342,28 +464,22 @@ impl Approvals {
     /// # Errors
     /// When the commit fails: the action must not wait, nor be carried out.
     pub async fn create(
-        &self,
+        self: &Arc<Self>,
         mut approval: Approval,
         timeout: Duration,
         mut entry: AuditEntry,
     ) -> Result<(Approval, watch::Receiver<ApprovalState>), ApprovalError> {
-        approval.id = new_id()?;
+        approval.id = new_id("apr")?;
         approval.state = ApprovalState::Pending;
         approval.created_ms = now_ms();
         approval.expires_ms = approval
             .created_ms
             .saturating_add(i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX));
         entry.approval = Some(approval.id.clone());
-        let (resolved, receiver) = watch::channel(ApprovalState::Pending);
         self.log.record_with(entry, vec![put(&approval)]).await?;
-        self.live_map().insert(
-            approval.id.clone(),
-            Arc::new(Live {
-                principal: approval.principal.clone(),
-                approval: tokio::sync::Mutex::new(approval.clone()),
-                resolved,
-            }),
-        );
+        self.index_ticket(&approval);
+        let receiver = self.watch(approval.clone());
+        self.announce("created", &approval);
         Ok((approval, receiver))
     }
 
@@ -446,11 +562,32 @@ impl Approvals {
             .to_owned(),
         );
         entry.reason = comment;
+        let mut entries = Vec::new();
+        let mut changes = Vec::new();
+        let mut granted = Vec::new();
         if decided != ApprovalState::Pending {
             next.state = decided;
             next.resolved_ms = Some(now_ms());
             if decided == ApprovalState::Denied {
                 next.denied_by = Some(voter.subject.clone());
+            }
+            if decided == ApprovalState::Approved {
+                if next.respond_async {
+                    let within =
+                        i64::try_from(self.config.redeem_within.as_millis()).unwrap_or(i64::MAX);
+                    next.redeem_by_ms = next.resolved_ms.map(|at| at.saturating_add(within));
+                }
+                let max_lifetime =
+                    u64::try_from(self.config.max_grant_lifetime.as_millis()).unwrap_or(u64::MAX);
+                let started = grants::granted_by(&next, max_lifetime, &voter.subject)?;
+                next.grants = started
+                    .grants
+                    .iter()
+                    .map(|grant| grant.id.clone())
+                    .collect();
+                granted = started.grants;
+                entries = started.entries;
+                changes = started.changes;
             }
             // The vote that decides records the outcome too, in its commit.
             entry.reason = Some(match entry.reason.take() {
@@ -458,12 +595,17 @@ impl Approvals {
                 None => format!("approval {}", decided.name()),
             });
         }
-        self.log.record_with(entry, vec![put(&next)]).await?;
+        entries.insert(0, entry);
+        changes.insert(0, put(&next));
+        self.log.record_all(entries, changes).await?;
+        self.add_grants(granted);
         *approval = next.clone();
         drop(approval);
         if decided != ApprovalState::Pending {
             self.live_map().remove(id);
             live.resolved.send_replace(decided);
+            self.forget_ticket_unless_approved(&next);
+            self.announce("resolved", &next);
         }
         Ok(next)
     }
@@ -495,6 +637,23 @@ impl Approvals {
         Ok(state)
     }
 
+    /// Cancel every approval a waiting request holds (at shutdown, once
+    /// those requests were answered); async ones wait on in the store.
+    pub async fn cancel_waiting(&self) {
+        let live: Vec<Arc<Live>> = self.live_map().values().cloned().collect();
+        for live in live {
+            let (id, waited_on) = {
+                let approval = live.approval.lock().await;
+                (approval.id.clone(), !approval.respond_async)
+            };
+            if waited_on {
+                if let Err(error) = self.end(&id, ApprovalState::Cancelled).await {
+                    tracing::error!(approval = %id, "cancelling failed: {error}");
+                }
+            }
+        }
+    }
+
     /// Record `approval` ending as `state`, durably.
     async fn resolve(
         &self,
@@ -508,7 +667,20 @@ impl Approvals {
         entry.approval = Some(approval.id.clone());
         entry.decision = Some(state.name().to_owned());
         self.log.record_with(entry, vec![put(approval)]).await?;
+        self.forget_ticket_unless_approved(approval);
+        self.announce("resolved", approval);
         Ok(())
+    }
+
+    fn forget_ticket_unless_approved(&self, approval: &Approval) {
+        if approval.state != ApprovalState::Approved {
+            if let Some(hash) = &approval.ticket_sha256 {
+                self.tickets
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .remove(hash);
+            }
+        }
     }
 
     fn live_map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Live>>> {

@@ -5,7 +5,7 @@
 use super::{encode, AuditEntry};
 
 /// The CSV header row.
-pub const CSV_HEADER: &str = "seq,time_ms,node,kind,actor,request_id,method,host,path,route,pool,policies,decision,reason,status,bytes,duration_us,prev_hash,hash";
+pub const CSV_HEADER: &str = "seq,time_ms,node,kind,actor,request_id,method,host,path,route,pool,policies,decision,reason,status,bytes,duration_us,approval,grant,prev_hash,hash";
 
 /// An entry as one JSON line (without the newline): exactly as stored.
 pub fn json_line(entry: &AuditEntry) -> String {
@@ -45,6 +45,8 @@ pub fn csv_row(entry: &AuditEntry) -> String {
         number(outcome.map(|outcome| u64::from(outcome.status))),
         number(outcome.and_then(|outcome| outcome.bytes)),
         number(outcome.map(|outcome| outcome.duration_us)),
+        text(entry.approval.as_deref()),
+        text(entry.grant.as_deref()),
         entry.prev_hash.clone(),
         entry.hash.clone(),
     ]
@@ -86,7 +88,7 @@ mod tests {
             "{row}"
         );
         assert!(row.contains(",\"said \"\"no\"\"\","), "{row}");
-        assert_eq!(CSV_HEADER.split(',').count(), 19);
+        assert_eq!(CSV_HEADER.split(',').count(), 21);
         assert_eq!(
             json_line(&entry),
             String::from_utf8(encode(&entry)).unwrap()

@@ -62,6 +62,13 @@ pub enum EntryKind {
     ApprovalVote,
     /// An approval expired or was cancelled.
     ApprovalResolved,
+    /// An approval that carried a grant passed: the grant starts, in the
+    /// same commit as the deciding vote.
+    GrantCreated,
+    /// An admin ended a grant early.
+    GrantRevoked,
+    /// A grant reached the end of its lifetime.
+    GrantExpired,
 }
 
 /// What a `checkpoint` entry vouches for: the entries before `first_kept`
@@ -136,6 +143,9 @@ pub struct AuditEntry {
     /// The approval a hold, vote or outcome belongs to.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub approval: Option<String>,
+    /// The grant an entry is about, or that let a request pass.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub grant: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub trace: Option<String>,
     pub prev_hash: String,
@@ -161,6 +171,7 @@ impl AuditEntry {
             outcome: None,
             checkpoint: None,
             approval: None,
+            grant: None,
             trace: None,
             prev_hash: String::new(),
             hash: String::new(),

@@ -29,6 +29,8 @@ pub struct AuditFilter {
     pub trace: Option<String>,
     /// The approval a hold, vote or outcome belongs to.
     pub approval: Option<String>,
+    /// The grant an entry is about, or that let a request pass.
+    pub grant: Option<String>,
     /// Page size, at most [`MAX_LIMIT`].
     pub limit: Option<usize>,
     /// Where to continue: the `next_cursor` of the page before.
@@ -157,4 +159,5 @@ fn matches(filter: &AuditFilter, since: Option<i64>, entry: &AuditEntry) -> bool
         && same(&filter.request, entry.request_id.as_deref())
         && same(&filter.trace, entry.trace.as_deref())
         && same(&filter.approval, entry.approval.as_deref())
+        && same(&filter.grant, entry.grant.as_deref())
 }

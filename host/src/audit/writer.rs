@@ -79,8 +79,9 @@ pub enum AuditError {
 }
 
 struct Pending {
-    entry: AuditEntry,
-    /// State written in the same transaction as the entry.
+    /// Entries committed together, in order (at least one).
+    entries: Vec<AuditEntry>,
+    /// State written in the same transaction as the entries.
     changes: Vec<StateChange>,
     done: Option<oneshot::Sender<Result<u64, AuditError>>>,
 }
@@ -173,7 +174,7 @@ impl AuditLog {
             Durability::Batched => {
                 self.queue
                     .send(Pending {
-                        entry,
+                        entries: vec![entry],
                         changes: Vec::new(),
                         done: None,
                     })
@@ -193,15 +194,31 @@ impl AuditLog {
     /// kept) or the writer is gone.
     pub async fn record_with(
         &self,
-        mut entry: AuditEntry,
+        entry: AuditEntry,
         changes: Vec<StateChange>,
     ) -> Result<u64, AuditError> {
-        entry.node = self.node.to_string();
-        entry.time_ms = now_ms();
+        self.record_all(vec![entry], changes).await
+    }
+
+    /// Record `entries`, in order, durably together with `changes`, all in
+    /// one transaction; returns the first entry's sequence number.
+    ///
+    /// # Errors
+    /// As [`record_with`](Self::record_with): all or nothing is kept.
+    pub async fn record_all(
+        &self,
+        mut entries: Vec<AuditEntry>,
+        changes: Vec<StateChange>,
+    ) -> Result<u64, AuditError> {
+        let time_ms = now_ms();
+        for entry in &mut entries {
+            entry.node = self.node.to_string();
+            entry.time_ms = time_ms;
+        }
         let (done, committed) = oneshot::channel();
         self.queue
             .send(Pending {
-                entry,
+                entries,
                 changes,
                 done: Some(done),
             })
@@ -267,7 +284,7 @@ fn commit(
 ) -> Option<LiveStart> {
     let first = batch.first().map(|pending| LiveStart {
         seq: *seq + 1,
-        time_ms: pending.entry.time_ms,
+        time_ms: pending.entries.first().map_or(0, |entry| entry.time_ms),
     });
     let (mut next_seq, mut next_head) = (*seq, head.clone());
     let mut encoded = Vec::with_capacity(batch.len());
@@ -275,12 +292,15 @@ fn commit(
     let mut waiting = Vec::new();
     for mut pending in batch {
         changes.append(&mut pending.changes);
-        next_seq += 1;
-        pending.entry.seal(next_seq, &next_head);
-        next_head.clone_from(&pending.entry.hash);
-        encoded.push((next_seq, encode(&pending.entry)));
+        let first_seq = next_seq + 1;
+        for entry in &mut pending.entries {
+            next_seq += 1;
+            entry.seal(next_seq, &next_head);
+            next_head.clone_from(&entry.hash);
+            encoded.push((next_seq, encode(entry)));
+        }
         if let Some(done) = pending.done {
-            waiting.push((next_seq, done));
+            waiting.push((first_seq, done));
         }
     }
     let result = store.append_audit(&encoded, &changes);

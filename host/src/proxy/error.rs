@@ -95,6 +95,9 @@ pub enum ProxyError {
         /// `[approvals] expired_status`.
         status: StatusCode,
     },
+    /// An `Airlock-Ticket` that does not pass (nothing changed).
+    #[error(transparent)]
+    TicketRefused(#[from] crate::approvals::TicketRefused),
     /// A limit on held requests (answered 429 with `Retry-After`).
     #[error(transparent)]
     ApprovalLimit(#[from] crate::approvals::LimitExceeded),
@@ -126,7 +129,9 @@ impl ProxyError {
             Self::Upstream { .. } => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             Self::Denied { refusal, .. } => refusal.status,
-            Self::Held { .. } | Self::ApprovalDenied { .. } => StatusCode::FORBIDDEN,
+            Self::Held { .. } | Self::ApprovalDenied { .. } | Self::TicketRefused(_) => {
+                StatusCode::FORBIDDEN
+            }
             Self::ApprovalExpired { status, .. } => *status,
             Self::ApprovalLimit(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
@@ -154,6 +159,7 @@ impl ProxyError {
             Self::Held { .. } => "approval_required",
             Self::ApprovalDenied { .. } => "approval_denied",
             Self::ApprovalExpired { .. } => "approval_expired",
+            Self::TicketRefused(_) => "ticket_refused",
             Self::ApprovalLimit(_) => "too_many_held",
             Self::Unauthorized(_) => "unauthorized",
             Self::AuditUnavailable(_) => "audit_unavailable",

@@ -5,45 +5,65 @@
 //! entry, and the request waits until approvers decide, the hold times out,
 //! or the client goes away (the approval is then `cancelled`). Approved, it
 //! is forwarded as if it had never been held.
+//!
+//! In async mode ([`crate::approvals::tickets`]) the client gets `202` and
+//! a ticket instead of waiting, and [`redeem`] lets the approved request
+//! through when it comes back.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::Request;
+use http::{header, HeaderValue, Request, Response, StatusCode};
 use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
+use tokio::sync::watch;
 
 use super::record::{self, Held, Ruling};
 use super::route::Route;
-use super::{body, ProxyError, Target};
-use crate::approvals::{ActionSummary, Approval, ApprovalState, Approvals, HoldRequirement};
+use super::{body, ProxyBody, ProxyError, Target};
+use crate::approvals::tickets::new_ticket;
+use crate::approvals::{
+    ActionSummary, Approval, ApprovalState, Approvals, GrantTerms, HoldRequirement, RedeemError,
+};
 use crate::audit::AuditLog;
 use crate::secrets;
 
 /// A held request, read whole, once approved: its head and body.
 pub type Released = Request<Bytes>;
 
-/// Hold `request` until its approval resolves. Returns the request, body
-/// read, when approved; the refusal otherwise. Along with it, the request
-/// id of its decision entry.
-///
-/// # Errors
-/// Over a limit (413, 429), the trail cannot be written (503), denied
-/// (403), expired (`[approvals] expired_status`).
-pub async fn wait_for_approval(
-    approvals: &Arc<Approvals>,
-    audit: &AuditLog,
-    request: Request<Incoming>,
-    route: &Route,
-    target: &Target,
-    ruling: &Ruling,
-    held: &Held,
-) -> Result<(Released, String), ProxyError> {
-    let (parts, incoming) = request.into_parts();
-    if let Err(limit) = approvals.admit(&ruling.actor) {
-        body::discard(incoming);
-        return Err(limit.into());
+/// Where a held request stands: what every step of holding it reads.
+#[derive(Debug, Clone, Copy)]
+pub struct HoldContext<'a> {
+    pub approvals: &'a Arc<Approvals>,
+    pub audit: &'a AuditLog,
+    pub route: &'a Route,
+    pub target: &'a Target,
+    pub ruling: &'a Ruling,
+}
+
+impl HoldContext<'_> {
+    /// The decision entry of `request`, read whole (always durable: it is
+    /// a hold, or is committed with the ticket's use).
+    fn decision_entry(&self, request: &Request<Bytes>) -> crate::audit::AuditEntry {
+        record::decision_entry(
+            self.audit,
+            request.method(),
+            Some(request.body().len() as u64),
+            self.route,
+            self.target,
+            self.ruling,
+        )
+        .0
     }
+}
+
+/// Read a held request's body whole (up to `[approvals] max_body_bytes`),
+/// counted against `max_held_bytes` while the returned reservation lives.
+async fn read_whole(
+    approvals: &Arc<Approvals>,
+    request: Request<Incoming>,
+) -> Result<(Request<Bytes>, HeldBytes), ProxyError> {
+    let (parts, incoming) = request.into_parts();
     let limit = approvals.config.max_body_bytes;
     if http_body::Body::size_hint(&incoming)
         .exact()
@@ -58,23 +78,73 @@ pub async fn wait_for_approval(
         .map_err(|_| ProxyError::BodyTooLarge { limit })?
         .to_bytes();
     let reservation = HeldBytes::reserve(approvals, body.len() as u64)?;
-    let request = Request::from_parts(parts, body);
+    Ok((Request::from_parts(parts, body), reservation))
+}
 
-    let (entry, _) = record::decision_entry(
-        audit,
-        request.method(),
-        Some(request.body().len() as u64),
-        route,
-        target,
-        ruling,
-    );
+/// A request whose approval was just created.
+struct Pending {
+    request: Request<Bytes>,
+    reservation: HeldBytes,
+    /// Of its decision entry.
+    request_id: String,
+    approval: Approval,
+    resolved: watch::Receiver<ApprovalState>,
+}
+
+/// Check the limits on new approvals, read the body, and create the
+/// approval with the request's `hold` entry in one durable commit.
+/// `ticket_sha256` makes it an async approval.
+async fn hold(
+    at: &HoldContext<'_>,
+    request: Request<Incoming>,
+    held: &Held,
+    ticket_sha256: Option<String>,
+) -> Result<Pending, ProxyError> {
+    let approvals = at.approvals;
+    if let Err(limit) = approvals.admit(&at.ruling.actor) {
+        body::discard(request.into_body());
+        return Err(limit.into());
+    }
+    let (request, reservation) = read_whole(approvals, request).await?;
+    let entry = at.decision_entry(&request);
     let request_id = entry.request_id.clone().unwrap_or_default();
-    let approval = approval_for(&request, route, target, ruling, held, approvals);
-    let (approval, mut resolved) = approvals
+    let mut approval = approval_for(at, &request, held);
+    approval.respond_async = ticket_sha256.is_some();
+    approval.ticket_sha256 = ticket_sha256;
+    let (approval, resolved) = approvals
         .create(approval, held.timeout, entry)
         .await
         .map_err(|error| ProxyError::AuditUnavailable(error.to_string()))?;
-    tracing::info!(approval = %approval.id, actor = %ruling.actor, "request held for approval");
+    tracing::info!(approval = %approval.id, actor = %at.ruling.actor, "request held for approval");
+    Ok(Pending {
+        request,
+        reservation,
+        request_id,
+        approval,
+        resolved,
+    })
+}
+
+/// Hold `request` until its approval resolves. Returns the request, body
+/// read, when approved; the refusal otherwise. Along with it, the request
+/// id of its decision entry.
+///
+/// # Errors
+/// Over a limit (413, 429), the trail cannot be written (503), denied
+/// (403), expired (`[approvals] expired_status`).
+pub async fn wait_for_approval(
+    at: &HoldContext<'_>,
+    request: Request<Incoming>,
+    held: &Held,
+) -> Result<(Released, String), ProxyError> {
+    let Pending {
+        request,
+        reservation,
+        request_id,
+        approval,
+        mut resolved,
+    } = hold(at, request, held, None).await?;
+    let approvals = at.approvals;
 
     // From here on, if this future is dropped (the client hung up, or
     // shutdown's drain timeout passed) the approval is cancelled.
@@ -125,15 +195,101 @@ pub async fn wait_for_approval(
     }
 }
 
-/// The approval a held request asks for.
-fn approval_for(
-    request: &Request<Bytes>,
-    route: &Route,
-    target: &Target,
-    ruling: &Ruling,
+/// Async mode: create the approval and answer `202 Accepted` at once with
+/// its id and a fresh ticket (shown only here). The body is not kept: the
+/// client sends the request again with the ticket once it is approved.
+///
+/// # Errors
+/// As [`wait_for_approval`] before the wait.
+pub async fn respond_async(
+    at: &HoldContext<'_>,
+    request: Request<Incoming>,
     held: &Held,
-    approvals: &Approvals,
-) -> Approval {
+) -> Result<Response<ProxyBody>, ProxyError> {
+    let (ticket, ticket_sha256) =
+        new_ticket().map_err(|error| ProxyError::AuditUnavailable(error.to_string()))?;
+    let Pending {
+        request_id,
+        approval,
+        ..
+    } = hold(at, request, held, Some(ticket_sha256)).await?;
+    let answer = serde_json::json!({
+        "approval": approval.id,
+        "state": approval.state.name(),
+        "expires_ms": approval.expires_ms,
+        "ticket": ticket,
+        "request_id": request_id,
+        "message": "held for approval; once approved, send the same request again with `Airlock-Ticket: TICKET`",
+    });
+    let mut response = Response::new(body::full(answer.to_string()));
+    *response.status_mut() = StatusCode::ACCEPTED;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers.insert(
+        "preference-applied",
+        HeaderValue::from_static("respond-async"),
+    );
+    // Never cache a response carrying a secret.
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(response)
+}
+
+/// The second half of async mode: `request` comes back with the ticket of
+/// its approved approval. It passes once, if it is the request that was
+/// approved; its decision entry and the ticket's use are one durable commit.
+///
+/// # Errors
+/// The ticket does not pass (403, nothing changes), the body is too large
+/// (413), or the trail cannot be written (503).
+pub async fn redeem(
+    at: &HoldContext<'_>,
+    request: Request<Incoming>,
+    ticket: &str,
+) -> Result<(Released, String), ProxyError> {
+    let approvals = at.approvals;
+    let (request, _reservation) = read_whole(approvals, request).await?;
+    let mut entry = at.decision_entry(&request);
+    entry.decision = Some("allow".to_owned());
+    entry.reason = Some("approved asynchronously; ticket redeemed".to_owned());
+    let request_id = entry.request_id.clone().unwrap_or_default();
+    let summary = summary_of(at, &request);
+    match approvals
+        .redeem(ticket, &at.ruling.actor, &summary, entry)
+        .await
+    {
+        Ok(approval) => {
+            tracing::info!(approval = %approval.id, actor = %at.ruling.actor, "async ticket redeemed");
+            Ok((request, request_id))
+        }
+        Err(RedeemError::Refused(refused)) => Err(refused.into()),
+        Err(RedeemError::Failed(error)) => Err(ProxyError::AuditUnavailable(error.to_string())),
+    }
+}
+
+/// What a held request is, as approvers and the ticket check see it.
+fn summary_of(at: &HoldContext<'_>, request: &Request<Bytes>) -> ActionSummary {
+    let (route, target) = (at.route, at.target);
+    let body = request.body();
+    ActionSummary {
+        kind: "request".to_owned(),
+        method: request.method().as_str().to_owned(),
+        host: target.host.clone(),
+        path: target.path_and_query.path().to_owned(),
+        query: target.path_and_query.query().map(str::to_owned),
+        route: route.name.clone(),
+        pool: route.pool.name.clone(),
+        body_size: body.len() as u64,
+        body_sha256: secrets::hex(&secrets::sha256(body)),
+    }
+}
+
+/// The approval a held request asks for. An anonymous requester's holds
+/// carry no grant terms: nobody to grant to.
+fn approval_for(at: &HoldContext<'_>, request: &Request<Bytes>, held: &Held) -> Approval {
+    let (ruling, approvals) = (at.ruling, at.approvals);
     let body = request.body();
     let preview_len = body
         .len()
@@ -141,19 +297,9 @@ fn approval_for(
     Approval {
         id: String::new(),
         state: ApprovalState::Pending,
-        action: ActionSummary {
-            kind: "request".to_owned(),
-            method: request.method().as_str().to_owned(),
-            host: target.host.clone(),
-            path: target.path_and_query.path().to_owned(),
-            query: target.path_and_query.query().map(str::to_owned),
-            route: route.name.clone(),
-            pool: route.pool.name.clone(),
-            body_size: body.len() as u64,
-            body_sha256: secrets::hex(&secrets::sha256(body)),
-        },
+        action: summary_of(at, request),
         principal: ruling.actor.clone(),
-        policies: record::policies_of(route),
+        policies: record::policies_of(at.route),
         reason: held
             .holds
             .iter()
@@ -168,6 +314,14 @@ fn approval_for(
                 reason: hold.reason.clone(),
                 groups: hold.approver_groups.clone(),
                 quorum: hold.quorum,
+                grant: hold
+                    .grant
+                    .as_ref()
+                    .filter(|_| ruling.authenticated)
+                    .map(|grant| GrantTerms {
+                        scope: grant.scope.clone(),
+                        lifetime_ms: u64::try_from(grant.lifetime.as_millis()).unwrap_or(u64::MAX),
+                    }),
             })
             .collect(),
         votes: Vec::new(),
@@ -178,6 +332,11 @@ fn approval_for(
         trace: None,
         body_preview: (preview_len > 0)
             .then(|| String::from_utf8_lossy(&body[..preview_len]).into_owned()),
+        respond_async: false,
+        ticket_sha256: None,
+        redeem_by_ms: None,
+        redeemed_ms: None,
+        grants: Vec::new(),
     }
 }
 

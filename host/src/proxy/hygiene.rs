@@ -137,6 +137,18 @@ pub fn check_method_override(headers: &HeaderMap) -> Result<(), String> {
     }
 }
 
+/// Whether a `Prefer` header asks for `respond-async` (RFC 7240: a list of
+/// preferences, each a token with optional value and parameters).
+pub fn prefers_respond_async(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(http::header::HeaderName::from_static("prefer"))
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .filter_map(|preference| preference.split([';', '=']).next())
+        .any(|token| token.trim().eq_ignore_ascii_case("respond-async"))
+}
+
 /// Removes what a client must not set: `Airlock-*` always, forwarding headers
 /// unless the listener trusts its clients.
 pub fn strip_reserved_headers(headers: &mut HeaderMap, trust_forwarded: bool) {
@@ -220,6 +232,24 @@ pub fn strip_connection_named(headers: &mut HeaderMap) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn respond_async_is_found_among_preferences() {
+        let prefer = |values: &[&str]| {
+            let mut headers = HeaderMap::new();
+            for value in values {
+                headers.append("prefer", value.parse().unwrap());
+            }
+            prefers_respond_async(&headers)
+        };
+        assert!(prefer(&["respond-async"]));
+        assert!(prefer(&["return=minimal, Respond-Async; wait=10"]));
+        assert!(prefer(&["wait=5", "respond-async"]));
+        assert!(!prefer(&[]));
+        assert!(!prefer(&["return=representation"]));
+        assert!(!prefer(&["respond-asynchronously"]));
+        assert!(!prefer(&["handling=respond-async"]));
+    }
 
     #[test]
     fn connection_named_headers_go_before_judging_and_upgrade_stays() {

@@ -9,8 +9,10 @@
 //!    denies it, or holds it for approval.
 //! 4. **record** ([`record`]): the decision goes into the audit trail, on
 //!    disk before the action where the action is risky. A held request
-//!    instead **waits** ([`hold`]) for its approval, created in the same
-//!    commit as its decision entry.
+//!    passes if grants cover its holds; otherwise it **waits** ([`hold`])
+//!    for its approval, created in the same commit as its decision entry,
+//!    or, asked with `Prefer: respond-async`, gets `202` and a ticket, or,
+//!    sent again with that ticket once approved, redeems it.
 //! 5. **forward** ([`forward`]): pick a backend, rewrite headers, send over the
 //!    pool's keep-alive client, retry an idempotent request once on another
 //!    backend if the connection failed, stream the answer back; then record
@@ -164,6 +166,10 @@ impl Proxy {
         mut request: Request<Incoming>,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let routing = self.routing();
+        // Read before hygiene strips every `Airlock-*` header: the ticket
+        // reaches neither policies nor backends.
+        let ticket = request.headers_mut().remove(TICKET_HEADER);
+        let prefers_async = hygiene::prefers_respond_async(request.headers());
         // Steps 1-3 only look at the request; if one refuses it, the body the
         // client may still be sending is drained so it can read the answer.
         let (route, target, mut ruling) =
@@ -174,12 +180,28 @@ impl Proxy {
                     return Err(e);
                 }
             };
+        if let Some(approvals) = &self.approvals {
+            pass_by_grants(approvals, &mut ruling, request.headers_mut());
+        }
         if let (Some(held), Some(approvals), Some(audit)) =
             (ruling.held.take(), &self.approvals, &self.audit)
         {
-            let (released, request_id) =
-                hold::wait_for_approval(approvals, audit, request, route, &target, &ruling, &held)
-                    .await?;
+            let at = hold::HoldContext {
+                approvals,
+                audit,
+                route,
+                target: &target,
+                ruling: &ruling,
+            };
+            let (released, request_id) = match ticket {
+                Some(ticket) => {
+                    hold::redeem(&at, request, ticket.to_str().unwrap_or_default()).await?
+                }
+                None if prefers_async && ruling.authenticated => {
+                    return hold::respond_async(&at, request, &held).await;
+                }
+                None => hold::wait_for_approval(&at, request, &held).await?,
+            };
             let (mut parts, bytes) = released.into_parts();
             held.edits.apply(&mut parts.headers);
             let request = Request::from_parts(parts, RequestBody::Held(bytes));
@@ -281,6 +303,55 @@ impl Proxy {
     }
 }
 
+/// The header an async client sends its ticket in.
+const TICKET_HEADER: &str = "airlock-ticket";
+
+/// Holds that a grant of the principal covers are passed; if that leaves
+/// none, the request is allowed (with the allowing policies' header edits)
+/// and its decision entry names the grants.
+fn pass_by_grants(
+    approvals: &Approvals,
+    ruling: &mut record::Ruling,
+    headers: &mut http::HeaderMap,
+) {
+    let Some(held) = ruling.held.as_mut().filter(|_| ruling.authenticated) else {
+        return;
+    };
+    let actor = ruling.actor.as_str();
+    let mut grants = Vec::new();
+    held.holds.retain(|(policy, hold)| {
+        let grant = hold
+            .grant
+            .as_ref()
+            .and_then(|terms| approvals.grant_for(actor, policy, &terms.scope));
+        match grant {
+            Some(grant) => {
+                grants.push(grant.id);
+                false
+            }
+            None => true,
+        }
+    });
+    if grants.is_empty() {
+        return;
+    }
+    ruling.grants = grants;
+    match held.holds.first() {
+        Some((policy, hold)) => {
+            ruling.verdict = Err(ProxyError::Held {
+                policy: policy.clone(),
+                hold: Box::new(hold.clone()),
+            });
+        }
+        None => {
+            if let Some(held) = ruling.held.take() {
+                held.edits.apply(headers);
+            }
+            ruling.verdict = Ok(());
+        }
+    }
+}
+
 /// The lower-case host of a `Host` value (`host`, `host:port`, `[v6]:port`),
 /// or `None` if it is not a valid authority.
 fn host_of(value: &HeaderValue) -> Option<String> {
@@ -333,6 +404,7 @@ fn judge(
             actor,
             authenticated,
             held: None,
+            grants: Vec::new(),
         };
     }
     let facts = action::RequestFacts {
@@ -386,6 +458,7 @@ fn judge(
         actor,
         authenticated,
         held,
+        grants: Vec::new(),
     }
 }
 

@@ -38,6 +38,8 @@ pub struct Ruling {
     pub authenticated: bool,
     /// Policies hold the request: what must be approved.
     pub held: Option<Held>,
+    /// The grants that let a held request pass without asking.
+    pub grants: Vec<String>,
 }
 
 /// A hold to satisfy before the request is forwarded.
@@ -114,6 +116,9 @@ pub fn decision_entry(
     if let Err(refusal) = &ruling.verdict {
         // The full cause, not the client's short version: the trail is for operators.
         entry.reason = Some(refusal.to_string());
+    } else if !ruling.grants.is_empty() {
+        entry.reason = Some("held, and passed by a grant".to_owned());
+        entry.grant = Some(ruling.grants.join(","));
     }
     let risky = ruling.verdict.is_err() || !is_safe(method) || route.audit == RouteAudit::Durable;
     let durability = if risky {

@@ -1,0 +1,143 @@
+//! Async mode. An authenticated client that sends `Prefer: respond-async`
+//! with a held request gets `202` at once, with the approval's id and a
+//! secret ticket (256 random bits; only its SHA-256 is stored, and it is
+//! shown once, to that client). Once the approval passes, the client sends
+//! the same request again with `Airlock-Ticket: TICKET`; it is forwarded
+//! exactly once, if the principal, method, host, path, query and body
+//! SHA-256 all match and `[approvals] redeem_within` has not run out. The
+//! ticket is consumed in the same durable commit that records the forwarded
+//! request's decision, so a crash cannot leave it both used and unrecorded.
+
+use super::{ActionSummary, Approval, ApprovalError, ApprovalState, Approvals};
+use crate::audit::{now_ms, AuditEntry};
+use crate::secrets;
+use crate::store::StoreError;
+
+/// A new ticket and the hash that is stored in its place.
+///
+/// # Errors
+/// When the system's random source fails.
+pub fn new_ticket() -> Result<(String, String), StoreError> {
+    let bytes = secrets::random_bytes::<32>()
+        .map_err(|error| StoreError::new("make an async ticket", error))?;
+    let ticket = format!("tkt_{}", secrets::hex(&bytes));
+    let hash = ticket_hash(&ticket);
+    Ok((ticket, hash))
+}
+
+/// What is stored for `ticket`.
+pub fn ticket_hash(ticket: &str) -> String {
+    secrets::hex(&secrets::sha256(ticket.as_bytes()))
+}
+
+/// Why a ticket does not pass (answered 403; nothing changes).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TicketRefused {
+    #[error("the ticket is not known")]
+    Unknown,
+    #[error("approval `{id}` is {}, not approved", .state.name())]
+    NotApproved { id: String, state: ApprovalState },
+    #[error("the ticket of approval `{0}` was already used")]
+    Used(String),
+    #[error("the ticket of approval `{0}` had to be redeemed sooner")]
+    Late(String),
+    #[error("this request differs from the approved one in its {field}")]
+    Mismatch { field: &'static str },
+}
+
+/// A redemption that did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum RedeemError {
+    #[error(transparent)]
+    Refused(#[from] TicketRefused),
+    #[error(transparent)]
+    Failed(#[from] ApprovalError),
+}
+
+/// The first field in which `request` (by `actor`) differs from what
+/// `approval` approved.
+fn mismatch(approval: &Approval, actor: &str, request: &ActionSummary) -> Option<&'static str> {
+    let approved = &approval.action;
+    [
+        ("principal", approval.principal == actor),
+        ("method", approved.method == request.method),
+        ("host", approved.host == request.host),
+        ("path", approved.path == request.path),
+        ("query", approved.query == request.query),
+        ("body", approved.body_sha256 == request.body_sha256),
+    ]
+    .into_iter()
+    .find(|(_, same)| !same)
+    .map(|(field, _)| field)
+}
+
+impl Approvals {
+    /// Redeem `ticket` for `request` by `actor`: if it passes, record
+    /// `entry` (the request's decision) and mark the ticket used, in one
+    /// durable commit. Returns the approval.
+    ///
+    /// # Errors
+    /// [`RedeemError::Refused`] (nothing changed), or the commit failed
+    /// (the request must not be forwarded; the ticket stays unused).
+    pub async fn redeem(
+        &self,
+        ticket: &str,
+        actor: &str,
+        request: &ActionSummary,
+        mut entry: AuditEntry,
+    ) -> Result<Approval, RedeemError> {
+        let hash = ticket_hash(ticket);
+        // One redemption at a time, so a ticket cannot pass twice.
+        let _one_at_a_time = self.redeeming.lock().await;
+        let id = self
+            .ticket_map()
+            .get(&hash)
+            .cloned()
+            .ok_or(TicketRefused::Unknown)?;
+        let mut approval = self.get(&id)?;
+        if !approval
+            .ticket_sha256
+            .as_deref()
+            .is_some_and(|stored| secrets::constant_time_eq(stored.as_bytes(), hash.as_bytes()))
+        {
+            return Err(TicketRefused::Unknown.into());
+        }
+        if approval.state != ApprovalState::Approved {
+            return Err(TicketRefused::NotApproved {
+                id,
+                state: approval.state,
+            }
+            .into());
+        }
+        if approval.redeemed_ms.is_some() {
+            return Err(TicketRefused::Used(id).into());
+        }
+        if approval.redeem_by_ms.is_some_and(|by| now_ms() > by) {
+            return Err(TicketRefused::Late(id).into());
+        }
+        if let Some(field) = mismatch(&approval, actor, request) {
+            return Err(TicketRefused::Mismatch { field }.into());
+        }
+        approval.redeemed_ms = Some(now_ms());
+        entry.approval = Some(approval.id.clone());
+        self.log
+            .record_with(entry, vec![super::put(&approval)])
+            .await
+            .map_err(ApprovalError::from)?;
+        self.ticket_map().remove(&hash);
+        Ok(approval)
+    }
+
+    fn ticket_map(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, String>> {
+        self.tickets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Remember the ticket of async `approval` for redemption.
+    pub(super) fn index_ticket(&self, approval: &Approval) {
+        if let (Some(hash), None) = (&approval.ticket_sha256, approval.redeemed_ms) {
+            self.ticket_map().insert(hash.clone(), approval.id.clone());
+        }
+    }
+}
