@@ -52,6 +52,47 @@ enum Command {
     /// holds the store: use GET /v1/audit and /v1/audit/verify instead).
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// List, show and vote on approvals, and list and revoke grants, through
+    /// a running Airlock's admin API.
+    Approvals {
+        #[command(subcommand)]
+        command: ApprovalsCommand,
+        /// The admin API's base URL [env: AIRLOCK_SERVER]
+        #[arg(long, global = true)]
+        server: Option<String>,
+        /// Your API token; better passed as AIRLOCK_TOKEN, which stays out of
+        /// the process list and shell history [env: AIRLOCK_TOKEN]
+        #[arg(long, global = true)]
+        token: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ApprovalsCommand {
+    /// Approvals you may see, newest first, one per line.
+    List {
+        /// pending, approved, denied, expired or cancelled.
+        #[arg(long)]
+        state: Option<String>,
+    },
+    /// One approval, as JSON (with its body preview).
+    Show { id: String },
+    /// Approve an approval.
+    Approve {
+        id: String,
+        #[arg(long)]
+        comment: Option<String>,
+    },
+    /// Deny an approval.
+    Deny {
+        id: String,
+        #[arg(long)]
+        comment: Option<String>,
+    },
+    /// Grants in force, as JSON.
+    Grants,
+    /// End a grant now (admin role).
+    Revoke { id: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -226,7 +267,99 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Policy(command) => policy_tool(command),
         Command::Audit(command) => audit_tool(command),
+        Command::Approvals {
+            command,
+            server,
+            token,
+        } => runtime(Some(1))?.block_on(approvals_tool(command, server, token)),
     }
+}
+
+/// `airlock approvals ...`: one call to the admin API; its answer printed,
+/// or its error (exit 1).
+async fn approvals_tool(
+    command: ApprovalsCommand,
+    server: Option<String>,
+    token: Option<String>,
+) -> anyhow::Result<()> {
+    use http_body_util::Full;
+    let server = server
+        .or_else(|| std::env::var("AIRLOCK_SERVER").ok())
+        .unwrap_or_else(|| "http://127.0.0.1:9090".to_owned());
+    let token = token
+        .or_else(|| std::env::var("AIRLOCK_TOKEN").ok())
+        .context("no token: set AIRLOCK_TOKEN (or pass --token)")?;
+    let vote_body = |comment: Option<String>| serde_json::json!({ "comment": comment }).to_string();
+    let (method, path, body) = match &command {
+        ApprovalsCommand::List { state } => (
+            http::Method::GET,
+            match state {
+                Some(state) => format!("/v1/approvals?state={state}"),
+                None => "/v1/approvals".to_owned(),
+            },
+            String::new(),
+        ),
+        ApprovalsCommand::Show { id } => (
+            http::Method::GET,
+            format!("/v1/approvals/{id}"),
+            String::new(),
+        ),
+        ApprovalsCommand::Approve { id, comment } => (
+            http::Method::POST,
+            format!("/v1/approvals/{id}/approve"),
+            vote_body(comment.clone()),
+        ),
+        ApprovalsCommand::Deny { id, comment } => (
+            http::Method::POST,
+            format!("/v1/approvals/{id}/deny"),
+            vote_body(comment.clone()),
+        ),
+        ApprovalsCommand::Grants => (http::Method::GET, "/v1/grants".to_owned(), String::new()),
+        ApprovalsCommand::Revoke { id } => (
+            http::Method::DELETE,
+            format!("/v1/grants/{id}"),
+            String::new(),
+        ),
+    };
+    let url = format!("{}{path}", server.trim_end_matches('/'));
+    let request = http::Request::builder()
+        .method(method)
+        .uri(&url)
+        .header(http::header::AUTHORIZATION, format!("Bearer {token}"))
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(Full::new(bytes::Bytes::from(body)))
+        .with_context(|| format!("{url}: not a URL"))?;
+    let client = airlock::http_client::HttpClient::new(std::time::Duration::from_secs(30))?;
+    let response = client.call(request).await.with_context(|| url.clone())?;
+    let answer: serde_json::Value = serde_json::from_slice(response.body())
+        .with_context(|| format!("{url}: the answer is not JSON"))?;
+    if !response.status().is_success() {
+        anyhow::bail!(
+            "{} {}: {}",
+            response.status().as_u16(),
+            answer["error"].as_str().unwrap_or("error"),
+            answer["detail"].as_str().unwrap_or_default()
+        );
+    }
+    match command {
+        ApprovalsCommand::List { .. } => {
+            for approval in answer["approvals"].as_array().into_iter().flatten() {
+                let action = &approval["action"];
+                println!(
+                    "{}  {:<9}  {} {}{}  by {}: {}",
+                    approval["id"].as_str().unwrap_or_default(),
+                    approval["state"].as_str().unwrap_or_default(),
+                    action["method"].as_str().unwrap_or_default(),
+                    action["host"].as_str().unwrap_or_default(),
+                    action["path"].as_str().unwrap_or_default(),
+                    approval["principal"].as_str().unwrap_or_default(),
+                    approval["reason"].as_str().unwrap_or_default(),
+                );
+            }
+        }
+        _ => println!("{}", serde_json::to_string_pretty(&answer)?),
+    }
+    Ok(())
 }
 
 /// Every entry matching `filter`, one line each, oldest first.

@@ -9,17 +9,18 @@ use serde_json::Value;
 
 use crate::harness::*;
 
-/// alice and bob approve for oncall, carol for security, dave only views;
-/// client only sends requests.
-const PEOPLE: [(&str, &str, &str); 5] = [
+/// alice and bob approve for oncall, carol for security, dave only views,
+/// erin administers; client only sends requests.
+const PEOPLE: [(&str, &str, &str); 6] = [
     ("alice", "oncall", "approver"),
     ("bob", "oncall", "approver"),
     ("carol", "security", "approver"),
     ("dave", "oncall", "viewer"),
+    ("erin", "", "admin"),
     ("client", "", ""),
 ];
 
-fn token(subject: &str) -> String {
+pub(crate) fn token(subject: &str) -> String {
     format!("{subject}-secret-token")
 }
 
@@ -35,7 +36,7 @@ fn principals() -> String {
         .collect()
 }
 
-fn sha256_hex(text: &str) -> String {
+pub(crate) fn sha256_hex(text: &str) -> String {
     use sha2::Digest as _;
     sha2::Sha256::digest(text.as_bytes())
         .iter()
@@ -45,7 +46,7 @@ fn sha256_hex(text: &str) -> String {
 
 /// A node whose route runs approval-rules with `rules` (and, if given, a
 /// second copy of it, `second-rules`, with `second`), plus `extra` config.
-fn node(
+pub(crate) fn node(
     up: &Upstream,
     rules: &str,
     second: Option<&str>,
@@ -76,10 +77,10 @@ fn node(
     (Airlock::start(&config), folder)
 }
 
-const DELETES_NEED_ONCALL: &str = "[[rules]]\nmethods = [\"DELETE\"]\napprovers = { groups = [\"oncall\"], quorum = 1, timeout_seconds = 30 }\n";
+pub(crate) const DELETES_NEED_ONCALL: &str = "[[rules]]\nmethods = [\"DELETE\"]\napprovers = { groups = [\"oncall\"], quorum = 1, timeout_seconds = 30 }\n";
 
 /// A request from `subject` (by its proxy token), with `body`.
-fn from(subject: &str, method: &str, url: &str, body: &str) -> Request<BoxBody> {
+pub(crate) fn from(subject: &str, method: &str, url: &str, body: &str) -> Request<BoxBody> {
     Request::builder()
         .method(method)
         .uri(url)
@@ -89,7 +90,7 @@ fn from(subject: &str, method: &str, url: &str, body: &str) -> Request<BoxBody> 
 }
 
 /// An admin API call as `subject` (no token if `None`).
-async fn api(
+pub(crate) async fn api(
     airlock: &Airlock,
     subject: Option<&str>,
     method: &str,
@@ -108,13 +109,19 @@ async fn api(
 }
 
 /// `subject` votes (`approve` or `deny`) on approval `id`.
-async fn vote(airlock: &Airlock, subject: &str, id: &str, verdict: &str, body: &str) -> Reply {
+pub(crate) async fn vote(
+    airlock: &Airlock,
+    subject: &str,
+    id: &str,
+    verdict: &str,
+    body: &str,
+) -> Reply {
     let path = format!("/v1/approvals/{id}/{verdict}");
     api(airlock, Some(subject), "POST", &path, body).await
 }
 
 /// Approval `id` as a viewer sees it.
-async fn show(airlock: &Airlock, id: &str) -> Reply {
+pub(crate) async fn show(airlock: &Airlock, id: &str) -> Reply {
     api(
         airlock,
         Some("dave"),
@@ -126,7 +133,7 @@ async fn show(airlock: &Airlock, id: &str) -> Reply {
 }
 
 /// Wait for `count` pending approvals and return them.
-async fn pending(airlock: &Airlock, count: usize) -> Vec<Value> {
+pub(crate) async fn pending(airlock: &Airlock, count: usize) -> Vec<Value> {
     let mut found = Vec::new();
     for _ in 0..200 {
         let reply = api(
@@ -149,8 +156,20 @@ async fn pending(airlock: &Airlock, count: usize) -> Vec<Value> {
     panic!("expected {count} pending approvals, saw {found:?}");
 }
 
+/// client's `DELETE /x`, held: its reply to come, and its approval's id.
+pub(crate) async fn client_delete_held(
+    airlock: &Airlock,
+) -> (tokio::task::JoinHandle<Reply>, String) {
+    let waiting = held(from("client", "DELETE", &airlock.url("/x"), ""));
+    let id = pending(airlock, 1).await[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    (waiting, id)
+}
+
 /// Send `request` in the background; the reply arrives when it is decided.
-fn held(request: Request<BoxBody>) -> tokio::task::JoinHandle<Reply> {
+pub(crate) fn held(request: Request<BoxBody>) -> tokio::task::JoinHandle<Reply> {
     tokio::spawn(async move { Client::http1().send(request).await })
 }
 
@@ -225,11 +244,7 @@ async fn an_approved_request_is_forwarded_with_its_body_and_the_trail_has_every_
 async fn a_deny_answers_403_naming_the_approval_and_who_and_bad_calls_change_nothing() {
     let up = Upstream::start("a").await;
     let (airlock, _folder) = node(&up, DELETES_NEED_ONCALL, None, "");
-    let waiting = held(from("client", "DELETE", &airlock.url("/x"), ""));
-    let id = pending(&airlock, 1).await[0]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let (waiting, id) = client_delete_held(&airlock).await;
     let approve = format!("/v1/approvals/{id}/approve");
 
     let cases = [
@@ -369,11 +384,7 @@ async fn an_unknown_proxy_token_is_401_and_reaches_nothing() {
 async fn a_restart_keeps_approvals_and_cancels_the_holds_whose_requests_died() {
     let up = Upstream::start("a").await;
     let (mut airlock, folder) = node(&up, DELETES_NEED_ONCALL, None, "");
-    let waiting = held(from("client", "DELETE", &airlock.url("/x"), ""));
-    let id = pending(&airlock, 1).await[0]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let (waiting, id) = client_delete_held(&airlock).await;
     airlock.terminate();
     assert_eq!(airlock.wait(Duration::from_secs(15)), Some(true));
     // The held request was answered by the shutdown, not forwarded.
@@ -384,4 +395,118 @@ async fn a_restart_keeps_approvals_and_cancels_the_holds_whose_requests_died() {
     assert_eq!(shown.json()["state"], "cancelled");
     assert_eq!(up.requests(), 0);
     drop(folder);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_hangs_up_cancels_its_approval() {
+    use tokio::io::AsyncWriteExt as _;
+    let up = Upstream::start("a").await;
+    let (airlock, _folder) = node(&up, DELETES_NEED_ONCALL, None, "");
+    let mut stream = tokio::net::TcpStream::connect(airlock.proxy())
+        .await
+        .unwrap();
+    let request = format!(
+        "DELETE /x HTTP/1.1\r\nHost: app\r\nProxy-Authorization: Bearer {}\r\nContent-Length: 0\r\n\r\n",
+        token("client")
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let id = pending(&airlock, 1).await[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    drop(stream);
+    let cancelled = eventually(Duration::from_secs(10), || async {
+        show(&airlock, &id).await.json()["state"] == "cancelled"
+    })
+    .await;
+    assert!(cancelled, "{}", show(&airlock, &id).await.text());
+    let late = vote(&airlock, "bob", &id, "approve", "").await;
+    assert_eq!(late.status, 409, "{}", late.text());
+    assert_eq!(up.requests(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_hundred_requests_held_at_once_are_all_released() {
+    const HELD: usize = 200;
+    let up = Upstream::start("a").await;
+    let (airlock, _folder) = node(
+        &up,
+        DELETES_NEED_ONCALL,
+        None,
+        "[approvals]\nmax_pending_per_principal = 500\nmax_created_per_minute = 500\n",
+    );
+    let waiting: Vec<_> = (0..HELD)
+        .map(|i| {
+            held(from(
+                "client",
+                "DELETE",
+                &airlock.url(&format!("/items/{i}")),
+                "x",
+            ))
+        })
+        .collect();
+    let approvals = pending(&airlock, HELD).await;
+    let mut votes = tokio::task::JoinSet::new();
+    for approval in approvals {
+        let id = approval["id"].as_str().unwrap().to_owned();
+        let admin = airlock.admin();
+        votes.spawn(async move {
+            let request = Request::post(format!("http://{admin}/v1/approvals/{id}/approve"))
+                .header("authorization", format!("Bearer {}", token("bob")))
+                .body(full(""))
+                .unwrap();
+            Client::http1().send(request).await.status
+        });
+    }
+    while let Some(status) = votes.join_next().await {
+        assert_eq!(status.unwrap(), 200);
+    }
+    for reply in waiting {
+        assert_eq!(reply.await.unwrap().status, 200);
+    }
+    assert_eq!(up.requests(), HELD);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_creation_rate_and_held_bytes_limits_answer_429_and_change_nothing() {
+    let up = Upstream::start("a").await;
+    let (airlock, _folder) = node(
+        &up,
+        DELETES_NEED_ONCALL,
+        None,
+        "[approvals]\nmax_created_per_minute = 2\nmax_held_bytes = 16\n",
+    );
+    // A body larger than all held bytes together: 429, no approval.
+    let large = Client::http1()
+        .send(from(
+            "alice",
+            "DELETE",
+            &airlock.url("/big"),
+            "0123456789abcdefXYZ",
+        ))
+        .await;
+    assert_eq!(large.status, 429, "{}", large.text());
+    assert_eq!(large.headers["retry-after"], "60");
+    assert!(
+        large.text().contains("held request bodies"),
+        "{}",
+        large.text()
+    );
+
+    let first = held(from("client", "DELETE", &airlock.url("/a"), ""));
+    let second = held(from("client", "DELETE", &airlock.url("/b"), ""));
+    pending(&airlock, 2).await;
+    let third = Client::http1()
+        .send(from("client", "DELETE", &airlock.url("/c"), ""))
+        .await;
+    assert_eq!(third.status, 429, "{}", third.text());
+    assert!(
+        third.text().contains("in the last minute"),
+        "{}",
+        third.text()
+    );
+    pending(&airlock, 2).await;
+    first.abort();
+    second.abort();
+    assert_eq!(up.requests(), 0);
 }

@@ -6,6 +6,8 @@
 
 mod harness;
 
+mod approval_events;
+mod approval_grants;
 mod approvals;
 mod audit;
 mod balancing;

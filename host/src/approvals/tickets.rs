@@ -124,7 +124,7 @@ impl Approvals {
             .record_with(entry, vec![super::put(&approval)])
             .await
             .map_err(ApprovalError::from)?;
-        self.ticket_map().remove(&hash);
+        // The index keeps the used ticket, so a reuse is told so.
         Ok(approval)
     }
 
