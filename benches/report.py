@@ -690,8 +690,51 @@ def render_audit(directory):
         "",
         f"- Goal (from the issue): at least {GOAL_AUDIT_APPENDS:,} durable appends/s. "
         + (f"**Met**: {rate:,.0f}/s." if met else f"**Not met**: {rate:,.0f}/s."),
-        "- Not measured yet: proxy req/s and p99 with the audit trail off, batched and durable.",
+        "- Proxy req/s and p99 with the trail off, batched and durable: the load bench's "
+        "\"The audit trail's cost\" table above.",
         AUDIT_END,
+    ]
+
+
+APPROVALS_BEGIN = "<!-- approvals-bench:begin -->"
+APPROVALS_END = "<!-- approvals-bench:end -->"
+GOAL_RELEASE_P99_MS = 5.0  # the approvals issue: p99 release latency under 5 ms on one node
+
+
+def render_approvals(results):
+    """The approvals bench's section as a list of lines, or None without results."""
+    try:
+        r = json.loads((results / "approvals.json").read_text())
+    except (OSError, ValueError):
+        return None
+    rel, call = r["release_us"], r["approve_call_us"]
+    ms = lambda us: f"{us / 1000:.2f} ms"
+    met = rel["p99"] / 1000 < GOAL_RELEASE_P99_MS
+    return [
+        APPROVALS_BEGIN,
+        "## Approvals: release latency and memory per held request",
+        "",
+        "- Produced by: `SUITES=approvals benches/run` (`benches/approvals.py` against target/release/airlock)",
+        f"- Date: {r['date']}; {r['nproc']} CPUs, load average at the end {' '.join(r['loadavg'])}",
+        "",
+        f"{r['approvals']} DELETEs held by approval-rules, one at a time, each released by one approve call "
+        "(`POST /v1/approvals/{id}/approve`, a durable redb commit of the vote and the approval's new state). "
+        "Release latency runs from just before the approve call is sent to the moment the upstream "
+        "(in the bench's process, so one clock) reads the released request.",
+        "",
+        "| what | p50 | p90 | p99 | max |",
+        "|---|--:|--:|--:|--:|",
+        f"| release latency (approve sent -> upstream has the request) | {ms(rel['p50'])} | {ms(rel['p90'])} "
+        f"| {ms(rel['p99'])} | {ms(rel['max'])} |",
+        f"| the approve call's round trip | {ms(call['p50'])} | | {ms(call['p99'])} | |",
+        "",
+        f"Memory: resident set {r['rss_before_kib'] / 1024:.1f} MiB before and {r['rss_held_kib'] / 1024:.1f} MiB "
+        f"with {r['held']} requests held at once (each a {r['body_bytes']}-byte body on its own connection): "
+        f"**{r['per_held_bytes'] / 1024:.1f} KiB per held request**, connection, buffered body and approval together.",
+        "",
+        f"- Goal (from the issue): p99 release latency under {GOAL_RELEASE_P99_MS:g} ms on one node. "
+        + (f"**Met**: {ms(rel['p99'])}." if met else f"**Not met**: {ms(rel['p99'])}."),
+        APPROVALS_END,
     ]
 
 
@@ -749,6 +792,7 @@ def main():
     history = history_file.read_text().rstrip() if history_file.exists() else ""
     existing = args.out.read_text() if args.out.exists() else ""
     existing, old_audit = cut_section(existing, AUDIT_BEGIN, AUDIT_END)
+    existing, old_approvals = cut_section(existing, APPROVALS_BEGIN, APPROVALS_END)
     old_head, old_method, old_policy = split_existing(existing, history)
 
     if (args.results / "runs.tsv").exists():
@@ -777,11 +821,17 @@ def main():
     if audit is None:
         audit = old_audit
 
+    approvals = render_approvals(args.results)
+    if approvals is None:
+        approvals = old_approvals
+
     md = list(head)
     if policy:
         md += policy + [""]
     if audit:
         md += audit + [""]
+    if approvals:
+        md += approvals + [""]
     md += method
     if history:
         md += [history, ""]
