@@ -185,12 +185,25 @@ impl AuditEntry {
         hex(&Sha256::digest(encode(&unsealed)))
     }
 
-    /// Fill in `seq`, `prev_hash` and `hash`, chaining after `prev_hash`.
-    pub fn seal(&mut self, seq: u64, prev_hash: &str) {
+    /// Fill in `seq`, `prev_hash` and `hash`, chaining after `prev_hash`;
+    /// returns the entry's stored encoding.
+    pub fn seal(&mut self, seq: u64, prev_hash: &str) -> Vec<u8> {
         self.seq = seq;
         prev_hash.clone_into(&mut self.prev_hash);
         self.hash.clear();
-        self.hash = self.compute_hash();
+        // One encoding serves both: `hash` is the last field and left out
+        // while empty, so the stored form is the hashed form with
+        // `,"hash":"..."` before its closing brace.
+        let mut encoded = encode(self);
+        self.hash = hex(&Sha256::digest(&encoded));
+        if encoded.pop() == Some(b'}') {
+            encoded.extend_from_slice(b",\"hash\":\"");
+            encoded.extend_from_slice(self.hash.as_bytes());
+            encoded.extend_from_slice(b"\"}");
+        } else {
+            encoded = encode(self);
+        }
+        encoded
     }
 }
 
@@ -427,6 +440,17 @@ mod tests {
         entry.decision = Some("allow".into());
         entry.seal(seq, prev);
         entry
+    }
+
+    #[test]
+    fn sealing_returns_exactly_the_encoding_of_the_sealed_entry() {
+        let mut entry = AuditEntry::new(EntryKind::RequestOutcome, "bob \"the\" approver");
+        entry.reason = Some("ünïcode, \\ and \"quotes\"".into());
+        entry.grant = Some("grt_1".into());
+        let stored = entry.seal(9, GENESIS_HASH);
+        assert_eq!(stored, encode(&entry));
+        assert_eq!(entry.hash, entry.compute_hash());
+        assert_eq!(decode(&stored).unwrap(), entry);
     }
 
     #[test]

@@ -295,9 +295,9 @@ fn commit(
         let first_seq = next_seq + 1;
         for entry in &mut pending.entries {
             next_seq += 1;
-            entry.seal(next_seq, &next_head);
+            let bytes = entry.seal(next_seq, &next_head);
             next_head.clone_from(&entry.hash);
-            encoded.push((next_seq, encode(entry)));
+            encoded.push((next_seq, bytes));
         }
         if let Some(done) = pending.done {
             waiting.push((first_seq, done));
