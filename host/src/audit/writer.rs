@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::{decode, encode, now_ms, AuditEntry, GENESIS_HASH};
+use super::{decode, now_ms, AuditEntry, GENESIS_HASH};
 
 use crate::store::{StateChange, Store, StoreError};
 
