@@ -1,6 +1,6 @@
 //! The admin listener: liveness (`/healthz`), readiness (`/readyz`, unready
 //! once draining begins, so balancers in front stop sending), and the live
-//! figures of every pool (`/v1/pools`), the audit trail (`/v1/audit`) and
+//! figures of every pool (`/v1/pools`), the policies (`/v1/policies`), the audit trail (`/v1/audit`) and
 //! the approval API ([`crate::approvals::api`]). Answers are JSON; unknown paths get a JSON 404.
 
 use std::sync::Arc;
@@ -29,6 +29,8 @@ pub struct AdminState {
     pub store: Option<Arc<dyn Store>>,
     /// The approval API (none when auditing is off: approvals need it).
     pub approvals: Option<crate::approvals::api::ApprovalApi>,
+    /// The policy folder's reloader (none without a folder).
+    pub policies: Option<Arc<crate::policy::reload::PolicyReloader>>,
 }
 
 /// The admin API.
@@ -41,11 +43,22 @@ pub fn router(state: AdminState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/v1/pools", get(pools))
+        .route("/v1/policies", get(policies))
         .route("/v1/audit", get(audit_query))
         .route("/v1/audit/verify", get(audit_verify))
         .with_state(state)
         .merge(approvals)
         .fallback(not_found)
+}
+
+/// `GET /v1/policies`: each policy's name, version, hash, load time, the
+/// routes using it, and why its latest file was refused, if it was.
+async fn policies(State(state): State<AdminState>) -> Response {
+    let policies = match &state.policies {
+        Some(reloader) => reloader.statuses().await,
+        None => Vec::new(),
+    };
+    Json(json!({ "policies": policies })).into_response()
 }
 
 async fn healthz() -> impl IntoResponse {

@@ -556,6 +556,15 @@ pub struct RouteConfig {
     pub parameters: std::collections::BTreeMap<String, serde_json::Map<String, serde_json::Value>>,
 }
 
+impl RouteConfig {
+    /// The route's name: `name`, else host and path (`*/`, `api.example.com/v1`).
+    pub fn display_name(&self) -> String {
+        self.name
+            .clone()
+            .unwrap_or_else(|| format!("{}{}", self.host, self.path))
+    }
+}
+
 /// `[route.parameters.NAME]` tables, as the JSON policies read.
 fn policy_parameters<'de, D: Deserializer<'de>>(
     d: D,

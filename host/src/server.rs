@@ -21,6 +21,7 @@ use crate::balance::{health, Pool};
 use crate::config::Config;
 use crate::identity::Identities;
 use crate::policy::action::Redaction;
+use crate::policy::reload::PolicyReloader;
 use crate::policy::{PolicySet, PolicySetError};
 use crate::proxy::listener::{self, Listener};
 use crate::proxy::route::RouteTable;
@@ -89,6 +90,8 @@ pub struct Server {
     certificates: Vec<Arc<ReloadingCertificates>>,
     /// Webhook delivery tasks, running from bind on.
     notifiers: Vec<JoinHandle<()>>,
+    /// Keeps policies in step with the policy folder, if there is one.
+    reloader: Option<Arc<PolicyReloader>>,
     trigger: ShutdownTrigger,
     shutdown: Shutdown,
 }
@@ -167,6 +170,17 @@ impl Server {
             approvals.as_ref().map(|api| api.approvals.clone()),
         ));
 
+        let reloader = config.policies.directory.clone().map(|directory| {
+            Arc::new(PolicyReloader::new(
+                directory,
+                config.policies.clone(),
+                config.routes.clone(),
+                proxy.clone(),
+                audit.as_ref().map(|audit| audit.log.clone()),
+                policies,
+            ))
+        });
+
         let mut listeners = Vec::new();
         let mut certificates = Vec::new();
         for l in &config.listeners {
@@ -204,6 +218,7 @@ impl Server {
             admin,
             certificates,
             notifiers,
+            reloader,
             trigger,
             shutdown,
         })
@@ -244,6 +259,7 @@ impl Server {
             admin,
             certificates,
             notifiers,
+            reloader,
             trigger,
             shutdown,
         } = self;
@@ -251,6 +267,10 @@ impl Server {
         let held = approvals.as_ref().map(|api| api.approvals.clone());
         if let Some(approvals) = &held {
             background.push(tokio::spawn(sweep_grants(approvals.clone())));
+        }
+        if let Some(reloader) = &reloader {
+            tracing::info!(folder = %reloader.directory().display(), "watching the policy folder: drop a .wasm (and its .toml) in to load it");
+            background.push(tokio::spawn(reloader.clone().watch()));
         }
         for (pool, pool_config) in proxy.routing().pools.iter().zip(&config.pools) {
             background.push(tokio::spawn(health::run(
@@ -281,6 +301,7 @@ impl Server {
             shutdown: shutdown.clone(),
             store: audit.as_ref().map(|audit| audit.store.clone()),
             approvals,
+            policies: reloader,
         });
         let admin_task = tokio::spawn(async move {
             let serve = axum::serve(admin, admin_app).with_graceful_shutdown(async {

@@ -13,4 +13,5 @@ mod audit;
 mod balancing;
 mod policy;
 mod proxy;
+mod reload;
 mod tls;

@@ -49,8 +49,12 @@ pub enum EntryKind {
     RequestDecision,
     /// What came of a forwarded request, written after.
     RequestOutcome,
-    /// A policy was loaded.
+    /// A policy was loaded (at start, or a new version from the folder).
     PolicyLoaded,
+    /// A policy file was refused; the previous version keeps serving.
+    PolicyRejected,
+    /// A policy no route names was removed from the folder and unloaded.
+    PolicyRemoved,
     /// The node started serving.
     NodeStarted,
     /// The node stopped.

@@ -21,6 +21,7 @@ pub mod chain;
 pub mod decision;
 pub mod engine;
 pub mod guest_build;
+pub mod reload;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -71,8 +72,9 @@ pub enum PolicySetError {
 }
 
 /// Every loaded policy by name (the file stem of its `.wasm`), with the
-/// parameters from the TOML file beside it.
-#[derive(Debug)]
+/// parameters from the TOML file beside it. Cloning shares the engine and
+/// the compiled policies.
+#[derive(Debug, Clone)]
 pub struct PolicySet {
     engine: PolicyEngine,
     policies: BTreeMap<
@@ -202,6 +204,11 @@ impl PolicySet {
     /// Names of the loaded policies.
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.policies.keys().map(String::as_str)
+    }
+
+    /// Unload `name`; whether it was loaded.
+    pub fn remove(&mut self, name: &str) -> bool {
+        self.policies.remove(name).is_some()
     }
 
     /// The policy named `name`.

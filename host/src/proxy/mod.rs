@@ -145,6 +145,12 @@ impl Proxy {
         self.routing.load_full()
     }
 
+    /// Serve `routing` from the next request on; requests in flight finish
+    /// on the snapshot they started with.
+    pub fn swap_routing(&self, routing: Routing) {
+        self.routing.store(Arc::new(routing));
+    }
+
     /// Serves one request. After shutdown's drain timeout, a request still
     /// waiting is answered 503.
     pub async fn handle(

@@ -54,10 +54,7 @@ impl RouteTable {
             };
             let chain = chain_of(config)?;
             let route = Route {
-                name: config
-                    .name
-                    .clone()
-                    .unwrap_or_else(|| format!("{}{}", config.host, config.path)),
+                name: config.display_name(),
                 prefix: config.path.trim_end_matches('/').to_owned(),
                 pool,
                 chain,

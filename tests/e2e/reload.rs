@@ -1,0 +1,166 @@
+//! Policy hot reload through the real binary: files dropped into the
+//! watched folder change decisions while a client keeps sending, and bad,
+//! half-written or still-needed files change nothing.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::harness::*;
+
+fn deny_path(path: &str) -> String {
+    format!("[[rules]]\npaths = [\"{path}\"]\n")
+}
+
+/// A node whose catch-all route runs deny-list from a watched folder.
+fn node(up: &Upstream, denied: &str) -> (Airlock, tempfile::TempDir) {
+    let folder = policy_folder(&[("deny-list", &deny_path(denied))]);
+    let config = format!(
+        "[policies]\ndirectory = {:?}\n\n{PUBLIC_LISTENER}\n{}\n[[route]]\npool = \"web\"\npolicies = [\"deny-list\"]\n",
+        folder.path().display().to_string(),
+        pool("web", &[up], ""),
+    );
+    (Airlock::start(&config), folder)
+}
+
+async fn status(airlock: &Airlock, path: &str) -> u16 {
+    Client::http1().get(&airlock.url(path)).await.status
+}
+
+/// Wait until `path` answers `expected`.
+async fn answers(airlock: &Airlock, path: &str, expected: u16) -> bool {
+    eventually(Duration::from_secs(10), || async {
+        status(airlock, path).await == expected
+    })
+    .await
+}
+
+async fn policy_status(airlock: &Airlock) -> serde_json::Value {
+    let (_, body) = airlock.admin_json("/v1/policies").await;
+    body["policies"][0].clone()
+}
+
+/// Write `bytes` to `file` through a temporary name and a rename, as a
+/// deployment tool would.
+fn replace(file: &Path, bytes: &[u8]) {
+    let staging = file.with_extension("staging");
+    std::fs::write(&staging, bytes).unwrap();
+    std::fs::rename(&staging, file).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn parameters_swapped_under_load_change_decisions_without_a_failed_request() {
+    let up = Upstream::start("a").await;
+    let (airlock, folder) = node(&up, "/one");
+    assert_eq!(status(&airlock, "/one").await, 403);
+    let parameters = folder.path().join("deny-list.toml");
+
+    // A client keeps sending; every answer must be a decision (200 or 403).
+    let stop = Arc::new(AtomicBool::new(false));
+    let failures = Arc::new(AtomicUsize::new(0));
+    let sent = Arc::new(AtomicUsize::new(0));
+    let load = {
+        let (stop, failures, sent, url) = (
+            stop.clone(),
+            failures.clone(),
+            sent.clone(),
+            airlock.url("/one"),
+        );
+        tokio::spawn(async move {
+            let client = Client::http1();
+            while !stop.load(Ordering::Relaxed) {
+                let request = http::Request::get(&url).body(full("")).unwrap();
+                match client.try_send(request).await {
+                    Ok(reply) if matches!(reply.status, 200 | 403) => {}
+                    _ => {
+                        failures.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                sent.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+    };
+    for round in 0..10 {
+        let (denied, allowed) = if round % 2 == 0 {
+            ("/two", "/one")
+        } else {
+            ("/one", "/two")
+        };
+        replace(&parameters, deny_path(denied).as_bytes());
+        assert!(
+            answers(&airlock, denied, 403).await,
+            "round {round}: {denied} denied"
+        );
+        assert_eq!(status(&airlock, allowed).await, 200, "round {round}");
+    }
+    stop.store(true, Ordering::Relaxed);
+    load.await.unwrap();
+    assert_eq!(
+        failures.load(Ordering::Relaxed),
+        0,
+        "of {} requests",
+        sent.load(Ordering::Relaxed)
+    );
+    assert!(sent.load(Ordering::Relaxed) > 100);
+
+    let (_, trail) = airlock
+        .admin_json("/v1/audit?kind=policy_loaded&limit=100")
+        .await;
+    assert_eq!(
+        trail["entries"].as_array().unwrap().len(),
+        11,
+        "one at start, one per swap"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bad_or_half_written_file_is_refused_and_the_old_version_keeps_serving() {
+    let up = Upstream::start("a").await;
+    let (airlock, folder) = node(&up, "/one");
+    let component = folder.path().join("deny-list.wasm");
+    let good = std::fs::read(&component).unwrap();
+    let serving = policy_status(&airlock).await["hash"].clone();
+
+    // Half of the component, as a slow copy leaves it.
+    std::fs::write(&component, &good[..good.len() / 2]).unwrap();
+    let refused = eventually(Duration::from_secs(10), || async {
+        policy_status(&airlock).await["last_error"].is_string()
+    })
+    .await;
+    assert!(refused, "{}", policy_status(&airlock).await);
+    assert_eq!(
+        status(&airlock, "/one").await,
+        403,
+        "the old version still judges"
+    );
+    assert_eq!(policy_status(&airlock).await["hash"], serving);
+    let (_, trail) = airlock.admin_json("/v1/audit?kind=policy_rejected").await;
+    assert_eq!(
+        trail["entries"][0]["policies"][0]["name"], "deny-list",
+        "{trail}"
+    );
+
+    // The copy finishes: the same component loads, the error clears.
+    std::fs::write(&component, &good).unwrap();
+    let loaded = eventually(Duration::from_secs(10), || async {
+        policy_status(&airlock).await["last_error"].is_null()
+    })
+    .await;
+    assert!(loaded, "{}", policy_status(&airlock).await);
+    assert_eq!(
+        policy_status(&airlock).await["routes"],
+        serde_json::json!(["*/"])
+    );
+
+    // Removing a policy a route names is refused, fail closed.
+    std::fs::remove_file(&component).unwrap();
+    let refused = eventually(Duration::from_secs(10), || async {
+        policy_status(&airlock).await["last_error"]
+            .as_str()
+            .is_some_and(|error| error.contains("still names it"))
+    })
+    .await;
+    assert!(refused, "{}", policy_status(&airlock).await);
+    assert_eq!(status(&airlock, "/one").await, 403);
+}
