@@ -31,12 +31,18 @@ pub struct AdminState {
     pub approvals: Option<crate::approvals::api::ApprovalApi>,
     /// The policy folder's reloader (none without a folder).
     pub policies: Option<Arc<crate::policy::reload::PolicyReloader>>,
+    /// The control-plane API.
+    pub control: Option<crate::control::api::ControlApi>,
 }
 
 /// The admin API.
 pub fn router(state: AdminState) -> Router {
     let approvals = match &state.approvals {
         Some(api) => crate::approvals::api::router(api.clone()),
+        None => Router::new(),
+    };
+    let control = match &state.control {
+        Some(api) => crate::control::api::router(api.clone()),
         None => Router::new(),
     };
     Router::new()
@@ -48,6 +54,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/v1/audit/verify", get(audit_verify))
         .with_state(state)
         .merge(approvals)
+        .merge(control)
         .fallback(not_found)
 }
 

@@ -52,6 +52,45 @@ pub struct Config {
     /// Where new and resolved approvals are announced.
     #[serde(rename = "webhook", default)]
     pub webhooks: Vec<WebhookConfig>,
+    /// How operators' routing changes are judged and watched.
+    #[serde(default)]
+    pub control: ControlConfig,
+    /// The file this was read from (for reloads).
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
+}
+
+/// `[control]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ControlConfig {
+    /// Policies that judge routing changes and balancer events, in order.
+    /// None: every change an admin asks for is applied.
+    pub policies: Vec<String>,
+    /// Per-policy parameter overrides, as `[route.parameters.NAME]`.
+    #[serde(deserialize_with = "policy_parameters")]
+    pub parameters: std::collections::BTreeMap<String, serde_json::Map<String, serde_json::Value>>,
+    /// How long an applied change is watched. Default: 60s.
+    #[serde(with = "duration")]
+    pub watch_window: Duration,
+    /// Roll a change back when an affected pool's error rate passes this
+    /// within the window (0.0 to 1.0). Default: 0.5.
+    pub rollback_error_rate: f64,
+    /// Roll it back when an affected pool's p99 latency passes this.
+    #[serde(deserialize_with = "optional_duration::deserialize")]
+    pub rollback_p99: Option<Duration>,
+}
+
+impl Default for ControlConfig {
+    fn default() -> Self {
+        Self {
+            policies: Vec::new(),
+            parameters: std::collections::BTreeMap::new(),
+            watch_window: Duration::from_secs(60),
+            rollback_error_rate: 0.5,
+            rollback_p99: None,
+        }
+    }
 }
 
 /// `[[webhook]]`
@@ -390,7 +429,7 @@ pub enum ClientAuth {
 }
 
 /// `[[pool]]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct PoolConfig {
     /// Name routes refer to.
@@ -441,7 +480,7 @@ pub enum HashKey {
 }
 
 /// One backend of a pool.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct BackendConfig {
     /// `host:port`.
@@ -449,6 +488,10 @@ pub struct BackendConfig {
     /// Relative share for weighted algorithms (1 to 1000).
     #[serde(default = "default_weight")]
     pub weight: u32,
+    /// Drained: gets no new requests (those in flight finish); set by a
+    /// `drain_backend` change.
+    #[serde(default)]
+    pub drained: bool,
 }
 
 fn default_weight() -> u32 {
@@ -456,7 +499,7 @@ fn default_weight() -> u32 {
 }
 
 /// `[pool.tls]`
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamTls {
     /// PEM CA bundle to verify backends; default: the Web PKI roots.
@@ -467,7 +510,7 @@ pub struct UpstreamTls {
 }
 
 /// `[pool.health_check]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct HealthCheck {
     /// Path probed with GET; a 2xx or 3xx answer is healthy.
@@ -504,7 +547,7 @@ fn default_unhealthy_threshold() -> u32 {
 }
 
 /// `[pool.passive_health]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct PassiveHealth {
     /// Consecutive connect errors or 5xx answers that eject a backend; 0 disables.
@@ -524,7 +567,7 @@ impl Default for PassiveHealth {
 }
 
 /// `[[route]]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
     /// Name used in logs. default: `host` + `path`.
@@ -554,6 +597,19 @@ pub struct RouteConfig {
     /// each top-level key replaces the one in `NAME.toml`.
     #[serde(default, deserialize_with = "policy_parameters")]
     pub parameters: std::collections::BTreeMap<String, serde_json::Map<String, serde_json::Value>>,
+    /// A share of this route's requests sent to another pool instead
+    /// (`shift_traffic` changes set it).
+    pub shift: Option<ShiftConfig>,
+}
+
+/// `[route.shift]`
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShiftConfig {
+    /// The pool that gets the share.
+    pub pool: String,
+    /// 0 to 100.
+    pub percent: u8,
 }
 
 impl RouteConfig {
@@ -620,7 +676,9 @@ impl Config {
             file: file.to_owned(),
             cause,
         })?;
-        Self::parse(&text, file)
+        let mut config = Self::parse(&text, file)?;
+        config.source = Some(std::path::absolute(file).unwrap_or_else(|_| file.to_owned()));
+        Ok(config)
     }
 
     /// Parses and validates configuration text; `file` names it in errors and is
@@ -801,6 +859,18 @@ impl Config {
                     join_names(self.pools.iter().map(|p| p.name.as_str()))
                 ),
             )?;
+            if let Some(shift) = &r.shift {
+                ensure(
+                    pools.contains(shift.pool.as_str()),
+                    format!("route[{i}].shift.pool"),
+                    format!("no pool named `{}`", shift.pool),
+                )?;
+                ensure(
+                    shift.percent <= 100,
+                    format!("route[{i}].shift.percent"),
+                    "expected 0 to 100".into(),
+                )?;
+            }
             ensure(
                 r.path.starts_with('/'),
                 format!("route[{i}].path"),

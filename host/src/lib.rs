@@ -16,6 +16,7 @@ pub mod approvals;
 pub mod audit;
 pub mod balance;
 pub mod config;
+pub mod control;
 pub mod demo;
 pub mod http_client;
 pub mod identity;

@@ -17,8 +17,10 @@ use crate::approvals::api::ApprovalApi;
 use crate::approvals::{notify, ApprovalError, Approvals};
 use crate::audit::heads::{HeadSigner, HeadsError};
 use crate::audit::{AuditEntry, AuditError, AuditLog, Durability, EntryKind, PolicyRef, Sealing};
-use crate::balance::{health, Pool};
+use crate::balance::Pool;
 use crate::config::Config;
+use crate::control::api::{reload_from, ControlApi};
+use crate::control::ControlPlane;
 use crate::identity::Identities;
 use crate::policy::action::Redaction;
 use crate::policy::reload::PolicyReloader;
@@ -92,6 +94,8 @@ pub struct Server {
     notifiers: Vec<JoinHandle<()>>,
     /// Keeps policies in step with the policy folder, if there is one.
     reloader: Option<Arc<PolicyReloader>>,
+    /// The routing's owner, and its API.
+    control: ControlApi,
     trigger: ShutdownTrigger,
     shutdown: Shutdown,
 }
@@ -166,18 +170,32 @@ impl Server {
             config.limits.clone(),
             shutdown.clone(),
             audit.as_ref().map(|audit| audit.log.clone()),
-            identities,
+            identities.clone(),
             approvals.as_ref().map(|api| api.approvals.clone()),
         ));
 
+        let loaded: Vec<String> = policies.names().map(str::to_owned).collect();
+        let control = ControlPlane::start(
+            &config,
+            policies,
+            proxy.clone(),
+            audit.as_ref().map(|audit| audit.log.clone()),
+            audit.as_ref().map(|audit| audit.store.clone()),
+            approvals.as_ref().map(|api| api.approvals.clone()),
+        )
+        .map_err(StartError::Chain)?;
+        let control = ControlApi {
+            plane: control,
+            identities,
+            config_file: config.source.clone(),
+        };
         let reloader = config.policies.directory.clone().map(|directory| {
             Arc::new(PolicyReloader::new(
                 directory,
                 config.policies.clone(),
-                config.routes.clone(),
-                proxy.clone(),
+                control.plane.clone(),
                 audit.as_ref().map(|audit| audit.log.clone()),
-                policies,
+                &loaded,
             ))
         });
 
@@ -219,6 +237,7 @@ impl Server {
             certificates,
             notifiers,
             reloader,
+            control,
             trigger,
             shutdown,
         })
@@ -260,6 +279,7 @@ impl Server {
             certificates,
             notifiers,
             reloader,
+            control,
             trigger,
             shutdown,
         } = self;
@@ -272,12 +292,9 @@ impl Server {
             tracing::info!(folder = %reloader.directory().display(), "watching the policy folder: drop a .wasm (and its .toml) in to load it");
             background.push(tokio::spawn(reloader.clone().watch()));
         }
-        for (pool, pool_config) in proxy.routing().pools.iter().zip(&config.pools) {
-            background.push(tokio::spawn(health::run(
-                pool.clone(),
-                pool_config.health_check.clone(),
-            )));
-        }
+        control.plane.start_health().await;
+        control.plane.resume_held();
+        background.push(tokio::spawn(reload_on_sighup(control.clone())));
         for resolver in certificates {
             background.push(tokio::spawn(resolver.watch(CERTIFICATE_POLL_INTERVAL)));
         }
@@ -302,6 +319,7 @@ impl Server {
             store: audit.as_ref().map(|audit| audit.store.clone()),
             approvals,
             policies: reloader,
+            control: Some(control.clone()),
         });
         let admin_task = tokio::spawn(async move {
             let serve = axum::serve(admin, admin_app).with_graceful_shutdown(async {
@@ -331,6 +349,7 @@ impl Server {
         for task in background {
             task.abort();
         }
+        control.plane.stop_health();
         let _ = admin_stop.send(());
         let _ = admin_task.await;
         if let Some(audit) = &audit {
@@ -342,6 +361,27 @@ impl Server {
             audit.sign_head(0).await;
         }
         tracing::info!("stopped");
+    }
+}
+
+/// Reload pools and routes from the config file on each SIGHUP.
+async fn reload_on_sighup(control: ControlApi) {
+    let Ok(mut hangups) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+    else {
+        tracing::error!("cannot listen for SIGHUP: reload with `airlock reload` instead");
+        return;
+    };
+    while hangups.recv().await.is_some() {
+        match reload_from(
+            &control.plane,
+            control.config_file.as_deref(),
+            "airlock (SIGHUP)",
+        )
+        .await
+        {
+            Ok(summary) => tracing::info!("SIGHUP: reloaded: {summary}"),
+            Err(error) => tracing::error!("SIGHUP: reload refused, nothing changed: {error:?}"),
+        }
     }
 }
 

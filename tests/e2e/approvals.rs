@@ -24,7 +24,7 @@ pub(crate) fn token(subject: &str) -> String {
     format!("{subject}-secret-token")
 }
 
-fn principals() -> String {
+pub(crate) fn principals() -> String {
     PEOPLE
         .iter()
         .map(|(subject, group, role)| {

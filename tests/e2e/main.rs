@@ -11,6 +11,7 @@ mod approval_grants;
 mod approvals;
 mod audit;
 mod balancing;
+mod control;
 mod policy;
 mod proxy;
 mod reload;

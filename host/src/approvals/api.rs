@@ -75,6 +75,10 @@ pub enum ApiError {
     Unauthorized(String),
     Forbidden(String),
     BadRequest(String),
+    /// A limit: 429 with `Retry-After`.
+    Limit(String),
+    /// Could not be done now (nothing changed): 503.
+    Unavailable(String),
     Approval(ApprovalError),
 }
 
@@ -96,6 +100,10 @@ impl IntoResponse for ApiError {
             ApiError::Unauthorized(detail) => (StatusCode::UNAUTHORIZED, "unauthorized", detail),
             ApiError::Forbidden(detail) => (StatusCode::FORBIDDEN, "forbidden", detail),
             ApiError::BadRequest(detail) => (StatusCode::BAD_REQUEST, "bad_request", detail),
+            ApiError::Limit(detail) => (StatusCode::TOO_MANY_REQUESTS, "too_many", detail),
+            ApiError::Unavailable(detail) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "unavailable", detail)
+            }
             ApiError::Approval(error) => match error {
                 ApprovalError::NotFound(_) | ApprovalError::GrantNotFound(_) => {
                     (StatusCode::NOT_FOUND, "not_found", error.to_string())
@@ -116,6 +124,12 @@ impl IntoResponse for ApiError {
         };
         let mut response =
             (status, Json(json!({ "error": code, "detail": detail }))).into_response();
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("60"),
+            );
+        }
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
                 axum::http::header::WWW_AUTHENTICATE,
@@ -128,8 +142,19 @@ impl IntoResponse for ApiError {
 
 /// The caller, who must hold at least `role`.
 fn caller(state: &ApprovalApi, headers: &HeaderMap, role: Role) -> Result<Arc<Identity>, ApiError> {
-    let identity = state
-        .identities
+    authorized(&state.identities, headers, role)
+}
+
+/// Who sent `headers` (`Authorization: Bearer`), if they hold at least `role`.
+///
+/// # Errors
+/// 401 without a known token, 403 without the role.
+pub fn authorized(
+    identities: &Identities,
+    headers: &HeaderMap,
+    role: Role,
+) -> Result<Arc<Identity>, ApiError> {
+    let identity = identities
         .bearer(headers, "authorization")
         .map_err(|error| ApiError::Unauthorized(error.to_string()))?
         .ok_or_else(|| ApiError::Unauthorized("send `Authorization: Bearer TOKEN`".to_owned()))?;

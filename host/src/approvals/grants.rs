@@ -137,6 +137,30 @@ impl Approvals {
             .cloned()
     }
 
+    /// Drop from `holds` those a live grant of `subject` covers (same
+    /// policy, same scope); returns the covering grants' ids.
+    pub fn cover(
+        &self,
+        subject: &str,
+        holds: &mut Vec<(std::sync::Arc<str>, crate::policy::decision::HoldRequest)>,
+    ) -> Vec<String> {
+        let mut covering = Vec::new();
+        holds.retain(|(policy, hold)| {
+            let grant = hold
+                .grant
+                .as_ref()
+                .and_then(|terms| self.grant_for(subject, policy, &terms.scope));
+            match grant {
+                Some(grant) => {
+                    covering.push(grant.id);
+                    false
+                }
+                None => true,
+            }
+        });
+        covering
+    }
+
     /// Every grant not yet ended, soonest to end first.
     pub fn grants(&self) -> Vec<Grant> {
         let now = now_ms();

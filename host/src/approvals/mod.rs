@@ -56,19 +56,29 @@ impl ApprovalState {
     }
 }
 
-/// What is waiting: the request as it will be forwarded.
+/// What is waiting: the request as it will be forwarded, or an operator's
+/// routing change (`kind` = `change`, the change in `change`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ActionSummary {
     pub kind: String,
+    #[serde(skip_serializing_if = "String::is_empty", default)]
     pub method: String,
+    #[serde(skip_serializing_if = "String::is_empty", default)]
     pub host: String,
+    #[serde(skip_serializing_if = "String::is_empty", default)]
     pub path: String,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub query: Option<String>,
+    #[serde(skip_serializing_if = "String::is_empty", default)]
     pub route: String,
+    #[serde(skip_serializing_if = "String::is_empty", default)]
     pub pool: String,
+    #[serde(default)]
     pub body_size: u64,
+    #[serde(skip_serializing_if = "String::is_empty", default)]
     pub body_sha256: String,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub change: Option<serde_json::Value>,
 }
 
 /// One policy's hold: its own groups and quorum.
@@ -146,6 +156,61 @@ pub struct Approval {
 }
 
 impl Approval {
+    /// A new pending approval of `action` by `principal`, for `holds` (each
+    /// holding policy and what it asked). Grant terms are kept only if
+    /// `grantable` (the principal is not anonymous). Id, times and the rest
+    /// are filled in by [`Approvals::create`] or left empty.
+    pub fn pending(
+        action: ActionSummary,
+        principal: &str,
+        policies: Vec<PolicyRef>,
+        holds: &[(Arc<str>, crate::policy::decision::HoldRequest)],
+        grantable: bool,
+    ) -> Approval {
+        Approval {
+            id: String::new(),
+            state: ApprovalState::Pending,
+            action,
+            principal: principal.to_owned(),
+            policies,
+            reason: holds
+                .iter()
+                .map(|(_, hold)| hold.reason.as_str())
+                .collect::<Vec<_>>()
+                .join("; "),
+            holds: holds
+                .iter()
+                .map(|(policy, hold)| HoldRequirement {
+                    policy: policy.to_string(),
+                    reason: hold.reason.clone(),
+                    groups: hold.approver_groups.clone(),
+                    quorum: hold.quorum,
+                    grant: hold
+                        .grant
+                        .as_ref()
+                        .filter(|_| grantable)
+                        .map(|grant| GrantTerms {
+                            scope: grant.scope.clone(),
+                            lifetime_ms: u64::try_from(grant.lifetime.as_millis())
+                                .unwrap_or(u64::MAX),
+                        }),
+                })
+                .collect(),
+            votes: Vec::new(),
+            created_ms: 0,
+            expires_ms: 0,
+            resolved_ms: None,
+            denied_by: None,
+            trace: None,
+            body_preview: None,
+            respond_async: false,
+            ticket_sha256: None,
+            redeem_by_ms: None,
+            redeemed_ms: None,
+            grants: Vec::new(),
+        }
+    }
+
     /// The approval as callers see it: without the ticket's hash, and,
     /// unless `with_preview`, without the body preview.
     pub fn public(mut self, with_preview: bool) -> Approval {
@@ -334,6 +399,14 @@ impl Approvals {
             }
         }
         Ok(approvals)
+    }
+
+    /// A receiver that sees pending approval `id` resolve (`None` once it
+    /// has, or if it is not this node's).
+    pub fn resolution(&self, id: &str) -> Option<watch::Receiver<ApprovalState>> {
+        self.live_map()
+            .get(id)
+            .map(|live| live.resolved.subscribe())
     }
 
     /// Events from now on: every approval created or resolved.

@@ -73,6 +73,15 @@ pub enum EntryKind {
     GrantRevoked,
     /// A grant reached the end of its lifetime.
     GrantExpired,
+    /// The decision on an operator's routing change (allow, deny, hold).
+    ChangeDecision,
+    /// A routing change took effect (with who asked and who approved).
+    ChangeApplied,
+    /// An applied change was undone: its pools went bad in the watch
+    /// window, or an admin reset the overlay.
+    ChangeRolledBack,
+    /// The config file was reloaded; the reason summarizes what changed.
+    ConfigReloaded,
 }
 
 /// What a `checkpoint` entry vouches for: the entries before `first_kept`
@@ -150,6 +159,9 @@ pub struct AuditEntry {
     /// The grant an entry is about, or that let a request pass.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub grant: Option<String>,
+    /// The routing change an entry is about, as the API took it.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub change: Option<serde_json::Value>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub trace: Option<String>,
     pub prev_hash: String,
@@ -176,6 +188,7 @@ impl AuditEntry {
             checkpoint: None,
             approval: None,
             grant: None,
+            change: None,
             trace: None,
             prev_hash: String::new(),
             hash: String::new(),

@@ -194,6 +194,8 @@ pub struct PoolFigures {
     pub in_flight: u32,
     /// Recent errors over requests, pool-wide.
     pub error_rate: f64,
+    /// Requests in the recent window (what `error_rate` is over).
+    pub recent_requests: u64,
     /// 99th percentile latency in milliseconds, pool-wide; `null` without
     /// recent samples.
     pub latency_p99_ms: Option<f64>,
@@ -238,6 +240,7 @@ impl PoolFigures {
             } else {
                 errors as f64 / requests as f64
             },
+            recent_requests: requests,
             latency_p99_ms: percentile_us(&counts, 0.99)
                 .map(|us| millis(Duration::from_micros(us))),
             backends,

@@ -62,6 +62,8 @@ pub struct Backend {
     ejected_until_ms: AtomicU64,
     /// Live figures: in-flight, errors, latency.
     pub figures: BackendFigures,
+    /// Drained by an operator: no new requests.
+    pub drained: bool,
 }
 
 impl Pool {
@@ -82,6 +84,7 @@ impl Pool {
                     consecutive_failures: AtomicU32::new(0),
                     ejected_until_ms: AtomicU64::new(0),
                     figures: BackendFigures::default(),
+                    drained: b.drained,
                 })
             })
             .collect();
@@ -195,7 +198,8 @@ impl Pool {
 impl Backend {
     /// Whether requests may be sent to this backend now.
     pub fn is_available(&self, now_ms: u64) -> bool {
-        self.healthy.load(Ordering::Relaxed)
+        !self.drained
+            && self.healthy.load(Ordering::Relaxed)
             && self.ejected_until_ms.load(Ordering::Relaxed) <= now_ms
     }
 

@@ -24,11 +24,9 @@ use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
-use super::PolicySet;
 use crate::audit::{now_ms, AuditEntry, AuditLog, Durability, EntryKind, PolicyRef};
 use crate::config::{PoliciesConfig, RouteConfig};
-use crate::proxy::route::RouteTable;
-use crate::proxy::{Proxy, Routing};
+use crate::control::{ControlPlane, Desired};
 
 /// How often the folder is looked at.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(100);
@@ -52,6 +50,23 @@ pub struct PolicyStatus {
     pub last_error: Option<String>,
 }
 
+/// Who names `policy`: routes by name, and `control` for the change chain.
+fn users(desired: &Desired, policy: &str) -> Vec<String> {
+    let routes = desired
+        .effective()
+        .map(|(_, routes)| routes)
+        .unwrap_or_else(|_| desired.file_routes.clone());
+    let mut users: Vec<String> = routes
+        .iter()
+        .filter(|route| route.policies.iter().any(|name| name == policy))
+        .map(RouteConfig::display_name)
+        .collect();
+    if desired.control.policies.iter().any(|name| name == policy) {
+        users.push("control".to_owned());
+    }
+    users
+}
+
 /// Size and modification time of each policy file in the folder.
 type Snapshot = BTreeMap<String, (u64, SystemTime)>;
 
@@ -60,11 +75,9 @@ type Snapshot = BTreeMap<String, (u64, SystemTime)>;
 pub struct PolicyReloader {
     directory: PathBuf,
     config: PoliciesConfig,
-    routes: Vec<RouteConfig>,
-    proxy: Arc<Proxy>,
+    /// Owns the policy set the routing is built from.
+    plane: Arc<ControlPlane>,
     audit: Option<AuditLog>,
-    /// The set the routing snapshot was built from.
-    set: tokio::sync::Mutex<PolicySet>,
     /// Per policy: when its serving version loaded, and its last refusal.
     loaded_ms: Mutex<BTreeMap<String, i64>>,
     errors: Mutex<BTreeMap<String, String>>,
@@ -106,25 +119,22 @@ fn changed(before: &Snapshot, after: &Snapshot) -> Vec<String> {
 }
 
 impl PolicyReloader {
-    /// A reloader for `directory`, starting from `set` (what the proxy
-    /// serves now).
+    /// A reloader for `directory`, whose policies (`loaded`, loaded at
+    /// start) `plane` serves.
     pub fn new(
         directory: PathBuf,
         config: PoliciesConfig,
-        routes: Vec<RouteConfig>,
-        proxy: Arc<Proxy>,
+        plane: Arc<ControlPlane>,
         audit: Option<AuditLog>,
-        set: PolicySet,
+        loaded: &[String],
     ) -> PolicyReloader {
         let now = now_ms();
-        let loaded_ms = set.names().map(|name| (name.to_owned(), now)).collect();
+        let loaded_ms = loaded.iter().map(|name| (name.clone(), now)).collect();
         PolicyReloader {
             directory,
             config,
-            routes,
-            proxy,
+            plane,
             audit,
-            set: tokio::sync::Mutex::new(set),
             loaded_ms: Mutex::new(loaded_ms),
             errors: Mutex::new(BTreeMap::new()),
         }
@@ -160,9 +170,10 @@ impl PolicyReloader {
     /// Load, reload or remove each of `names` as the folder has it now, and
     /// swap the routing if anything changed.
     pub async fn apply(&self, names: &[String]) {
-        let mut set = self.set.lock().await;
-        let mut next = set.clone();
+        let mut desired = self.plane.lock().await;
+        let mut next = desired.policies.clone();
         let mut loaded = Vec::new();
+        let mut removed = Vec::new();
         for name in names {
             let file = self.directory.join(format!("{name}.wasm"));
             let outcome = if file.exists() {
@@ -182,17 +193,14 @@ impl PolicyReloader {
                     next = candidate;
                     loaded.push(name.clone());
                 })
-            } else if let Some(route) = self.route_naming(name) {
+            } else if let Some(user) = users(&desired, name).first() {
                 Err(format!(
-                    "removed from the folder, but route `{route}` still names it: the loaded version keeps serving (take it out of the routes first)"
+                    "removed from the folder, but `{user}` still names it: the loaded version keeps serving (take it out of the routes first)"
                 ))
-            } else if next.remove(name) {
-                self.record(EntryKind::PolicyRemoved, name, None, None)
-                    .await;
-                tracing::info!(policy = %name, "policy removed");
-                self.loaded_ms().remove(name);
-                Ok(())
             } else {
+                if next.remove(name) {
+                    removed.push(name.clone());
+                }
                 Ok(())
             };
             if let Err(reason) = outcome {
@@ -202,42 +210,36 @@ impl PolicyReloader {
                 self.errors().insert(name.clone(), reason);
             }
         }
-        let routing = self.proxy.routing();
-        let routes = RouteTable::build(
-            &self.routes,
-            |pool| routing.pools.iter().find(|p| p.name == pool).cloned(),
-            |route| next.chain(route),
-        );
-        let routes = match routes {
-            Ok(routes) => routes,
-            Err(reason) => {
-                tracing::error!("policy reload refused: {reason}");
-                for name in &loaded {
-                    self.errors().insert(name.clone(), reason.clone());
-                }
-                return;
-            }
-        };
+        if loaded.is_empty() && removed.is_empty() {
+            return;
+        }
         // Recorded before the new versions judge anything.
         for name in &loaded {
             let hash = next.get(name).map(|policy| policy.hash().to_owned());
             self.record(EntryKind::PolicyLoaded, name, hash, None).await;
+        }
+        for name in &removed {
+            self.record(EntryKind::PolicyRemoved, name, None, None)
+                .await;
+        }
+        let previous = std::mem::replace(&mut desired.policies, next);
+        if let Err(reason) = self.plane.rebuild(&desired) {
+            desired.policies = previous;
+            tracing::error!("policy reload refused: {reason}");
+            for name in &loaded {
+                self.errors().insert(name.clone(), reason.clone());
+            }
+            return;
+        }
+        for name in &loaded {
+            tracing::info!(policy = %name, "policy reloaded");
             self.errors().remove(name);
             self.loaded_ms().insert(name.clone(), now_ms());
         }
-        self.proxy.swap_routing(Routing {
-            routes,
-            pools: routing.pools.clone(),
-            redaction: routing.redaction.clone(),
-        });
-        *set = next;
-    }
-
-    fn route_naming(&self, policy: &str) -> Option<String> {
-        self.routes
-            .iter()
-            .find(|route| route.policies.iter().any(|name| name == policy))
-            .map(RouteConfig::display_name)
+        for name in &removed {
+            tracing::info!(policy = %name, "policy removed");
+            self.loaded_ms().remove(name);
+        }
     }
 
     async fn record(
@@ -261,27 +263,22 @@ impl PolicyReloader {
 
     /// Every policy loaded or refused, by name.
     pub async fn statuses(&self) -> Vec<PolicyStatus> {
-        let set = self.set.lock().await;
+        let desired = self.plane.lock().await;
         let loaded_ms = self.loaded_ms().clone();
         let errors = self.errors().clone();
-        let mut names: Vec<String> = set.names().map(str::to_owned).collect();
+        let mut names: Vec<String> = desired.policies.names().map(str::to_owned).collect();
         names.extend(errors.keys().cloned());
         names.sort();
         names.dedup();
         names
             .into_iter()
             .map(|name| {
-                let policy = set.get(&name);
+                let policy = desired.policies.get(&name);
                 PolicyStatus {
                     version: policy.map(|policy| policy.metadata().version.clone()),
                     hash: policy.map(|policy| policy.hash().to_owned()),
                     loaded_ms: loaded_ms.get(&name).copied(),
-                    routes: self
-                        .routes
-                        .iter()
-                        .filter(|route| route.policies.contains(&name))
-                        .map(RouteConfig::display_name)
-                        .collect(),
+                    routes: users(&desired, &name),
                     last_error: errors.get(&name).cloned(),
                     name,
                 }

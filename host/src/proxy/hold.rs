@@ -22,9 +22,7 @@ use super::record::{self, Held, Ruling};
 use super::route::Route;
 use super::{body, ProxyBody, ProxyError, Target};
 use crate::approvals::tickets::new_ticket;
-use crate::approvals::{
-    ActionSummary, Approval, ApprovalState, Approvals, GrantTerms, HoldRequirement, RedeemError,
-};
+use crate::approvals::{ActionSummary, Approval, ApprovalState, Approvals, RedeemError};
 use crate::audit::AuditLog;
 use crate::secrets;
 
@@ -280,64 +278,30 @@ fn summary_of(at: &HoldContext<'_>, request: &Request<Bytes>) -> ActionSummary {
         path: target.path_and_query.path().to_owned(),
         query: target.path_and_query.query().map(str::to_owned),
         route: route.name.clone(),
-        pool: route.pool.name.clone(),
+        pool: at.ruling.pool.name.clone(),
         body_size: body.len() as u64,
         body_sha256: secrets::hex(&secrets::sha256(body)),
+        change: None,
     }
 }
 
 /// The approval a held request asks for. An anonymous requester's holds
 /// carry no grant terms: nobody to grant to.
 fn approval_for(at: &HoldContext<'_>, request: &Request<Bytes>, held: &Held) -> Approval {
-    let (ruling, approvals) = (at.ruling, at.approvals);
     let body = request.body();
     let preview_len = body
         .len()
-        .min(usize::try_from(approvals.config.preview_bytes).unwrap_or(usize::MAX));
-    Approval {
-        id: String::new(),
-        state: ApprovalState::Pending,
-        action: summary_of(at, request),
-        principal: ruling.actor.clone(),
-        policies: record::policies_of(at.route),
-        reason: held
-            .holds
-            .iter()
-            .map(|(_, hold)| hold.reason.as_str())
-            .collect::<Vec<_>>()
-            .join("; "),
-        holds: held
-            .holds
-            .iter()
-            .map(|(policy, hold)| HoldRequirement {
-                policy: policy.to_string(),
-                reason: hold.reason.clone(),
-                groups: hold.approver_groups.clone(),
-                quorum: hold.quorum,
-                grant: hold
-                    .grant
-                    .as_ref()
-                    .filter(|_| ruling.authenticated)
-                    .map(|grant| GrantTerms {
-                        scope: grant.scope.clone(),
-                        lifetime_ms: u64::try_from(grant.lifetime.as_millis()).unwrap_or(u64::MAX),
-                    }),
-            })
-            .collect(),
-        votes: Vec::new(),
-        created_ms: 0,
-        expires_ms: 0,
-        resolved_ms: None,
-        denied_by: None,
-        trace: None,
-        body_preview: (preview_len > 0)
-            .then(|| String::from_utf8_lossy(&body[..preview_len]).into_owned()),
-        respond_async: false,
-        ticket_sha256: None,
-        redeem_by_ms: None,
-        redeemed_ms: None,
-        grants: Vec::new(),
-    }
+        .min(usize::try_from(at.approvals.config.preview_bytes).unwrap_or(usize::MAX));
+    let mut approval = Approval::pending(
+        summary_of(at, request),
+        &at.ruling.actor,
+        record::policies_of(at.route),
+        &held.holds,
+        at.ruling.authenticated,
+    );
+    approval.body_preview =
+        (preview_len > 0).then(|| String::from_utf8_lossy(&body[..preview_len]).into_owned());
+    approval
 }
 
 /// Held body bytes counted against `[approvals] max_held_bytes` while the

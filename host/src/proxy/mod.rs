@@ -212,7 +212,7 @@ impl Proxy {
             held.edits.apply(&mut parts.headers);
             let request = Request::from_parts(parts, RequestBody::Held(bytes));
             let started = Instant::now();
-            let result = forward::forward(&route.pool, conn, request, &target, &self.limits).await;
+            let result = forward::forward(&ruling.pool, conn, request, &target, &self.limits).await;
             record::outcome(audit, request_id, &ruling.actor, &result, started.elapsed()).await;
             return result;
         }
@@ -244,7 +244,7 @@ impl Proxy {
         }
         let started = Instant::now();
         let request = request.map(RequestBody::Streaming);
-        let result = forward::forward(&route.pool, conn, request, &target, &self.limits).await;
+        let result = forward::forward(&ruling.pool, conn, request, &target, &self.limits).await;
         if let (Some(audit), Some(id)) = (&self.audit, request_id) {
             record::outcome(audit, id, &ruling.actor, &result, started.elapsed()).await;
         }
@@ -323,21 +323,7 @@ fn pass_by_grants(
     let Some(held) = ruling.held.as_mut().filter(|_| ruling.authenticated) else {
         return;
     };
-    let actor = ruling.actor.as_str();
-    let mut grants = Vec::new();
-    held.holds.retain(|(policy, hold)| {
-        let grant = hold
-            .grant
-            .as_ref()
-            .and_then(|terms| approvals.grant_for(actor, policy, &terms.scope));
-        match grant {
-            Some(grant) => {
-                grants.push(grant.id);
-                false
-            }
-            None => true,
-        }
-    });
+    let grants = approvals.cover(&ruling.actor, &mut held.holds);
     if grants.is_empty() {
         return;
     }
@@ -404,6 +390,7 @@ fn judge(
 ) -> record::Ruling {
     let actor = principal.id.clone();
     let authenticated = principal.authenticated_by != contract::Authentication::None;
+    let pool = route.pick_pool().clone();
     if route.chain.is_empty() {
         return record::Ruling {
             verdict: Ok(()),
@@ -411,6 +398,7 @@ fn judge(
             authenticated,
             held: None,
             grants: Vec::new(),
+            pool,
         };
     }
     let facts = action::RequestFacts {
@@ -422,11 +410,10 @@ fn judge(
         headers: request.headers(),
         client: conn.remote.ip(),
         route: &route.name,
-        pool: &route.pool.name,
+        pool: &pool.name,
         principal,
     };
-    let action =
-        action::request_action(facts, &routing.redaction, action::pool_figures(&route.pool));
+    let action = action::request_action(facts, &routing.redaction, action::pool_figures(&pool));
     let figures: Arc<dyn FiguresSource> = routing.clone();
     let mut held = None;
     let verdict = match route.chain.judge(&action, &figures) {
@@ -465,6 +452,7 @@ fn judge(
         authenticated,
         held,
         grants: Vec::new(),
+        pool,
     }
 }
 

@@ -40,6 +40,9 @@ pub struct Ruling {
     pub held: Option<Held>,
     /// The grants that let a held request pass without asking.
     pub grants: Vec<String>,
+    /// The pool the request goes to: the route's, or for its share, the
+    /// pool a traffic shift names.
+    pub pool: std::sync::Arc<crate::balance::Pool>,
 }
 
 /// A hold to satisfy before the request is forwarded.
@@ -108,7 +111,7 @@ pub fn decision_entry(
         host: target.host.clone(),
         path: target.path_and_query.path().to_owned(),
         route: route.name.clone(),
-        pool: route.pool.name.clone(),
+        pool: ruling.pool.name.clone(),
         body_size: content_length,
     });
     entry.policies = policies_of(route);

@@ -21,10 +21,38 @@ pub struct Route {
     prefix: String,
     /// The pool serving it.
     pub pool: Arc<Pool>,
+    /// Another pool taking a share of its requests, and that share in percent.
+    pub shift: Option<(Arc<Pool>, u8)>,
+    /// Counts requests, to spread the shift evenly.
+    shift_cursor: std::sync::atomic::AtomicU64,
     /// The policies judging its requests (empty: none).
     pub chain: PolicyChain,
     /// How its requests are recorded.
     pub audit: super::record::RouteAudit,
+}
+
+impl Route {
+    /// The pool this request goes to: the shift's pool for its share of
+    /// requests (spread evenly: `percent` of every 100 in a row), the
+    /// route's pool for the rest.
+    pub fn pick_pool(&self) -> &Arc<Pool> {
+        match &self.shift {
+            Some((pool, percent)) => {
+                let n = self
+                    .shift_cursor
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                // Bresenham over 100: request n is shifted when the running
+                // share crosses a whole request.
+                let percent = u64::from(*percent);
+                if (n % 100 + 1) * percent / 100 > (n % 100) * percent / 100 {
+                    pool
+                } else {
+                    &self.pool
+                }
+            }
+            None => &self.pool,
+        }
+    }
 }
 
 /// All routes, grouped by how their host matches.
@@ -53,10 +81,17 @@ impl RouteTable {
                 continue;
             };
             let chain = chain_of(config)?;
+            let shift = config
+                .shift
+                .as_ref()
+                .filter(|shift| shift.percent > 0)
+                .and_then(|shift| Some((pool_named(&shift.pool)?, shift.percent.min(100))));
             let route = Route {
                 name: config.display_name(),
                 prefix: config.path.trim_end_matches('/').to_owned(),
                 pool,
+                shift,
+                shift_cursor: std::sync::atomic::AtomicU64::new(0),
                 chain,
                 audit: config.audit,
             };

@@ -46,6 +46,17 @@ pub enum StoreEvent {
 pub enum StateTable {
     Approvals,
     Grants,
+    /// Routing changes applied over the API, on top of the file config.
+    RoutingOverlay,
+}
+
+impl StateTable {
+    /// Every state table (each is created when the store opens).
+    pub const ALL: [StateTable; 3] = [
+        StateTable::Approvals,
+        StateTable::Grants,
+        StateTable::RoutingOverlay,
+    ];
 }
 
 /// A change to state, committed in the same transaction as the audit

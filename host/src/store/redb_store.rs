@@ -135,7 +135,7 @@ impl Store for RedbStore {
                     .insert(seq, bytes.as_slice())
                     .map_err(|error| fail(&error))?;
             }
-            for state in [StateTable::Approvals, StateTable::Grants] {
+            for state in StateTable::ALL {
                 let mut table = transaction
                     .open_table(tables::state(state))
                     .map_err(|error| fail(&error))?;

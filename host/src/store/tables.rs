@@ -15,10 +15,15 @@ pub const APPROVALS: TableDefinition<'static, &str, &[u8]> = TableDefinition::ne
 /// Grants, active and ended: id to the grant's JSON.
 pub const GRANTS: TableDefinition<'static, &str, &[u8]> = TableDefinition::new("grants");
 
+/// Routing changes applied over the API: id to the applied change's JSON.
+pub const ROUTING_OVERLAY: TableDefinition<'static, &str, &[u8]> =
+    TableDefinition::new("routing_overlay");
+
 /// The redb table behind a [`StateTable`].
 pub const fn state(table: StateTable) -> TableDefinition<'static, &'static str, &'static [u8]> {
     match table {
         StateTable::Approvals => APPROVALS,
         StateTable::Grants => GRANTS,
+        StateTable::RoutingOverlay => ROUTING_OVERLAY,
     }
 }

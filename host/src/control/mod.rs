@@ -1,0 +1,719 @@
+//! The control plane: what the proxy routes by, and every way it changes.
+//!
+//! The routing is built from the *desired state*: the pools and routes of the
+//! config file, the routing changes applied over the API on top of them (the
+//! overlay, kept in the store so that it survives restarts), and the loaded
+//! policies. Whatever changes one of them (a policy file dropped in, a config
+//! reload, an operator's change, a rollback) builds a new routing snapshot
+//! from the whole desired state and swaps it in; pools whose configuration
+//! did not change keep their backends' health, figures and connections.
+//!
+//! An operator's change (`POST /v1/changes`, [`api`]) is an action judged by
+//! the `[control] policies`: allowed, it is applied at once; denied, it is
+//! refused with 403; held, it becomes an approval (same API as held
+//! requests) and is applied when that passes. Applied, it is recorded with
+//! who asked and who approved, and watched for `[control] watch_window`: if
+//! an affected pool's error rate or p99 crosses the configured limits in
+//! that time, it is rolled back by itself ([`continuity`]).
+//!
+//! Precedence: the overlay applies on top of the file. A reload keeps it; a
+//! reload the overlay no longer fits (a change names a pool the file dropped)
+//! is refused, naming the change, until `DELETE /v1/routing/overlay` resets
+//! the overlay to the file.
+
+pub mod api;
+pub mod change;
+pub mod continuity;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
+use tokio::task::JoinHandle;
+
+use crate::approvals::{ActionSummary, Approval, ApprovalState, Approvals};
+use crate::audit::{now_ms, AuditEntry, AuditError, AuditLog, Durability, EntryKind, PolicyRef};
+use crate::balance::{health, Pool};
+use crate::config::{Config, ControlConfig, Limits, PoolConfig, RouteConfig};
+use crate::identity::Identity;
+use crate::policy::bindings as contract;
+use crate::policy::{FiguresSource, Judgement, PolicyChain, PolicySet};
+use crate::proxy::route::RouteTable;
+use crate::proxy::{Proxy, Routing};
+use crate::store::{StateChange, StateTable, Store, StoreError};
+pub use change::Change;
+
+/// A change in the overlay: what, who asked, who approved, when.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AppliedChange {
+    pub id: String,
+    pub change: Change,
+    /// Who asked for it.
+    pub requested_by: String,
+    /// The approval it waited for, if it was held.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub approval: Option<String>,
+    pub applied_ms: i64,
+}
+
+/// What routing is built from.
+#[derive(Debug)]
+pub struct Desired {
+    /// Pools and routes as the config file has them.
+    pub file_pools: Vec<PoolConfig>,
+    pub file_routes: Vec<RouteConfig>,
+    /// Changes applied over the API, oldest first.
+    pub overlay: Vec<AppliedChange>,
+    pub policies: PolicySet,
+    pub control: ControlConfig,
+}
+
+impl Desired {
+    /// The file's pools and routes with the overlay applied.
+    ///
+    /// # Errors
+    /// The first change of the overlay that no longer applies.
+    pub fn effective(&self) -> Result<(Vec<PoolConfig>, Vec<RouteConfig>), String> {
+        let (mut pools, mut routes) = (self.file_pools.clone(), self.file_routes.clone());
+        for applied in &self.overlay {
+            applied
+                .change
+                .apply(&mut pools, &mut routes)
+                .map_err(|error| format!("change {} no longer applies: {error}", applied.id))?;
+        }
+        Ok((pools, routes))
+    }
+}
+
+/// The outcome of an operator's change.
+#[derive(Debug)]
+pub enum Outcome {
+    Applied(AppliedChange),
+    Held(Box<Approval>),
+}
+
+/// Why a change was not applied.
+#[derive(Debug, thiserror::Error)]
+pub enum ChangeError {
+    /// It does not fit the routing (unknown pool, last backend, ...): 400.
+    #[error("{0}")]
+    Invalid(String),
+    /// A policy denied it: 403.
+    #[error("denied by policy `{policy}`: {reason}")]
+    Denied { policy: String, reason: String },
+    /// A policy failed; changes fail closed: 503.
+    #[error("policy `{policy}` failed: {detail}")]
+    PolicyFailed { policy: String, detail: String },
+    /// Held, but approvals need the audit trail, which is off: 403.
+    #[error("held by policy `{0}`, and approvals need the audit trail (it is off)")]
+    HeldWithoutApprovals(String),
+    /// A limit on approvals: 429.
+    #[error(transparent)]
+    Limit(#[from] crate::approvals::LimitExceeded),
+    /// It could not be recorded, so it did not happen: 503.
+    #[error("not recorded, so not applied: {0}")]
+    Unrecorded(String),
+}
+
+impl From<AuditError> for ChangeError {
+    fn from(error: AuditError) -> Self {
+        ChangeError::Unrecorded(error.to_string())
+    }
+}
+
+impl From<StoreError> for ChangeError {
+    fn from(error: StoreError) -> Self {
+        ChangeError::Unrecorded(error.to_string())
+    }
+}
+
+impl From<crate::approvals::ApprovalError> for ChangeError {
+    fn from(error: crate::approvals::ApprovalError) -> Self {
+        ChangeError::Unrecorded(error.to_string())
+    }
+}
+
+/// The one owner of the desired state and of the routing built from it.
+pub struct ControlPlane {
+    proxy: Arc<Proxy>,
+    limits: Limits,
+    audit: Option<AuditLog>,
+    approvals: Option<Arc<Approvals>>,
+    desired: tokio::sync::Mutex<Desired>,
+    /// Each pool's config as built, to reuse unchanged pools.
+    built: Mutex<HashMap<String, PoolConfig>>,
+    /// Health-check tasks by pool.
+    health: Mutex<HashMap<String, JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for ControlPlane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ControlPlane").finish_non_exhaustive()
+    }
+}
+
+/// Build routing for `pools` and `routes` with `policies`, reusing the pools
+/// of `current` whose configuration is unchanged.
+fn build_routing(
+    pools: &[PoolConfig],
+    routes: &[RouteConfig],
+    policies: &PolicySet,
+    current: &Routing,
+    built: &HashMap<String, PoolConfig>,
+    limits: &Limits,
+) -> Result<Routing, String> {
+    let pools: Vec<Arc<Pool>> = pools
+        .iter()
+        .map(|config| {
+            let unchanged = built.get(&config.name) == Some(config);
+            match current.pools.iter().find(|pool| pool.name == config.name) {
+                Some(pool) if unchanged => Ok(pool.clone()),
+                _ => Pool::build(config, limits)
+                    .map(Arc::new)
+                    .map_err(|error| format!("pool `{}`: {error}", config.name)),
+            }
+        })
+        .collect::<Result<_, String>>()?;
+    let table = RouteTable::build(
+        routes,
+        |name| pools.iter().find(|pool| pool.name == name).cloned(),
+        |route| policies.chain(route),
+    )?;
+    Ok(Routing {
+        routes: table,
+        pools,
+        redaction: current.redaction.clone(),
+    })
+}
+
+impl ControlPlane {
+    /// The control plane over `proxy`'s routing, built from `config` and
+    /// `policies`, with the overlay stored by earlier runs applied.
+    ///
+    /// # Errors
+    /// When the stored overlay cannot be read or no longer applies.
+    pub fn start(
+        config: &Config,
+        policies: PolicySet,
+        proxy: Arc<Proxy>,
+        audit: Option<AuditLog>,
+        store: Option<Arc<dyn Store>>,
+        approvals: Option<Arc<Approvals>>,
+    ) -> Result<Arc<ControlPlane>, String> {
+        let mut overlay: Vec<AppliedChange> = match &store {
+            Some(store) => store
+                .state_list(StateTable::RoutingOverlay)
+                .map_err(|error| error.to_string())?
+                .into_iter()
+                .filter_map(|(_, bytes)| serde_json::from_slice(&bytes).ok())
+                .collect(),
+            None => Vec::new(),
+        };
+        overlay.sort_by(|a, b| a.applied_ms.cmp(&b.applied_ms).then(a.id.cmp(&b.id)));
+        let has_overlay = !overlay.is_empty();
+        let plane = Arc::new(ControlPlane {
+            proxy,
+            limits: config.limits.clone(),
+            audit,
+            approvals,
+            desired: tokio::sync::Mutex::new(Desired {
+                file_pools: config.pools.clone(),
+                file_routes: config.routes.clone(),
+                overlay,
+                policies,
+                control: config.control.clone(),
+            }),
+            built: Mutex::new(
+                config
+                    .pools
+                    .iter()
+                    .map(|pool| (pool.name.clone(), pool.clone()))
+                    .collect(),
+            ),
+            health: Mutex::new(HashMap::new()),
+        });
+        if has_overlay {
+            let desired = plane
+                .desired
+                .try_lock()
+                .map_err(|_| "the control plane is busy".to_owned())?;
+            plane.rebuild(&desired)?;
+            tracing::info!(
+                changes = desired.overlay.len(),
+                "routing changes from the store applied over the config file"
+            );
+        }
+        Ok(plane)
+    }
+
+    /// The desired state, locked: every change goes through this.
+    pub async fn lock(&self) -> tokio::sync::MutexGuard<'_, Desired> {
+        self.desired.lock().await
+    }
+
+    /// Build routing from `desired` and swap it in; restart the health
+    /// checks of pools that were rebuilt.
+    ///
+    /// # Errors
+    /// When `desired` does not build (then nothing changed).
+    pub fn rebuild(&self, desired: &Desired) -> Result<(), String> {
+        let (pools, routes) = desired.effective()?;
+        let current = self.proxy.routing();
+        let mut built = self
+            .built
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let routing = build_routing(
+            &pools,
+            &routes,
+            &desired.policies,
+            &current,
+            &built,
+            &self.limits,
+        )?;
+        let rebuilt: Vec<(Arc<Pool>, PoolConfig)> = routing
+            .pools
+            .iter()
+            .zip(&pools)
+            .filter(|(pool, _)| !current.pools.iter().any(|old| Arc::ptr_eq(old, pool)))
+            .map(|(pool, config)| (pool.clone(), config.clone()))
+            .collect();
+        self.proxy.swap_routing(routing);
+        *built = pools
+            .iter()
+            .map(|pool| (pool.name.clone(), pool.clone()))
+            .collect();
+        drop(built);
+        if tokio::runtime::Handle::try_current().is_ok() {
+            for (pool, config) in rebuilt {
+                self.watch_health(pool, &config);
+            }
+        }
+        Ok(())
+    }
+
+    /// Start (or restart) `pool`'s health checks.
+    pub fn watch_health(&self, pool: Arc<Pool>, config: &PoolConfig) {
+        let name = pool.name.clone();
+        let task = tokio::spawn(health::run(pool, config.health_check.clone()));
+        let mut tasks = self
+            .health
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(old) = tasks.insert(name, task) {
+            old.abort();
+        }
+    }
+
+    /// Start the health checks of every pool (at serve).
+    pub async fn start_health(&self) {
+        let desired = self.desired.lock().await;
+        let Ok((pools, _)) = desired.effective() else {
+            return;
+        };
+        for (pool, config) in self.proxy.routing().pools.iter().zip(&pools) {
+            self.watch_health(pool.clone(), config);
+        }
+    }
+
+    /// Stop every health check (at shutdown).
+    pub fn stop_health(&self) {
+        for (_, task) in self
+            .health
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .drain()
+        {
+            task.abort();
+        }
+    }
+
+    /// `identity` asks for `change`: judged by the control policies, then
+    /// applied, refused, or held for approval.
+    ///
+    /// # Errors
+    /// Invalid, denied, a failing policy, or not recorded.
+    pub async fn request(
+        self: &Arc<Self>,
+        change: Change,
+        identity: &Identity,
+    ) -> Result<Outcome, ChangeError> {
+        let desired = self.desired.lock().await;
+        // Invalid changes are refused before anything judges them.
+        let (pools, file_routes) = desired.effective().map_err(ChangeError::Invalid)?;
+        change
+            .apply(&mut pools.clone(), &mut file_routes.clone())
+            .map_err(ChangeError::Invalid)?;
+        let chain = control_chain(&desired).map_err(ChangeError::Invalid)?;
+        let action = contract::Action {
+            subject: contract::Subject::Change(change.contract(&file_routes)),
+            principal: contract::Principal {
+                id: identity.subject.clone(),
+                groups: identity.groups.clone(),
+                authenticated_by: contract::Authentication::Token,
+            },
+            figures: Vec::new(),
+        };
+        let figures: Arc<dyn FiguresSource> = self.proxy.routing();
+        let judgement = if chain.is_empty() {
+            Judgement::Allow(Default::default())
+        } else {
+            chain.judge(&action, &figures)
+        };
+        let mut entry = AuditEntry::new(EntryKind::ChangeDecision, &identity.subject);
+        entry.change = serde_json::to_value(&change).ok();
+        entry.policies = chain
+            .links
+            .iter()
+            .map(|link| PolicyRef {
+                name: link.name.to_string(),
+                hash: link.policy.hash().to_owned(),
+            })
+            .collect();
+        match judgement {
+            Judgement::Allow(_) => {
+                entry.decision = Some("allow".to_owned());
+                self.record(entry).await?;
+                let applied = self.apply(desired, change, &identity.subject, None).await?;
+                Ok(Outcome::Applied(applied))
+            }
+            Judgement::Deny { policy, refusal } => {
+                entry.decision = Some("deny".to_owned());
+                entry.reason = Some(refusal.reason.clone());
+                self.record(entry).await?;
+                Err(ChangeError::Denied {
+                    policy: policy.to_string(),
+                    reason: refusal.reason,
+                })
+            }
+            Judgement::Failed { policy, failure } => {
+                entry.decision = Some(failure.code().to_owned());
+                entry.reason = Some(failure.to_string());
+                self.record(entry).await?;
+                Err(ChangeError::PolicyFailed {
+                    policy: policy.to_string(),
+                    detail: failure.to_string(),
+                })
+            }
+            Judgement::Hold {
+                mut holds, timeout, ..
+            } => {
+                let Some(approvals) = self.approvals.clone() else {
+                    return Err(ChangeError::HeldWithoutApprovals(holds[0].0.to_string()));
+                };
+                let grants = approvals.cover(&identity.subject, &mut holds);
+                if holds.is_empty() {
+                    // Every hold is covered by a grant from an earlier approval.
+                    entry.decision = Some("allow".to_owned());
+                    entry.reason = Some("held, and passed by a grant".to_owned());
+                    entry.grant = Some(grants.join(","));
+                    self.record(entry).await?;
+                    let applied = self.apply(desired, change, &identity.subject, None).await?;
+                    return Ok(Outcome::Applied(applied));
+                }
+                drop(desired);
+                approvals.admit(&identity.subject)?;
+                entry.decision = Some("hold".to_owned());
+                let mut approval = Approval::pending(
+                    ActionSummary {
+                        kind: "change".to_owned(),
+                        method: String::new(),
+                        host: String::new(),
+                        path: String::new(),
+                        query: None,
+                        route: String::new(),
+                        pool: change.pools(&file_routes).join(","),
+                        body_size: 0,
+                        body_sha256: String::new(),
+                        change: serde_json::to_value(&change).ok(),
+                    },
+                    &identity.subject,
+                    entry.policies.clone(),
+                    &holds,
+                    true,
+                );
+                // Nobody waits on a connection: the change is applied when
+                // the approval passes, even after a restart.
+                approval.respond_async = true;
+                let (approval, _) = approvals.create(approval, timeout, entry).await?;
+                self.apply_when_approved(approval.id.clone());
+                Ok(Outcome::Held(Box::new(approval)))
+            }
+        }
+    }
+
+    /// Apply held change `approval` once it passes (a task).
+    pub fn apply_when_approved(self: &Arc<Self>, approval: String) {
+        let Some(approvals) = self.approvals.clone() else {
+            return;
+        };
+        let Some(mut resolved) = approvals.resolution(&approval) else {
+            return;
+        };
+        let plane = self.clone();
+        tokio::spawn(async move {
+            let Ok(state) = resolved
+                .wait_for(|state| *state != ApprovalState::Pending)
+                .await
+                .map(|state| *state)
+            else {
+                return;
+            };
+            if state != ApprovalState::Approved {
+                return;
+            }
+            let Ok(held) = approvals.get(&approval) else {
+                return;
+            };
+            let Some(change) = held
+                .action
+                .change
+                .and_then(|change| serde_json::from_value::<Change>(change).ok())
+            else {
+                return;
+            };
+            let desired = plane.desired.lock().await;
+            match plane
+                .apply(desired, change, &held.principal, Some(approval.clone()))
+                .await
+            {
+                Ok(applied) => {
+                    tracing::info!(change = %applied.id, %approval, "approved change applied")
+                }
+                Err(error) => tracing::error!(%approval, "approved change not applied: {error}"),
+            }
+        });
+    }
+
+    /// Re-arm the waits of held changes pending from an earlier run.
+    pub fn resume_held(self: &Arc<Self>) {
+        let Some(approvals) = &self.approvals else {
+            return;
+        };
+        let Ok(pending) = approvals.list(Some(ApprovalState::Pending)) else {
+            return;
+        };
+        for approval in pending {
+            if approval.action.kind == "change" {
+                self.apply_when_approved(approval.id);
+            }
+        }
+    }
+
+    /// Apply `change` to the overlay: stored and recorded in one commit,
+    /// then the routing swapped, then watched.
+    async fn apply(
+        self: &Arc<Self>,
+        mut desired: tokio::sync::MutexGuard<'_, Desired>,
+        change: Change,
+        requested_by: &str,
+        approval: Option<String>,
+    ) -> Result<AppliedChange, ChangeError> {
+        let applied = AppliedChange {
+            id: new_change_id()?,
+            change,
+            requested_by: requested_by.to_owned(),
+            approval: approval.clone(),
+            applied_ms: now_ms(),
+        };
+        desired.overlay.push(applied.clone());
+        if let Err(error) = desired.effective() {
+            desired.overlay.pop();
+            return Err(ChangeError::Invalid(error));
+        }
+        let mut entry = AuditEntry::new(EntryKind::ChangeApplied, requested_by);
+        entry.change = serde_json::to_value(&applied.change).ok();
+        entry.approval = approval;
+        entry.reason = Some(format!("change {}", applied.id));
+        let put = StateChange::Put {
+            table: StateTable::RoutingOverlay,
+            key: applied.id.clone(),
+            value: serde_json::to_vec(&applied).unwrap_or_default(),
+        };
+        if let Err(error) = self.commit(entry, vec![put]).await {
+            desired.overlay.pop();
+            return Err(error);
+        }
+        if let Err(error) = self.rebuild(&desired) {
+            // Validated above; a pool that fails to build (TLS files) lands here.
+            tracing::error!(change = %applied.id, "change recorded but not built: {error}");
+            desired.overlay.pop();
+            return Err(ChangeError::Invalid(error));
+        }
+        let (_, routes) = desired.effective().unwrap_or_default();
+        let pools = applied.change.pools(&routes);
+        let window = desired.control.clone();
+        drop(desired);
+        continuity::watch(self.clone(), applied.clone(), pools, window);
+        Ok(applied)
+    }
+
+    /// Undo applied change `id` (a rollback), recorded with `reason`.
+    ///
+    /// # Errors
+    /// Not recorded (then it stays applied).
+    pub async fn roll_back(&self, id: &str, reason: &str) -> Result<bool, ChangeError> {
+        let mut desired = self.desired.lock().await;
+        let Some(position) = desired.overlay.iter().position(|applied| applied.id == id) else {
+            return Ok(false);
+        };
+        let removed = desired.overlay.remove(position);
+        if desired.effective().is_err() || self.rebuild(&desired).is_err() {
+            desired.overlay.insert(position, removed);
+            return Ok(false);
+        }
+        let mut entry = AuditEntry::new(EntryKind::ChangeRolledBack, "airlock");
+        entry.change = serde_json::to_value(&removed.change).ok();
+        entry.approval = removed.approval.clone();
+        entry.reason = Some(format!("change {id}: {reason}"));
+        let delete = StateChange::Delete {
+            table: StateTable::RoutingOverlay,
+            key: removed.id.clone(),
+        };
+        self.commit(entry, vec![delete]).await?;
+        tracing::warn!(change = %id, "change rolled back: {reason}");
+        Ok(true)
+    }
+
+    /// Drop the whole overlay: routing as the file has it.
+    ///
+    /// # Errors
+    /// Not recorded (then nothing changed).
+    pub async fn reset(&self, actor: &str) -> Result<usize, ChangeError> {
+        let mut desired = self.desired.lock().await;
+        let dropped = std::mem::take(&mut desired.overlay);
+        if let Err(error) = self.rebuild(&desired) {
+            desired.overlay = dropped;
+            return Err(ChangeError::Invalid(error));
+        }
+        let mut entry = AuditEntry::new(EntryKind::ChangeRolledBack, actor);
+        entry.reason = Some(format!(
+            "routing reset to the config file; {} change(s) dropped",
+            dropped.len()
+        ));
+        let deletes = dropped
+            .iter()
+            .map(|applied| StateChange::Delete {
+                table: StateTable::RoutingOverlay,
+                key: applied.id.clone(),
+            })
+            .collect();
+        self.commit(entry, deletes).await?;
+        Ok(dropped.len())
+    }
+
+    /// Reload pools and routes from `config` (the rest of the file needs a
+    /// restart). Returns what changed.
+    ///
+    /// # Errors
+    /// The new file does not build with the overlay (then nothing changed).
+    pub async fn reload(&self, config: &Config, actor: &str) -> Result<String, String> {
+        let mut desired = self.desired.lock().await;
+        let before = (desired.file_pools.clone(), desired.file_routes.clone());
+        let summary = summarize(&before.0, &before.1, &config.pools, &config.routes);
+        desired.file_pools = config.pools.clone();
+        desired.file_routes = config.routes.clone();
+        if let Err(error) = self.rebuild(&desired) {
+            (desired.file_pools, desired.file_routes) = before;
+            return Err(error);
+        }
+        let mut entry = AuditEntry::new(EntryKind::ConfigReloaded, actor);
+        entry.reason = Some(summary.clone());
+        self.record(entry)
+            .await
+            .map_err(|error| error.to_string())?;
+        tracing::info!("config reloaded: {summary}");
+        Ok(summary)
+    }
+
+    /// The overlay, oldest first.
+    pub async fn overlay(&self) -> Vec<AppliedChange> {
+        self.desired.lock().await.overlay.clone()
+    }
+
+    async fn record(&self, entry: AuditEntry) -> Result<(), ChangeError> {
+        if let Some(audit) = &self.audit {
+            audit.record(entry, Durability::Durable).await?;
+        }
+        Ok(())
+    }
+
+    /// Record `entry` with `changes` to the store in one commit. Without
+    /// the audit trail there is no store either: changes then live in
+    /// memory only, until the next restart.
+    async fn commit(
+        &self,
+        entry: AuditEntry,
+        changes: Vec<StateChange>,
+    ) -> Result<(), ChangeError> {
+        if let Some(audit) = &self.audit {
+            audit.record_with(entry, changes).await?;
+        }
+        Ok(())
+    }
+}
+
+/// The chain that judges changes: `[control] policies`.
+fn control_chain(desired: &Desired) -> Result<PolicyChain, String> {
+    desired.policies.chain(&RouteConfig {
+        name: Some("control".to_owned()),
+        host: "*".to_owned(),
+        path: "/".to_owned(),
+        pool: String::new(),
+        policies: desired.control.policies.clone(),
+        on_policy_error: crate::policy::OnPolicyError::Deny,
+        audit: crate::proxy::record::RouteAudit::Durable,
+        parameters: desired.control.parameters.clone(),
+        shift: None,
+    })
+}
+
+fn new_change_id() -> Result<String, StoreError> {
+    let bytes = crate::secrets::random_bytes::<16>()
+        .map_err(|error| StoreError::new("make a change id", error))?;
+    Ok(format!("chg_{}", crate::secrets::hex(&bytes)))
+}
+
+/// What a reload changes, in a line: pools and routes added, removed, changed.
+fn summarize(
+    old_pools: &[PoolConfig],
+    old_routes: &[RouteConfig],
+    new_pools: &[PoolConfig],
+    new_routes: &[RouteConfig],
+) -> String {
+    fn diff<T: PartialEq>(
+        what: &str,
+        old: &[T],
+        new: &[T],
+        name: impl Fn(&T) -> String,
+    ) -> Vec<String> {
+        let mut out = Vec::new();
+        for item in new {
+            match old.iter().find(|candidate| name(candidate) == name(item)) {
+                None => out.push(format!("{what} `{}` added", name(item))),
+                Some(before) if before != item => {
+                    out.push(format!("{what} `{}` changed", name(item)))
+                }
+                Some(_) => {}
+            }
+        }
+        for item in old {
+            if !new.iter().any(|candidate| name(candidate) == name(item)) {
+                out.push(format!("{what} `{}` removed", name(item)));
+            }
+        }
+        out
+    }
+    let mut changes = diff("pool", old_pools, new_pools, |pool| pool.name.clone());
+    changes.extend(diff(
+        "route",
+        old_routes,
+        new_routes,
+        RouteConfig::display_name,
+    ));
+    if changes.is_empty() {
+        "no change to pools or routes".to_owned()
+    } else {
+        changes.join(", ")
+    }
+}

@@ -1,0 +1,262 @@
+//! The control plane through the real binary: operators' routing changes
+//! judged by policies, held and approved, applied, kept across restarts,
+//! rolled back when they go bad; config reloads that apply or change nothing.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::approvals::{api, pending, principals, vote};
+use crate::harness::*;
+
+/// Every change is inside this freeze window (all week, UTC).
+const ALWAYS_FROZEN: &str = "zone = \"UTC\"\nwindows = [\"Mon,Tue,Wed,Thu,Fri,Sat,Sun 00:00-24:00\"]\napprovers = { groups = [\"oncall\"], quorum = 1, timeout_seconds = 60 }\n";
+
+/// Pools `web` (`stable`) and `canary`, route `shop` on `web`; `control`
+/// adds to `[control]`, with change-freeze as its policy if `frozen`.
+fn config(
+    stable: &Upstream,
+    canary: &Upstream,
+    folder: &tempfile::TempDir,
+    frozen: bool,
+    control: &str,
+) -> String {
+    let policies = if frozen {
+        "policies = [\"change-freeze\"]\n"
+    } else {
+        ""
+    };
+    format!(
+        "[policies]\ndirectory = {:?}\n\n[control]\n{policies}{control}\n{PUBLIC_LISTENER}\n{}\n{}\n[[route]]\nname = \"shop\"\npool = \"web\"\n\n{}",
+        folder.path().display().to_string(),
+        pool("web", &[stable], ""),
+        pool("canary", &[canary], ""),
+        principals()
+    )
+}
+
+async fn change(airlock: &Airlock, subject: &str, body: Value) -> Reply {
+    api(
+        airlock,
+        Some(subject),
+        "POST",
+        "/v1/changes",
+        &body.to_string(),
+    )
+    .await
+}
+
+async fn overlay(airlock: &Airlock) -> Vec<Value> {
+    api(airlock, Some("erin"), "GET", "/v1/routing", "")
+        .await
+        .json()["overlay"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// Backends that served `n` requests to `/`.
+async fn served_by(airlock: &Airlock, n: usize) -> Vec<String> {
+    let client = Client::http1();
+    let mut backends = Vec::new();
+    for _ in 0..n {
+        backends.push(client.get(&airlock.url("/")).await.backend());
+    }
+    backends
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_held_traffic_shift_is_applied_once_approved_and_rolled_back_when_it_goes_bad() {
+    let (stable, canary) = (
+        Upstream::start("stable").await,
+        Upstream::start("canary").await,
+    );
+    let folder = policy_folder(&[("change-freeze", ALWAYS_FROZEN)]);
+    let airlock = Airlock::start(&config(
+        &stable,
+        &canary,
+        &folder,
+        true,
+        "watch_window = \"30s\"\nrollback_error_rate = 0.3\n",
+    ));
+    let shift = json!({"op": "shift_traffic", "route": "shop", "to_pool": "canary", "percent": 50});
+
+    // Only admins ask; bad changes are 400 before anything judges them.
+    assert_eq!(change(&airlock, "bob", shift.clone()).await.status, 403);
+    let bad = change(
+        &airlock,
+        "erin",
+        json!({"op": "shift_traffic", "route": "cart", "to_pool": "canary", "percent": 5}),
+    )
+    .await;
+    assert_eq!(bad.status, 400, "{}", bad.text());
+    assert!(bad.json()["detail"]
+        .as_str()
+        .unwrap()
+        .contains("no route named `cart`"));
+
+    let held = change(&airlock, "erin", shift.clone()).await;
+    assert_eq!(held.status, 202, "{}", held.text());
+    let id = held.json()["approval"]["id"].as_str().unwrap().to_owned();
+    assert_eq!(pending(&airlock, 1).await[0]["action"]["kind"], "change");
+    assert!(
+        served_by(&airlock, 10).await.iter().all(|b| b == "stable"),
+        "not applied while held"
+    );
+
+    let voted = vote(&airlock, "bob", &id, "approve", "").await;
+    assert_eq!(voted.json()["state"], "approved", "{}", voted.text());
+    let applied = eventually(Duration::from_secs(10), || async {
+        overlay(&airlock).await.len() == 1
+    })
+    .await;
+    assert!(applied);
+    assert_eq!(overlay(&airlock).await[0]["approval"], id.as_str());
+    let backends = served_by(&airlock, 20).await;
+    let to_canary = backends.iter().filter(|b| *b == "canary").count();
+    assert_eq!(to_canary, 10, "half of 20: {backends:?}");
+
+    // The canary goes bad: the shift is rolled back by itself.
+    canary.force_status(500);
+    let _ = served_by(&airlock, 40).await;
+    let rolled_back = eventually(Duration::from_secs(10), || async {
+        overlay(&airlock).await.is_empty()
+    })
+    .await;
+    assert!(rolled_back, "{:?}", overlay(&airlock).await);
+    assert!(served_by(&airlock, 10).await.iter().all(|b| b == "stable"));
+    let (_, trail) = airlock
+        .admin_json("/v1/audit?kind=change_rolled_back")
+        .await;
+    let reason = trail["entries"][0]["reason"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(reason.contains("pool `canary`: error rate"), "{trail}");
+    let (_, applied) = airlock.admin_json("/v1/audit?kind=change_applied").await;
+    assert_eq!(applied["entries"][0]["actor"], "erin");
+    assert_eq!(applied["entries"][0]["approval"], id.as_str());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_denied_change_is_not_applied() {
+    let (stable, canary) = (
+        Upstream::start("stable").await,
+        Upstream::start("canary").await,
+    );
+    let folder = policy_folder(&[("change-freeze", ALWAYS_FROZEN)]);
+    let airlock = Airlock::start(&config(&stable, &canary, &folder, true, ""));
+    let held = change(
+        &airlock,
+        "erin",
+        json!({"op": "shift_traffic", "route": "shop", "to_pool": "canary", "percent": 100}),
+    )
+    .await;
+    let id = held.json()["approval"]["id"].as_str().unwrap().to_owned();
+    vote(&airlock, "bob", &id, "deny", "").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(overlay(&airlock).await.is_empty());
+    assert!(served_by(&airlock, 5).await.iter().all(|b| b == "stable"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn changes_survive_a_restart_until_reset_and_reloads_keep_them() {
+    let (stable, canary) = (
+        Upstream::start("stable").await,
+        Upstream::start("canary").await,
+    );
+    let folder = policy_folder(&[]);
+    let mut airlock = Airlock::start(&config(&stable, &canary, &folder, false, ""));
+    let applied = change(
+        &airlock,
+        "erin",
+        json!({"op": "shift_traffic", "route": "shop", "to_pool": "canary", "percent": 100}),
+    )
+    .await;
+    assert_eq!(
+        applied.status,
+        200,
+        "no control policies: applied at once: {}",
+        applied.text()
+    );
+    assert!(served_by(&airlock, 3).await.iter().all(|b| b == "canary"));
+
+    airlock.terminate();
+    assert_eq!(airlock.wait(Duration::from_secs(15)), Some(true));
+    airlock.restart();
+    assert!(
+        served_by(&airlock, 3).await.iter().all(|b| b == "canary"),
+        "kept across the restart"
+    );
+
+    // A reload of a valid file keeps the overlay on top of it; a broken
+    // file changes nothing and names file, line and key.
+    let text = std::fs::read_to_string(&airlock.config_path).unwrap();
+    std::fs::write(
+        &airlock.config_path,
+        text.replace(
+            "name = \"shop\"",
+            "name = \"shop\"\npath = \"/\"\nhost = \"*\"",
+        ),
+    )
+    .unwrap();
+    let reloaded = api(&airlock, Some("erin"), "POST", "/v1/reload", "").await;
+    assert_eq!(reloaded.status, 200, "{}", reloaded.text());
+    assert!(served_by(&airlock, 3).await.iter().all(|b| b == "canary"));
+    std::fs::write(
+        &airlock.config_path,
+        text.replace("pool = \"web\"\n\n", "pool = 7\n\n"),
+    )
+    .unwrap();
+    let broken = api(&airlock, Some("erin"), "POST", "/v1/reload", "").await;
+    assert_eq!(broken.status, 400, "{}", broken.text());
+    assert!(
+        broken.json()["detail"]
+            .as_str()
+            .unwrap()
+            .contains("airlock.toml:"),
+        "{}",
+        broken.text()
+    );
+    assert!(served_by(&airlock, 3).await.iter().all(|b| b == "canary"));
+
+    let reset = api(&airlock, Some("erin"), "DELETE", "/v1/routing/overlay", "").await;
+    assert_eq!(reset.json()["dropped"], 1, "{}", reset.text());
+    assert!(served_by(&airlock, 3).await.iter().all(|b| b == "stable"));
+    drop(folder);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sighup_reloads_routes_from_the_file() {
+    let (stable, canary) = (
+        Upstream::start("stable").await,
+        Upstream::start("canary").await,
+    );
+    let folder = policy_folder(&[]);
+    let airlock = Airlock::start(&config(&stable, &canary, &folder, false, ""));
+    assert!(served_by(&airlock, 2).await.iter().all(|b| b == "stable"));
+    let text = std::fs::read_to_string(&airlock.config_path).unwrap();
+    std::fs::write(
+        &airlock.config_path,
+        text.replace(
+            "name = \"shop\"\npool = \"web\"",
+            "name = \"shop\"\npool = \"canary\"",
+        ),
+    )
+    .unwrap();
+    let status = std::process::Command::new("kill")
+        .args(["-HUP", &airlock.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let moved = eventually(Duration::from_secs(10), || async {
+        served_by(&airlock, 1).await == ["canary"]
+    })
+    .await;
+    assert!(moved);
+    let (_, trail) = airlock.admin_json("/v1/audit?kind=config_reloaded").await;
+    assert_eq!(
+        trail["entries"][0]["reason"], "route `shop` changed",
+        "{trail}"
+    );
+}
