@@ -895,7 +895,7 @@ impl Config {
                     r.host, r.path
                 ),
             )?;
-            self.validate_route_policies(i, r)?;
+            self.validate_chain_policies(&format!("route[{i}]"), &r.policies, &r.parameters)?;
         }
         ensure(
             self.policies.deadline >= Duration::from_millis(1),
@@ -908,6 +908,7 @@ impl Config {
             "expected at least 1MiB".into(),
         )?;
         self.validate_principals()?;
+        self.validate_chain_policies("control", &self.control.policies, &self.control.parameters)?;
         ensure(
             (400..=599).contains(&self.approvals.expired_status),
             "approvals.expired_status".into(),
@@ -1031,17 +1032,24 @@ impl Config {
     }
 
     /// A route's policies must exist as `NAME.wasm` in the policy folder.
-    fn validate_route_policies(&self, i: usize, route: &RouteConfig) -> Result<(), Violation> {
-        for (j, name) in route.policies.iter().enumerate() {
+    /// The policies a chain names (`at`: `route[0]`, `control`) must exist
+    /// as `NAME.wasm` in the policy folder, and its parameters name them.
+    fn validate_chain_policies(
+        &self,
+        at: &str,
+        policies: &[String],
+        parameters: &std::collections::BTreeMap<String, serde_json::Map<String, serde_json::Value>>,
+    ) -> Result<(), Violation> {
+        for (j, name) in policies.iter().enumerate() {
             let Some(directory) = &self.policies.directory else {
                 return Err(Violation::new(
-                    &format!("route[{i}].policies[{j}]"),
-                    "routes name policies, but `[policies] directory` is not set",
+                    &format!("{at}.policies[{j}]"),
+                    "policies are named, but `[policies] directory` is not set",
                 ));
             };
             if !directory.join(format!("{name}.wasm")).is_file() {
                 return Err(Violation::new(
-                    &format!("route[{i}].policies[{j}]"),
+                    &format!("{at}.policies[{j}]"),
                     &format!(
                         "no policy `{name}`: {} does not exist",
                         directory.join(format!("{name}.wasm")).display()
@@ -1049,14 +1057,10 @@ impl Config {
                 ));
             }
         }
-        if let Some(name) = route
-            .parameters
-            .keys()
-            .find(|name| !route.policies.contains(name))
-        {
+        if let Some(name) = parameters.keys().find(|name| !policies.contains(name)) {
             return Err(Violation::new(
-                &format!("route[{i}].parameters.{name}"),
-                &format!("parameters for `{name}`, which is not in this route's policies"),
+                &format!("{at}.parameters.{name}"),
+                &format!("parameters for `{name}`, which is not among these policies"),
             ));
         }
         Ok(())
@@ -1409,7 +1413,7 @@ pool = "web"
             .unwrap();
         }
         std::fs::create_dir(dir.path().join("policies")).unwrap();
-        for name in ["deny-list", "approval-rules"] {
+        for name in ["deny-list", "approval-rules", "change-freeze"] {
             std::fs::write(dir.path().join(format!("policies/{name}.wasm")), b"").unwrap();
         }
         let file = dir.path().join("reference.toml");

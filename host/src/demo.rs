@@ -2,9 +2,15 @@
 //! answer with which backend served, the method and the path; Airlock proxies
 //! to both on the embedded defaults, from a config written to the data dir so
 //! the user can read it, edit it and run it with `airlock run -c`. The bundled
-//! policies are written to `<data dir>/policies`; the route runs
-//! `approval-rules`, which holds `DELETE` anywhere and anything under
-//! `/admin` for group `oncall`, quorum 1, and lets the rest pass.
+//! policies are written to `<data dir>/policies` (the folder is watched); the
+//! route runs `approval-rules`, which holds `DELETE` anywhere and anything
+//! under `/admin` for group `oncall`, quorum 1, and lets the rest pass.
+//!
+//! A third service, `canary-1`, is the `canary` pool: a new release whose
+//! `/checkout` is broken (it answers 500 there). The demo is in a permanent
+//! change freeze (`change-freeze` judges every routing change and holds it
+//! for `oncall`), so shifting traffic to the canary waits for approval, and
+//! once applied, the broken checkout makes the continuity check roll it back.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -42,6 +48,7 @@ pub async fn start_backend(name: &'static str) -> std::io::Result<SocketAddr> {
 }
 
 fn answer(name: &str, request: &Request<Incoming>) -> Response<Full<Bytes>> {
+    let broken = name.starts_with("canary") && request.uri().path().starts_with("/checkout");
     let body = json!({
         "backend": name,
         "method": request.method().as_str(),
@@ -49,6 +56,9 @@ fn answer(name: &str, request: &Request<Incoming>) -> Response<Full<Bytes>> {
         "query": request.uri().query(),
     });
     let mut response = Response::new(Full::new(Bytes::from(format!("{body}\n"))));
+    if broken {
+        *response.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
+    }
     response.headers_mut().insert(
         http::header::CONTENT_TYPE,
         http::HeaderValue::from_static("application/json"),
@@ -67,6 +77,14 @@ paths = ["/admin", "/admin/**"]
 approvers = { groups = ["oncall"], quorum = 1, timeout_seconds = 900 }
 "#;
 
+/// The demo's change freeze (`policies/change-freeze.toml`): always on.
+pub const CHANGE_FREEZE: &str = r#"# Parameters of the change-freeze policy for `airlock demo`: the demo is
+# always frozen, so every routing change waits for oncall.
+zone = "UTC"
+windows = ["Mon,Tue,Wed,Thu,Fri,Sat,Sun 00:00-24:00"]
+approvers = { groups = ["oncall"], quorum = 1, timeout_seconds = 900 }
+"#;
+
 /// Write the bundled policies, and the demo's parameters, into `directory`.
 ///
 /// # Errors
@@ -76,16 +94,18 @@ pub fn write_policies(directory: &Path) -> std::io::Result<()> {
     for (name, component) in crate::policy::bundled::BUNDLED {
         std::fs::write(directory.join(format!("{name}.wasm")), component)?;
     }
-    std::fs::write(directory.join("approval-rules.toml"), APPROVAL_RULES)
+    std::fs::write(directory.join("approval-rules.toml"), APPROVAL_RULES)?;
+    std::fs::write(directory.join("change-freeze.toml"), CHANGE_FREEZE)
 }
 
 /// The demo's configuration text: one listener, one pool of the demo backends
-/// with health checks, one route for everything.
+/// with health checks, a canary pool, one route for everything.
 pub fn config_text(
     proxy: SocketAddr,
     admin: SocketAddr,
     data_dir: &Path,
     backends: &[SocketAddr],
+    canary: SocketAddr,
 ) -> String {
     let backends: Vec<String> = backends
         .iter()
@@ -104,6 +124,14 @@ address = "{admin}"
 [policies]
 directory = "policies"
 
+# Routing changes (POST /v1/changes) are judged by these policies, then
+# watched for two minutes: a canary pool that fails 30% of its requests in
+# that time gets its traffic shift rolled back.
+[control]
+policies = ["change-freeze"]
+watch_window = "120s"
+rollback_error_rate = 0.3
+
 [[listener]]
 name = "public"
 address = "{proxy}"
@@ -114,6 +142,10 @@ balance = "round_robin"
 backends = [{backends}]
 health_check = {{ path = "/healthz", interval = "2s", timeout = "1s" }}
 
+[[pool]]
+name = "canary"
+backends = [{{ address = "{canary}" }}]
+
 [[route]]
 name = "everything"
 host = "*"
@@ -122,7 +154,7 @@ pool = "demo"
 policies = ["approval-rules"]
 
 # The demo's people, with well-known tokens (`airlock run` refuses them):
-# alice and bob approve for oncall; client sends requests.
+# alice and bob approve for oncall; ops changes routing; client sends requests.
 {principals}"#,
         data_dir = data_dir.display().to_string(),
         backends = backends.join(", "),
@@ -137,6 +169,7 @@ fn demo_principals() -> String {
         .map(|(subject, token)| {
             let (groups, roles) = match *subject {
                 "client" => ("", ""),
+                "ops" => ("", r#""admin""#),
                 _ => (r#""oncall""#, r#""approver""#),
             };
             format!(

@@ -24,9 +24,10 @@ pub struct Identity {
 
 /// The demo's well-known tokens: they work in `airlock demo` (loopback
 /// only), and `airlock run` refuses a config that accepts any of them.
-pub const DEMO_TOKENS: [(&str, &str); 3] = [
+pub const DEMO_TOKENS: [(&str, &str); 4] = [
     ("alice", "demo-alice-token"),
     ("bob", "demo-bob-token"),
+    ("ops", "demo-ops-token"),
     ("client", "demo-client-token"),
 ];
 

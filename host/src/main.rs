@@ -57,14 +57,27 @@ enum Command {
     Approvals {
         #[command(subcommand)]
         command: ApprovalsCommand,
-        /// The admin API's base URL [env: AIRLOCK_SERVER]
-        #[arg(long, global = true)]
-        server: Option<String>,
-        /// Your API token; better passed as AIRLOCK_TOKEN, which stays out of
-        /// the process list and shell history [env: AIRLOCK_TOKEN]
-        #[arg(long, global = true)]
-        token: Option<String>,
+        #[command(flatten)]
+        admin: AdminArgs,
     },
+    /// Reload pools and routes of a running Airlock from its config file
+    /// (as SIGHUP does); a broken file changes nothing.
+    Reload {
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+}
+
+/// Where the admin API is, and the caller's token.
+#[derive(Debug, clap::Args)]
+struct AdminArgs {
+    /// The admin API's base URL [env: AIRLOCK_SERVER; default: http://127.0.0.1:9090]
+    #[arg(long, global = true)]
+    server: Option<String>,
+    /// Your API token; better passed as AIRLOCK_TOKEN, which stays out of
+    /// the process list and shell history [env: AIRLOCK_TOKEN]
+    #[arg(long, global = true)]
+    token: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -267,28 +280,69 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Policy(command) => policy_tool(command),
         Command::Audit(command) => audit_tool(command),
-        Command::Approvals {
-            command,
-            server,
-            token,
-        } => runtime(Some(1))?.block_on(approvals_tool(command, server, token)),
+        Command::Approvals { command, admin } => {
+            runtime(Some(1))?.block_on(approvals_tool(command, admin))
+        }
+        Command::Reload { admin } => runtime(Some(1))?.block_on(async {
+            let answer =
+                admin_call(&admin, http::Method::POST, "/v1/reload", String::new()).await?;
+            println!(
+                "reloaded: {}",
+                answer["reloaded"].as_str().unwrap_or_default()
+            );
+            Ok(())
+        }),
     }
+}
+
+/// One call to the admin API as `admin` says; its JSON answer, or its
+/// error as `STATUS CODE: DETAIL`.
+async fn admin_call(
+    admin: &AdminArgs,
+    method: http::Method,
+    path: &str,
+    body: String,
+) -> anyhow::Result<serde_json::Value> {
+    use http_body_util::Full;
+    let server = admin
+        .server
+        .clone()
+        .or_else(|| std::env::var("AIRLOCK_SERVER").ok())
+        .unwrap_or_else(|| "http://127.0.0.1:9090".to_owned());
+    let token = admin
+        .token
+        .clone()
+        .or_else(|| std::env::var("AIRLOCK_TOKEN").ok())
+        .context("no token: set AIRLOCK_TOKEN (or pass --token)")?;
+    let url = format!("{}{path}", server.trim_end_matches('/'));
+    let request = http::Request::builder()
+        .method(method)
+        .uri(&url)
+        .header(http::header::AUTHORIZATION, format!("Bearer {token}"))
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(Full::new(bytes::Bytes::from(body)))
+        .with_context(|| format!("{url}: not a URL"))?;
+    let client = airlock::http_client::HttpClient::new(std::time::Duration::from_secs(30))?;
+    let response = client.call(request).await.with_context(|| url.clone())?;
+    let answer: serde_json::Value = serde_json::from_slice(response.body())
+        .with_context(|| format!("{url}: the answer is not JSON"))?;
+    if !response.status().is_success() {
+        anyhow::bail!(
+            "{} {}: {}",
+            response.status().as_u16(),
+            answer["error"].as_str().unwrap_or("error"),
+            answer["detail"]
+                .as_str()
+                .or(answer["message"].as_str())
+                .unwrap_or_default()
+        );
+    }
+    Ok(answer)
 }
 
 /// `airlock approvals ...`: one call to the admin API; its answer printed,
 /// or its error (exit 1).
-async fn approvals_tool(
-    command: ApprovalsCommand,
-    server: Option<String>,
-    token: Option<String>,
-) -> anyhow::Result<()> {
-    use http_body_util::Full;
-    let server = server
-        .or_else(|| std::env::var("AIRLOCK_SERVER").ok())
-        .unwrap_or_else(|| "http://127.0.0.1:9090".to_owned());
-    let token = token
-        .or_else(|| std::env::var("AIRLOCK_TOKEN").ok())
-        .context("no token: set AIRLOCK_TOKEN (or pass --token)")?;
+async fn approvals_tool(command: ApprovalsCommand, admin: AdminArgs) -> anyhow::Result<()> {
     let vote_body = |comment: Option<String>| serde_json::json!({ "comment": comment }).to_string();
     let (method, path, body) = match &command {
         ApprovalsCommand::List { state } => (
@@ -321,39 +375,29 @@ async fn approvals_tool(
             String::new(),
         ),
     };
-    let url = format!("{}{path}", server.trim_end_matches('/'));
-    let request = http::Request::builder()
-        .method(method)
-        .uri(&url)
-        .header(http::header::AUTHORIZATION, format!("Bearer {token}"))
-        .header(http::header::CONTENT_TYPE, "application/json")
-        .body(Full::new(bytes::Bytes::from(body)))
-        .with_context(|| format!("{url}: not a URL"))?;
-    let client = airlock::http_client::HttpClient::new(std::time::Duration::from_secs(30))?;
-    let response = client.call(request).await.with_context(|| url.clone())?;
-    let answer: serde_json::Value = serde_json::from_slice(response.body())
-        .with_context(|| format!("{url}: the answer is not JSON"))?;
-    if !response.status().is_success() {
-        anyhow::bail!(
-            "{} {}: {}",
-            response.status().as_u16(),
-            answer["error"].as_str().unwrap_or("error"),
-            answer["detail"].as_str().unwrap_or_default()
-        );
-    }
+    let answer = admin_call(&admin, method, &path, body).await?;
     match command {
         ApprovalsCommand::List { .. } => {
             for approval in answer["approvals"].as_array().into_iter().flatten() {
                 let action = &approval["action"];
+                let text =
+                    |value: &serde_json::Value| value.as_str().unwrap_or_default().to_owned();
+                let what = if action["kind"] == "change" {
+                    format!("change {}", action["change"])
+                } else {
+                    format!(
+                        "{} {}{}",
+                        text(&action["method"]),
+                        text(&action["host"]),
+                        text(&action["path"])
+                    )
+                };
                 println!(
-                    "{}  {:<9}  {} {}{}  by {}: {}",
-                    approval["id"].as_str().unwrap_or_default(),
-                    approval["state"].as_str().unwrap_or_default(),
-                    action["method"].as_str().unwrap_or_default(),
-                    action["host"].as_str().unwrap_or_default(),
-                    action["path"].as_str().unwrap_or_default(),
-                    approval["principal"].as_str().unwrap_or_default(),
-                    approval["reason"].as_str().unwrap_or_default(),
+                    "{}  {:<9}  {what}  by {}: {}",
+                    text(&approval["id"]),
+                    text(&approval["state"]),
+                    text(&approval["principal"]),
+                    text(&approval["reason"]),
                 );
             }
         }
@@ -580,26 +624,34 @@ async fn demo(proxy: SocketAddr, admin: SocketAddr, data_dir: &Path) -> anyhow::
         airlock::demo::start_backend("demo-1").await?,
         airlock::demo::start_backend("demo-2").await?,
     ];
+    let canary = airlock::demo::start_backend("canary-1").await?;
     airlock::demo::write_policies(&data_dir.join("policies"))
         .with_context(|| format!("cannot write the demo policies to {}", data_dir.display()))?;
     let config_path = data_dir.join("airlock.toml");
-    let text = airlock::demo::config_text(proxy, admin, &data_dir, &backends);
+    let text = airlock::demo::config_text(proxy, admin, &data_dir, &backends, canary);
     std::fs::write(&config_path, &text)
         .with_context(|| format!("cannot write {}", config_path.display()))?;
-    let config = Config::parse(&text, &config_path)?;
+    let mut config = Config::parse(&text, &config_path)?;
+    config.source = Some(config_path.clone());
     // Bind before advertising the curl lines, so they are only shown when true.
     let server = Server::bind(config).await?;
     println!(
         "airlock demo: backends demo-1 on {} and demo-2 on {}",
         backends[0], backends[1]
     );
+    println!("airlock demo: canary-1 (pool canary, its /checkout is broken) on {canary}");
     println!("airlock demo: config written to {}", config_path.display());
+    println!(
+        "airlock demo: policies in {} (watched: drop a .wasm or .toml in to reload)",
+        data_dir.join("policies").display()
+    );
     println!(
         "airlock demo: try  curl -s http://{proxy}/hello   (twice: both backends answer in turn)"
     );
     println!("airlock demo:      curl -s -X DELETE -H 'Proxy-Authorization: Bearer demo-client-token' http://{proxy}/hello   (waits for approval by oncall)");
     println!("airlock demo:      curl -s -H 'Authorization: Bearer demo-alice-token' 'http://{admin}/v1/approvals?state=pending'");
     println!("airlock demo:      curl -s -X POST -H 'Authorization: Bearer demo-alice-token' http://{admin}/v1/approvals/ID/approve");
+    println!("airlock demo:      curl -s -X POST -H 'Authorization: Bearer demo-ops-token' -d '{{\"op\":\"shift_traffic\",\"route\":\"everything\",\"to_pool\":\"canary\",\"percent\":50}}' http://{admin}/v1/changes   (held: change freeze)");
     println!("airlock demo:      curl -s http://{admin}/v1/pools");
     serve_bound(server).await
 }

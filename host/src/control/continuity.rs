@@ -2,7 +2,8 @@
 //! applied, the pools it affects are looked at every [`CHECK_INTERVAL`]. If
 //! one's error rate passes `rollback_error_rate` (over at least
 //! [`MIN_REQUESTS`] recent requests, so that one early failure is not a
-//! trend) or its p99 latency passes `rollback_p99`, the change is rolled
+//! trend), its p99 latency passes `rollback_p99`, or none of its backends
+//! is available any more (ejected or failing health checks), the change is rolled
 //! back by itself and the rollback recorded with the figures that caused it.
 
 use std::sync::Arc;
@@ -19,6 +20,14 @@ pub const MIN_REQUESTS: u64 = 10;
 
 /// Why `figures` break `limits`, if they do.
 pub fn breach(figures: &PoolFigures, limits: &ControlConfig) -> Option<String> {
+    if figures.total > 0 && figures.healthy == 0 {
+        // Passive ejection or health checks took every backend out: the
+        // pool's share of requests now fails without reaching it.
+        return Some(format!(
+            "pool `{}`: no backend available (error rate {:.2} before they were taken out)",
+            figures.pool, figures.error_rate
+        ));
+    }
     if figures.recent_requests >= MIN_REQUESTS && figures.error_rate > limits.rollback_error_rate {
         return Some(format!(
             "pool `{}`: error rate {:.2} over {} recent requests passed {:.2}",
