@@ -79,6 +79,23 @@ pub struct ControlConfig {
     /// Roll it back when an affected pool's p99 latency passes this.
     #[serde(deserialize_with = "optional_duration::deserialize")]
     pub rollback_p99: Option<Duration>,
+    /// A route with a `backup_pool` asks to fail over when its pool has no
+    /// backend left, or when the pool's error rate passes this (over at
+    /// least 10 recent requests). Default: 0.5.
+    pub failover_error_rate: f64,
+    /// What a route does while its failover waits for approval: `stay` on
+    /// the pool that is down (default: nothing moves unapproved) or
+    /// `fail_over` now and fail back if the approval is denied.
+    pub while_held: WhileHeld,
+}
+
+/// `[control] while_held`
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WhileHeld {
+    #[default]
+    Stay,
+    FailOver,
 }
 
 impl Default for ControlConfig {
@@ -89,6 +106,8 @@ impl Default for ControlConfig {
             watch_window: Duration::from_secs(60),
             rollback_error_rate: 0.5,
             rollback_p99: None,
+            failover_error_rate: 0.5,
+            while_held: WhileHeld::Stay,
         }
     }
 }
@@ -600,6 +619,9 @@ pub struct RouteConfig {
     /// A share of this route's requests sent to another pool instead
     /// (`shift_traffic` changes set it).
     pub shift: Option<ShiftConfig>,
+    /// Where the balancer fails the route over to when its pool has no
+    /// backend left (a `failover` event, judged by `[control] policies`).
+    pub backup_pool: Option<String>,
 }
 
 /// `[route.shift]`
@@ -859,6 +881,13 @@ impl Config {
                     join_names(self.pools.iter().map(|p| p.name.as_str()))
                 ),
             )?;
+            if let Some(backup) = &r.backup_pool {
+                ensure(
+                    pools.contains(backup.as_str()) && *backup != r.pool,
+                    format!("route[{i}].backup_pool"),
+                    format!("expected a pool other than the route's own, found `{backup}`"),
+                )?;
+            }
             if let Some(shift) = &r.shift {
                 ensure(
                     pools.contains(shift.pool.as_str()),

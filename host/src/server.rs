@@ -295,6 +295,9 @@ impl Server {
         control.plane.start_health().await;
         control.plane.resume_held();
         background.push(tokio::spawn(reload_on_sighup(control.clone())));
+        background.push(tokio::spawn(crate::control::balancer::run(
+            control.plane.clone(),
+        )));
         for resolver in certificates {
             background.push(tokio::spawn(resolver.watch(CERTIFICATE_POLL_INTERVAL)));
         }

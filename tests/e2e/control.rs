@@ -312,3 +312,123 @@ async fn the_demo_holds_a_traffic_shift_applies_it_once_approved_and_rolls_it_ba
     assert!(rolled_back);
     assert_eq!(client.get(&airlock.url("/checkout")).await.status, 200);
 }
+
+const FAILOVER_GUARD: &str =
+    "approvers = { groups = [\"oncall\"], quorum = 1, timeout_seconds = 60 }\n";
+/// Health-checked, and never ejected passively (so that a failing backend
+/// stays in and only its error rate shows it).
+const CHECKED: &str = "health_check = { path = \"/healthz\", interval = \"100ms\", timeout = \"500ms\", healthy_threshold = 1, unhealthy_threshold = 1 }\npassive_health = { consecutive_failures = 1000 }";
+
+/// Route `shop` on pool `web` (`primary`, health-checked) with backup pool
+/// `dr`, failovers judged by failover-guard; `control` adds to `[control]`.
+fn failover_node(
+    primary: &Upstream,
+    backup: &Upstream,
+    control: &str,
+) -> (Airlock, tempfile::TempDir) {
+    let folder = policy_folder(&[("failover-guard", FAILOVER_GUARD)]);
+    let config = format!(
+        "[policies]\ndirectory = {:?}\n\n[control]\npolicies = [\"failover-guard\"]\n{control}\n{PUBLIC_LISTENER}\n{}\n{}\n[[route]]\nname = \"shop\"\npool = \"web\"\nbackup_pool = \"dr\"\n\n{}",
+        folder.path().display().to_string(),
+        pool("web", &[primary], CHECKED),
+        pool("dr", &[backup], ""),
+        principals()
+    );
+    (Airlock::start(&config), folder)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failover_waits_for_approval_then_moves_and_fails_back_when_the_pool_recovers() {
+    let (primary, backup) = (
+        Upstream::start("primary").await,
+        Upstream::start("dr").await,
+    );
+    let (airlock, _folder) = failover_node(&primary, &backup, "");
+    assert_eq!(served_by(&airlock, 1).await, ["primary"]);
+
+    // The primary fails every request but passes its health checks:
+    // failover-guard holds the failover (the pool still has a healthy
+    // backend), and meanwhile the route stays put.
+    primary.force_status(500);
+    let _ = served_by(&airlock, 20).await;
+    let approval = pending(&airlock, 1).await.remove(0);
+    assert_eq!(approval["action"]["kind"], "event");
+    assert_eq!(approval["principal"], "airlock");
+    assert_eq!(approval["action"]["change"]["to_pool"], "dr");
+    let reply = Client::http1().get(&airlock.url("/")).await;
+    assert_eq!(reply.status, 500, "while held, nothing moves");
+
+    let id = approval["id"].as_str().unwrap();
+    assert_eq!(vote(&airlock, "bob", id, "approve", "").await.status, 200);
+    let moved = eventually(Duration::from_secs(10), || async {
+        Client::http1().get(&airlock.url("/")).await.backend() == "dr"
+    })
+    .await;
+    assert!(moved, "approved: failed over to dr");
+
+    // The primary is fixed; once its figures have decayed (no traffic),
+    // the route fails back by itself.
+    primary.force_status(0);
+    let back = eventually(Duration::from_secs(30), || async {
+        Client::http1().get(&airlock.url("/")).await.backend() == "primary"
+    })
+    .await;
+    assert!(back);
+    let (_, trail) = airlock.admin_json("/v1/audit?kind=balancer_event").await;
+    let reasons: Vec<&str> = trail["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|entry| {
+            entry["reason"]
+                .as_str()
+                .unwrap_or(entry["decision"].as_str().unwrap_or_default())
+        })
+        .collect();
+    assert_eq!(reasons.len(), 3, "{trail}");
+    assert_eq!(reasons[1], "failover approved");
+    assert!(reasons[2].starts_with("failed back"), "{reasons:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_while_held_fail_over_a_denied_failover_fails_back() {
+    let (primary, backup) = (
+        Upstream::start("primary").await,
+        Upstream::start("dr").await,
+    );
+    let (airlock, _folder) = failover_node(&primary, &backup, "while_held = \"fail_over\"\n");
+    primary.force_status(500);
+    let _ = served_by(&airlock, 20).await;
+    let id = pending(&airlock, 1).await[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(served_by(&airlock, 1).await, ["dr"], "moved while held");
+    vote(&airlock, "bob", &id, "deny", "").await;
+    let back = eventually(Duration::from_secs(10), || async {
+        Client::http1().get(&airlock.url("/")).await.status == 500
+    })
+    .await;
+    assert!(back, "denied: back on the failing pool");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pool_that_is_down_fails_over_at_once_when_the_policy_allows_it() {
+    let (primary, backup) = (
+        Upstream::start("primary").await,
+        Upstream::start("dr").await,
+    );
+    let (airlock, _folder) = failover_node(&primary, &backup, "");
+    primary.set_healthy(false);
+    let moved = eventually(Duration::from_secs(10), || async {
+        Client::http1().get(&airlock.url("/")).await.backend() == "dr"
+    })
+    .await;
+    assert!(
+        moved,
+        "failover-guard allows a failover of a pool with no backend up"
+    );
+    let (_, trail) = airlock.admin_json("/v1/audit?kind=balancer_event").await;
+    assert_eq!(trail["entries"][0]["decision"], "allow", "{trail}");
+    assert_eq!(trail["entries"][0]["actor"], "airlock");
+}

@@ -401,12 +401,21 @@ impl Approvals {
         Ok(approvals)
     }
 
-    /// A receiver that sees pending approval `id` resolve (`None` once it
-    /// has, or if it is not this node's).
-    pub fn resolution(&self, id: &str) -> Option<watch::Receiver<ApprovalState>> {
-        self.live_map()
-            .get(id)
-            .map(|live| live.resolved.subscribe())
+    /// How pending approval `id` ends, once it does: a future to await
+    /// (`None` now if it is not pending on this node; the future gives
+    /// `None` if it vanished).
+    pub fn outcome(
+        &self,
+        id: &str,
+    ) -> Option<impl std::future::Future<Output = Option<ApprovalState>> + Send + 'static> {
+        let mut resolved = self.live_map().get(id)?.resolved.subscribe();
+        Some(async move {
+            resolved
+                .wait_for(|state| *state != ApprovalState::Pending)
+                .await
+                .ok()
+                .map(|state| *state)
+        })
     }
 
     /// Events from now on: every approval created or resolved.

@@ -82,6 +82,9 @@ pub enum EntryKind {
     ChangeRolledBack,
     /// The config file was reloaded; the reason summarizes what changed.
     ConfigReloaded,
+    /// Something the balancer itself did or asked to do (a failover, and
+    /// the fail-back after it), with the policies' decision.
+    BalancerEvent,
 }
 
 /// What a `checkpoint` entry vouches for: the entries before `first_kept`

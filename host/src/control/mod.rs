@@ -22,6 +22,7 @@
 //! the overlay to the file.
 
 pub mod api;
+pub mod balancer;
 pub mod change;
 pub mod continuity;
 
@@ -32,7 +33,7 @@ use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 
 use crate::approvals::{ActionSummary, Approval, ApprovalState, Approvals};
-use crate::audit::{now_ms, AuditEntry, AuditError, AuditLog, Durability, EntryKind, PolicyRef};
+use crate::audit::{now_ms, AuditEntry, AuditError, AuditLog, Durability, EntryKind};
 use crate::balance::{health, Pool};
 use crate::config::{Config, ControlConfig, Limits, PoolConfig, RouteConfig};
 use crate::identity::Identity;
@@ -66,6 +67,9 @@ pub struct Desired {
     pub overlay: Vec<AppliedChange>,
     pub policies: PolicySet,
     pub control: ControlConfig,
+    /// Routes the balancer failed over to their backup pool (not stored: a
+    /// restart looks again).
+    pub failed_over: std::collections::BTreeSet<String>,
 }
 
 impl Desired {
@@ -74,6 +78,23 @@ impl Desired {
     /// # Errors
     /// The first change of the overlay that no longer applies.
     pub fn effective(&self) -> Result<(Vec<PoolConfig>, Vec<RouteConfig>), String> {
+        let (pools, mut routes) = self.configured()?;
+        for route in &mut routes {
+            if self.failed_over.contains(&route.display_name()) {
+                if let Some(backup) = route.backup_pool.clone() {
+                    route.pool = backup;
+                    route.shift = None;
+                }
+            }
+        }
+        Ok((pools, routes))
+    }
+
+    /// The file with the overlay, before any failover.
+    ///
+    /// # Errors
+    /// As [`effective`](Self::effective).
+    pub fn configured(&self) -> Result<(Vec<PoolConfig>, Vec<RouteConfig>), String> {
         let (mut pools, mut routes) = (self.file_pools.clone(), self.file_routes.clone());
         for applied in &self.overlay {
             applied
@@ -222,6 +243,7 @@ impl ControlPlane {
                 overlay,
                 policies,
                 control: config.control.clone(),
+                failed_over: std::collections::BTreeSet::new(),
             }),
             built: Mutex::new(
                 config
@@ -355,21 +377,10 @@ impl ControlPlane {
             figures: Vec::new(),
         };
         let figures: Arc<dyn FiguresSource> = self.proxy.routing();
-        let judgement = if chain.is_empty() {
-            Judgement::Allow(Default::default())
-        } else {
-            chain.judge(&action, &figures)
-        };
+        let judgement = chain.judge_or_allow(&action, &figures);
         let mut entry = AuditEntry::new(EntryKind::ChangeDecision, &identity.subject);
         entry.change = serde_json::to_value(&change).ok();
-        entry.policies = chain
-            .links
-            .iter()
-            .map(|link| PolicyRef {
-                name: link.name.to_string(),
-                hash: link.policy.hash().to_owned(),
-            })
-            .collect();
+        entry.policies = chain.policy_refs();
         match judgement {
             Judgement::Allow(_) => {
                 entry.decision = Some("allow".to_owned());
@@ -447,16 +458,12 @@ impl ControlPlane {
         let Some(approvals) = self.approvals.clone() else {
             return;
         };
-        let Some(mut resolved) = approvals.resolution(&approval) else {
+        let Some(outcome) = approvals.outcome(&approval) else {
             return;
         };
         let plane = self.clone();
         tokio::spawn(async move {
-            let Ok(state) = resolved
-                .wait_for(|state| *state != ApprovalState::Pending)
-                .await
-                .map(|state| *state)
-            else {
+            let Some(state) = outcome.await else {
                 return;
             };
             if state != ApprovalState::Approved {
@@ -665,6 +672,7 @@ fn control_chain(desired: &Desired) -> Result<PolicyChain, String> {
         audit: crate::proxy::record::RouteAudit::Durable,
         parameters: desired.control.parameters.clone(),
         shift: None,
+        backup_pool: None,
     })
 }
 

@@ -70,6 +70,27 @@ impl PolicyChain {
         self.links.is_empty()
     }
 
+    /// The chain's policies by name and component hash, as the trail
+    /// records them.
+    pub fn policy_refs(&self) -> Vec<crate::audit::PolicyRef> {
+        self.links
+            .iter()
+            .map(|link| crate::audit::PolicyRef {
+                name: link.name.to_string(),
+                hash: link.policy.hash().to_owned(),
+            })
+            .collect()
+    }
+
+    /// Judge `action`; an empty chain allows it.
+    pub fn judge_or_allow(&self, action: &Action, figures: &Arc<dyn FiguresSource>) -> Judgement {
+        if self.is_empty() {
+            Judgement::Allow(HeaderEdits::default())
+        } else {
+            self.judge(action, figures)
+        }
+    }
+
     /// Run the chain on `action`.
     pub fn judge(&self, action: &Action, figures: &Arc<dyn FiguresSource>) -> Judgement {
         let kind = kind_of(action);

@@ -134,15 +134,7 @@ pub fn decision_entry(
 
 /// The policies a route runs, by name and component hash.
 pub fn policies_of(route: &Route) -> Vec<audit::PolicyRef> {
-    route
-        .chain
-        .links
-        .iter()
-        .map(|link| audit::PolicyRef {
-            name: link.name.to_string(),
-            hash: link.policy.hash().to_owned(),
-        })
-        .collect()
+    route.chain.policy_refs()
 }
 
 /// Record what came of a forwarded request (batched; never fails the request).
