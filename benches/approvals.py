@@ -26,20 +26,19 @@ import os
 import secrets
 import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
+
+from benchlib import free_port, percentile, rss_kib, start_airlock, start_upstream, stop
 
 ARRIVALS = {}  # path -> perf_counter_ns when the upstream read the request
 
 
 class Upstream(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
     def do_DELETE(self):
         ARRIVALS[self.path] = time.perf_counter_ns()
         length = int(self.headers.get("content-length") or 0)
@@ -49,29 +48,6 @@ class Upstream(BaseHTTPRequestHandler):
         self.send_header("content-length", "2")
         self.end_headers()
         self.wfile.write(b"ok")
-
-    def log_message(self, *args):
-        pass
-
-
-class QuietServer(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def handle_error(self, request, client_address):
-        pass  # airlock closing its pooled connections at exit is not news
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def rss_kib(pid):
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise RuntimeError("no VmRSS")
 
 
 class Events:
@@ -140,11 +116,6 @@ def read_status(s):
     return int(head.split(b" ", 2)[1]) if head.startswith(b"HTTP/") else 0
 
 
-def percentile(values, p):
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--airlock", required=True, type=Path)
@@ -155,8 +126,7 @@ def main():
     ap.add_argument("--body-bytes", type=int, default=1024)
     args = ap.parse_args()
 
-    upstream = QuietServer(("127.0.0.1", 0), Upstream)
-    threading.Thread(target=upstream.serve_forever, daemon=True).start()
+    upstream = start_upstream(Upstream)
 
     work = Path(tempfile.mkdtemp(prefix="airlock-approvals-bench-"))
     (work / "policies").mkdir()
@@ -173,7 +143,7 @@ def main():
         for name, token in tokens.items()
     )
     limit = args.held + args.approvals + 10
-    (work / "airlock.toml").write_text(
+    config = (
         f'[server]\ndata_dir = "{work / "data"}"\nworker_threads = 1\n\n'
         f'[admin]\naddress = "127.0.0.1:{admin_port}"\n\n'
         f'[approvals]\nmax_pending_per_principal = {limit}\nmax_created_per_minute = {limit}\n\n'
@@ -182,23 +152,8 @@ def main():
         f'[[pool]]\nname = "web"\nbackends = [{{ address = "127.0.0.1:{upstream.server_port}" }}]\n\n'
         f'[[route]]\npool = "web"\npolicies = ["approval-rules"]\n\n{principals}'
     )
-    log = open(work / "airlock.log", "w")
-    proxy = subprocess.Popen(
-        [str(args.airlock), "run", "--config", str(work / "airlock.toml")], stdout=log, stderr=log
-    )
+    proxy = start_airlock(args.airlock, work, config, admin_port)
     try:
-        for _ in range(200):
-            try:
-                c = http.client.HTTPConnection("127.0.0.1", admin_port, timeout=1)
-                c.request("GET", "/readyz")
-                if c.getresponse().status == 200:
-                    break
-            except OSError:
-                pass
-            time.sleep(0.05)
-        else:
-            raise RuntimeError(f"airlock did not start; see {work / 'airlock.log'}")
-
         events = Events(admin_port, tokens["bob"])
         api = http.client.HTTPConnection("127.0.0.1", admin_port, timeout=30)
         auth = {"Authorization": f"Bearer {tokens['bob']}", "Content-Type": "application/json"}
@@ -257,11 +212,7 @@ def main():
         args.out.write_text(json.dumps(result, indent=1) + "\n")
         print(json.dumps(result, indent=1))
     finally:
-        proxy.terminate()
-        try:
-            proxy.wait(20)
-        except subprocess.TimeoutExpired:
-            proxy.kill()
+        stop(proxy)
     return 0
 
 

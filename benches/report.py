@@ -738,6 +738,54 @@ def render_approvals(results):
     ]
 
 
+RELOAD_BEGIN = "<!-- reload-bench:begin -->"
+RELOAD_END = "<!-- reload-bench:end -->"
+GOAL_RELOAD_P99_MS = 250.0  # the hot-reload issue: a new Rust policy judging within 250 ms
+
+
+def render_reload(results):
+    """The reload bench's section as a list of lines, or None without results."""
+    try:
+        r = json.loads((results / "reload.json").read_text())
+    except (OSError, ValueError):
+        return None
+    rows = r["latency_ms"]
+    worst = max(row["p99"] for row in rows.values())
+    met = worst < GOAL_RELOAD_P99_MS
+    describe = {
+        "parameters": "parameters file replaced (same component, new parameters)",
+        "component": "component replaced (another `.wasm`; compiled code from wasmtime's cache after the first two)",
+    }
+    lines = [
+        RELOAD_BEGIN,
+        "## Policy hot reload: from the file's last write to the first request judged by it",
+        "",
+        "- Produced by: `SUITES=reload benches/run` (`benches/reload.py` against target/release/airlock)",
+        f"- Date: {r['date']}; {r['nproc']} CPUs, load average at the end {' '.join(r['loadavg'])}",
+        "",
+        "A file in the watched folder is replaced the way a deployment tool does it (written under a "
+        "temporary name, then renamed into place; the clock starts after the rename) so that the decision "
+        "on `GET /a` flips; the bench then sends `GET /a` over one keep-alive connection until the answer "
+        "shows the new decision. The folder is looked at every 50 ms and a change is taken once it has "
+        "stayed put for one more look, so 50-100 ms of each figure is that settling.",
+        "",
+        "| what | swaps | p50 | p90 | p99 | max |",
+        "|---|--:|--:|--:|--:|--:|",
+    ]
+    for kind, row in rows.items():
+        lines.append(
+            f"| {describe.get(kind, kind)} | {row['swaps']} | {row['p50']:.0f} ms | {row['p90']:.0f} ms "
+            f"| {row['p99']:.0f} ms | {row['max']:.0f} ms |"
+        )
+    lines += [
+        "",
+        f"- Goal (from the issue): under {GOAL_RELOAD_P99_MS:g} ms for a Rust policy. "
+        + (f"**Met**: p99 {worst:.0f} ms at worst." if met else f"**Not met**: p99 {worst:.0f} ms at worst."),
+        RELOAD_END,
+    ]
+    return lines
+
+
 def cut_section(text, begin, end):
     """(text without the marked section, the section's lines or None)."""
     if begin in text and end in text:
@@ -793,6 +841,7 @@ def main():
     existing = args.out.read_text() if args.out.exists() else ""
     existing, old_audit = cut_section(existing, AUDIT_BEGIN, AUDIT_END)
     existing, old_approvals = cut_section(existing, APPROVALS_BEGIN, APPROVALS_END)
+    existing, old_reload = cut_section(existing, RELOAD_BEGIN, RELOAD_END)
     old_head, old_method, old_policy = split_existing(existing, history)
 
     if (args.results / "runs.tsv").exists():
@@ -824,6 +873,9 @@ def main():
     approvals = render_approvals(args.results)
     if approvals is None:
         approvals = old_approvals
+    reload = render_reload(args.results)
+    if reload is None:
+        reload = old_reload
 
     md = list(head)
     if policy:
@@ -832,6 +884,8 @@ def main():
         md += audit + [""]
     if approvals:
         md += approvals + [""]
+    if reload:
+        md += reload + [""]
     md += method
     if history:
         md += [history, ""]

@@ -50,7 +50,7 @@ fn replace(file: &Path, bytes: &[u8]) {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn parameters_swapped_under_load_change_decisions_without_a_failed_request() {
+async fn a_hundred_swaps_under_load_change_decisions_without_a_failed_request() {
     let up = Upstream::start("a").await;
     let (airlock, folder) = node(&up, "/one");
     assert_eq!(status(&airlock, "/one").await, 403);
@@ -81,7 +81,7 @@ async fn parameters_swapped_under_load_change_decisions_without_a_failed_request
             }
         })
     };
-    for round in 0..10 {
+    for round in 0..100 {
         let (denied, allowed) = if round % 2 == 0 {
             ("/two", "/one")
         } else {
@@ -105,11 +105,11 @@ async fn parameters_swapped_under_load_change_decisions_without_a_failed_request
     assert!(sent.load(Ordering::Relaxed) > 100);
 
     let (_, trail) = airlock
-        .admin_json("/v1/audit?kind=policy_loaded&limit=100")
+        .admin_json("/v1/audit?kind=policy_loaded&limit=200")
         .await;
     assert_eq!(
         trail["entries"].as_array().unwrap().len(),
-        11,
+        101,
         "one at start, one per swap"
     );
 }
@@ -163,4 +163,41 @@ async fn a_bad_or_half_written_file_is_refused_and_the_old_version_keeps_serving
     .await;
     assert!(refused, "{}", policy_status(&airlock).await);
     assert_eq!(status(&airlock, "/one").await, 403);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_demo_reloads_a_policy_dropped_into_its_folder() {
+    let airlock = Airlock::demo();
+    let folder = airlock.config_path.parent().unwrap().join("policies");
+    // Take the DELETE rule out of the demo's approval rules.
+    replace(
+        &folder.join("approval-rules.toml"),
+        b"[[rules]]\npaths = [\"/admin\", \"/admin/**\"]\napprovers = { groups = [\"oncall\"], quorum = 1 }\n",
+    );
+    let passes = eventually(Duration::from_secs(10), || async {
+        let request = http::Request::delete(airlock.url("/hello"))
+            .header("proxy-authorization", "Bearer demo-client-token")
+            .body(full(""))
+            .unwrap();
+        // Still held by the old rules: give up on this one and try again.
+        let client = Client::http1();
+        let sent = tokio::time::timeout(Duration::from_millis(300), client.try_send(request));
+        matches!(sent.await, Ok(Ok(reply)) if reply.status == 200)
+    })
+    .await;
+    assert!(passes, "a DELETE passes once the new rules are loaded");
+    let (_, policies) = airlock.admin_json("/v1/policies").await;
+    let rules = policies["policies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|policy| policy["name"] == "approval-rules")
+        .cloned()
+        .unwrap();
+    assert_eq!(
+        rules["routes"],
+        serde_json::json!(["everything"]),
+        "{policies}"
+    );
+    assert!(rules["last_error"].is_null(), "{policies}");
 }

@@ -29,7 +29,7 @@ use crate::config::{PoliciesConfig, RouteConfig};
 use crate::control::{ControlPlane, Desired};
 
 /// How often the folder is looked at.
-pub const POLL_INTERVAL: Duration = Duration::from_millis(100);
+pub const POLL_INTERVAL: Duration = Duration::from_millis(50);
 
 /// What `GET /v1/policies` shows of one policy.
 #[derive(Debug, Clone, PartialEq, Serialize)]

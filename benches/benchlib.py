@@ -1,0 +1,72 @@
+"""Shared by the Python benches (stdlib only): ports, an upstream in this
+process, starting target/release/airlock on a config, and its memory."""
+
+import http.client
+import socket
+import subprocess
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+
+class QuietServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address):
+        pass  # airlock closing its pooled connections at exit is not news
+
+
+def start_upstream(handler: type[BaseHTTPRequestHandler]) -> QuietServer:
+    """An HTTP/1.1 upstream in a thread of this process."""
+    handler.protocol_version = "HTTP/1.1"
+    handler.log_message = lambda *args: None
+    server = QuietServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError("no VmRSS")
+
+
+def start_airlock(binary: Path, work: Path, config: str, admin_port: int) -> subprocess.Popen:
+    """`airlock run` on `config` (written to work/airlock.toml), once /readyz answers."""
+    (work / "airlock.toml").write_text(config)
+    log = open(work / "airlock.log", "w")
+    proxy = subprocess.Popen(
+        [str(binary), "run", "--config", str(work / "airlock.toml")], stdout=log, stderr=log
+    )
+    for _ in range(400):
+        try:
+            c = http.client.HTTPConnection("127.0.0.1", admin_port, timeout=1)
+            c.request("GET", "/readyz")
+            if c.getresponse().status == 200:
+                return proxy
+        except OSError:
+            pass
+        time.sleep(0.05)
+    proxy.kill()
+    raise RuntimeError(f"airlock did not start; see {work / 'airlock.log'}")
+
+
+def stop(proxy: subprocess.Popen) -> None:
+    proxy.terminate()
+    try:
+        proxy.wait(20)
+    except subprocess.TimeoutExpired:
+        proxy.kill()
+
+
+def percentile(values, p):
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
