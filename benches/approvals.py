@@ -33,7 +33,7 @@ import time
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
-from benchlib import free_port, percentile, rss_kib, start_airlock, start_upstream, stop
+from benchlib import free_port, percentile, write_result, rss_kib, start_airlock, start_upstream, stop
 
 ARRIVALS = {}  # path -> perf_counter_ns when the upstream read the request
 
@@ -188,7 +188,6 @@ def main():
             s.close()
 
         result = {
-            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             "approvals": args.approvals,
             "release_us": {
                 "p50": percentile(release_us, 50),
@@ -206,11 +205,8 @@ def main():
             "rss_before_kib": before,
             "rss_held_kib": during,
             "per_held_bytes": (during - before) * 1024 / args.held,
-            "nproc": os.cpu_count(),
-            "loadavg": open("/proc/loadavg").read().split()[:3],
         }
-        args.out.write_text(json.dumps(result, indent=1) + "\n")
-        print(json.dumps(result, indent=1))
+        write_result(args.out, result)
     finally:
         stop(proxy)
     return 0

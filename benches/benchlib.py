@@ -70,3 +70,19 @@ def stop(proxy: subprocess.Popen) -> None:
 def percentile(values, p):
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+
+
+def write_result(out: Path, result: dict) -> None:
+    """Stamp `result` with the date and the machine's load, write it to
+    `out` as JSON for report.py, and show it."""
+    import json
+    import os
+
+    result = {
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        **result,
+        "nproc": os.cpu_count(),
+        "loadavg": open("/proc/loadavg").read().split()[:3],
+    }
+    out.write_text(json.dumps(result, indent=1) + "\n")
+    print(json.dumps(result, indent=1))

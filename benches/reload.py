@@ -20,7 +20,6 @@ Writes one JSON file (--out) for report.py.
 
 import argparse
 import http.client
-import json
 import os
 import statistics
 import sys
@@ -29,7 +28,7 @@ import time
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
-from benchlib import free_port, percentile, start_airlock, start_upstream, stop
+from benchlib import free_port, percentile, write_result, start_airlock, start_upstream, stop
 
 
 class Upstream(BaseHTTPRequestHandler):
@@ -112,13 +111,9 @@ def main():
             for kind, ms in results.items()
         }
         result = {
-            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             "latency_ms": summary,
-            "nproc": os.cpu_count(),
-            "loadavg": open("/proc/loadavg").read().split()[:3],
         }
-        args.out.write_text(json.dumps(result, indent=1) + "\n")
-        print(json.dumps(result, indent=1))
+        write_result(args.out, result)
     finally:
         stop(proxy)
     return 0
