@@ -83,6 +83,11 @@ pub struct ControlConfig {
     /// backend left, or when the pool's error rate passes this (over at
     /// least 10 recent requests). Default: 0.5.
     pub failover_error_rate: f64,
+    /// A route with an `overflow_pool` asks to spill when its pool has this
+    /// many requests in flight; it stops under half of it. Default: 0 (off).
+    pub spill_in_flight: u32,
+    /// The share of requests a spill sends to the overflow pool. Default: 50.
+    pub spill_percent: u8,
     /// What a route does while its failover waits for approval: `stay` on
     /// the pool that is down (default: nothing moves unapproved) or
     /// `fail_over` now and fail back if the approval is denied.
@@ -107,6 +112,8 @@ impl Default for ControlConfig {
             rollback_error_rate: 0.5,
             rollback_p99: None,
             failover_error_rate: 0.5,
+            spill_in_flight: 0,
+            spill_percent: 50,
             while_held: WhileHeld::Stay,
         }
     }
@@ -622,6 +629,9 @@ pub struct RouteConfig {
     /// Where the balancer fails the route over to when its pool has no
     /// backend left (a `failover` event, judged by `[control] policies`).
     pub backup_pool: Option<String>,
+    /// Where the balancer spills a share of the route's requests during a
+    /// surge (a `spill-surge` event; `[control] spill_in_flight`).
+    pub overflow_pool: Option<String>,
 }
 
 /// `[route.shift]`
@@ -881,12 +891,17 @@ impl Config {
                     join_names(self.pools.iter().map(|p| p.name.as_str()))
                 ),
             )?;
-            if let Some(backup) = &r.backup_pool {
-                ensure(
-                    pools.contains(backup.as_str()) && *backup != r.pool,
-                    format!("route[{i}].backup_pool"),
-                    format!("expected a pool other than the route's own, found `{backup}`"),
-                )?;
+            for (key, other) in [
+                ("backup_pool", &r.backup_pool),
+                ("overflow_pool", &r.overflow_pool),
+            ] {
+                if let Some(other) = other {
+                    ensure(
+                        pools.contains(other.as_str()) && *other != r.pool,
+                        format!("route[{i}].{key}"),
+                        format!("expected a pool other than the route's own, found `{other}`"),
+                    )?;
+                }
             }
             if let Some(shift) = &r.shift {
                 ensure(
@@ -938,6 +953,17 @@ impl Config {
         )?;
         self.validate_principals()?;
         self.validate_chain_policies("control", &self.control.policies, &self.control.parameters)?;
+        ensure(
+            (1..=100).contains(&self.control.spill_percent),
+            "control.spill_percent".into(),
+            "expected 1 to 100".into(),
+        )?;
+        ensure(
+            (0.0..=1.0).contains(&self.control.rollback_error_rate)
+                && (0.0..=1.0).contains(&self.control.failover_error_rate),
+            "control.rollback_error_rate".into(),
+            "error rates are 0.0 to 1.0".into(),
+        )?;
         ensure(
             (400..=599).contains(&self.approvals.expired_status),
             "approvals.expired_status".into(),

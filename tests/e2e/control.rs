@@ -386,8 +386,8 @@ async fn a_failover_waits_for_approval_then_moves_and_fails_back_when_the_pool_r
         })
         .collect();
     assert_eq!(reasons.len(), 3, "{trail}");
-    assert_eq!(reasons[1], "failover approved");
-    assert!(reasons[2].starts_with("failed back"), "{reasons:?}");
+    assert_eq!(reasons[1], "approval approved");
+    assert!(reasons[2].contains("moved back"), "{reasons:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -431,4 +431,124 @@ async fn a_pool_that_is_down_fails_over_at_once_when_the_policy_allows_it() {
     let (_, trail) = airlock.admin_json("/v1/audit?kind=balancer_event").await;
     assert_eq!(trail["entries"][0]["decision"], "allow", "{trail}");
     assert_eq!(trail["entries"][0]["actor"], "airlock");
+}
+
+/// Pools `web` (`backends`, ejected after 2 failures) and `burst`; route
+/// `shop` on `web` spills to `burst`; `control` and `policies` as given.
+fn events_node(
+    backends: &[&Upstream],
+    burst: &Upstream,
+    control: &str,
+    policies: &[(&str, &str)],
+) -> (Airlock, tempfile::TempDir) {
+    let folder = policy_folder(policies);
+    let config = format!(
+        "[policies]\ndirectory = {:?}\n\n[control]\n{control}\n{PUBLIC_LISTENER}\n{}\n{}\n[[route]]\nname = \"shop\"\npool = \"web\"\noverflow_pool = \"burst\"\n\n{}",
+        folder.path().display().to_string(),
+        pool("web", backends, "passive_health = { consecutive_failures = 2, ejection_time = \"60s\" }"),
+        pool("burst", &[burst], ""),
+        principals()
+    );
+    (Airlock::start(&config), folder)
+}
+
+/// The balancer events in the trail: (event, decision or reason).
+async fn balancer_events(airlock: &Airlock) -> Vec<(String, String)> {
+    let (_, trail) = airlock.admin_json("/v1/audit?kind=balancer_event").await;
+    trail["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|entry| {
+            (
+                entry["change"]["event"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+                entry["decision"]
+                    .as_str()
+                    .or(entry["reason"].as_str())
+                    .unwrap_or_default()
+                    .to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_ejection_is_judged_and_undone_when_its_policy_fails() {
+    let (good, bad, burst) = (
+        Upstream::start("good").await,
+        Upstream::start("bad").await,
+        Upstream::start("burst").await,
+    );
+    bad.force_status(500);
+    // No control policies: the ejection stands, and is recorded.
+    let (airlock, _folder) = events_node(&[&good, &bad], &burst, "", &[]);
+    let _ = served_by(&airlock, 6).await;
+    let judged = eventually(Duration::from_secs(10), || async {
+        balancer_events(&airlock)
+            .await
+            .contains(&("eject_outlier".to_owned(), "allow".to_owned()))
+    })
+    .await;
+    assert!(judged, "{:?}", balancer_events(&airlock).await);
+    assert!(
+        served_by(&airlock, 4).await.iter().all(|b| b == "good"),
+        "the ejection stands"
+    );
+
+    // A control policy that fails: the balancer's own action does not
+    // happen (fail closed), so the ejection is undone.
+    let (airlock, _folder) = events_node(
+        &[&good, &bad],
+        &burst,
+        "policies = [\"hostile\"]\n[control.parameters.hostile]\nmode = \"panic\"\n",
+        &[("hostile", "")],
+    );
+    let _ = served_by(&airlock, 6).await;
+    let undone = eventually(Duration::from_secs(10), || async {
+        balancer_events(&airlock)
+            .await
+            .iter()
+            .any(|(_, what)| what == "policy failed: undone")
+    })
+    .await;
+    assert!(undone, "{:?}", balancer_events(&airlock).await);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_surge_spills_to_the_overflow_pool_and_stops_when_it_calms() {
+    let (web, burst) = (Upstream::start("web").await, Upstream::start("burst").await);
+    let (airlock, _folder) = events_node(
+        &[&web],
+        &burst,
+        "spill_in_flight = 3\nspill_percent = 50\n",
+        &[],
+    );
+    let slow: Vec<_> = (0..4)
+        .map(|_| {
+            let url = airlock.url("/slow/3000");
+            tokio::spawn(async move { Client::http1().get(&url).await })
+        })
+        .collect();
+    let spilled = eventually(Duration::from_secs(10), || async {
+        served_by(&airlock, 2).await.iter().any(|b| b == "burst")
+    })
+    .await;
+    assert!(spilled, "half the requests go to burst during the surge");
+    for request in slow {
+        request.await.unwrap();
+    }
+    let calmed = eventually(Duration::from_secs(10), || async {
+        served_by(&airlock, 4).await.iter().all(|b| b == "web")
+    })
+    .await;
+    assert!(calmed);
+    let events = balancer_events(&airlock).await;
+    assert_eq!(
+        events[0],
+        ("spill_surge".to_owned(), "allow".to_owned()),
+        "{events:?}"
+    );
 }

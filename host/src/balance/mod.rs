@@ -213,6 +213,17 @@ impl Backend {
         self.ejected_until_ms.load(Ordering::Relaxed) > now_ms()
     }
 
+    /// Until when passive ejection has it out (0: it is in).
+    pub fn ejected_until_ms(&self) -> u64 {
+        self.ejected_until_ms.load(Ordering::Relaxed)
+    }
+
+    /// End an ejection now (a policy denied it).
+    pub(crate) fn readmit(&self) {
+        self.consecutive_failures.store(0, Ordering::Relaxed);
+        self.ejected_until_ms.store(0, Ordering::Relaxed);
+    }
+
     pub(crate) fn set_healthy(&self, healthy: bool) {
         self.healthy.store(healthy, Ordering::Relaxed);
         if healthy {

@@ -67,9 +67,9 @@ pub struct Desired {
     pub overlay: Vec<AppliedChange>,
     pub policies: PolicySet,
     pub control: ControlConfig,
-    /// Routes the balancer failed over to their backup pool (not stored: a
-    /// restart looks again).
-    pub failed_over: std::collections::BTreeSet<String>,
+    /// Routes the balancer moved, with where and what share: a failover
+    /// (100%) or a spill (not stored: a restart looks again).
+    pub moved: std::collections::BTreeMap<String, (String, u8)>,
 }
 
 impl Desired {
@@ -80,11 +80,18 @@ impl Desired {
     pub fn effective(&self) -> Result<(Vec<PoolConfig>, Vec<RouteConfig>), String> {
         let (pools, mut routes) = self.configured()?;
         for route in &mut routes {
-            if self.failed_over.contains(&route.display_name()) {
-                if let Some(backup) = route.backup_pool.clone() {
-                    route.pool = backup;
+            match self.moved.get(&route.display_name()) {
+                Some((pool, 100)) => {
+                    route.pool = pool.clone();
                     route.shift = None;
                 }
+                Some((pool, percent)) => {
+                    route.shift = Some(crate::config::ShiftConfig {
+                        pool: pool.clone(),
+                        percent: *percent,
+                    });
+                }
+                None => {}
             }
         }
         Ok((pools, routes))
@@ -243,7 +250,7 @@ impl ControlPlane {
                 overlay,
                 policies,
                 control: config.control.clone(),
-                failed_over: std::collections::BTreeSet::new(),
+                moved: std::collections::BTreeMap::new(),
             }),
             built: Mutex::new(
                 config
@@ -673,6 +680,7 @@ fn control_chain(desired: &Desired) -> Result<PolicyChain, String> {
         parameters: desired.control.parameters.clone(),
         shift: None,
         backup_pool: None,
+        overflow_pool: None,
     })
 }
 
