@@ -23,7 +23,7 @@ use crate::control::api::{reload_from, ControlApi};
 use crate::control::ControlPlane;
 use crate::identity::Identities;
 use crate::policy::action::Redaction;
-use crate::policy::reload::PolicyReloader;
+use crate::policy::reload::{self, PolicyReloader};
 use crate::policy::{PolicySet, PolicySetError};
 use crate::proxy::listener::{self, Listener};
 use crate::proxy::route::RouteTable;
@@ -134,6 +134,7 @@ impl Server {
             .map(|p| Pool::build(p, &config.limits).map(Arc::new))
             .collect::<Result<Vec<_>, _>>()?;
         let cache = PolicySet::cache_directory(&config.policies, &config.server.data_dir);
+        let folder = config.policies.directory.as_deref().map(reload::snapshot);
         let policies = PolicySet::load(&config.policies, Some(cache))?;
         let routes = RouteTable::build(
             &config.routes,
@@ -189,15 +190,20 @@ impl Server {
             identities,
             config_file: config.source.clone(),
         };
-        let reloader = config.policies.directory.clone().map(|directory| {
-            Arc::new(PolicyReloader::new(
-                directory,
-                config.policies.clone(),
-                control.plane.clone(),
-                audit.as_ref().map(|audit| audit.log.clone()),
-                &loaded,
-            ))
-        });
+        let reloader = config
+            .policies
+            .directory
+            .clone()
+            .zip(folder)
+            .map(|(directory, folder)| {
+                Arc::new(PolicyReloader::new(
+                    directory,
+                    config.policies.clone(),
+                    control.plane.clone(),
+                    audit.as_ref().map(|audit| audit.log.clone()),
+                    (&loaded, folder),
+                ))
+            });
 
         let mut listeners = Vec::new();
         let mut certificates = Vec::new();

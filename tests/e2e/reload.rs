@@ -185,7 +185,11 @@ async fn the_demo_reloads_a_policy_dropped_into_its_folder() {
         matches!(sent.await, Ok(Ok(reply)) if reply.status == 200)
     })
     .await;
-    assert!(passes, "a DELETE passes once the new rules are loaded");
+    assert!(
+        passes,
+        "a DELETE passes once the new rules are loaded; log:\n{}",
+        airlock.log()
+    );
     let (_, policies) = airlock.admin_json("/v1/policies").await;
     let rules = policies["policies"]
         .as_array()

@@ -68,7 +68,7 @@ fn users(desired: &Desired, policy: &str) -> Vec<String> {
 }
 
 /// Size and modification time of each policy file in the folder.
-type Snapshot = BTreeMap<String, (u64, SystemTime)>;
+pub type Snapshot = BTreeMap<String, (u64, SystemTime)>;
 
 /// Keeps the serving policies in step with the folder.
 #[derive(Debug)]
@@ -78,6 +78,8 @@ pub struct PolicyReloader {
     /// Owns the policy set the routing is built from.
     plane: Arc<ControlPlane>,
     audit: Option<AuditLog>,
+    /// The folder as the serving policies were loaded from it.
+    loaded_from: Snapshot,
     /// Per policy: when its serving version loaded, and its last refusal.
     loaded_ms: Mutex<BTreeMap<String, i64>>,
     errors: Mutex<BTreeMap<String, String>>,
@@ -90,7 +92,9 @@ fn policy_of(file: &str) -> Option<&str> {
         .filter(|name| !name.is_empty() && !name.starts_with('.'))
 }
 
-fn snapshot(directory: &Path) -> Snapshot {
+/// What the folder holds now. Taken before the policies are first loaded,
+/// so that a file changed between that load and the watch is still seen.
+pub fn snapshot(directory: &Path) -> Snapshot {
     let Ok(entries) = std::fs::read_dir(directory) else {
         return Snapshot::new();
     };
@@ -120,13 +124,13 @@ fn changed(before: &Snapshot, after: &Snapshot) -> Vec<String> {
 
 impl PolicyReloader {
     /// A reloader for `directory`, whose policies (`loaded`, loaded at
-    /// start) `plane` serves.
+    /// start from the folder as `loaded_from` saw it) `plane` serves.
     pub fn new(
         directory: PathBuf,
         config: PoliciesConfig,
         plane: Arc<ControlPlane>,
         audit: Option<AuditLog>,
-        loaded: &[String],
+        (loaded, loaded_from): (&[String], Snapshot),
     ) -> PolicyReloader {
         let now = now_ms();
         let loaded_ms = loaded.iter().map(|name| (name.clone(), now)).collect();
@@ -135,6 +139,7 @@ impl PolicyReloader {
             config,
             plane,
             audit,
+            loaded_from,
             loaded_ms: Mutex::new(loaded_ms),
             errors: Mutex::new(BTreeMap::new()),
         }
@@ -147,7 +152,7 @@ impl PolicyReloader {
 
     /// Watch the folder until the task is dropped.
     pub async fn watch(self: Arc<Self>) {
-        let mut applied = snapshot(&self.directory);
+        let mut applied = self.loaded_from.clone();
         let mut settling: Option<Snapshot> = None;
         loop {
             tokio::time::sleep(POLL_INTERVAL).await;
