@@ -378,26 +378,17 @@ async fn approvals_tool(command: ApprovalsCommand, admin: AdminArgs) -> anyhow::
     let answer = admin_call(&admin, method, &path, body).await?;
     match command {
         ApprovalsCommand::List { .. } => {
-            for approval in answer["approvals"].as_array().into_iter().flatten() {
-                let action = &approval["action"];
-                let text =
-                    |value: &serde_json::Value| value.as_str().unwrap_or_default().to_owned();
-                let what = if action["kind"] == "change" {
-                    format!("change {}", action["change"])
-                } else {
-                    format!(
-                        "{} {}{}",
-                        text(&action["method"]),
-                        text(&action["host"]),
-                        text(&action["path"])
-                    )
-                };
+            let approvals: Vec<airlock::approvals::Approval> =
+                serde_json::from_value(answer["approvals"].clone())
+                    .context("the answer is not a list of approvals")?;
+            for approval in approvals {
                 println!(
-                    "{}  {:<9}  {what}  by {}: {}",
-                    text(&approval["id"]),
-                    text(&approval["state"]),
-                    text(&approval["principal"]),
-                    text(&approval["reason"]),
+                    "{}  {:<9}  {}  by {}: {}",
+                    approval.id,
+                    approval.state.name(),
+                    approval.action.describe(),
+                    approval.principal,
+                    approval.reason,
                 );
             }
         }

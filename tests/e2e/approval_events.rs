@@ -19,13 +19,13 @@ use crate::harness::*;
 
 /// A webhook receiver that records each delivery (headers, body) and
 /// refuses the first `refuse` of them with 500.
-struct Receiver {
-    addr: std::net::SocketAddr,
+pub(crate) struct Receiver {
+    pub(crate) addr: std::net::SocketAddr,
     deliveries: Arc<Mutex<Vec<(http::HeaderMap, Bytes)>>>,
 }
 
 impl Receiver {
-    async fn start(refuse: usize) -> Receiver {
+    pub(crate) async fn start(refuse: usize) -> Receiver {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let deliveries: Arc<Mutex<Vec<(http::HeaderMap, Bytes)>>> = Arc::default();
@@ -62,12 +62,12 @@ impl Receiver {
         Receiver { addr, deliveries }
     }
 
-    fn deliveries(&self) -> Vec<(http::HeaderMap, Bytes)> {
+    pub(crate) fn deliveries(&self) -> Vec<(http::HeaderMap, Bytes)> {
         self.deliveries.lock().unwrap().clone()
     }
 
     /// Wait for at least `count` deliveries.
-    async fn wait_for(&self, count: usize) -> Vec<(http::HeaderMap, Bytes)> {
+    pub(crate) async fn wait_for(&self, count: usize) -> Vec<(http::HeaderMap, Bytes)> {
         let arrived = eventually(Duration::from_secs(20), || async {
             self.deliveries.lock().unwrap().len() >= count
         })

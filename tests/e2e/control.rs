@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
+use crate::approval_events::Receiver;
 use crate::approvals::{api, pending, principals, vote};
 use crate::harness::*;
 
@@ -72,12 +73,17 @@ async fn a_held_traffic_shift_is_applied_once_approved_and_rolled_back_when_it_g
         Upstream::start("canary").await,
     );
     let folder = policy_folder(&[("change-freeze", ALWAYS_FROZEN)]);
-    let airlock = Airlock::start(&config(
-        &stable,
-        &canary,
-        &folder,
-        true,
-        "watch_window = \"30s\"\nrollback_error_rate = 0.3\n",
+    let slack = Receiver::start(0).await;
+    let airlock = Airlock::start(&format!(
+        "{}\n[[webhook]]\nurl = \"http://{}/slack\"\nformat = \"slack\"\n",
+        config(
+            &stable,
+            &canary,
+            &folder,
+            true,
+            "watch_window = \"30s\"\nrollback_error_rate = 0.3\n",
+        ),
+        slack.addr
     ));
     let shift = json!({"op": "shift_traffic", "route": "shop", "to_pool": "canary", "percent": 50});
 
@@ -133,6 +139,15 @@ async fn a_held_traffic_shift_is_applied_once_approved_and_rolled_back_when_it_g
         .unwrap_or_default()
         .to_owned();
     assert!(reason.contains("pool `canary`:"), "{trail}");
+    // ... and says so on the webhooks.
+    let told = eventually(Duration::from_secs(10), || async {
+        slack
+            .deliveries()
+            .iter()
+            .any(|(_, body)| String::from_utf8_lossy(body).contains("Rolled back by itself"))
+    })
+    .await;
+    assert!(told, "{:?}", slack.deliveries());
     let (_, applied) = airlock.admin_json("/v1/audit?kind=change_applied").await;
     assert_eq!(applied["entries"][0]["actor"], "erin");
     assert_eq!(applied["entries"][0]["approval"], id.as_str());

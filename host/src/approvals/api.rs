@@ -226,10 +226,19 @@ async fn stream(
         async move {
             loop {
                 match receiver.recv().await {
-                    Ok(event) if event.approval.visible_to(&identity) => {
+                    Ok(event) if event.visible_to(&identity) => {
+                        let data = match &event {
+                            super::ApprovalEvent::Created { approval }
+                            | super::ApprovalEvent::Resolved { approval } => {
+                                serde_json::to_value(approval).unwrap_or_default()
+                            }
+                            super::ApprovalEvent::RolledBack { change, reason } => {
+                                json!({ "change": change, "reason": reason })
+                            }
+                        };
                         let sse = Event::default()
-                            .event(event.event)
-                            .json_data(&event.approval)
+                            .event(event.name())
+                            .json_data(&data)
                             .unwrap_or_default();
                         return Some((Ok::<_, std::convert::Infallible>(sse), receiver));
                     }

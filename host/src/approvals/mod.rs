@@ -283,13 +283,54 @@ pub enum ApprovalError {
     Store(#[from] StoreError),
 }
 
-/// What happened to an approval, as the event stream and webhooks tell it.
+/// What the event stream and webhooks tell: an approval created or
+/// resolved (the approval after it, without ticket hash or body preview),
+/// or an applied routing change rolled back by the continuity check.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct ApprovalEvent {
-    /// `created` or `resolved`.
-    pub event: &'static str,
-    /// The approval after it (without ticket hash or body preview).
-    pub approval: Approval,
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum ApprovalEvent {
+    Created {
+        approval: Approval,
+    },
+    Resolved {
+        approval: Approval,
+    },
+    RolledBack {
+        change: serde_json::Value,
+        reason: String,
+    },
+}
+
+impl ApprovalEvent {
+    /// `created`, `resolved` or `rolled_back`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ApprovalEvent::Created { .. } => "created",
+            ApprovalEvent::Resolved { .. } => "resolved",
+            ApprovalEvent::RolledBack { .. } => "rolled_back",
+        }
+    }
+
+    /// Whether `identity` may see it: approvals as [`Approval::visible_to`];
+    /// rollbacks are for anyone who may read the API.
+    pub fn visible_to(&self, identity: &Identity) -> bool {
+        match self {
+            ApprovalEvent::Created { approval } | ApprovalEvent::Resolved { approval } => {
+                approval.visible_to(identity)
+            }
+            ApprovalEvent::RolledBack { .. } => true,
+        }
+    }
+}
+
+impl ActionSummary {
+    /// One line for people: `DELETE host/path`, or the change or event.
+    pub fn describe(&self) -> String {
+        match &self.change {
+            Some(change) => format!("{} {change}", self.kind),
+            None => format!("{} {}{}", self.method, self.host, self.path),
+        }
+    }
 }
 
 /// How many events a slow listener may fall behind before it misses some.
@@ -424,10 +465,20 @@ impl Approvals {
     }
 
     fn announce(&self, event: &'static str, approval: &Approval) {
+        let approval = approval.clone().public(false);
+        let event = match event {
+            "created" => ApprovalEvent::Created { approval },
+            _ => ApprovalEvent::Resolved { approval },
+        };
         // Nobody listening is fine.
-        let _ = self.events.send(ApprovalEvent {
-            event,
-            approval: approval.clone().public(false),
+        let _ = self.events.send(event);
+    }
+
+    /// Tell listeners that applied `change` was rolled back, and why.
+    pub fn announce_rollback(&self, change: serde_json::Value, reason: &str) {
+        let _ = self.events.send(ApprovalEvent::RolledBack {
+            change,
+            reason: reason.to_owned(),
         });
     }
 

@@ -8,7 +8,9 @@
 //!
 //! ## `generic`: signed JSON
 //!
-//! `{"events": [{"event": "created"|"resolved", "approval": {...}}]}` with
+//! `{"events": [{"event": "created"|"resolved", "approval": {...}}]}` (and
+//! `{"event": "rolled_back", "change": {...}, "reason": ...}` when the
+//! continuity check undoes a routing change) with
 //! `Airlock-Timestamp: UNIX_SECONDS` and `Airlock-Signature: v1=HEX`, where
 //! `HEX` is the HMAC-SHA256, under the webhook's key, of
 //! `TIMESTAMP + "." + BODY`. A receiver recomputes it, compares in constant
@@ -177,39 +179,34 @@ fn generic_body(batch: &[ApprovalEvent]) -> Vec<u8> {
 }
 
 fn slack_body(batch: &[ApprovalEvent], link_base: &str) -> Vec<u8> {
-    let lines: Vec<String> = batch
-        .iter()
-        .map(|event| {
-            let approval = &event.approval;
-            let action = &approval.action;
-            let link = format!("<{link_base}/v1/approvals/{}|{}>", approval.id, approval.id);
-            match (event.event, approval.state) {
-                ("created", _) => format!(
-                    "Approval wanted: `{} {}{}` by {}: {} ({})",
-                    action.method,
-                    action.host,
-                    action.path,
-                    approval.principal,
-                    approval.reason,
-                    link
-                ),
-                (_, ApprovalState::Denied) => format!(
-                    "Denied by {}: `{} {}{}` ({link})",
-                    approval.denied_by.as_deref().unwrap_or("?"),
-                    action.method,
-                    action.host,
-                    action.path
-                ),
-                (_, state) => format!(
-                    "{}: `{} {}{}` ({link})",
-                    capitalized(state.name()),
-                    action.method,
-                    action.host,
-                    action.path
-                ),
-            }
-        })
-        .collect();
+    let link = |approval: &super::Approval| {
+        format!("<{link_base}/v1/approvals/{}|{}>", approval.id, approval.id)
+    };
+    let line = |event: &ApprovalEvent| match event {
+        ApprovalEvent::Created { approval } => format!(
+            "Approval wanted: `{}` by {}: {} ({})",
+            approval.action.describe(),
+            approval.principal,
+            approval.reason,
+            link(approval)
+        ),
+        ApprovalEvent::Resolved { approval } if approval.state == ApprovalState::Denied => format!(
+            "Denied by {}: `{}` ({})",
+            approval.denied_by.as_deref().unwrap_or("?"),
+            approval.action.describe(),
+            link(approval)
+        ),
+        ApprovalEvent::Resolved { approval } => format!(
+            "{}: `{}` ({})",
+            capitalized(approval.state.name()),
+            approval.action.describe(),
+            link(approval)
+        ),
+        ApprovalEvent::RolledBack { change, reason } => {
+            format!("Rolled back by itself: `{change}`: {reason}")
+        }
+    };
+    let lines: Vec<String> = batch.iter().map(line).collect();
     serde_json::to_vec(&serde_json::json!({ "text": lines.join("\n") })).unwrap_or_default()
 }
 

@@ -585,6 +585,12 @@ impl ControlPlane {
             key: removed.id.clone(),
         };
         self.commit(entry, vec![delete]).await?;
+        if let Some(approvals) = &self.approvals {
+            approvals.announce_rollback(
+                serde_json::to_value(&removed.change).unwrap_or_default(),
+                reason,
+            );
+        }
         tracing::warn!(change = %id, "change rolled back: {reason}");
         Ok(true)
     }
