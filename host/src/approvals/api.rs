@@ -31,7 +31,8 @@ pub struct ApprovalApi {
     pub identities: Arc<Identities>,
 }
 
-/// The OpenAPI 3.1 document of these routes.
+/// The OpenAPI 3.1 document of these routes and the control plane's
+/// ([`crate::control::api::ROUTES`]).
 pub const OPENAPI: &str = include_str!("openapi.json");
 
 /// Every route (method, path) this module serves, as [`OPENAPI`] lists them.
@@ -366,6 +367,7 @@ mod tests {
             .collect();
         let mut served: Vec<(String, String)> = ROUTES
             .iter()
+            .chain(crate::control::api::ROUTES.iter())
             .map(|(method, path)| ((*method).to_owned(), (*path).to_owned()))
             .collect();
         described.sort();

@@ -35,6 +35,15 @@ pub struct ControlApi {
     pub config_file: Option<PathBuf>,
 }
 
+/// Every route (method, path) this module serves, as the OpenAPI document
+/// ([`crate::approvals::api::OPENAPI`]) lists them.
+pub const ROUTES: [(&str, &str); 4] = [
+    ("post", "/v1/changes"),
+    ("get", "/v1/routing"),
+    ("delete", "/v1/routing/overlay"),
+    ("post", "/v1/reload"),
+];
+
 /// The control routes, to merge into the admin router.
 pub fn router(state: ControlApi) -> Router {
     Router::new()
