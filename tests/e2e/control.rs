@@ -118,6 +118,7 @@ async fn a_held_traffic_shift_is_applied_once_approved_and_rolled_back_when_it_g
     .await;
     assert!(applied);
     assert_eq!(overlay(&airlock).await[0]["approval"], id.as_str());
+    assert_eq!(overlay(&airlock).await[0]["approved_by"], json!(["bob"]));
     let backends = served_by(&airlock, 20).await;
     let to_canary = backends.iter().filter(|b| *b == "canary").count();
     assert_eq!(to_canary, 10, "half of 20: {backends:?}");
@@ -566,4 +567,44 @@ async fn a_surge_spills_to_the_overflow_pool_and_stops_when_it_calms() {
         ("spill_surge".to_owned(), "allow".to_owned()),
         "{events:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restart_whose_file_no_longer_fits_the_stored_changes_serves_the_file() {
+    let (stable, canary) = (
+        Upstream::start("stable").await,
+        Upstream::start("canary").await,
+    );
+    let folder = policy_folder(&[]);
+    let mut airlock = Airlock::start(&config(&stable, &canary, &folder, false, ""));
+    let shift =
+        json!({"op": "shift_traffic", "route": "shop", "to_pool": "canary", "percent": 100});
+    assert_eq!(change(&airlock, "erin", shift).await.status, 200);
+    airlock.terminate();
+    assert_eq!(airlock.wait(Duration::from_secs(15)), Some(true));
+    // The file drops the canary pool the stored shift names.
+    let text = std::fs::read_to_string(&airlock.config_path).unwrap();
+    let without_canary = text.replace(&pool("canary", &[&canary], ""), "");
+    assert_ne!(text, without_canary);
+    std::fs::write(&airlock.config_path, without_canary).unwrap();
+    airlock.restart();
+    assert!(served_by(&airlock, 2).await.iter().all(|b| b == "stable"));
+    assert!(
+        airlock.log().contains("no longer fit the config file"),
+        "{}",
+        airlock.log()
+    );
+    let reset = api(&airlock, Some("erin"), "DELETE", "/v1/routing/overlay", "").await;
+    assert_eq!(reset.json()["dropped"], 1, "the stored change is dropped");
+    let (_, trail) = airlock
+        .admin_json("/v1/audit?kind=change_rolled_back")
+        .await;
+    assert!(
+        trail["entries"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("reset"),
+        "{trail}"
+    );
+    drop(folder);
 }

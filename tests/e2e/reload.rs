@@ -55,6 +55,8 @@ async fn a_hundred_swaps_under_load_change_decisions_without_a_failed_request() 
     let (airlock, folder) = node(&up, "/one");
     assert_eq!(status(&airlock, "/one").await, 403);
     let parameters = folder.path().join("deny-list.toml");
+    let before = policy_status(&airlock).await["parameters_sha256"].clone();
+    assert!(before.is_string());
 
     // A client keeps sending; every answer must be a decision (200 or 403).
     let stop = Arc::new(AtomicBool::new(false));
@@ -93,7 +95,13 @@ async fn a_hundred_swaps_under_load_change_decisions_without_a_failed_request() 
             "round {round}: {denied} denied"
         );
         assert_eq!(status(&airlock, allowed).await, 200, "round {round}");
+        if round == 0 {
+            let after = policy_status(&airlock).await["parameters_sha256"].clone();
+            assert_ne!(after, before, "the new parameters show in /v1/policies");
+        }
     }
+    // After an even number of swaps the parameters are the first ones again.
+    assert_eq!(policy_status(&airlock).await["parameters_sha256"], before);
     stop.store(true, Ordering::Relaxed);
     load.await.unwrap();
     assert_eq!(

@@ -705,7 +705,7 @@ impl Approvals {
                 next.denied_by = Some(voter.subject.clone());
             }
             if decided == ApprovalState::Approved {
-                if next.respond_async {
+                if next.ticket_sha256.is_some() {
                     let within =
                         i64::try_from(self.config.redeem_within.as_millis()).unwrap_or(i64::MAX);
                     next.redeem_by_ms = next.resolved_ms.map(|at| at.saturating_add(within));

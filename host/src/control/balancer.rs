@@ -117,6 +117,20 @@ impl BalancerEvent {
         }
     }
 
+    /// Where it moves a route, and what share: a failover or spill.
+    fn destination(&self) -> Option<(&str, (String, u8))> {
+        match self {
+            BalancerEvent::Failover { route, to_pool, .. } => Some((route, (to_pool.clone(), 100))),
+            BalancerEvent::SpillSurge {
+                route,
+                to_pool,
+                percent,
+                ..
+            } => Some((route, (to_pool.clone(), *percent))),
+            BalancerEvent::EjectOutlier { .. } => None,
+        }
+    }
+
     /// What asking again is keyed by, while its trigger lasts.
     fn key(&self) -> String {
         match self {
@@ -207,7 +221,10 @@ pub async fn run(plane: Arc<ControlPlane>) {
                 Some((event, why)) => {
                     let key = event.key();
                     triggered.insert(key.clone());
-                    if !moved.contains_key(&name) && asked.insert(key) {
+                    // Asked once per trigger; a route spilling that now needs
+                    // a failover (or the other way round) is asked anew.
+                    let there = event.destination().map(|(_, to)| to);
+                    if moved.get(&name) != there.as_ref() && asked.insert(key) {
                         plane.ask(event, &why).await;
                     }
                 }
@@ -438,22 +455,30 @@ impl ControlPlane {
         if before == to {
             return;
         }
-        if let Err(error) = self.record(entry).await {
-            tracing::error!(%route, "move not recorded, so not done: {error}");
-            return;
-        }
         match &to {
             Some(to) => desired.moved.insert(route.to_owned(), to.clone()),
             None => desired.moved.remove(route),
         };
-        if let Err(error) = self.rebuild(&desired) {
-            tracing::error!(%route, "move not built: {error}");
-            match before {
-                Some(before) => desired.moved.insert(route.to_owned(), before),
-                None => desired.moved.remove(route),
-            };
+        let restore = |desired: &mut super::Desired| match &before {
+            Some(before) => desired.moved.insert(route.to_owned(), before.clone()),
+            None => desired.moved.remove(route),
+        };
+        // Built first, recorded, then served: nothing unrecorded, nothing
+        // recorded that did not happen.
+        let built = match self.build(&desired) {
+            Ok(built) => built,
+            Err(error) => {
+                restore(&mut desired);
+                tracing::error!(%route, "move not built: {error}");
+                return;
+            }
+        };
+        if let Err(error) = self.record(entry).await {
+            restore(&mut desired);
+            tracing::error!(%route, "move not recorded, so not done: {error}");
             return;
         }
+        self.install(built);
         tracing::warn!(%route, ?to, "route moved by the balancer");
     }
 }

@@ -48,7 +48,7 @@ fn one() -> u32 {
 }
 
 impl Change {
-    /// Pools whose behaviour this change affects (watched after it).
+    /// Pools whose behaviour this change affects, for approvers.
     pub fn pools(&self, routes: &[RouteConfig]) -> Vec<String> {
         match self {
             Change::AddBackend { pool, .. }
@@ -65,6 +65,19 @@ impl Change {
                 );
                 pools
             }
+        }
+    }
+
+    /// Pools the continuity check watches after this change: the pool it
+    /// edits, or the pool a shift sends traffic to (not the one it comes
+    /// from: shifting away from a failing pool is the cure, not the harm).
+    pub fn watched_pools(&self) -> Vec<String> {
+        match self {
+            Change::AddBackend { pool, .. }
+            | Change::RemoveBackend { pool, .. }
+            | Change::DrainBackend { pool, .. }
+            | Change::SetWeights { pool, .. } => vec![pool.clone()],
+            Change::ShiftTraffic { to_pool, .. } => vec![to_pool.clone()],
         }
     }
 

@@ -69,8 +69,12 @@ pub fn watch(
             if let Some(reason) = broken {
                 match plane.roll_back(&applied.id, &reason).await {
                     Ok(true) => tracing::warn!(change = %applied.id, "rolled back: {reason}"),
+                    // Already gone (reset, or rolled back another way).
                     Ok(false) => {}
-                    Err(error) => tracing::error!(change = %applied.id, "rollback failed: {error}"),
+                    Err(error) => tracing::error!(
+                        change = %applied.id,
+                        "{reason}, but the rollback failed, and the change stays: {error}"
+                    ),
                 }
                 return;
             }

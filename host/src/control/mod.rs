@@ -19,7 +19,8 @@
 //! Precedence: the overlay applies on top of the file. A reload keeps it; a
 //! reload the overlay no longer fits (a change names a pool the file dropped)
 //! is refused, naming the change, until `DELETE /v1/routing/overlay` resets
-//! the overlay to the file.
+//! the overlay to the file. A restart the stored overlay no longer fits
+//! serves the file alone (logged as an error) until a reset drops it.
 
 pub mod api;
 pub mod balancer;
@@ -54,6 +55,9 @@ pub struct AppliedChange {
     /// The approval it waited for, if it was held.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub approval: Option<String>,
+    /// Who approved it, if it was held.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub approved_by: Vec<String>,
     pub applied_ms: i64,
 }
 
@@ -67,6 +71,9 @@ pub struct Desired {
     pub overlay: Vec<AppliedChange>,
     pub policies: PolicySet,
     pub control: ControlConfig,
+    /// Stored changes that did not fit the file at start: not applied,
+    /// dropped from the store by a reset.
+    pub stale: Vec<AppliedChange>,
     /// Routes the balancer moved, with where and what share: a failover
     /// (100%) or a spill (not stored: a restart looks again).
     pub moved: std::collections::BTreeMap<String, (String, u8)>,
@@ -111,6 +118,13 @@ impl Desired {
         }
         Ok((pools, routes))
     }
+}
+
+/// Routing built from the desired state, not yet served.
+#[derive(Debug)]
+pub struct Built {
+    routing: Routing,
+    pools: Vec<PoolConfig>,
 }
 
 /// The outcome of an operator's change.
@@ -250,6 +264,7 @@ impl ControlPlane {
                 overlay,
                 policies,
                 control: config.control.clone(),
+                stale: Vec::new(),
                 moved: std::collections::BTreeMap::new(),
             }),
             built: Mutex::new(
@@ -262,15 +277,24 @@ impl ControlPlane {
             health: Mutex::new(HashMap::new()),
         });
         if has_overlay {
-            let desired = plane
+            let mut desired = plane
                 .desired
                 .try_lock()
                 .map_err(|_| "the control plane is busy".to_owned())?;
-            plane.rebuild(&desired)?;
-            tracing::info!(
-                changes = desired.overlay.len(),
-                "routing changes from the store applied over the config file"
-            );
+            match plane.rebuild(&desired) {
+                Ok(()) => tracing::info!(
+                    changes = desired.overlay.len(),
+                    "routing changes from the store applied over the config file"
+                ),
+                Err(error) => {
+                    // Serve the file alone rather than not at all; the
+                    // stored changes stay until a reset drops them.
+                    tracing::error!(
+                        "the routing changes in the store no longer fit the config file ({error}); serving the file alone: DELETE /v1/routing/overlay drops them"
+                    );
+                    desired.stale = std::mem::take(&mut desired.overlay);
+                }
+            }
         }
         Ok(plane)
     }
@@ -286,12 +310,26 @@ impl ControlPlane {
     /// # Errors
     /// When `desired` does not build (then nothing changed).
     pub fn rebuild(&self, desired: &Desired) -> Result<(), String> {
+        let built = self.build(desired)?;
+        self.install(built);
+        Ok(())
+    }
+
+    /// Build routing from `desired`, without serving it yet: what to record
+    /// first is recorded between [`build`](Self::build) and
+    /// [`install`](Self::install), so nothing is served unrecorded and
+    /// nothing is recorded that does not build.
+    ///
+    /// # Errors
+    /// When `desired` does not build.
+    pub fn build(&self, desired: &Desired) -> Result<Built, String> {
         let (pools, routes) = desired.effective()?;
         let current = self.proxy.routing();
-        let mut built = self
+        let built = self
             .built
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
         let routing = build_routing(
             &pools,
             &routes,
@@ -300,6 +338,14 @@ impl ControlPlane {
             &built,
             &self.limits,
         )?;
+        Ok(Built { routing, pools })
+    }
+
+    /// Serve `built`; restart the health checks of rebuilt pools and stop
+    /// those of pools that are gone.
+    pub fn install(&self, built: Built) {
+        let Built { routing, pools } = built;
+        let current = self.proxy.routing();
         let rebuilt: Vec<(Arc<Pool>, PoolConfig)> = routing
             .pools
             .iter()
@@ -308,17 +354,28 @@ impl ControlPlane {
             .map(|(pool, config)| (pool.clone(), config.clone()))
             .collect();
         self.proxy.swap_routing(routing);
-        *built = pools
+        *self
+            .built
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = pools
             .iter()
             .map(|pool| (pool.name.clone(), pool.clone()))
             .collect();
-        drop(built);
         if tokio::runtime::Handle::try_current().is_ok() {
             for (pool, config) in rebuilt {
                 self.watch_health(pool, &config);
             }
+            self.health
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .retain(|name, task| {
+                    let kept = pools.iter().any(|pool| pool.name == *name);
+                    if !kept {
+                        task.abort();
+                    }
+                    kept
+                });
         }
-        Ok(())
     }
 
     /// Start (or restart) `pool`'s health checks.
@@ -482,13 +539,14 @@ impl ControlPlane {
             let Some(change) = held
                 .action
                 .change
+                .clone()
                 .and_then(|change| serde_json::from_value::<Change>(change).ok())
             else {
                 return;
             };
             let desired = plane.desired.lock().await;
             match plane
-                .apply(desired, change, &held.principal, Some(approval.clone()))
+                .apply(desired, change, &held.principal, Some(&held))
                 .await
             {
                 Ok(applied) => {
@@ -521,23 +579,36 @@ impl ControlPlane {
         mut desired: tokio::sync::MutexGuard<'_, Desired>,
         change: Change,
         requested_by: &str,
-        approval: Option<String>,
+        approval: Option<&Approval>,
     ) -> Result<AppliedChange, ChangeError> {
         let applied = AppliedChange {
             id: new_change_id()?,
             change,
             requested_by: requested_by.to_owned(),
-            approval: approval.clone(),
+            approval: approval.map(|approval| approval.id.clone()),
+            approved_by: approval
+                .map(|approval| {
+                    approval
+                        .votes
+                        .iter()
+                        .filter(|vote| vote.verdict == crate::approvals::Verdict::Approve)
+                        .map(|vote| vote.subject.clone())
+                        .collect()
+                })
+                .unwrap_or_default(),
             applied_ms: now_ms(),
         };
         desired.overlay.push(applied.clone());
-        if let Err(error) = desired.effective() {
-            desired.overlay.pop();
-            return Err(ChangeError::Invalid(error));
-        }
+        let built = match self.build(&desired) {
+            Ok(built) => built,
+            Err(error) => {
+                desired.overlay.pop();
+                return Err(ChangeError::Invalid(error));
+            }
+        };
         let mut entry = AuditEntry::new(EntryKind::ChangeApplied, requested_by);
         entry.change = serde_json::to_value(&applied.change).ok();
-        entry.approval = approval;
+        entry.approval = applied.approval.clone();
         entry.reason = Some(format!("change {}", applied.id));
         let put = StateChange::Put {
             table: StateTable::RoutingOverlay,
@@ -548,14 +619,8 @@ impl ControlPlane {
             desired.overlay.pop();
             return Err(error);
         }
-        if let Err(error) = self.rebuild(&desired) {
-            // Validated above; a pool that fails to build (TLS files) lands here.
-            tracing::error!(change = %applied.id, "change recorded but not built: {error}");
-            desired.overlay.pop();
-            return Err(ChangeError::Invalid(error));
-        }
-        let (_, routes) = desired.effective().unwrap_or_default();
-        let pools = applied.change.pools(&routes);
+        self.install(built);
+        let pools = applied.change.watched_pools();
         let window = desired.control.clone();
         drop(desired);
         continuity::watch(self.clone(), applied.clone(), pools, window);
@@ -572,10 +637,15 @@ impl ControlPlane {
             return Ok(false);
         };
         let removed = desired.overlay.remove(position);
-        if desired.effective().is_err() || self.rebuild(&desired).is_err() {
-            desired.overlay.insert(position, removed);
-            return Ok(false);
-        }
+        let built = match self.build(&desired) {
+            Ok(built) => built,
+            Err(error) => {
+                desired.overlay.insert(position, removed);
+                return Err(ChangeError::Invalid(format!(
+                    "change {id} cannot be undone alone (later changes build on it): {error}"
+                )));
+            }
+        };
         let mut entry = AuditEntry::new(EntryKind::ChangeRolledBack, "airlock");
         entry.change = serde_json::to_value(&removed.change).ok();
         entry.approval = removed.approval.clone();
@@ -584,7 +654,11 @@ impl ControlPlane {
             table: StateTable::RoutingOverlay,
             key: removed.id.clone(),
         };
-        self.commit(entry, vec![delete]).await?;
+        if let Err(error) = self.commit(entry, vec![delete]).await {
+            desired.overlay.insert(position, removed);
+            return Err(error);
+        }
+        self.install(built);
         if let Some(approvals) = &self.approvals {
             approvals.announce_rollback(
                 serde_json::to_value(&removed.change).unwrap_or_default(),
@@ -602,24 +676,35 @@ impl ControlPlane {
     pub async fn reset(&self, actor: &str) -> Result<usize, ChangeError> {
         let mut desired = self.desired.lock().await;
         let dropped = std::mem::take(&mut desired.overlay);
-        if let Err(error) = self.rebuild(&desired) {
-            desired.overlay = dropped;
-            return Err(ChangeError::Invalid(error));
-        }
+        let stale = std::mem::take(&mut desired.stale);
+        let built = match self.build(&desired) {
+            Ok(built) => built,
+            Err(error) => {
+                desired.overlay = dropped;
+                desired.stale = stale;
+                return Err(ChangeError::Invalid(error));
+            }
+        };
         let mut entry = AuditEntry::new(EntryKind::ChangeRolledBack, actor);
         entry.reason = Some(format!(
             "routing reset to the config file; {} change(s) dropped",
-            dropped.len()
+            dropped.len() + stale.len()
         ));
         let deletes = dropped
             .iter()
+            .chain(&stale)
             .map(|applied| StateChange::Delete {
                 table: StateTable::RoutingOverlay,
                 key: applied.id.clone(),
             })
             .collect();
-        self.commit(entry, deletes).await?;
-        Ok(dropped.len())
+        if let Err(error) = self.commit(entry, deletes).await {
+            desired.overlay = dropped;
+            desired.stale = stale;
+            return Err(error);
+        }
+        self.install(built);
+        Ok(dropped.len() + stale.len())
     }
 
     /// Reload pools and routes from `config` (the rest of the file needs a
@@ -633,15 +718,33 @@ impl ControlPlane {
         let summary = summarize(&before.0, &before.1, &config.pools, &config.routes);
         desired.file_pools = config.pools.clone();
         desired.file_routes = config.routes.clone();
-        if let Err(error) = self.rebuild(&desired) {
-            (desired.file_pools, desired.file_routes) = before;
-            return Err(error);
-        }
+        let moved_before = desired.moved.clone();
+        // Balancer moves of routes or to pools the file no longer has end.
+        let (routes, pools) = (&config.routes, &config.pools);
+        desired.moved.retain(|route, (pool, _)| {
+            routes
+                .iter()
+                .any(|candidate| candidate.display_name() == *route)
+                && pools.iter().any(|candidate| candidate.name == *pool)
+        });
+        let restore = |desired: &mut Desired| {
+            (desired.file_pools, desired.file_routes) = before.clone();
+            desired.moved = moved_before.clone();
+        };
+        let built = match self.build(&desired) {
+            Ok(built) => built,
+            Err(error) => {
+                restore(&mut desired);
+                return Err(error);
+            }
+        };
         let mut entry = AuditEntry::new(EntryKind::ConfigReloaded, actor);
         entry.reason = Some(summary.clone());
-        self.record(entry)
-            .await
-            .map_err(|error| error.to_string())?;
+        if let Err(error) = self.record(entry).await {
+            restore(&mut desired);
+            return Err(error.to_string());
+        }
+        self.install(built);
         tracing::info!("config reloaded: {summary}");
         Ok(summary)
     }

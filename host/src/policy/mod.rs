@@ -206,6 +206,11 @@ impl PolicySet {
         self.policies.keys().map(String::as_str)
     }
 
+    /// The parameters `name` was loaded with (its `NAME.toml`).
+    pub fn parameters(&self, name: &str) -> Option<&serde_json::Map<String, serde_json::Value>> {
+        self.policies.get(name).map(|(_, parameters)| parameters)
+    }
+
     /// Unload `name`; whether it was loaded.
     pub fn remove(&mut self, name: &str) -> bool {
         self.policies.remove(name).is_some()

@@ -41,6 +41,10 @@ pub struct PolicyStatus {
     /// SHA-256 of the component serving now.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hash: Option<String>,
+    /// SHA-256 of its parameters as loaded (compact JSON), so that a
+    /// changed `NAME.toml` shows.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parameters_sha256: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub loaded_ms: Option<i64>,
     /// Routes whose chain names it.
@@ -218,24 +222,33 @@ impl PolicyReloader {
         if loaded.is_empty() && removed.is_empty() {
             return;
         }
+        let previous = std::mem::replace(&mut desired.policies, next);
+        let built = match self.plane.build(&desired) {
+            Ok(built) => built,
+            Err(reason) => {
+                desired.policies = previous;
+                tracing::error!("policy reload refused: {reason}");
+                for name in &loaded {
+                    self.record(EntryKind::PolicyRejected, name, None, Some(&reason))
+                        .await;
+                    self.errors().insert(name.clone(), reason.clone());
+                }
+                return;
+            }
+        };
         // Recorded before the new versions judge anything.
         for name in &loaded {
-            let hash = next.get(name).map(|policy| policy.hash().to_owned());
+            let hash = desired
+                .policies
+                .get(name)
+                .map(|policy| policy.hash().to_owned());
             self.record(EntryKind::PolicyLoaded, name, hash, None).await;
         }
         for name in &removed {
             self.record(EntryKind::PolicyRemoved, name, None, None)
                 .await;
         }
-        let previous = std::mem::replace(&mut desired.policies, next);
-        if let Err(reason) = self.plane.rebuild(&desired) {
-            desired.policies = previous;
-            tracing::error!("policy reload refused: {reason}");
-            for name in &loaded {
-                self.errors().insert(name.clone(), reason.clone());
-            }
-            return;
-        }
+        self.plane.install(built);
         for name in &loaded {
             tracing::info!(policy = %name, "policy reloaded");
             self.errors().remove(name);
@@ -282,6 +295,13 @@ impl PolicyReloader {
                 PolicyStatus {
                     version: policy.map(|policy| policy.metadata().version.clone()),
                     hash: policy.map(|policy| policy.hash().to_owned()),
+                    parameters_sha256: desired.policies.parameters(&name).map(|parameters| {
+                        crate::secrets::hex(&crate::secrets::sha256(
+                            serde_json::Value::Object(parameters.clone())
+                                .to_string()
+                                .as_bytes(),
+                        ))
+                    }),
                     loaded_ms: loaded_ms.get(&name).copied(),
                     routes: users(&desired, &name),
                     last_error: errors.get(&name).cloned(),

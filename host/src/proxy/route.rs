@@ -91,7 +91,13 @@ impl RouteTable {
                 prefix: config.path.trim_end_matches('/').to_owned(),
                 pool,
                 shift,
-                shift_cursor: std::sync::atomic::AtomicU64::new(0),
+                // A random start, so that a route rebuilt often (reloads,
+                // changes) still sends a small share its way.
+                shift_cursor: std::sync::atomic::AtomicU64::new(
+                    crate::secrets::random_bytes::<8>()
+                        .map(u64::from_le_bytes)
+                        .unwrap_or_default(),
+                ),
                 chain,
                 audit: config.audit,
             };
