@@ -119,6 +119,11 @@ async fn a_held_traffic_shift_is_applied_once_approved_and_rolled_back_when_it_g
     assert!(applied);
     assert_eq!(overlay(&airlock).await[0]["approval"], id.as_str());
     assert_eq!(overlay(&airlock).await[0]["approved_by"], json!(["bob"]));
+    let carried_out = crate::approvals::show(&airlock, &id).await.json();
+    assert!(
+        carried_out["redeemed_ms"].is_i64(),
+        "marked carried out: {carried_out}"
+    );
     let backends = served_by(&airlock, 20).await;
     let to_canary = backends.iter().filter(|b| *b == "canary").count();
     assert_eq!(to_canary, 10, "half of 20: {backends:?}");

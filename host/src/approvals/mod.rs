@@ -147,7 +147,8 @@ pub struct Approval {
     /// An approved async request must come back before this.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub redeem_by_ms: Option<i64>,
-    /// When the ticket was used.
+    /// When the async ticket was used, or the approved change or event
+    /// carried out: an approval passes once.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub redeemed_ms: Option<i64>,
     /// The grants its approval started.
@@ -385,7 +386,8 @@ fn new_id(prefix: &str) -> Result<String, StoreError> {
     Ok(format!("{prefix}_{}", crate::secrets::hex(&bytes)))
 }
 
-fn put(approval: &Approval) -> StateChange {
+/// The store write that saves `approval` as it is.
+pub fn put(approval: &Approval) -> StateChange {
     StateChange::Put {
         table: StateTable::Approvals,
         key: approval.id.clone(),

@@ -536,25 +536,33 @@ impl ControlPlane {
             let Ok(held) = approvals.get(&approval) else {
                 return;
             };
-            let Some(change) = held
-                .action
-                .change
-                .clone()
-                .and_then(|change| serde_json::from_value::<Change>(change).ok())
-            else {
-                return;
-            };
-            let desired = plane.desired.lock().await;
-            match plane
-                .apply(desired, change, &held.principal, Some(&held))
-                .await
-            {
-                Ok(applied) => {
-                    tracing::info!(change = %applied.id, %approval, "approved change applied")
-                }
-                Err(error) => tracing::error!(%approval, "approved change not applied: {error}"),
-            }
+            plane.apply_approved(held).await;
         });
+    }
+
+    /// Apply the change `held` approved (once: the approval is marked
+    /// carried out in the same commit).
+    async fn apply_approved(self: &Arc<Self>, held: Approval) {
+        let Some(change) = held
+            .action
+            .change
+            .clone()
+            .and_then(|change| serde_json::from_value::<Change>(change).ok())
+        else {
+            return;
+        };
+        let desired = self.desired.lock().await;
+        match self
+            .apply(desired, change, &held.principal, Some(&held))
+            .await
+        {
+            Ok(applied) => {
+                tracing::info!(change = %applied.id, approval = %held.id, "approved change applied")
+            }
+            Err(error) => {
+                tracing::error!(approval = %held.id, "approved change not applied: {error}")
+            }
+        }
     }
 
     /// Re-arm the waits of held changes pending from an earlier run.
@@ -562,12 +570,21 @@ impl ControlPlane {
         let Some(approvals) = &self.approvals else {
             return;
         };
-        let Ok(pending) = approvals.list(Some(ApprovalState::Pending)) else {
+        let Ok(all) = approvals.list(None) else {
             return;
         };
-        for approval in pending {
-            if approval.action.kind == "change" {
-                self.apply_when_approved(approval.id);
+        for approval in all
+            .into_iter()
+            .filter(|approval| approval.action.kind == "change")
+        {
+            match approval.state {
+                ApprovalState::Pending => self.apply_when_approved(approval.id),
+                // Approved just before a stop, and not applied yet.
+                ApprovalState::Approved if approval.redeemed_ms.is_none() => {
+                    let plane = self.clone();
+                    tokio::spawn(async move { plane.apply_approved(approval).await });
+                }
+                _ => {}
             }
         }
     }
@@ -610,12 +627,17 @@ impl ControlPlane {
         entry.change = serde_json::to_value(&applied.change).ok();
         entry.approval = applied.approval.clone();
         entry.reason = Some(format!("change {}", applied.id));
-        let put = StateChange::Put {
+        let mut changes = vec![StateChange::Put {
             table: StateTable::RoutingOverlay,
             key: applied.id.clone(),
             value: serde_json::to_vec(&applied).unwrap_or_default(),
-        };
-        if let Err(error) = self.commit(entry, vec![put]).await {
+        }];
+        if let Some(approval) = approval {
+            let mut carried_out = approval.clone();
+            carried_out.redeemed_ms = Some(applied.applied_ms);
+            changes.push(crate::approvals::put(&carried_out));
+        }
+        if let Err(error) = self.commit(entry, changes).await {
             desired.overlay.pop();
             return Err(error);
         }
