@@ -179,44 +179,48 @@ impl PolicyReloader {
     /// Load, reload or remove each of `names` as the folder has it now, and
     /// swap the routing if anything changed.
     pub async fn apply(&self, names: &[String]) {
-        let mut desired = self.plane.lock().await;
-        let mut next = desired.policies.clone();
+        // Compiled without holding the desired state (a compile can take
+        // seconds); only this watcher changes the policy set, so `next`
+        // still extends what serves when the lock is taken again below.
+        let mut next = self.plane.lock().await.policies.clone();
         let mut loaded = Vec::new();
-        let mut removed = Vec::new();
+        let mut gone = Vec::new();
         for name in names {
             let file = self.directory.join(format!("{name}.wasm"));
-            let outcome = if file.exists() {
-                let reuse = self.config.reuse_instances.contains(name);
-                let (candidate, name_owned) = (next.clone(), name.clone());
-                // Compiling takes milliseconds to seconds: off the runtime's workers.
-                let result = tokio::task::spawn_blocking(move || {
-                    let mut candidate = candidate;
-                    candidate
-                        .load_file(&name_owned, &file, reuse)
-                        .map(|()| candidate)
-                        .map_err(|error| error.to_string())
-                })
-                .await
-                .unwrap_or_else(|error| Err(format!("loading panicked: {error}")));
-                result.map(|candidate| {
+            if !file.exists() {
+                gone.push(name.clone());
+                continue;
+            }
+            let reuse = self.config.reuse_instances.contains(name);
+            let (candidate, name_owned) = (next.clone(), name.clone());
+            // Off the runtime's workers.
+            let result = tokio::task::spawn_blocking(move || {
+                let mut candidate = candidate;
+                candidate
+                    .load_file(&name_owned, &file, reuse)
+                    .map(|()| candidate)
+                    .map_err(|error| error.to_string())
+            })
+            .await
+            .unwrap_or_else(|error| Err(format!("loading panicked: {error}")));
+            match result {
+                Ok(candidate) => {
                     next = candidate;
                     loaded.push(name.clone());
-                })
-            } else if let Some(user) = users(&desired, name).first() {
-                Err(format!(
-                    "removed from the folder, but `{user}` still names it: the loaded version keeps serving (take it out of the routes first)"
-                ))
-            } else {
-                if next.remove(name) {
-                    removed.push(name.clone());
                 }
-                Ok(())
-            };
-            if let Err(reason) = outcome {
-                tracing::error!(policy = %name, "policy refused: {reason}");
-                self.record(EntryKind::PolicyRejected, name, None, Some(&reason))
-                    .await;
-                self.errors().insert(name.clone(), reason);
+                Err(reason) => self.refuse(name, reason).await,
+            }
+        }
+        let mut desired = self.plane.lock().await;
+        let mut removed = Vec::new();
+        for name in gone {
+            if let Some(user) = users(&desired, &name).first() {
+                let reason = format!(
+                    "removed from the folder, but `{user}` still names it: the loaded version keeps serving (take it out of the routes first)"
+                );
+                self.refuse(&name, reason).await;
+            } else if next.remove(&name) {
+                removed.push(name);
             }
         }
         if loaded.is_empty() && removed.is_empty() {
@@ -227,11 +231,8 @@ impl PolicyReloader {
             Ok(built) => built,
             Err(reason) => {
                 desired.policies = previous;
-                tracing::error!("policy reload refused: {reason}");
                 for name in &loaded {
-                    self.record(EntryKind::PolicyRejected, name, None, Some(&reason))
-                        .await;
-                    self.errors().insert(name.clone(), reason.clone());
+                    self.refuse(name, reason.clone()).await;
                 }
                 return;
             }
@@ -258,6 +259,14 @@ impl PolicyReloader {
             tracing::info!(policy = %name, "policy removed");
             self.loaded_ms().remove(name);
         }
+    }
+
+    /// Keep the old version of `name`: log, audit and show `reason`.
+    async fn refuse(&self, name: &str, reason: String) {
+        tracing::error!(policy = %name, "policy refused: {reason}");
+        self.record(EntryKind::PolicyRejected, name, None, Some(&reason))
+            .await;
+        self.errors().insert(name.to_owned(), reason);
     }
 
     async fn record(
