@@ -66,6 +66,10 @@ pub enum BalancerEvent {
         pool: String,
         backend: String,
         evidence: String,
+        /// Which ejection (its end time): a late denial undoes only this
+        /// one, not a later ejection of the same backend.
+        #[serde(skip)]
+        until_ms: u64,
     },
 }
 
@@ -96,6 +100,7 @@ impl BalancerEvent {
                 pool,
                 backend,
                 evidence,
+                ..
             } => contract::Event::EjectOutlier(contract::Outlier {
                 pool,
                 backend,
@@ -245,6 +250,7 @@ pub async fn run(plane: Arc<ControlPlane>) {
                         backend.figures.error_rate(),
                         figures.error_rate
                     ),
+                    until_ms: backend.ejected_until_ms(),
                 };
                 let key = format!("{} until {}", event.key(), backend.ejected_until_ms());
                 triggered.insert(key.clone());
@@ -369,6 +375,12 @@ impl ControlPlane {
             );
             moved.approval = Some(created.id.clone());
             self.carry_out(&event, moved).await;
+            if let Some((route, _)) = event.destination() {
+                let mut desired = self.desired.lock().await;
+                desired
+                    .moved_by
+                    .insert(route.to_owned(), created.id.clone());
+            }
         }
         let Some(outcome) = approvals.outcome(&created.id) else {
             return;
@@ -379,10 +391,23 @@ impl ControlPlane {
                 return;
             };
             let mut entry = plane.event_entry(&event, &format!("approval {}", state.name()));
-            entry.approval = Some(created.id);
+            entry.approval = Some(created.id.clone());
+            // Whether the route's current move is still the one this
+            // approval's `while_held` made (a later event may have moved it).
+            let ours = match event.destination() {
+                Some((route, _)) => {
+                    let mut desired = plane.desired.lock().await;
+                    let ours = desired.moved_by.get(route) == Some(&created.id);
+                    if ours {
+                        desired.moved_by.remove(route);
+                    }
+                    ours
+                }
+                None => false,
+            };
             if state == ApprovalState::Approved {
                 plane.carry_out(&event, entry).await;
-            } else if moves_now || matches!(event, BalancerEvent::EjectOutlier { .. }) {
+            } else if ours || matches!(event, BalancerEvent::EjectOutlier { .. }) {
                 plane.undo(&event, entry).await;
             }
         });
@@ -423,14 +448,21 @@ impl ControlPlane {
             BalancerEvent::Failover { route, .. } | BalancerEvent::SpillSurge { route, .. } => {
                 self.move_route(route, None, entry).await;
             }
-            BalancerEvent::EjectOutlier { pool, backend, .. } => {
+            BalancerEvent::EjectOutlier {
+                pool,
+                backend,
+                until_ms,
+                ..
+            } => {
                 let routing = self.proxy.routing();
                 let found = routing
                     .pools
                     .iter()
                     .filter(|candidate| candidate.name == *pool)
                     .flat_map(|pool| pool.backends.iter())
-                    .find(|candidate| candidate.authority.as_str() == backend);
+                    .find(|candidate| candidate.authority.as_str() == backend)
+                    // Only the ejection this event was about.
+                    .filter(|candidate| candidate.ejected_until_ms() == *until_ms);
                 if let Some(found) = found {
                     if self.record(entry).await.is_ok() {
                         found.readmit();
@@ -479,6 +511,8 @@ impl ControlPlane {
             return;
         }
         self.install(built);
+        // Any other move ends the claim of a held approval's move.
+        desired.moved_by.remove(route);
         tracing::warn!(%route, ?to, "route moved by the balancer");
     }
 }

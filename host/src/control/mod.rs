@@ -77,6 +77,9 @@ pub struct Desired {
     /// Routes the balancer moved, with where and what share: a failover
     /// (100%) or a spill (not stored: a restart looks again).
     pub moved: std::collections::BTreeMap<String, (String, u8)>,
+    /// Routes moved under a held event's approval (`while_held =
+    /// "fail_over"`), by that approval: its denial undoes only that move.
+    pub moved_by: std::collections::BTreeMap<String, String>,
 }
 
 impl Desired {
@@ -266,6 +269,7 @@ impl ControlPlane {
                 control: config.control.clone(),
                 stale: Vec::new(),
                 moved: std::collections::BTreeMap::new(),
+                moved_by: std::collections::BTreeMap::new(),
             }),
             built: Mutex::new(
                 config
