@@ -50,6 +50,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/readyz", get(readyz))
         .route("/v1/pools", get(pools))
         .route("/v1/policies", get(policies))
+        .route("/metrics", get(metrics))
         .route("/v1/audit", get(audit_query))
         .route("/v1/audit/verify", get(audit_verify))
         .with_state(state)
@@ -66,6 +67,62 @@ async fn policies(State(state): State<AdminState>) -> Response {
         None => Vec::new(),
     };
     Json(json!({ "policies": policies })).into_response()
+}
+
+/// `GET /metrics`: Prometheus text ([`crate::metrics`]), with the live
+/// gauges read now: pending approvals, and each backend's health and
+/// requests in flight.
+async fn metrics(State(state): State<AdminState>) -> Response {
+    use std::fmt::Write as _;
+    let mut gauges = String::new();
+    if let Some(api) = &state.approvals {
+        gauges.push_str("# HELP airlock_approvals_pending Approvals pending on this node.\n");
+        gauges.push_str("# TYPE airlock_approvals_pending gauge\n");
+        let _ = writeln!(
+            gauges,
+            "airlock_approvals_pending {}",
+            api.approvals.pending_count()
+        );
+    }
+    let routing = state.proxy.routing();
+    let figures: Vec<_> = routing.pools.iter().map(|pool| pool.figures()).collect();
+    let escape = crate::metrics::escape;
+    gauges.push_str(
+        "# HELP airlock_backend_up Whether a backend may receive requests (1) or not (0).\n",
+    );
+    gauges.push_str("# TYPE airlock_backend_up gauge\n");
+    for pool in &figures {
+        for backend in &pool.backends {
+            let up = u8::from(backend.healthy && !backend.ejected);
+            let _ = writeln!(
+                gauges,
+                "airlock_backend_up{{pool=\"{}\",backend=\"{}\"}} {up}",
+                escape(&pool.pool),
+                escape(&backend.address)
+            );
+        }
+    }
+    gauges.push_str("# HELP airlock_backend_in_flight Requests in flight to a backend.\n");
+    gauges.push_str("# TYPE airlock_backend_in_flight gauge\n");
+    for pool in &figures {
+        for backend in &pool.backends {
+            let _ = writeln!(
+                gauges,
+                "airlock_backend_in_flight{{pool=\"{}\",backend=\"{}\"}} {}",
+                escape(&pool.pool),
+                escape(&backend.address),
+                backend.in_flight
+            );
+        }
+    }
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        crate::metrics::global().render(&gauges),
+    )
+        .into_response()
 }
 
 async fn healthz() -> impl IntoResponse {

@@ -20,6 +20,7 @@ pub mod control;
 pub mod demo;
 pub mod http_client;
 pub mod identity;
+pub mod metrics;
 pub mod policy;
 pub mod proxy;
 pub mod secrets;

@@ -510,3 +510,86 @@ async fn the_creation_rate_and_held_bytes_limits_answer_429_and_change_nothing()
     second.abort();
     assert_eq!(up.requests(), 0);
 }
+
+/// `/metrics` as (series, value): every line that is not a comment must be
+/// `name{labels} value`, or `name value`.
+async fn metrics(airlock: &Airlock) -> Vec<(String, f64)> {
+    let reply = Client::http1()
+        .get(&format!("http://{}/metrics", airlock.admin()))
+        .await;
+    assert_eq!(reply.status, 200);
+    assert!(reply.headers["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain"));
+    reply
+        .text()
+        .lines()
+        .filter(|line| !line.starts_with('#') && !line.is_empty())
+        .map(|line| {
+            let (series, value) = line
+                .rsplit_once(' ')
+                .unwrap_or_else(|| panic!("not a sample: {line}"));
+            let value: f64 = value
+                .parse()
+                .unwrap_or_else(|_| panic!("not a number: {line}"));
+            (series.to_owned(), value)
+        })
+        .collect()
+}
+
+fn sample(samples: &[(String, f64)], series: &str) -> f64 {
+    samples
+        .iter()
+        .find(|(name, _)| name == series)
+        .map(|(_, value)| *value)
+        .unwrap_or_else(|| panic!("no {series} in {samples:?}"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_parse_as_prometheus_text_and_move_with_traffic() {
+    let up = Upstream::start("a").await;
+    let (airlock, _folder) = node(&up, DELETES_NEED_ONCALL, None, "");
+    assert_eq!(Client::http1().get(&airlock.url("/x")).await.status, 200);
+    let (waiting, id) = client_delete_held(&airlock).await;
+    assert_eq!(
+        sample(&metrics(&airlock).await, "airlock_approvals_pending"),
+        1.0
+    );
+    vote(&airlock, "bob", &id, "approve", "").await;
+    assert_eq!(waiting.await.unwrap().status, 200);
+
+    let samples = metrics(&airlock).await;
+    assert_eq!(
+        sample(
+            &samples,
+            "airlock_requests_total{route=\"*/\",decision=\"allow\",status=\"200\"}"
+        ),
+        1.0
+    );
+    assert_eq!(
+        sample(
+            &samples,
+            "airlock_requests_total{route=\"*/\",decision=\"hold\",status=\"200\"}"
+        ),
+        1.0
+    );
+    assert_eq!(
+        sample(
+            &samples,
+            "airlock_policy_evaluation_seconds_count{policy=\"approval-rules\"}"
+        ),
+        2.0
+    );
+    assert_eq!(
+        sample(
+            &samples,
+            "airlock_approval_wait_seconds_count{outcome=\"approved\"}"
+        ),
+        1.0
+    );
+    assert!(sample(&samples, "airlock_audit_commit_seconds_count") >= 2.0);
+    assert_eq!(sample(&samples, "airlock_approvals_pending"), 0.0);
+    let backend = format!("airlock_backend_up{{pool=\"web\",backend=\"{}\"}}", up.addr);
+    assert_eq!(sample(&samples, &backend), 1.0);
+}

@@ -461,6 +461,11 @@ impl Approvals {
         })
     }
 
+    /// Approvals pending on this node now.
+    pub fn pending_count(&self) -> usize {
+        self.live_map().len()
+    }
+
     /// Events from now on: every approval created or resolved.
     pub fn subscribe(&self) -> broadcast::Receiver<ApprovalEvent> {
         self.events.subscribe()

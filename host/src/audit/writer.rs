@@ -303,7 +303,9 @@ fn commit(
             waiting.push((first_seq, done));
         }
     }
+    let started = std::time::Instant::now();
     let result = store.append_audit(&encoded, &changes);
+    crate::metrics::global().audit_commit(started.elapsed());
     match &result {
         Ok(()) => {
             *seq = next_seq;

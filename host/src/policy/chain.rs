@@ -106,7 +106,10 @@ impl PolicyChain {
                 fixed_now_unix_ms: None,
                 figures: figures.clone(),
             };
-            match link.policy.evaluate(action, context) {
+            let started = std::time::Instant::now();
+            let verdict = link.policy.evaluate(action, context);
+            crate::metrics::global().policy_evaluation(&link.name, started.elapsed());
+            match verdict {
                 Ok(Verdict::Allow(more)) => edits.extend(more),
                 Ok(Verdict::Deny(refusal)) => {
                     return Judgement::Deny {

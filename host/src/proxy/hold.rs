@@ -144,6 +144,7 @@ pub async fn wait_for_approval(
     } = hold(at, request, held, None).await?;
     let approvals = at.approvals;
 
+    let held_at = std::time::Instant::now();
     // From here on, if this future is dropped (the client hung up, or
     // shutdown's drain timeout passed) the approval is cancelled.
     let mut cancel = CancelOnDrop {
@@ -168,6 +169,7 @@ pub async fn wait_for_approval(
     };
     cancel.id = None;
     drop(reservation);
+    crate::metrics::global().approval_wait(state.name(), held_at.elapsed());
     match state {
         ApprovalState::Approved => Ok((request, request_id)),
         ApprovalState::Denied => {

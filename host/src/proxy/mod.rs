@@ -158,18 +158,27 @@ impl Proxy {
         conn: &ConnectionInfo,
         request: Request<Incoming>,
     ) -> Response<ProxyBody> {
+        // The route and decision, once known, for the metrics.
+        let mut judged: Option<(String, &'static str)> = None;
         let result = tokio::select! {
             biased;
-            result = self.route_and_forward(conn, request) => result,
+            result = self.route_and_forward(conn, request, &mut judged) => result,
             () = self.shutdown.deadline_passed() => Err(ProxyError::ShuttingDown),
         };
-        result.unwrap_or_else(ProxyError::into_response)
+        let (route, decision) = match &judged {
+            Some((route, decision)) => (route.as_str(), *decision),
+            None => ("", result.as_ref().err().map_or("none", ProxyError::code)),
+        };
+        let response = result.unwrap_or_else(ProxyError::into_response);
+        crate::metrics::global().request(route, decision, response.status().as_u16());
+        response
     }
 
     async fn route_and_forward(
         &self,
         conn: &ConnectionInfo,
         mut request: Request<Incoming>,
+        judged: &mut Option<(String, &'static str)>,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let routing = self.routing();
         // Read before hygiene strips every `Airlock-*` header: the ticket
@@ -189,6 +198,7 @@ impl Proxy {
         if let Some(approvals) = &self.approvals {
             pass_by_grants(approvals, &mut ruling, request.headers_mut());
         }
+        *judged = Some((route.name.clone(), ruling.decision()));
         if let (Some(held), Some(approvals), Some(audit)) =
             (ruling.held.take(), &self.approvals, &self.audit)
         {

@@ -57,7 +57,8 @@ pub struct Held {
 }
 
 impl Ruling {
-    fn decision(&self) -> &'static str {
+    /// `allow`, `deny`, `hold`, or a failure code.
+    pub fn decision(&self) -> &'static str {
         match &self.verdict {
             Ok(()) => "allow",
             Err(ProxyError::Denied { .. }) => "deny",
