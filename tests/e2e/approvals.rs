@@ -593,3 +593,39 @@ async fn metrics_parse_as_prometheus_text_and_move_with_traffic() {
     let backend = format!("airlock_backend_up{{pool=\"web\",backend=\"{}\"}}", up.addr);
     assert_eq!(sample(&samples, &backend), 1.0);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_callers_trace_id_links_its_approval_and_entries_and_reaches_the_backend() {
+    let up = Upstream::start("a").await;
+    let (airlock, _folder) = node(&up, DELETES_NEED_ONCALL, None, "");
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let (mut parts, body) = from("client", "DELETE", &airlock.url("/x"), "").into_parts();
+    parts
+        .headers
+        .insert("traceparent", traceparent.parse().unwrap());
+    let waiting = held(Request::from_parts(parts, body));
+    let approval = pending(&airlock, 1).await.remove(0);
+    assert_eq!(
+        approval["trace"], "4bf92f3577b34da6a3ce929d0e0e4736",
+        "{approval}"
+    );
+    vote(
+        &airlock,
+        "bob",
+        approval["id"].as_str().unwrap(),
+        "approve",
+        "",
+    )
+    .await;
+    let reply = waiting.await.unwrap();
+    assert_eq!(
+        reply.json()["headers"]["traceparent"][0],
+        traceparent,
+        "{}",
+        reply.text()
+    );
+    let (_, trail) = airlock
+        .admin_json("/v1/audit?trace=4bf92f3577b34da6a3ce929d0e0e4736")
+        .await;
+    assert_eq!(trail["entries"][0]["kind"], "request_decision", "{trail}");
+}

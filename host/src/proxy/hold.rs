@@ -303,6 +303,7 @@ fn approval_for(at: &HoldContext<'_>, request: &Request<Bytes>, held: &Held) -> 
     );
     approval.body_preview =
         (preview_len > 0).then(|| String::from_utf8_lossy(&body[..preview_len]).into_owned());
+    approval.trace.clone_from(&at.ruling.trace);
     approval
 }
 

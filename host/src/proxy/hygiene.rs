@@ -137,6 +137,27 @@ pub fn check_method_override(headers: &HeaderMap) -> Result<(), String> {
     }
 }
 
+/// The trace id of a valid W3C `traceparent` (`00-TRACEID-PARENTID-FLAGS`,
+/// lower-case hex, ids not all zeros); passed on unchanged to the backend.
+pub fn trace_id(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get("traceparent")?.to_str().ok()?;
+    let mut parts = value.split('-');
+    let (version, trace, parent, flags) =
+        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let hex = |text: &str, len: usize| {
+        text.len() == len && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    };
+    let valid = hex(version, 2)
+        && version != "ff"
+        && hex(trace, 32)
+        && hex(parent, 16)
+        && hex(flags, 2)
+        && trace.bytes().any(|b| b != b'0')
+        && parent.bytes().any(|b| b != b'0')
+        && (version != "00" || parts.next().is_none());
+    valid.then(|| trace.to_owned())
+}
+
 /// Whether a `Prefer` header asks for `respond-async` (RFC 7240: a list of
 /// preferences, each a token with optional value and parameters).
 pub fn prefers_respond_async(headers: &HeaderMap) -> bool {
@@ -232,6 +253,31 @@ pub fn strip_connection_named(headers: &mut HeaderMap) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_trace_id_comes_only_from_a_valid_traceparent() {
+        let trace = |value: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert("traceparent", value.parse().unwrap());
+            trace_id(&headers)
+        };
+        assert_eq!(
+            trace("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").as_deref(),
+            Some("4bf92f3577b34da6a3ce929d0e0e4736")
+        );
+        for bad in [
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+            "00-4bf92f-00f067aa0ba902b7-01",
+            "garbage",
+        ] {
+            assert_eq!(trace(bad), None, "{bad}");
+        }
+        assert_eq!(trace_id(&HeaderMap::new()), None);
+    }
 
     #[test]
     fn respond_async_is_found_among_preferences() {

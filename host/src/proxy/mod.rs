@@ -401,6 +401,7 @@ fn judge(
     let actor = principal.id.clone();
     let authenticated = principal.authenticated_by != contract::Authentication::None;
     let pool = route.pick_pool().clone();
+    let trace = hygiene::trace_id(request.headers());
     if route.chain.is_empty() {
         return record::Ruling {
             verdict: Ok(()),
@@ -409,6 +410,7 @@ fn judge(
             held: None,
             grants: Vec::new(),
             pool,
+            trace,
         };
     }
     let facts = action::RequestFacts {
@@ -463,6 +465,7 @@ fn judge(
         held,
         grants: Vec::new(),
         pool,
+        trace,
     }
 }
 

@@ -43,6 +43,9 @@ pub struct Ruling {
     /// The pool the request goes to: the route's, or for its share, the
     /// pool a traffic shift names.
     pub pool: std::sync::Arc<crate::balance::Pool>,
+    /// The caller's W3C trace id (from `traceparent`), linking the trail
+    /// and approvals to its trace.
+    pub trace: Option<String>,
 }
 
 /// A hold to satisfy before the request is forwarded.
@@ -116,6 +119,7 @@ pub fn decision_entry(
         body_size: content_length,
     });
     entry.policies = policies_of(route);
+    entry.trace.clone_from(&ruling.trace);
     entry.decision = Some(ruling.decision().to_owned());
     if let Err(refusal) = &ruling.verdict {
         // The full cause, not the client's short version: the trail is for operators.
