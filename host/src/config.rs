@@ -21,7 +21,7 @@ pub struct Config {
     /// Process-wide settings.
     #[serde(default)]
     pub server: ServerConfig,
-    /// The admin listener (health, readiness; later the approval API).
+    /// The admin listener: health, readiness, metrics and the admin API.
     #[serde(default)]
     pub admin: AdminConfig,
     /// Limits applied to every proxied request.

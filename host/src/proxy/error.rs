@@ -71,8 +71,8 @@ pub enum ProxyError {
         /// Status, reason and headers it chose.
         refusal: Box<Refusal>,
     },
-    /// Policies hold the request for approval. Until approvals exist
-    /// (the approvals issue), a held request is refused.
+    /// Policies hold the request for approval: what a client gets where it
+    /// cannot wait (the audit trail, which approvals need, is off).
     #[error("held for approval by policy `{policy}`: {}", .hold.reason)]
     Held {
         /// The first holding policy.
