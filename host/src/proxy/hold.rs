@@ -279,7 +279,7 @@ fn summary_of(at: &HoldContext<'_>, request: &Request<Bytes>) -> ActionSummary {
         host: target.host.clone(),
         path: target.path_and_query.path().to_owned(),
         query: target.path_and_query.query().map(str::to_owned),
-        route: route.name.clone(),
+        route: route.name.to_string(),
         pool: at.ruling.pool.name.clone(),
         body_size: body.len() as u64,
         body_sha256: secrets::hex(&secrets::sha256(body)),

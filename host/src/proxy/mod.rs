@@ -159,14 +159,14 @@ impl Proxy {
         request: Request<Incoming>,
     ) -> Response<ProxyBody> {
         // The route and decision, once known, for the metrics.
-        let mut judged: Option<(String, &'static str)> = None;
+        let mut judged: Option<(Arc<str>, &'static str)> = None;
         let result = tokio::select! {
             biased;
             result = self.route_and_forward(conn, request, &mut judged) => result,
             () = self.shutdown.deadline_passed() => Err(ProxyError::ShuttingDown),
         };
         let (route, decision) = match &judged {
-            Some((route, decision)) => (route.as_str(), *decision),
+            Some((route, decision)) => (&**route, *decision),
             None => ("", result.as_ref().err().map_or("none", ProxyError::code)),
         };
         let response = result.unwrap_or_else(ProxyError::into_response);
@@ -178,7 +178,7 @@ impl Proxy {
         &self,
         conn: &ConnectionInfo,
         mut request: Request<Incoming>,
-        judged: &mut Option<(String, &'static str)>,
+        judged: &mut Option<(Arc<str>, &'static str)>,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let routing = self.routing();
         // Read before hygiene strips every `Airlock-*` header: the ticket

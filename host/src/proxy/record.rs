@@ -114,7 +114,7 @@ pub fn decision_entry(
         method: method.as_str().to_owned(),
         host: target.host.clone(),
         path: target.path_and_query.path().to_owned(),
-        route: route.name.clone(),
+        route: route.name.to_string(),
         pool: ruling.pool.name.clone(),
         body_size: content_length,
     });

@@ -15,8 +15,8 @@ use crate::policy::PolicyChain;
 /// One route, resolved to its pool.
 #[derive(Debug)]
 pub struct Route {
-    /// Name for logs and metrics.
-    pub name: String,
+    /// Name for logs and metrics (shared: metrics take it per request).
+    pub name: Arc<str>,
     /// Path prefix, without a trailing slash (empty for `/`).
     prefix: String,
     /// The pool serving it.
@@ -87,7 +87,7 @@ impl RouteTable {
                 .filter(|shift| shift.percent > 0)
                 .and_then(|shift| Some((pool_named(&shift.pool)?, shift.percent.min(100))));
             let route = Route {
-                name: config.display_name(),
+                name: Arc::from(config.display_name()),
                 prefix: config.path.trim_end_matches('/').to_owned(),
                 pool,
                 shift,
