@@ -55,9 +55,41 @@ pub struct Config {
     /// How operators' routing changes are judged and watched.
     #[serde(default)]
     pub control: ControlConfig,
+    /// Where traces go (OpenTelemetry over OTLP).
+    #[serde(default)]
+    pub tracing: TracingConfig,
     /// The file this was read from (for reloads).
     #[serde(skip)]
     pub source: Option<PathBuf>,
+}
+
+/// `[tracing]`: spans exported over OTLP. Each key left out falls back to
+/// the standard `OTEL_*` variable; with no endpoint in either, tracing is off.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TracingConfig {
+    /// The collector's base URL, e.g. `http://127.0.0.1:4317` (gRPC) or
+    /// `http://127.0.0.1:4318` (HTTP, `/v1/traces` is appended). Else
+    /// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` or `OTEL_EXPORTER_OTLP_ENDPOINT`.
+    pub otlp_endpoint: Option<String>,
+    /// `grpc` or `http/protobuf`; else `OTEL_EXPORTER_OTLP_PROTOCOL`, else `grpc`.
+    pub protocol: Option<OtlpProtocol>,
+    /// Else `OTEL_SERVICE_NAME`, else `airlock`.
+    pub service_name: Option<String>,
+    /// Share of traces started here that are kept, 0.0 to 1.0 (a caller's
+    /// sampled flag is followed). Else `OTEL_TRACES_SAMPLER` and
+    /// `OTEL_TRACES_SAMPLER_ARG`, else every trace. Held and denied actions
+    /// are always kept.
+    pub sample_ratio: Option<f64>,
+}
+
+/// How spans travel to the collector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum OtlpProtocol {
+    #[serde(rename = "grpc")]
+    Grpc,
+    #[serde(rename = "http/protobuf")]
+    HttpProtobuf,
 }
 
 /// `[control]`
@@ -774,6 +806,22 @@ impl Config {
                 Err(Violation { key, message })
             }
         };
+        if let Some(ratio) = self.tracing.sample_ratio {
+            ensure(
+                (0.0..=1.0).contains(&ratio),
+                "tracing.sample_ratio".into(),
+                "expected a share from 0.0 to 1.0".into(),
+            )?;
+        }
+        if let Some(endpoint) = &self.tracing.otlp_endpoint {
+            ensure(
+                endpoint.parse::<http::Uri>().is_ok_and(|uri| {
+                    matches!(uri.scheme_str(), Some("http" | "https")) && uri.host().is_some()
+                }),
+                "tracing.otlp_endpoint".into(),
+                format!("expected an http:// or https:// URL, got `{endpoint}`"),
+            )?;
+        }
         if self.server.worker_threads == Some(0) {
             return Err(Violation::new(
                 "server.worker_threads",

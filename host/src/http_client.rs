@@ -75,3 +75,26 @@ impl HttpClient {
             .map_err(|_| CallError::Timeout(self.timeout))?
     }
 }
+
+/// The OTLP/HTTP trace exporter sends through this client too.
+impl opentelemetry_http::HttpClient for HttpClient {
+    fn send_bytes<'client, 'call>(
+        &'client self,
+        request: Request<Bytes>,
+    ) -> std::pin::Pin<
+        Box<
+            dyn std::future::Future<Output = Result<Response<Bytes>, opentelemetry_http::HttpError>>
+                + Send
+                + 'call,
+        >,
+    >
+    where
+        'client: 'call,
+        Self: 'call,
+    {
+        Box::pin(async move {
+            let response = self.call(request.map(Full::new)).await?;
+            Ok(response)
+        })
+    }
+}

@@ -27,4 +27,5 @@ pub mod secrets;
 pub mod server;
 pub mod shutdown;
 pub mod store;
+pub mod telemetry;
 pub mod tls;

@@ -78,6 +78,9 @@ pub enum StartError {
     /// A webhook could not be set up.
     #[error(transparent)]
     Notify(#[from] crate::approvals::notify::NotifyError),
+    /// Spans could not be exported where `[tracing]` or `OTEL_*` say.
+    #[error("tracing: {0:#}")]
+    Tracing(anyhow::Error),
 }
 
 /// A bound, not yet serving, Airlock.
@@ -127,6 +130,16 @@ async fn bind(what: &str, address: SocketAddr) -> Result<TcpListener, StartError
 impl Server {
     /// Builds every part and binds every socket.
     pub async fn bind(config: Config) -> Result<Server, StartError> {
+        if let Some(destination) =
+            crate::telemetry::install(&config.tracing).map_err(StartError::Tracing)?
+        {
+            tracing::info!(
+                endpoint = destination.endpoint.as_deref().unwrap_or("from OTEL_EXPORTER_OTLP_*"),
+                protocol = ?destination.protocol,
+                service = %destination.service_name,
+                "exporting traces over OTLP"
+            );
+        }
         let (trigger, shutdown) = shutdown::channel();
         let pools = config
             .pools
@@ -369,6 +382,7 @@ impl Server {
             // The last head: the stop itself is covered.
             audit.sign_head(0).await;
         }
+        let _ = tokio::task::spawn_blocking(crate::telemetry::flush).await;
         tracing::info!("stopped");
     }
 }

@@ -729,3 +729,193 @@ impl IssuedCert {
         Arc::new(config)
     }
 }
+
+// ---------------------------------------------------------------- OTLP
+
+/// A span as an OTLP receiver got it: ids in hex, attributes as text.
+#[derive(Debug, Clone)]
+pub struct ReceivedSpan {
+    pub service: String,
+    pub trace_id: String,
+    pub span_id: String,
+    /// Empty for a root span.
+    pub parent_span_id: String,
+    pub name: String,
+    /// OTLP's `SpanKind`: 1 internal, 2 server, 3 client.
+    pub kind: i32,
+    pub start_ns: u64,
+    pub end_ns: u64,
+    /// OTLP's status code: 0 unset, 1 ok, 2 error.
+    pub status: i32,
+    /// Arrays joined with `,`.
+    pub attributes: HashMap<String, String>,
+}
+
+impl ReceivedSpan {
+    pub fn attribute(&self, key: &str) -> &str {
+        self.attributes.get(key).map_or("", String::as_str)
+    }
+}
+
+/// A real OTLP trace receiver on loopback: gRPC (the `opentelemetry-proto`
+/// crate's tonic service) or HTTP/protobuf (`POST /v1/traces`). Keeps every
+/// span it is sent.
+pub struct OtlpReceiver {
+    pub addr: SocketAddr,
+    spans: Arc<Mutex<Vec<ReceivedSpan>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    trace_service_server::{TraceService, TraceServiceServer},
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+
+#[derive(Clone)]
+struct KeepSpans(Arc<Mutex<Vec<ReceivedSpan>>>);
+
+#[tonic::async_trait]
+impl TraceService for KeepSpans {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        self.keep(request.into_inner());
+        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
+    }
+}
+
+impl KeepSpans {
+    fn keep(&self, request: ExportTraceServiceRequest) {
+        use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
+        fn text(value: &Option<AnyValue>) -> String {
+            match value.as_ref().and_then(|v| v.value.as_ref()) {
+                Some(any_value::Value::StringValue(s)) => s.clone(),
+                Some(any_value::Value::IntValue(i)) => i.to_string(),
+                Some(any_value::Value::BoolValue(b)) => b.to_string(),
+                Some(any_value::Value::DoubleValue(d)) => d.to_string(),
+                Some(any_value::Value::ArrayValue(array)) => array
+                    .values
+                    .iter()
+                    .map(|v| text(&Some(v.clone())))
+                    .collect::<Vec<_>>()
+                    .join(","),
+                _ => String::new(),
+            }
+        }
+        let map = |attributes: &[KeyValue]| -> HashMap<String, String> {
+            attributes
+                .iter()
+                .map(|kv| (kv.key.clone(), text(&kv.value)))
+                .collect()
+        };
+        let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
+        let mut kept = self.0.lock().unwrap();
+        for resource_spans in request.resource_spans {
+            let resource = resource_spans
+                .resource
+                .map(|r| map(&r.attributes))
+                .unwrap_or_default();
+            let service = resource.get("service.name").cloned().unwrap_or_default();
+            for scope in resource_spans.scope_spans {
+                for span in scope.spans {
+                    kept.push(ReceivedSpan {
+                        service: service.clone(),
+                        trace_id: hex(&span.trace_id),
+                        span_id: hex(&span.span_id),
+                        parent_span_id: hex(&span.parent_span_id),
+                        name: span.name,
+                        kind: span.kind,
+                        start_ns: span.start_time_unix_nano,
+                        end_ns: span.end_time_unix_nano,
+                        status: span.status.map_or(0, |s| s.code),
+                        attributes: map(&span.attributes),
+                    });
+                }
+            }
+        }
+    }
+}
+
+impl OtlpReceiver {
+    /// OTLP over gRPC.
+    pub async fn grpc() -> OtlpReceiver {
+        let socket = bind_retrying("127.0.0.1:0".parse().unwrap()).await;
+        let addr = socket.local_addr().unwrap();
+        let keep = KeepSpans(Arc::default());
+        let spans = keep.0.clone();
+        let incoming = tokio_stream_of(socket);
+        let task = tokio::spawn(async move {
+            let _ = tonic::transport::Server::builder()
+                .add_service(TraceServiceServer::new(keep))
+                .serve_with_incoming(incoming)
+                .await;
+        });
+        OtlpReceiver { addr, spans, task }
+    }
+
+    /// OTLP over HTTP/protobuf.
+    pub async fn http() -> OtlpReceiver {
+        let socket = bind_retrying("127.0.0.1:0".parse().unwrap()).await;
+        let addr = socket.local_addr().unwrap();
+        let keep = KeepSpans(Arc::default());
+        let spans = keep.0.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = socket.accept().await else {
+                    return;
+                };
+                let keep = keep.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |request: Request<Incoming>| {
+                        let keep = keep.clone();
+                        async move {
+                            let path_ok = request.uri().path() == "/v1/traces";
+                            let body = request.into_body().collect().await.map(|b| b.to_bytes());
+                            let decoded = body.ok().and_then(|bytes| {
+                                <ExportTraceServiceRequest as prost::Message>::decode(bytes).ok()
+                            });
+                            let status = match decoded {
+                                Some(request) if path_ok => {
+                                    keep.keep(request);
+                                    200
+                                }
+                                _ => 400,
+                            };
+                            Ok::<_, Infallible>(status_response(status, full("")))
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        OtlpReceiver { addr, spans, task }
+    }
+
+    /// The endpoint to configure Airlock with.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn spans(&self) -> Vec<ReceivedSpan> {
+        self.spans.lock().unwrap().clone()
+    }
+}
+
+impl Drop for OtlpReceiver {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A listener's connections as the stream tonic serves.
+fn tokio_stream_of(
+    socket: TcpListener,
+) -> impl futures_util::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    futures_util::stream::unfold(socket, |socket| async move {
+        let accepted = socket.accept().await.map(|(stream, _)| stream);
+        Some((accepted, socket))
+    })
+}

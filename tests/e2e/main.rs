@@ -16,3 +16,4 @@ mod policy;
 mod proxy;
 mod reload;
 mod tls;
+mod tracing;

@@ -222,6 +222,15 @@ impl Approval {
         self
     }
 
+    /// Who voted to approve, in vote order.
+    pub fn approvers(&self) -> Vec<String> {
+        self.votes
+            .iter()
+            .filter(|vote| vote.verdict == Verdict::Approve)
+            .map(|vote| vote.subject.clone())
+            .collect()
+    }
+
     /// Whether `identity` may see this approval: admins see all; others
     /// their own, and those asking one of their groups.
     pub fn visible_to(&self, identity: &Identity) -> bool {

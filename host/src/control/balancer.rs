@@ -43,6 +43,7 @@ use crate::config::WhileHeld;
 use crate::policy::bindings as contract;
 use crate::policy::{FiguresSource, Judgement};
 use crate::proxy::Routing;
+use crate::telemetry::{self, spans::ActionFacts, Clock};
 
 /// How often the balancer looks.
 pub const CHECK_INTERVAL: Duration = Duration::from_millis(500);
@@ -291,9 +292,18 @@ impl ControlPlane {
                 .collect(),
         };
         let source: Arc<dyn FiguresSource> = routing.clone();
-        let judgement = chain.judge_or_allow(&action, &source);
+        let clock = Clock::start();
+        let mut evaluations = Vec::new();
+        let judgement = chain.judge_or_allow(&action, &source, clock.map(|_| &mut evaluations));
         let mut entry = self.event_entry(&event, why);
         entry.policies = chain.policy_refs();
+        let facts = ActionFacts {
+            kind: "event",
+            detail: entry.change.as_ref(),
+            principal: "airlock",
+            decision: judgement.name(),
+        };
+        telemetry::spans::judged_action(clock, facts, &evaluations);
         match judgement {
             Judgement::Allow(_) => {
                 entry.decision = Some("allow".to_owned());

@@ -43,6 +43,7 @@ use crate::policy::{FiguresSource, Judgement, PolicyChain, PolicySet};
 use crate::proxy::route::RouteTable;
 use crate::proxy::{Proxy, Routing};
 use crate::store::{StateChange, StateTable, Store, StoreError};
+use crate::telemetry::{self, spans::ActionFacts, Clock};
 pub use change::Change;
 
 /// A change in the overlay: what, who asked, who approved, when.
@@ -445,10 +446,19 @@ impl ControlPlane {
             figures: Vec::new(),
         };
         let figures: Arc<dyn FiguresSource> = self.proxy.routing();
-        let judgement = chain.judge_or_allow(&action, &figures);
+        let clock = Clock::start();
+        let mut evaluations = Vec::new();
+        let judgement = chain.judge_or_allow(&action, &figures, clock.map(|_| &mut evaluations));
         let mut entry = AuditEntry::new(EntryKind::ChangeDecision, &identity.subject);
         entry.change = serde_json::to_value(&change).ok();
         entry.policies = chain.policy_refs();
+        let facts = ActionFacts {
+            kind: "change",
+            detail: entry.change.as_ref(),
+            principal: &identity.subject,
+            decision: judgement.name(),
+        };
+        telemetry::spans::judged_action(clock, facts, &evaluations);
         match judgement {
             Judgement::Allow(_) => {
                 entry.decision = Some("allow".to_owned());
@@ -607,16 +617,7 @@ impl ControlPlane {
             change,
             requested_by: requested_by.to_owned(),
             approval: approval.map(|approval| approval.id.clone()),
-            approved_by: approval
-                .map(|approval| {
-                    approval
-                        .votes
-                        .iter()
-                        .filter(|vote| vote.verdict == crate::approvals::Verdict::Approve)
-                        .map(|vote| vote.subject.clone())
-                        .collect()
-                })
-                .unwrap_or_default(),
+            approved_by: approval.map(Approval::approvers).unwrap_or_default(),
             applied_ms: now_ms(),
         };
         desired.overlay.push(applied.clone());

@@ -9,7 +9,7 @@
 //! closed: neither may become a way around a policy.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::bindings::{Action, ActionKinds, Subject};
 use super::decision::{HeaderEdits, HoldRequest, Refusal, Verdict};
@@ -43,6 +43,17 @@ pub struct PolicyChain {
     pub on_error: OnPolicyError,
 }
 
+/// One policy's evaluation, as the chain ran it (for traces).
+#[derive(Debug, Clone)]
+pub struct Evaluation {
+    pub name: Arc<str>,
+    pub policy: Arc<LoadedPolicy>,
+    pub started: Instant,
+    pub elapsed: Duration,
+    /// `allow`, `deny`, `hold` or `failed`.
+    pub decision: &'static str,
+}
+
 /// What the chain decided.
 #[derive(Debug, Clone)]
 pub enum Judgement {
@@ -64,6 +75,18 @@ pub enum Judgement {
     },
 }
 
+impl Judgement {
+    /// `allow`, `deny`, `hold` or `failed`, as traces name it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Judgement::Allow(_) => "allow",
+            Judgement::Deny { .. } => "deny",
+            Judgement::Hold { .. } => "hold",
+            Judgement::Failed { .. } => "failed",
+        }
+    }
+}
+
 impl PolicyChain {
     /// True if there is nothing to run.
     pub fn is_empty(&self) -> bool {
@@ -83,16 +106,27 @@ impl PolicyChain {
     }
 
     /// Judge `action`; an empty chain allows it.
-    pub fn judge_or_allow(&self, action: &Action, figures: &Arc<dyn FiguresSource>) -> Judgement {
+    pub fn judge_or_allow(
+        &self,
+        action: &Action,
+        figures: &Arc<dyn FiguresSource>,
+        evaluations: Option<&mut Vec<Evaluation>>,
+    ) -> Judgement {
         if self.is_empty() {
             Judgement::Allow(HeaderEdits::default())
         } else {
-            self.judge(action, figures)
+            self.judge(action, figures, evaluations)
         }
     }
 
-    /// Run the chain on `action`.
-    pub fn judge(&self, action: &Action, figures: &Arc<dyn FiguresSource>) -> Judgement {
+    /// Run the chain on `action`; each policy's run goes into `evaluations`
+    /// if given.
+    pub fn judge(
+        &self,
+        action: &Action,
+        figures: &Arc<dyn FiguresSource>,
+        mut evaluations: Option<&mut Vec<Evaluation>>,
+    ) -> Judgement {
         let kind = kind_of(action);
         let mut edits = HeaderEdits::default();
         let mut holds = Vec::new();
@@ -106,9 +140,19 @@ impl PolicyChain {
                 fixed_now_unix_ms: None,
                 figures: figures.clone(),
             };
-            let started = std::time::Instant::now();
+            let started = Instant::now();
             let verdict = link.policy.evaluate(action, context);
-            crate::metrics::global().policy_evaluation(&link.name, started.elapsed());
+            let elapsed = started.elapsed();
+            crate::metrics::global().policy_evaluation(&link.name, elapsed);
+            if let Some(evaluations) = evaluations.as_deref_mut() {
+                evaluations.push(Evaluation {
+                    name: link.name.clone(),
+                    policy: link.policy.clone(),
+                    started,
+                    elapsed,
+                    decision: verdict.as_ref().map_or("failed", Verdict::kind),
+                });
+            }
             match verdict {
                 Ok(Verdict::Allow(more)) => edits.extend(more),
                 Ok(Verdict::Deny(refusal)) => {
@@ -177,7 +221,7 @@ mod tests {
 
     fn judge(links: Vec<ChainLink>, on_error: OnPolicyError, action: &Action) -> Judgement {
         let figures: Arc<dyn FiguresSource> = Arc::new(Vec::new());
-        PolicyChain { links, on_error }.judge(action, &figures)
+        PolicyChain { links, on_error }.judge(action, &figures, None)
     }
 
     struct Policies {

@@ -26,6 +26,7 @@ use super::{ConnectionInfo, ProxyError, Target};
 use crate::balance::figures::InFlight;
 use crate::balance::{Backend, Pool};
 use crate::config::Limits;
+use crate::telemetry::RequestTrace;
 
 /// Headers that describe one hop, never forwarded (RFC 9110 7.6.1).
 const HOP_BY_HOP: [HeaderName; 8] = [
@@ -60,6 +61,7 @@ pub async fn forward(
     mut request: Request<RequestBody>,
     target: &Target,
     limits: &Limits,
+    trace: Option<&RequestTrace>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     // HTTP/2 backends have no `Upgrade`: such a request goes as a plain one.
     let client_upgrade =
@@ -90,6 +92,15 @@ pub async fn forward(
 
     loop {
         let backend = &pool.backends[index];
+        let span = trace.map(|trace| {
+            let method = parts.method.as_str();
+            trace.upstream(
+                method,
+                &pool.name,
+                backend.authority.as_str(),
+                &mut parts.headers,
+            )
+        });
         let in_flight = backend.figures.start();
         let started = Instant::now();
         let outcome = tokio::time::timeout(
@@ -98,6 +109,14 @@ pub async fn forward(
         )
         .await;
         let latency = started.elapsed();
+        if let Some(span) = span {
+            span.end(match &outcome {
+                Ok(Ok(Reply::Response(response))) => Ok(response.status().as_u16()),
+                Ok(Ok(Reply::Switched(head, _))) => Ok(head.status.as_u16()),
+                Ok(Err(_)) => Err("upstream_unavailable"),
+                Err(_) => Err("upstream_timeout"),
+            });
+        }
         match outcome {
             Ok(Ok(reply)) => {
                 let status = match &reply {

@@ -25,6 +25,7 @@ use crate::approvals::tickets::new_ticket;
 use crate::approvals::{ActionSummary, Approval, ApprovalState, Approvals, RedeemError};
 use crate::audit::AuditLog;
 use crate::secrets;
+use crate::telemetry::RequestTrace;
 
 /// A held request, read whole, once approved: its head and body.
 pub type Released = Request<Bytes>;
@@ -37,6 +38,8 @@ pub struct HoldContext<'a> {
     pub route: &'a Route,
     pub target: &'a Target,
     pub ruling: &'a Ruling,
+    /// The request's span, if it is traced.
+    pub trace: Option<&'a RequestTrace>,
 }
 
 impl HoldContext<'_> {
@@ -109,10 +112,16 @@ async fn hold(
     let mut approval = approval_for(at, &request, held);
     approval.respond_async = ticket_sha256.is_some();
     approval.ticket_sha256 = ticket_sha256;
-    let (approval, resolved) = approvals
-        .create(approval, held.timeout, entry)
-        .await
-        .map_err(|error| ProxyError::AuditUnavailable(error.to_string()))?;
+    let committing = std::time::Instant::now();
+    let created = approvals.create(approval, held.timeout, entry).await;
+    if let Some(trace) = at.trace {
+        trace.audit_commit(
+            committing,
+            created.as_ref().err().map(|_| "audit_unavailable"),
+        );
+    }
+    let (approval, resolved) =
+        created.map_err(|error| ProxyError::AuditUnavailable(error.to_string()))?;
     tracing::info!(approval = %approval.id, actor = %at.ruling.actor, "request held for approval");
     Ok(Pending {
         request,
@@ -170,10 +179,17 @@ pub async fn wait_for_approval(
     cancel.id = None;
     drop(reservation);
     crate::metrics::global().approval_wait(state.name(), held_at.elapsed());
+    // Read back for who voted: the denial's author, the trace's approvers.
+    let decided = (state == ApprovalState::Denied || at.trace.is_some())
+        .then(|| approvals.get(&approval.id).ok())
+        .flatten();
+    if let Some(trace) = at.trace {
+        let approvers = decided.as_ref().map(Approval::approvers).unwrap_or_default();
+        trace.approval_wait(held_at, &approval.id, state.name(), approvers);
+    }
     match state {
         ApprovalState::Approved => Ok((request, request_id)),
         ApprovalState::Denied => {
-            let decided = approvals.get(&approval.id).ok();
             let denial = decided.as_ref().and_then(|approval| {
                 approval
                     .votes

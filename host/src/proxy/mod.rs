@@ -20,6 +20,10 @@
 //!
 //! Any step may stop the request with a [`ProxyError`], which becomes the
 //! response in one place. Connections are accepted and served by [`listener`].
+//!
+//! With tracing on, the instants of steps 2 and 3 are kept, and once the
+//! decision is known they become the request's span and its first children
+//! ([`crate::telemetry`]); steps 4 and 5 add theirs as they end.
 
 pub mod body;
 pub mod error;
@@ -48,8 +52,11 @@ use crate::balance::Pool;
 use crate::config::Limits;
 use crate::identity::Identities;
 use crate::policy::bindings as contract;
+use crate::policy::chain::Evaluation;
 use crate::policy::{action, FiguresSource, Judgement};
 use crate::shutdown::Shutdown;
+use crate::telemetry::spans::RequestFacts;
+use crate::telemetry::{Clock, RequestTrace};
 use action::Redaction;
 pub use body::ProxyBody;
 pub use error::ProxyError;
@@ -158,19 +165,26 @@ impl Proxy {
         conn: &ConnectionInfo,
         request: Request<Incoming>,
     ) -> Response<ProxyBody> {
-        // The route and decision, once known, for the metrics.
-        let mut judged: Option<(Arc<str>, &'static str)> = None;
+        let mut progress = Progress {
+            clock: Clock::start(),
+            ..Progress::default()
+        };
         let result = tokio::select! {
             biased;
-            result = self.route_and_forward(conn, request, &mut judged) => result,
+            result = self.route_and_forward(conn, request, &mut progress) => result,
             () = self.shutdown.deadline_passed() => Err(ProxyError::ShuttingDown),
         };
-        let (route, decision) = match &judged {
+        let error = result.as_ref().err().map(ProxyError::code);
+        let (route, decision) = match &progress.judged {
             Some((route, decision)) => (&**route, *decision),
-            None => ("", result.as_ref().err().map_or("none", ProxyError::code)),
+            None => ("", error.unwrap_or("none")),
         };
         let response = result.unwrap_or_else(ProxyError::into_response);
-        crate::metrics::global().request(route, decision, response.status().as_u16());
+        let status = response.status().as_u16();
+        crate::metrics::global().request(route, decision, status);
+        if let Some(trace) = progress.trace {
+            trace.end(status, error);
+        }
         response
     }
 
@@ -178,17 +192,18 @@ impl Proxy {
         &self,
         conn: &ConnectionInfo,
         mut request: Request<Incoming>,
-        judged: &mut Option<(Arc<str>, &'static str)>,
+        progress: &mut Progress,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let routing = self.routing();
         // Read before hygiene strips every `Airlock-*` header: the ticket
         // reaches neither policies nor backends.
         let ticket = request.headers_mut().remove(TICKET_HEADER);
         let prefers_async = hygiene::prefers_respond_async(request.headers());
+        let mut steps = progress.clock.map(|_| Steps::default());
         // Steps 1-3 only look at the request; if one refuses it, the body the
         // client may still be sending is drained so it can read the answer.
         let (route, target, mut ruling) =
-            match self.inspect_route_judge(&routing, conn, &mut request) {
+            match self.inspect_route_judge(&routing, conn, &mut request, steps.as_mut()) {
                 Ok(found) => found,
                 Err(e) => {
                     body::discard(request.into_body());
@@ -198,7 +213,11 @@ impl Proxy {
         if let Some(approvals) = &self.approvals {
             pass_by_grants(approvals, &mut ruling, request.headers_mut());
         }
-        *judged = Some((route.name.clone(), ruling.decision()));
+        progress.judged = Some((route.name.clone(), ruling.decision()));
+        if let (Some(clock), Some(steps)) = (progress.clock, steps) {
+            progress.trace = start_trace(clock, steps, conn, &request, route, &target, &mut ruling);
+        }
+        let trace = progress.trace.as_ref();
         if let (Some(held), Some(approvals), Some(audit)) =
             (ruling.held.take(), &self.approvals, &self.audit)
         {
@@ -208,6 +227,7 @@ impl Proxy {
                 route,
                 target: &target,
                 ruling: &ruling,
+                trace,
             };
             let (released, request_id) = match ticket {
                 Some(ticket) => {
@@ -222,13 +242,15 @@ impl Proxy {
             held.edits.apply(&mut parts.headers);
             let request = Request::from_parts(parts, RequestBody::Held(bytes));
             let started = Instant::now();
-            let result = forward::forward(&ruling.pool, conn, request, &target, &self.limits).await;
+            let result =
+                forward::forward(&ruling.pool, conn, request, &target, &self.limits, trace).await;
             record::outcome(audit, request_id, &ruling.actor, &result, started.elapsed()).await;
             return result;
         }
         let request_id = match &self.audit {
             Some(audit) => {
                 let content_length = request.body().size_hint().exact();
+                let committing = Instant::now();
                 let recorded = record::decision(
                     audit,
                     request.method(),
@@ -238,6 +260,9 @@ impl Proxy {
                     &ruling,
                 )
                 .await;
+                if let Some(trace) = trace {
+                    trace.audit_commit(committing, recorded.as_ref().err().map(ProxyError::code));
+                }
                 match recorded {
                     Ok(id) => Some(id),
                     Err(e) => {
@@ -254,7 +279,8 @@ impl Proxy {
         }
         let started = Instant::now();
         let request = request.map(RequestBody::Streaming);
-        let result = forward::forward(&ruling.pool, conn, request, &target, &self.limits).await;
+        let result =
+            forward::forward(&ruling.pool, conn, request, &target, &self.limits, trace).await;
         if let (Some(audit), Some(id)) = (&self.audit, request_id) {
             record::outcome(audit, id, &ruling.actor, &result, started.elapsed()).await;
         }
@@ -266,6 +292,7 @@ impl Proxy {
         routing: &'r Arc<Routing>,
         conn: &ConnectionInfo,
         request: &mut Request<Incoming>,
+        mut steps: Option<&mut Steps>,
     ) -> Result<(&'r route::Route, Target, record::Ruling), ProxyError> {
         let limits = &self.limits;
         let target = inspect(conn, request)?;
@@ -276,6 +303,9 @@ impl Proxy {
                 host: target.host.clone(),
                 path: target.path_and_query.path().to_owned(),
             })?;
+        if let Some(steps) = steps.as_deref_mut() {
+            steps.matched = Some(Instant::now());
+        }
         if request
             .body()
             .size_hint()
@@ -287,7 +317,16 @@ impl Proxy {
             });
         }
         let principal = self.principal_of(conn, request)?;
-        let ruling = judge(routing, route, conn, request, &target, principal);
+        let evaluations = steps.map(|steps| &mut steps.evaluations);
+        let ruling = judge(
+            routing,
+            route,
+            conn,
+            request,
+            &target,
+            principal,
+            evaluations,
+        );
         Ok((route, target, ruling))
     }
 
@@ -317,6 +356,59 @@ impl Proxy {
         }
         Ok(principal)
     }
+}
+
+/// What [`Proxy::handle`] learns of a request as it goes, for its metrics
+/// and its trace.
+#[derive(Debug, Default)]
+struct Progress {
+    /// When the request arrived, if tracing is on.
+    clock: Option<Clock>,
+    /// The route and decision, once judged.
+    judged: Option<(Arc<str>, &'static str)>,
+    /// The request's span, if sampled.
+    trace: Option<RequestTrace>,
+}
+
+/// When the steps before the decision ran, for the trace.
+#[derive(Debug, Default)]
+struct Steps {
+    matched: Option<Instant>,
+    evaluations: Vec<Evaluation>,
+}
+
+/// The request's span, now that its decision is known; the trail then
+/// records its trace id if the caller sent none.
+fn start_trace(
+    clock: Clock,
+    steps: Steps,
+    conn: &ConnectionInfo,
+    request: &Request<Incoming>,
+    route: &route::Route,
+    target: &Target,
+    ruling: &mut record::Ruling,
+) -> Option<RequestTrace> {
+    let facts = RequestFacts {
+        method: request.method().as_str(),
+        scheme: if conn.tls { "https" } else { "http" },
+        host: &target.host,
+        path: target.path_and_query.path(),
+        client: conn.remote.ip(),
+        route: &route.name,
+        pool: &ruling.pool.name,
+        principal: &ruling.actor,
+        decision: ruling.decision(),
+    };
+    let matched = steps.matched.unwrap_or_else(Instant::now);
+    let trace = RequestTrace::start(
+        clock,
+        request.headers(),
+        &facts,
+        matched,
+        &steps.evaluations,
+    )?;
+    ruling.trace.get_or_insert_with(|| trace.trace_id());
+    Some(trace)
 }
 
 /// The header an async client sends its ticket in.
@@ -397,6 +489,7 @@ fn judge(
     request: &mut Request<Incoming>,
     target: &Target,
     principal: contract::Principal,
+    evaluations: Option<&mut Vec<Evaluation>>,
 ) -> record::Ruling {
     let actor = principal.id.clone();
     let authenticated = principal.authenticated_by != contract::Authentication::None;
@@ -428,7 +521,7 @@ fn judge(
     let action = action::request_action(facts, &routing.redaction, action::pool_figures(&pool));
     let figures: Arc<dyn FiguresSource> = routing.clone();
     let mut held = None;
-    let verdict = match route.chain.judge(&action, &figures) {
+    let verdict = match route.chain.judge(&action, &figures, evaluations) {
         Judgement::Allow(edits) => {
             edits.apply(request.headers_mut());
             Ok(())

@@ -43,8 +43,8 @@ pub struct Ruling {
     /// The pool the request goes to: the route's, or for its share, the
     /// pool a traffic shift names.
     pub pool: std::sync::Arc<crate::balance::Pool>,
-    /// The caller's W3C trace id (from `traceparent`), linking the trail
-    /// and approvals to its trace.
+    /// The W3C trace id (the caller's from `traceparent`, else the one
+    /// Airlock started), linking the trail and approvals to the trace.
     pub trace: Option<String>,
 }
 
