@@ -47,6 +47,8 @@ GOAL_AUDIT_APPENDS = 50_000  # the audit goal: durable appends per second
 # the audit goal for the proxy: req/s with the trail on, as a share of req/s without
 GOAL_AUDIT_BATCHED = 0.95
 GOAL_AUDIT_DURABLE = 0.8
+# the tracing goal: req/s with spans exported, as a share of req/s without
+GOAL_TRACING = 0.95
 ROOT = Path(__file__).resolve().parent.parent
 
 UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0, "h": 3_600_000.0}
@@ -298,39 +300,58 @@ def render_load(res):
         )
         w("")
 
-    # -- the cost of the audit trail
-    if "airlock_off" in summary and ("airlock" in summary or "airlock_durable" in summary):
-        w("### The audit trail's cost")
+    def cost_table(title, intro, baseline, column, rows):
+        """Rows against `baseline`: medians, and per round the ratio of the
+        runs in the same round."""
+        if baseline not in summary or not any(name in summary for name, _, _ in rows):
+            return
+        w(f"### {title}")
         w("")
-        w(
-            "Each row against `airlock_off` (the same node with `[audit] enabled = false`), "
-            "medians of the rounds above; per round, the ratio of the runs in the same round."
-        )
+        w(intro + " Medians of the rounds above; per round, the ratio of the runs in the same round.")
         w("")
-        w("| Audit | req/s vs off | p99 vs off | per round (req/s) | goal |")
+        w(f"| {column} | req/s vs {baseline} | p99 vs {baseline} | per round (req/s) | goal |")
         w("|---|--:|--:|---|---|")
-        for name, label, goal in (
-            ("airlock", "batched (these GETs, the default)", GOAL_AUDIT_BATCHED),
-            ("airlock_durable", "durable (route `audit = \"durable\"`)", GOAL_AUDIT_DURABLE),
-        ):
+        for name, label, goal in rows:
             if name not in summary:
                 continue
-            r = ratio(get(name, "rps"), get("airlock_off", "rps"))
+            r = ratio(get(name, "rps"), get(baseline, "rps"))
             rounds = sorted({x["round"] for x in runs}, key=int)
             per_round = []
             for rnd in rounds:
                 a = [x["rps"] for x in by_target[name] if x["round"] == rnd]
-                o = [x["rps"] for x in by_target["airlock_off"] if x["round"] == rnd]
+                o = [x["rps"] for x in by_target[baseline] if x["round"] == rnd]
                 if a and o and a[0] and o[0]:
                     per_round.append(f"{a[0] / o[0]:.2f}")
             met = r is not None and r >= goal
             w(
                 f"| {label} | **{fmt_ratio(r)}** "
-                f"| {fmt_ratio(ratio(get(name, 'p99'), get('airlock_off', 'p99')))} "
+                f"| {fmt_ratio(ratio(get(name, 'p99'), get(baseline, 'p99')))} "
                 f"| {', '.join(per_round)} "
                 f"| ≥ {goal}×: **{'met' if met else 'not met'}** |"
             )
         w("")
+
+    cost_table(
+        "The audit trail's cost",
+        "Each row against `airlock_off` (the same node with `[audit] enabled = false`).",
+        "airlock_off",
+        "Audit",
+        (
+            ("airlock", "batched (these GETs, the default)", GOAL_AUDIT_BATCHED),
+            ("airlock_durable", "durable (route `audit = \"durable\"`)", GOAL_AUDIT_DURABLE),
+        ),
+    )
+    cost_table(
+        "The cost of tracing",
+        "Each row against `airlock` (the same node, audit on, with no `[tracing]`): "
+        "spans exported over OTLP gRPC to a real receiver.",
+        "airlock",
+        "Tracing",
+        (
+            ("airlock_traced", "every request exported (sample_ratio 1.0)", GOAL_TRACING),
+            ("airlock_sampled", "1% exported (sample_ratio 0.01)", GOAL_TRACING),
+        ),
+    )
 
     # -- per round
     w("<details><summary>Every run</summary>")

@@ -11,11 +11,11 @@ use crate::approvals::{api, pending, principals, vote};
 use crate::harness::*;
 
 /// Every change is inside this freeze window (all week, UTC).
-const ALWAYS_FROZEN: &str = "zone = \"UTC\"\nwindows = [\"Mon,Tue,Wed,Thu,Fri,Sat,Sun 00:00-24:00\"]\napprovers = { groups = [\"oncall\"], quorum = 1, timeout_seconds = 60 }\n";
+pub(crate) const ALWAYS_FROZEN: &str = "zone = \"UTC\"\nwindows = [\"Mon,Tue,Wed,Thu,Fri,Sat,Sun 00:00-24:00\"]\napprovers = { groups = [\"oncall\"], quorum = 1, timeout_seconds = 60 }\n";
 
 /// Pools `web` (`stable`) and `canary`, route `shop` on `web`; `control`
 /// adds to `[control]`, with change-freeze as its policy if `frozen`.
-fn config(
+pub(crate) fn config(
     stable: &Upstream,
     canary: &Upstream,
     folder: &tempfile::TempDir,
@@ -36,7 +36,7 @@ fn config(
     )
 }
 
-async fn change(airlock: &Airlock, subject: &str, body: Value) -> Reply {
+pub(crate) async fn change(airlock: &Airlock, subject: &str, body: Value) -> Reply {
     api(
         airlock,
         Some(subject),

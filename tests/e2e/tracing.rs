@@ -183,3 +183,36 @@ async fn at_a_zero_ratio_only_what_was_not_simply_allowed_is_traced_over_http() 
         "a denied request never reaches a backend: {spans:#?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_operators_change_is_a_span_with_its_policies_whatever_the_ratio() {
+    let receiver = OtlpReceiver::grpc().await;
+    let (stable, canary) = (
+        Upstream::start("stable").await,
+        Upstream::start("canary").await,
+    );
+    let folder = policy_folder(&[("change-freeze", crate::control::ALWAYS_FROZEN)]);
+    let tracing = format!(
+        "[tracing]\notlp_endpoint = \"{}\"\nsample_ratio = 0.0\n\n",
+        receiver.endpoint()
+    );
+    let config = crate::control::config(&stable, &canary, &folder, true, "");
+    let airlock = Airlock::start(&format!("{tracing}{config}"));
+    let shift = serde_json::json!({"op": "shift_traffic", "route": "shop", "to_pool": "canary", "percent": 10});
+    let held = crate::control::change(&airlock, "erin", shift).await;
+    assert_eq!(held.status, 202, "{}", held.text());
+
+    let spans = stop_and_collect(airlock, &receiver);
+    let change = one(&spans, "change");
+    assert_eq!(change.parent_span_id, "", "a change starts its own trace");
+    assert_eq!(change.attribute("airlock.decision"), "hold");
+    assert_eq!(change.attribute("airlock.principal"), "erin");
+    assert!(
+        change.attribute("airlock.action").contains("shift_traffic"),
+        "{change:#?}"
+    );
+    let policy = one(&spans, "policy");
+    assert_eq!(policy.parent_span_id, change.span_id);
+    assert_eq!(policy.attribute("airlock.policy.name"), "change-freeze");
+    assert_eq!(policy.attribute("airlock.policy.decision"), "hold");
+}

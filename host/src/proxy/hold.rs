@@ -184,7 +184,10 @@ pub async fn wait_for_approval(
         .then(|| approvals.get(&approval.id).ok())
         .flatten();
     if let Some(trace) = at.trace {
-        let approvers = decided.as_ref().map(Approval::approvers).unwrap_or_default();
+        let approvers = decided
+            .as_ref()
+            .map(Approval::approvers)
+            .unwrap_or_default();
         trace.approval_wait(held_at, &approval.id, state.name(), approvers);
     }
     match state {
