@@ -250,7 +250,6 @@ impl Proxy {
         let request_id = match &self.audit {
             Some(audit) => {
                 let content_length = request.body().size_hint().exact();
-                let committing = Instant::now();
                 let recorded = record::decision(
                     audit,
                     request.method(),
@@ -258,11 +257,9 @@ impl Proxy {
                     route,
                     &target,
                     &ruling,
+                    trace,
                 )
                 .await;
-                if let Some(trace) = trace {
-                    trace.audit_commit(committing, recorded.as_ref().err().map(ProxyError::code));
-                }
                 match recorded {
                     Ok(id) => Some(id),
                     Err(e) => {

@@ -6,7 +6,7 @@
 //! be written they fail closed with 503 and are not carried out.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use http::{Method, Response};
 
@@ -14,6 +14,7 @@ use super::body::ProxyBody;
 use super::route::Route;
 use super::{ProxyError, Target};
 use crate::audit::{self, AuditEntry, AuditLog, Durability, EntryKind, RequestSummary};
+use crate::telemetry::RequestTrace;
 
 /// How a route records its requests.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
@@ -77,6 +78,7 @@ fn is_safe(method: &Method) -> bool {
 }
 
 /// Record the decision on a request; returns the id linking its outcome.
+/// A durable commit, which the request waits for, is a span of its trace.
 ///
 /// # Errors
 /// [`ProxyError::AuditUnavailable`] when a durable entry could not be written.
@@ -87,14 +89,19 @@ pub async fn decision(
     route: &Route,
     target: &Target,
     ruling: &Ruling,
+    trace: Option<&RequestTrace>,
 ) -> Result<String, ProxyError> {
     let (entry, durability) = decision_entry(audit, method, content_length, route, target, ruling);
     let request_id = entry.request_id.clone().unwrap_or_default();
-    audit
+    let committing = Instant::now();
+    let recorded = audit
         .record(entry, durability)
         .await
-        .map_err(|error| ProxyError::AuditUnavailable(error.to_string()))?;
-    Ok(request_id)
+        .map_err(|error| ProxyError::AuditUnavailable(error.to_string()));
+    if let Some(trace) = trace.filter(|_| durability == Durability::Durable) {
+        trace.audit_commit(committing, recorded.as_ref().err().map(ProxyError::code));
+    }
+    recorded.map(|_| request_id)
 }
 
 /// The decision entry for a request (with a fresh request id), and how

@@ -11,6 +11,7 @@
 //! unchanged. Operators' changes and balancer events get one span each,
 //! with their policies' spans ([`judged_action`]).
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
@@ -129,7 +130,7 @@ impl RequestTrace {
         // Only what the sampler reads is set before it decides.
         let builder = tracing
             .tracer
-            .span_builder(facts.method.to_owned())
+            .span_builder("request")
             .with_kind(SpanKind::Server)
             .with_start_time(clock.wall)
             .with_attributes([
@@ -144,7 +145,7 @@ impl RequestTrace {
         let span = cx.span();
         span.update_name(format!("{} {}", facts.method, facts.route));
         span.set_attributes([
-            KeyValue::new("http.request.method", facts.method.to_owned()),
+            KeyValue::new("http.request.method", method_name(facts.method)),
             KeyValue::new("url.scheme", facts.scheme),
             KeyValue::new("url.path", facts.path.to_owned()),
             KeyValue::new("server.address", facts.host.to_owned()),
@@ -207,10 +208,10 @@ impl RequestTrace {
         let Parent { tracing, cx, .. } = &self.0;
         let builder = tracing
             .tracer
-            .span_builder(method.to_owned())
+            .span_builder(method_name(method))
             .with_kind(SpanKind::Client)
             .with_attributes([
-                KeyValue::new("http.request.method", method.to_owned()),
+                KeyValue::new("http.request.method", method_name(method)),
                 KeyValue::new("server.address", backend.to_owned()),
                 KeyValue::new("airlock.pool", pool.to_owned()),
                 KeyValue::new("airlock.backend", backend.to_owned()),
@@ -237,6 +238,18 @@ impl RequestTrace {
             span.set_status(Status::error(error.unwrap_or("server error").to_owned()));
         }
         span.end();
+    }
+}
+
+/// A method as span names and attributes take it: the common ones
+/// without allocating.
+fn method_name(method: &str) -> Cow<'static, str> {
+    const COMMON: [&str; 9] = [
+        "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE",
+    ];
+    match COMMON.iter().find(|common| **common == method) {
+        Some(common) => Cow::Borrowed(*common),
+        None => Cow::Owned(method.to_owned()),
     }
 }
 
