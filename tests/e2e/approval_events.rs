@@ -98,12 +98,12 @@ async fn webhooks_are_signed_retried_and_carry_no_body_preview() {
         slack.addr
     );
     let (airlock, _folder) = node(&up, DELETES_NEED_ONCALL, None, &hooks);
-    let waiting = held(from(
-        "client",
-        "DELETE",
-        &airlock.url("/x"),
-        "secret payload",
-    ));
+    let mut request = from("client", "DELETE", &airlock.url("/x"), "secret payload");
+    request.headers_mut().insert(
+        "traceparent",
+        format!("00-{TRACE}-00f067aa0ba902b7-01").parse().unwrap(),
+    );
+    let waiting = held(request);
     let id = pending(&airlock, 1).await[0]["id"]
         .as_str()
         .unwrap()
@@ -145,6 +145,9 @@ async fn webhooks_are_signed_retried_and_carry_no_body_preview() {
         assert!(!text.contains("secret payload"), "no body preview: {text}");
         assert!(!text.contains("body_preview"), "{text}");
         let json: Value = serde_json::from_slice(body).unwrap();
+        for event in json["events"].as_array().unwrap() {
+            assert_eq!(event["approval"]["trace"], TRACE, "{event}");
+        }
         events.extend(json["events"].as_array().unwrap().iter().map(|event| {
             (
                 event["event"].as_str().unwrap().to_owned(),
@@ -190,7 +193,11 @@ async fn webhooks_are_signed_retried_and_carry_no_body_preview() {
         "{text}"
     );
     assert!(!text.contains("secret payload"), "{text}");
+    assert!(text.contains(&format!("trace {TRACE}")), "{text}");
 }
+
+/// The caller's trace id on the held request of the webhook test.
+const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 
 /// Read from an SSE response until `wanted` (an event name) arrives; the
 /// event's data.

@@ -20,7 +20,7 @@
 //! ## `slack`: an incoming-webhook message
 //!
 //! `{"text": ...}`, one line per event, linking to the approval in the
-//! admin API (`[approvals] link_base`). The link is a GET, which changes
+//! admin API (`[approvals] link_base`) and naming the action's trace id. The link is a GET, which changes
 //! nothing, so a chat unfurler or mail scanner that fetches it is harmless;
 //! approvers act with a POST and their token.
 
@@ -184,11 +184,16 @@ fn slack_body(batch: &[ApprovalEvent], link_base: &str) -> Vec<u8> {
     };
     let line = |event: &ApprovalEvent| match event {
         ApprovalEvent::Created { approval } => format!(
-            "Approval wanted: `{}` by {}: {} ({})",
+            "Approval wanted: `{}` by {}: {} ({}{})",
             approval.action.describe(),
             approval.principal,
             approval.reason,
-            link(approval)
+            link(approval),
+            approval
+                .trace
+                .as_ref()
+                .map(|trace| format!(", trace {trace}"))
+                .unwrap_or_default()
         ),
         ApprovalEvent::Resolved { approval } if approval.state == ApprovalState::Denied => format!(
             "Denied by {}: `{}` ({})",
