@@ -61,11 +61,13 @@ async fn a_hundred_swaps_under_load_change_decisions_without_a_failed_request() 
     // A client keeps sending; every answer must be a decision (200 or 403).
     let stop = Arc::new(AtomicBool::new(false));
     let failures = Arc::new(AtomicUsize::new(0));
+    let first_failure = Arc::new(std::sync::Mutex::new(String::new()));
     let sent = Arc::new(AtomicUsize::new(0));
     let load = {
-        let (stop, failures, sent, url) = (
+        let (stop, failures, first_failure, sent, url) = (
             stop.clone(),
             failures.clone(),
+            first_failure.clone(),
             sent.clone(),
             airlock.url("/one"),
         );
@@ -73,10 +75,16 @@ async fn a_hundred_swaps_under_load_change_decisions_without_a_failed_request() 
             let client = Client::http1();
             while !stop.load(Ordering::Relaxed) {
                 let request = http::Request::get(&url).body(full("")).unwrap();
-                match client.try_send(request).await {
-                    Ok(reply) if matches!(reply.status, 200 | 403) => {}
-                    _ => {
-                        failures.fetch_add(1, Ordering::Relaxed);
+                let what = match client.try_send(request).await {
+                    Ok(reply) if matches!(reply.status, 200 | 403) => None,
+                    Ok(reply) => Some(format!("{}: {}", reply.status, reply.text())),
+                    Err(error) => Some(format!("no answer: {error}")),
+                };
+                if let Some(what) = what {
+                    failures.fetch_add(1, Ordering::Relaxed);
+                    let mut first = first_failure.lock().unwrap();
+                    if first.is_empty() {
+                        *first = what;
                     }
                 }
                 sent.fetch_add(1, Ordering::Relaxed);
@@ -107,8 +115,9 @@ async fn a_hundred_swaps_under_load_change_decisions_without_a_failed_request() 
     assert_eq!(
         failures.load(Ordering::Relaxed),
         0,
-        "of {} requests",
-        sent.load(Ordering::Relaxed)
+        "of {} requests; the first: {}",
+        sent.load(Ordering::Relaxed),
+        first_failure.lock().unwrap()
     );
     assert!(sent.load(Ordering::Relaxed) > 100);
 

@@ -24,6 +24,8 @@ pub enum AuthorError {
     },
     #[error("cargo build failed ({})", guest_build::MISSING_TARGET_HINT)]
     Build,
+    #[error(transparent)]
+    Go(#[from] super::go::GoBuildError),
     #[error("{}: {cause}", .path.display())]
     Contract {
         path: PathBuf,
@@ -155,13 +157,47 @@ request = { method = "DELETE", path = "/x" }
 expect = { decision = "hold", groups = ["oncall"], quorum = 1 }
 "#;
 
-/// Build the policy crate in `directory` into a component, check it against
-/// the contract, and write it to `output` (default `./NAME.wasm`).
-/// Cargo's progress goes to stderr as usual.
+/// Build the policy in `directory` (a Rust crate, or a Go module if it
+/// has a `go.mod`) into a component, check it against the contract, and
+/// write it to `output` (default `./NAME.wasm`). The toolchain's progress
+/// goes to stderr as usual.
 ///
 /// # Errors
-/// When the crate does not build or the component does not fit the contract.
+/// When it does not build or the component does not fit the contract.
 pub fn build_policy(directory: &Path, output: Option<&Path>) -> Result<BuiltPolicy, AuthorError> {
+    let (name, artifact, wasm) = if directory.join("go.mod").exists() {
+        build_go(directory)?
+    } else {
+        build_rust(directory)?
+    };
+    let engine = PolicyEngine::new(EngineSettings {
+        max_instances: 2,
+        ..EngineSettings::default()
+    })
+    .map_err(|cause| AuthorError::Contract {
+        path: artifact.clone(),
+        cause,
+    })?;
+    let policy = engine
+        .load(&wasm, false)
+        .map_err(|cause| AuthorError::Contract {
+            path: artifact.clone(),
+            cause,
+        })?;
+    let output = output.map_or_else(|| PathBuf::from(format!("{name}.wasm")), Path::to_owned);
+    std::fs::write(&output, &wasm).map_err(io(&output))?;
+    Ok(BuiltPolicy {
+        output,
+        bytes: wasm.len(),
+        name: policy.metadata().name.clone(),
+        version: policy.metadata().version.clone(),
+        hash: policy.hash().to_owned(),
+    })
+}
+
+/// A Rust crate, built with cargo for wasm32: its package name, the
+/// artifact's path and bytes.
+fn build_rust(directory: &Path) -> Result<(String, PathBuf, Vec<u8>), AuthorError> {
     let manifest = directory.join("Cargo.toml");
     let manifest_text = std::fs::read_to_string(&manifest).map_err(io(&manifest))?;
     let package = toml::from_str::<toml::Table>(&manifest_text)
@@ -186,29 +222,20 @@ pub fn build_policy(directory: &Path, output: Option<&Path>) -> Result<BuiltPoli
     }
     let artifact = guest_build::artifact(&target_dir, &package);
     let wasm = std::fs::read(&artifact).map_err(io(&artifact))?;
-    let engine = PolicyEngine::new(EngineSettings {
-        max_instances: 2,
-        ..EngineSettings::default()
-    })
-    .map_err(|cause| AuthorError::Contract {
-        path: artifact.clone(),
-        cause,
-    })?;
-    let policy = engine
-        .load(&wasm, false)
-        .map_err(|cause| AuthorError::Contract {
-            path: artifact.clone(),
-            cause,
-        })?;
-    let output = output.map_or_else(|| PathBuf::from(format!("{package}.wasm")), Path::to_owned);
-    std::fs::write(&output, &wasm).map_err(io(&output))?;
-    Ok(BuiltPolicy {
-        output,
-        bytes: wasm.len(),
-        name: policy.metadata().name.clone(),
-        version: policy.metadata().version.clone(),
-        hash: policy.hash().to_owned(),
-    })
+    Ok((package, artifact, wasm))
+}
+
+/// A Go module, built with `go build` for wasip1 and componentized here:
+/// named after its directory.
+fn build_go(directory: &Path) -> Result<(String, PathBuf, Vec<u8>), AuthorError> {
+    let directory = directory.canonicalize().map_err(io(directory))?;
+    let name = directory
+        .file_name()
+        .and_then(|name| name.to_str())
+        .unwrap_or("policy")
+        .to_owned();
+    let wasm = super::go::build(&directory, &super::go::toolchain())?;
+    Ok((name, directory, wasm))
 }
 
 /// What `build_policy` wrote.

@@ -20,6 +20,7 @@ pub mod cases;
 pub mod chain;
 pub mod decision;
 pub mod engine;
+pub mod go;
 pub mod guest_build;
 pub mod reload;
 

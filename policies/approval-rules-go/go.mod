@@ -1,0 +1,7 @@
+module airlock.example/policies/approval-rules-go
+
+go 1.24
+
+require airlock.example/sdk v0.0.0
+
+replace airlock.example/sdk => ../../sdk/go

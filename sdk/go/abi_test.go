@@ -1,0 +1,320 @@
+package airlock
+
+import (
+	"encoding/binary"
+	"math"
+	"reflect"
+	"testing"
+)
+
+// bufferMemory is linear memory for native tests: a byte slice whose first
+// byte has address base, with a bump allocator after the used part.
+type bufferMemory struct {
+	base uint32
+	buf  []byte
+	next uint32
+}
+
+func newBufferMemory() *bufferMemory {
+	return &bufferMemory{base: 0x1000, buf: make([]byte, 1<<16), next: 0x1000}
+}
+
+func (m *bufferMemory) bytes(p, n uint32) []byte {
+	if n == 0 {
+		return nil
+	}
+	return m.buf[p-m.base : p-m.base+n]
+}
+
+func (m *bufferMemory) alloc(n, align uint32) uint32 {
+	p := (m.next + align - 1) &^ (align - 1)
+	m.next = p + n
+	return p
+}
+
+// ---- an independent canonical-ABI layout calculator ----
+
+// abiType is a WIT type reduced to what its layout depends on.
+type abiType struct {
+	size, align uint32
+	fields      []abiType // record fields, or variant cases (nil payload = no payload)
+	variant     bool
+}
+
+var (
+	tU8     = abiType{size: 1, align: 1}
+	tU16    = abiType{size: 2, align: 2}
+	tU32    = abiType{size: 4, align: 4}
+	tU64    = abiType{size: 8, align: 8}
+	tString = abiType{size: 8, align: 4}
+	tList   = tString
+)
+
+func alignTo(n, a uint32) uint32 { return (n + a - 1) &^ (a - 1) }
+
+func record(fields ...abiType) abiType {
+	var size, align uint32 = 0, 1
+	for _, f := range fields {
+		size = alignTo(size, f.align) + f.size
+		align = max(align, f.align)
+	}
+	return abiType{size: alignTo(size, align), align: align, fields: fields}
+}
+
+// offsets of a record's fields.
+func (t abiType) offsets() []uint32 {
+	var out []uint32
+	var at uint32
+	for _, f := range t.fields {
+		at = alignTo(at, f.align)
+		out = append(out, at)
+		at += f.size
+	}
+	return out
+}
+
+// variant of cases (a zero abiType is a case without payload); discriminant
+// u8 for fewer than 256 cases.
+func variant(cases ...abiType) abiType {
+	var size, align uint32 = 0, 1
+	for _, c := range cases {
+		size = max(size, c.size)
+		align = max(align, c.align)
+	}
+	payload := alignTo(1, align)
+	return abiType{size: alignTo(payload+size, align), align: align, fields: cases, variant: true}
+}
+
+func (t abiType) payloadOffset() uint32 { return alignTo(1, t.align) }
+
+func option(t abiType) abiType { return variant(abiType{}, t) }
+
+var (
+	tHeader      = record(tString, tString)
+	tPrincipal   = record(tString, tList, tU8)
+	tPoolFigures = record(tString, tU32, tU32, tU32, tU64, option(tU64))
+	tRequest     = record(tString, tString, tString, tString, option(tString), tList,
+		tString, tString, tString, option(tU64), option(tString))
+	tBackendChange = record(tString, tString)
+	tWeightsChange = record(tString, tList)
+	tBackendWeight = record(tString, tU32)
+	tTrafficShift  = record(tString, tString, tString, tU8)
+	tChange        = variant(tBackendChange, tBackendChange, tBackendChange, tWeightsChange, tTrafficShift)
+	tFailover      = record(tString, tString, tString)
+	tOutlier       = record(tString, tString, tString)
+	tSpill         = record(tString, tString, tString, tU8)
+	tEvent         = variant(tFailover, tOutlier, tSpill)
+	tSubject       = variant(tRequest, tChange, tEvent)
+	tAction        = record(tSubject, tPrincipal, tList)
+	tAllow         = record(tList, tList)
+	tDeny          = record(tU16, tString, tList)
+	tGrant         = record(tString, tU64)
+	tHold          = record(tString, tList, tU32, tU64, option(tGrant))
+	tDecision      = variant(tAllow, tDeny, tHold)
+	tMetadata      = record(tString, tString, tU8)
+	tLocalTime     = record(abiType{size: 4, align: 4}, tU8, tU8, tU8, tU8, tU8, tU8,
+		abiType{size: 4, align: 4}, tString)
+)
+
+func TestLayoutsMatchTheCanonicalABI(t *testing.T) {
+	sizes := map[string][2]uint32{
+		"action": {tAction.size, actionSize}, "decision": {tDecision.size, decisionSize},
+		"metadata":             {tMetadata.size, metadataSize},
+		"option<local-time>":   {option(tLocalTime).size, optionLocalTimeSize},
+		"option<pool-figures>": {option(tPoolFigures).size, optionFiguresSize},
+		"request":              {tRequest.size, 112}, "pool-figures": {tPoolFigures.size, 48},
+		"principal": {tPrincipal.size, 20}, "header": {tHeader.size, 16},
+		"backend-weight": {tBackendWeight.size, 12},
+	}
+	for name, got := range sizes {
+		if got[0] != got[1] {
+			t.Errorf("%s: canonical size %d, glue uses %d", name, got[0], got[1])
+		}
+	}
+	check := func(name string, got []uint32, want ...uint32) {
+		t.Helper()
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("%s offsets: canonical %v, glue uses %v", name, got, want)
+		}
+	}
+	check("request", tRequest.offsets(), 0, 8, 16, 24, 32, 44, 52, 60, 68, 80, 96)
+	check("action", tAction.offsets(), 0, 120, 140)
+	check("principal", tPrincipal.offsets(), 0, 8, 16)
+	check("pool-figures", tPoolFigures.offsets(), 0, 8, 12, 16, 24, 32)
+	check("traffic-shift", tTrafficShift.offsets(), 0, 8, 16, 24)
+	check("deny", tDeny.offsets(), 0, 4, 12)
+	check("hold", tHold.offsets(), 0, 8, 16, 24, 32)
+	check("metadata", tMetadata.offsets(), 0, 8, 16)
+	check("local-time", tLocalTime.offsets(), 0, 4, 5, 6, 7, 8, 9, 12, 16)
+	payloads := map[string][2]uint32{
+		"subject": {tSubject.payloadOffset(), 8}, "change": {tChange.payloadOffset(), 4},
+		"event": {tEvent.payloadOffset(), 4}, "decision": {tDecision.payloadOffset(), 8},
+		"option<string>": {option(tString).payloadOffset(), 4}, "option<u64>": {option(tU64).payloadOffset(), 8},
+		"option<grant>": {option(tGrant).payloadOffset(), 8}, "option<local-time>": {option(tLocalTime).payloadOffset(), 4},
+		"option<pool-figures>": {option(tPoolFigures).payloadOffset(), 8},
+	}
+	for name, got := range payloads {
+		if got[0] != got[1] {
+			t.Errorf("%s: canonical payload offset %d, glue uses %d", name, got[0], got[1])
+		}
+	}
+}
+
+// ---- lowering test values the way the host would ----
+
+func putString(m *bufferMemory, dst uint32, s string) {
+	p := m.alloc(uint32(len(s)), 1)
+	copy(m.bytes(p, uint32(len(s))), s)
+	binary.LittleEndian.PutUint32(m.bytes(dst, 4), p)
+	binary.LittleEndian.PutUint32(m.bytes(dst+4, 4), uint32(len(s)))
+}
+
+func putList(m *bufferMemory, dst uint32, n int, elem abiType, put func(i int, at uint32)) {
+	p := m.alloc(uint32(n)*elem.size, elem.align)
+	for i := 0; i < n; i++ {
+		put(i, p+uint32(i)*elem.size)
+	}
+	binary.LittleEndian.PutUint32(m.bytes(dst, 4), p)
+	binary.LittleEndian.PutUint32(m.bytes(dst+4, 4), uint32(n))
+}
+
+func TestLiftsARequestAction(t *testing.T) {
+	m := newBufferMemory()
+	action := m.alloc(tAction.size, tAction.align)
+	ao := tAction.offsets()
+	req := action + ao[0] + tSubject.payloadOffset()
+	ro := tRequest.offsets()
+	m.bytes(action, 1)[0] = 0
+	for i, s := range []string{"DELETE", "https", "api.example.com", "/orders/7"} {
+		putString(m, req+ro[i], s)
+	}
+	m.bytes(req+ro[4], 1)[0] = 1
+	putString(m, req+ro[4]+4, "a=1")
+	putList(m, req+ro[5], 2, tHeader, func(i int, at uint32) {
+		putString(m, at, []string{"x-a", "authorization"}[i])
+		putString(m, at+8, []string{"b", "[redacted]"}[i])
+	})
+	putString(m, req+ro[6], "10.0.0.1")
+	putString(m, req+ro[7], "web")
+	putString(m, req+ro[8], "app")
+	m.bytes(req+ro[9], 1)[0] = 1
+	binary.LittleEndian.PutUint64(m.bytes(req+ro[9]+8, 8), 1<<40)
+	m.bytes(req+ro[10], 1)[0] = 0
+	principal := action + ao[1]
+	putString(m, principal, "alice")
+	putList(m, principal+8, 2, tString, func(i int, at uint32) { putString(m, at, []string{"dev", "ops"}[i]) })
+	m.bytes(principal+16, 1)[0] = 2
+	putList(m, action+ao[2], 1, tPoolFigures, func(_ int, at uint32) {
+		putString(m, at, "app")
+		binary.LittleEndian.PutUint32(m.bytes(at+8, 4), 2)
+		binary.LittleEndian.PutUint32(m.bytes(at+12, 4), 3)
+		binary.LittleEndian.PutUint32(m.bytes(at+16, 4), 4)
+		binary.LittleEndian.PutUint64(m.bytes(at+24, 8), math.Float64bits(0.25))
+		m.bytes(at+32, 1)[0] = 1
+		binary.LittleEndian.PutUint64(m.bytes(at+40, 8), math.Float64bits(12.5))
+	})
+
+	query, size, p99 := "a=1", uint64(1<<40), 12.5
+	want := Action{
+		Subject: Request{
+			Method: "DELETE", Scheme: "https", Host: "api.example.com", Path: "/orders/7",
+			Query: &query, Headers: []Header{{"x-a", "b"}, {"authorization", "[redacted]"}},
+			ClientAddress: "10.0.0.1", Route: "web", Pool: "app", BodySize: &size,
+		},
+		Principal: Principal{ID: "alice", Groups: []string{"dev", "ops"}, AuthenticatedBy: AuthenticationMTLS},
+		Figures: []PoolFigures{{Pool: "app", HealthyBackends: 2, TotalBackends: 3, InFlight: 4,
+			ErrorRate: 0.25, LatencyP99Ms: &p99}},
+	}
+	if got := liftAction(m, action); !reflect.DeepEqual(got, want) {
+		t.Errorf("lifted\n%#v\nwant\n%#v", got, want)
+	}
+}
+
+func TestLiftsChangesAndEvents(t *testing.T) {
+	m := newBufferMemory()
+	action := m.alloc(tAction.size, tAction.align)
+	payload := action + tSubject.payloadOffset() + tChange.payloadOffset()
+	m.bytes(action, 1)[0] = 1 // change
+	m.bytes(action+tSubject.payloadOffset(), 1)[0] = 4
+	putString(m, payload, "web")
+	putString(m, payload+8, "stable")
+	putString(m, payload+16, "canary")
+	m.bytes(payload+24, 1)[0] = 50
+	got := liftAction(m, action).Subject
+	if want := (ShiftTraffic{Route: "web", FromPool: "stable", ToPool: "canary", Percent: 50}); got != want {
+		t.Errorf("shift-traffic: got %#v", got)
+	}
+	m.bytes(action+tSubject.payloadOffset(), 1)[0] = 3
+	putList(m, payload+8, 1, tBackendWeight, func(_ int, at uint32) {
+		putString(m, at, "10.0.0.1:80")
+		binary.LittleEndian.PutUint32(m.bytes(at+8, 4), 5)
+	})
+	if got := liftAction(m, action).Subject; !reflect.DeepEqual(got, SetWeights{Pool: "web",
+		Weights: []BackendWeight{{Backend: "10.0.0.1:80", Weight: 5}}}) {
+		t.Errorf("set-weights: got %#v", got)
+	}
+	m.bytes(action, 1)[0] = 2 // event
+	m.bytes(action+tSubject.payloadOffset(), 1)[0] = 1
+	if got, ok := liftAction(m, action).Subject.(EjectOutlier); !ok || got.Pool != "web" || got.Evidence != "canary" {
+		t.Errorf("eject-outlier: got %#v", got)
+	}
+}
+
+func TestABadDiscriminantPanics(t *testing.T) {
+	m := newBufferMemory()
+	action := m.alloc(tAction.size, tAction.align)
+	m.bytes(action, 1)[0] = 3
+	defer func() {
+		if _, ok := recover().(abiError); !ok {
+			t.Error("a subject discriminant of 3 did not panic with an abiError")
+		}
+	}()
+	liftAction(m, action)
+}
+
+func TestLowersAHoldWithAGrant(t *testing.T) {
+	m := newBufferMemory()
+	ret := m.alloc(decisionSize, 8)
+	lowerDecision(m, ret, NewHold("why", []string{"oncall", "leads"}, 2, 60_000).WithGrant("POST /x", 600_000))
+	hold := ret + tDecision.payloadOffset()
+	ho := tHold.offsets()
+	grant := hold + ho[4] + option(tGrant).payloadOffset()
+	if load8(m, ret) != 2 || liftString(m, hold+ho[0]) != "why" ||
+		!reflect.DeepEqual(liftStrings(m, hold+ho[1]), []string{"oncall", "leads"}) ||
+		load32(m, hold+ho[2]) != 2 || load64(m, hold+ho[3]) != 60_000 || load8(m, hold+ho[4]) != 1 ||
+		liftString(m, grant) != "POST /x" || load64(m, grant+8) != 600_000 {
+		t.Error("the hold was not lowered as the canonical ABI lays it out")
+	}
+}
+
+func TestLowersDenyAndAllow(t *testing.T) {
+	m := newBufferMemory()
+	ret := m.alloc(decisionSize, 8)
+	lowerDecision(m, ret, Deny{Status: 429, Reason: "slow down", Headers: []Header{{"retry-after", "5"}}})
+	deny := ret + tDecision.payloadOffset()
+	if load8(m, ret) != 1 || load16(m, deny) != 429 || liftString(m, deny+4) != "slow down" ||
+		!reflect.DeepEqual(liftList(m, deny+12, 16, liftHeader), []Header{{"retry-after", "5"}}) {
+		t.Error("the deny was not lowered as the canonical ABI lays it out")
+	}
+	lowerDecision(m, ret, AllowWithHeader("X-Policy", "go"))
+	allow := ret + tDecision.payloadOffset()
+	if load8(m, ret) != 0 || !reflect.DeepEqual(liftList(m, allow, 16, liftHeader), []Header{{"x-policy", "go"}}) ||
+		len(liftStrings(m, allow+8)) != 0 {
+		t.Error("the allow was not lowered as the canonical ABI lays it out")
+	}
+}
+
+func TestLiftsHostResults(t *testing.T) {
+	m := newBufferMemory()
+	ret := m.alloc(optionLocalTimeSize, 4)
+	m.bytes(ret, 1)[0] = 1
+	at := ret + 4
+	binary.LittleEndian.PutUint32(m.bytes(at, 4), 2026)
+	copy(m.bytes(at+4, 6), []byte{11, 23, 11, 0, 0, 1})
+	binary.LittleEndian.PutUint32(m.bytes(at+12, 4), 3600)
+	putString(m, at+16, "CET")
+	want := LocalTime{Year: 2026, Month: 11, Day: 23, Hour: 11, Weekday: 1, UTCOffsetSeconds: 3600, Abbreviation: "CET"}
+	if got := liftOption(m, ret, 4, liftLocalTime); got == nil || *got != want {
+		t.Errorf("local time: got %#v", got)
+	}
+}

@@ -1,0 +1,7 @@
+module airlock.example/probe
+
+go 1.24
+
+require airlock.example/sdk v0.0.0
+
+replace airlock.example/sdk => ../..

@@ -1,0 +1,3 @@
+module airlock.example/sdk
+
+go 1.24
