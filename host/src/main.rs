@@ -197,15 +197,19 @@ struct AuditFilterArgs {
 
 #[derive(Debug, Subcommand)]
 enum PolicyCommand {
-    /// Scaffold a Rust policy crate in DIR (named after it) that builds and
-    /// passes its own tests.
+    /// Scaffold a policy in DIR (named after it), a Rust crate or a Go
+    /// module, that builds and passes its own tests.
     New {
-        /// The new crate's directory; its last component is the policy name.
+        /// The new policy's directory; its last component is its name.
         dir: PathBuf,
+        /// The language to write it in.
+        #[arg(long, value_enum, default_value_t)]
+        lang: airlock::policy::author::Language,
     },
-    /// Build a policy crate into a component, checked against the contract.
+    /// Build a policy (a Rust crate, or a Go module: a `go.mod`) into a
+    /// component, checked against the contract.
     Build {
-        /// The crate's directory.
+        /// The policy's directory.
         dir: PathBuf,
         /// Where to write the component; default: ./NAME.wasm.
         #[arg(short, long)]
@@ -520,10 +524,14 @@ fn audit_tool(command: AuditCommand) -> anyhow::Result<()> {
 fn policy_tool(command: PolicyCommand) -> anyhow::Result<()> {
     use airlock::policy::{author, cases};
     match command {
-        PolicyCommand::New { dir } => {
-            let name = author::new_policy(&dir)?;
-            println!("created policy crate `{name}` in {}", dir.display());
-            println!("next: cd {} && cargo test && airlock policy build . && airlock policy test {name}.wasm cases.toml", dir.display());
+        PolicyCommand::New { dir, lang } => {
+            let name = author::new_policy(&dir, lang)?;
+            let (what, native_tests) = match lang {
+                author::Language::Rust => ("crate", "cargo test"),
+                author::Language::Go => ("Go module", "go test ./..."),
+            };
+            println!("created policy {what} `{name}` in {}", dir.display());
+            println!("next: cd {} && {native_tests} && airlock policy build . && airlock policy test {name}.wasm cases.toml", dir.display());
             Ok(())
         }
         PolicyCommand::Build { dir, output } => {

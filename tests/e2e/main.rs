@@ -12,6 +12,7 @@ mod approvals;
 mod audit;
 mod balancing;
 mod control;
+mod go_policies;
 mod policy;
 mod proxy;
 mod reload;

@@ -256,7 +256,7 @@ fn a_bad_component_in_the_folder_stops_startup_with_its_name() {
     );
 }
 
-fn airlock_policy(args: &[&str]) -> (bool, String) {
+pub(crate) fn airlock_policy(args: &[&str]) -> (bool, String) {
     let output = Command::new(env!("CARGO_BIN_EXE_airlock"))
         .arg("policy")
         .args(args)

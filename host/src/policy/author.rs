@@ -1,7 +1,7 @@
-//! The policy author's tools: `airlock policy new NAME` scaffolds a Rust
-//! policy crate that builds and passes its own tests; `airlock policy build
-//! DIR` builds a crate into a component and checks it against the contract
-//! before writing it out.
+//! The policy author's tools: `airlock policy new NAME [--lang go]`
+//! scaffolds a Rust policy crate (or a Go module) that builds and passes its
+//! own tests; `airlock policy build DIR` builds either into a component and
+//! checks it against the contract before writing it out.
 
 use std::path::{Path, PathBuf};
 
@@ -11,6 +11,16 @@ use super::guest_build;
 /// Where the Rust SDK is: the scaffold depends on it by path until it is
 /// published.
 const SDK_PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/sdk/rust");
+/// Where the Go SDK is: the scaffold's `go.mod` replaces it by this path.
+const GO_SDK_PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/sdk/go");
+
+/// The languages a policy is written in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Language {
+    #[default]
+    Rust,
+    Go,
+}
 
 /// Why a tool failed.
 #[derive(Debug, thiserror::Error)]
@@ -40,11 +50,11 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> AuthorError + '_ {
     }
 }
 
-/// Create `directory/` holding a new policy crate named after it.
+/// Create `directory/` holding a new policy named after it, in `language`.
 ///
 /// # Errors
 /// When the name is not a valid crate name or the directory exists.
-pub fn new_policy(directory: &Path) -> Result<String, AuthorError> {
+pub fn new_policy(directory: &Path, language: Language) -> Result<String, AuthorError> {
     let name = directory
         .file_name()
         .and_then(|name| name.to_str())
@@ -69,11 +79,24 @@ pub fn new_policy(directory: &Path) -> Result<String, AuthorError> {
             directory.display()
         )));
     }
-    let files = [
-        ("Cargo.toml", scaffold_manifest(&name)),
-        ("src/lib.rs", SCAFFOLD_LIB.replace("{{name}}", &name)),
-        ("cases.toml", SCAFFOLD_CASES.to_owned()),
-    ];
+    let files = match language {
+        Language::Rust => vec![
+            ("Cargo.toml", scaffold_manifest(&name)),
+            ("src/lib.rs", SCAFFOLD_LIB.replace("{{name}}", &name)),
+            ("cases.toml", SCAFFOLD_CASES.to_owned()),
+        ],
+        Language::Go => vec![
+            (
+                "go.mod",
+                SCAFFOLD_GO_MOD
+                    .replace("{{name}}", &name)
+                    .replace("{{sdk}}", GO_SDK_PATH),
+            ),
+            ("main.go", SCAFFOLD_GO_MAIN.replace("{{name}}", &name)),
+            ("main_test.go", SCAFFOLD_GO_TEST.to_owned()),
+            ("cases.toml", SCAFFOLD_CASES.to_owned()),
+        ],
+    };
     for (relative, text) in files {
         let path = directory.join(relative);
         if let Some(parent) = path.parent() {
@@ -142,6 +165,63 @@ mod tests {
             assert_eq!(ThisPolicy::evaluate(request("GET", "/x")), Decision::allow());
         });
     }
+}
+"#;
+
+const SCAFFOLD_GO_MOD: &str = r#"module {{name}}
+
+go 1.24
+
+require airlock.example/sdk v0.0.0
+
+// The SDK is used from Airlock's source tree (no module proxy needed).
+replace airlock.example/sdk => {{sdk}}
+"#;
+
+const SCAFFOLD_GO_MAIN: &str = r#"// {{name}}: holds deletes for approval by `oncall`, allows everything else.
+//
+// Build: `airlock policy build .`   Test: `go test ./...` and
+// `airlock policy test {{name}}.wasm cases.toml`.
+package main
+
+import "airlock.example/sdk"
+
+// main is never called: the policy is a library the host calls into.
+func main() {}
+
+func init() { airlock.Register(thisPolicy{}) }
+
+type thisPolicy struct{}
+
+func (thisPolicy) Describe() airlock.Metadata { return airlock.Requests("{{name}}", "0.1.0") }
+
+func (thisPolicy) Evaluate(action airlock.Action) airlock.Decision {
+	if request := action.Request(); request != nil && request.Method == "DELETE" {
+		// Quorum 1 of group oncall, waiting at most 15 minutes.
+		return airlock.NewHold("DELETE "+request.Path+" needs approval", []string{"oncall"}, 1, 15*60*1000)
+	}
+	return airlock.Allow{}
+}
+"#;
+
+const SCAFFOLD_GO_TEST: &str = r#"//go:build !wasip1
+
+package main
+
+import (
+	"testing"
+
+	"airlock.example/sdk"
+)
+
+func TestDeletesAreHeldAndReadsPass(t *testing.T) {
+	host := &airlock.TestHost{}
+	if kind := host.Evaluate(thisPolicy{}, airlock.TestRequest("DELETE", "/x")).Kind(); kind != "hold" {
+		t.Errorf("DELETE: %s, want hold", kind)
+	}
+	if kind := host.Evaluate(thisPolicy{}, airlock.TestRequest("GET", "/x")).Kind(); kind != "allow" {
+		t.Errorf("GET: %s, want allow", kind)
+	}
 }
 "#;
 
