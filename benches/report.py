@@ -49,6 +49,8 @@ GOAL_AUDIT_BATCHED = 0.95
 GOAL_AUDIT_DURABLE = 0.8
 # the tracing goal: req/s with spans exported, as a share of req/s without
 GOAL_TRACING = 0.95
+# the Go SDK goal: a Go port's decision (reused instance) within this of its Rust twin's
+GOAL_GO_VS_RUST = 2.0
 ROOT = Path(__file__).resolve().parent.parent
 
 UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0, "h": 3_600_000.0}
@@ -457,7 +459,9 @@ def read_criterion(directory):
         except (OSError, ValueError):
             continue
         group = info.get("group_id", "")
-        if group not in ("policy/fresh", "policy/reused", "cedar", "policy/load"):
+        if group not in (
+            "policy/fresh", "policy/reused", "cedar", "policy/load", "go/fresh", "go/reused", "go/load",
+        ):
             continue
         median = estimates["median"]
         ci = median["confidence_interval"]
@@ -586,6 +590,37 @@ def render_policies(directory):
             "decision over a reused one (fresh minus reused median): instantiating the "
             "component from the pool and resetting its memory and tables afterwards."
         )
+        w("")
+    twins = sorted({k.split("/", 2)[2] for k in figures if k.startswith("go/reused/")})
+    if twins:
+        w("### Go policies beside their Rust twins")
+        w("")
+        w(
+            "The Go ports (`policies/*-go`, built by `airlock policy build` from source) on the "
+            "same action and parameters as the Rust policy above, after the bench checked that "
+            "both give exactly the same verdict. Instantiation: fresh minus reused median. "
+            f"Goal: Go within {GOAL_GO_VS_RUST:g}× of Rust per decision."
+        )
+        w("")
+        w(
+            "| Policy | Rust reused | Go reused | Go/Rust reused | Rust fresh | Go fresh "
+            "| Go/Rust fresh | instantiation Rust | instantiation Go | Go compile (load) | goal |"
+        )
+        w("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|")
+        for name in twins:
+            rust_r, go_r = med(f"policy/reused/{name}"), med(f"go/reused/{name}")
+            rust_f, go_f = med(f"policy/fresh/{name}"), med(f"go/fresh/{name}")
+            inst = lambda f, r: None if None in (f, r) else f - r
+            per_decision = ratio(go_r, rust_r)
+            met = per_decision is not None and per_decision <= GOAL_GO_VS_RUST
+            w(
+                f"| {name} | {cell(f'policy/reused/{name}')} | {cell(f'go/reused/{name}')} "
+                f"| {fmt_ratio(per_decision)} | {cell(f'policy/fresh/{name}')} "
+                f"| {cell(f'go/fresh/{name}')} | {fmt_ratio(ratio(go_f, rust_f))} "
+                f"| {fmt_ns(inst(rust_f, rust_r))} | {fmt_ns(inst(go_f, go_r))} "
+                f"| {cell(f'go/load/{name}')} "
+                f"| ≤ {GOAL_GO_VS_RUST:g}× (reused): **{'met' if met else 'not met'}** |"
+            )
         w("")
     load = figures.get("policy/load/deny-list")
     if load:

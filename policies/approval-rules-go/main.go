@@ -55,6 +55,9 @@ func (r *rule) matches(request *airlock.Request) bool {
 	return airlock.RequestMatches(r.Methods, r.Paths, r.Hosts, request)
 }
 
+// memo keeps the decoded parameters while they stay the same.
+var memo airlock.ParametersMemo[parameters]
+
 func readParameters() (parameters, error) {
 	var p parameters
 	if err := airlock.DecodeParameters(&p); err != nil {
@@ -75,7 +78,7 @@ func (ApprovalRules) Describe() airlock.Metadata {
 
 // Evaluate holds a request for the first rule it matches.
 func (ApprovalRules) Evaluate(action airlock.Action) airlock.Decision {
-	p, err := readParameters()
+	p, err := memo.Get(readParameters)
 	if err != nil {
 		return airlock.Deny{Status: 500, Reason: err.Error()}
 	}

@@ -44,19 +44,28 @@ type parameters struct {
 	Approvers airlock.Approvers `json:"approvers"`
 }
 
-func readParameters() (parameters, []airlock.Window, error) {
+// checked is the parameters, checked, with their windows parsed.
+type checked struct {
+	parameters
+	hours []airlock.Window
+}
+
+// memo keeps them while the parameters stay the same.
+var memo airlock.ParametersMemo[checked]
+
+func readParameters() (checked, error) {
 	var p parameters
 	if err := airlock.DecodeParameters(&p); err != nil {
-		return parameters{}, nil, err
+		return checked{}, err
 	}
 	if err := p.Approvers.Check("approvers"); err != nil {
-		return parameters{}, nil, err
+		return checked{}, err
 	}
 	hours, err := airlock.ParseWindows(p.Hours)
 	if err != nil {
-		return parameters{}, nil, err
+		return checked{}, err
 	}
-	return p, hours, nil
+	return checked{p, hours}, nil
 }
 
 // Describe says the policy judges requests.
@@ -66,7 +75,8 @@ func (BusinessHours) Describe() airlock.Metadata {
 
 // Evaluate holds writes made outside the windows.
 func (BusinessHours) Evaluate(action airlock.Action) airlock.Decision {
-	p, hours, err := readParameters()
+	p, err := memo.Get(readParameters)
+	hours := p.hours
 	if err != nil {
 		return airlock.Deny{Status: 500, Reason: err.Error()}
 	}

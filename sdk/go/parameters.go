@@ -269,3 +269,28 @@ func saturatingMillis(seconds uint64) uint64 {
 	}
 	return seconds * 1000
 }
+
+// ParametersMemo keeps what a policy derives from its parameters (decoded,
+// checked, compiled) while the parameters text stays the same. A reused
+// instance then derives it once per distinct text instead of on every
+// evaluation (decoding JSON through reflection is most of a Go policy's
+// time otherwise). A route's parameters change only on reload; the memo
+// holds the last text seen.
+type ParametersMemo[T any] struct {
+	text  string
+	value T
+	err   error
+	valid bool
+}
+
+// Get returns derive's result for the current parameters, calling derive
+// only when their text differs from the last call's. The value is shared
+// between evaluations: read it, do not modify it.
+func (m *ParametersMemo[T]) Get(derive func() (T, error)) (T, error) {
+	text := ParametersJSON()
+	if !m.valid || text != m.text {
+		m.value, m.err = derive()
+		m.text, m.valid = text, true
+	}
+	return m.value, m.err
+}

@@ -13,7 +13,12 @@
 //!   from the deciding policy's annotations.
 //!
 //! `policy/load/deny-list` is one `PolicyEngine::load` (compile and check,
-//! no compile cache). Before measuring, every pair is checked to reach the
+//! no compile cache).
+//!
+//! The Go ports (`policies/*-go`, built from source here with the Go in
+//! `GO` or on the `PATH`) are judged beside their Rust twins on the same
+//! case: `go/fresh/NAME`, `go/reused/NAME`, and `go/load/NAME` (compiling
+//! the Go component). Each must give exactly the Rust verdict first. Before measuring, every pair is checked to reach the
 //! same decision (allow, deny or hold); the run then writes
 //! `airlock-policy-bench.json` beside criterion's results for
 //! `benches/report.py` (the actions, parameters, Cedar texts and decisions).
@@ -786,6 +791,44 @@ fn context(case: &Case) -> CallContext {
     }
 }
 
+/// The Go ports of bundled policies, by the bundled policy's name.
+const GO_TWINS: [(&str, &str); 2] = [
+    ("approval-rules", "policies/approval-rules-go"),
+    ("business-hours", "policies/business-hours-go"),
+];
+
+/// A Go port, loaded fresh and reused, checked against its Rust twin.
+struct GoTwin {
+    name: &'static str,
+    wasm: Vec<u8>,
+    fresh: LoadedPolicy,
+    reused: LoadedPolicy,
+}
+
+fn go_twin(engine: &PolicyEngine, rust: &Prepared, directory: &str) -> GoTwin {
+    let directory = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(directory);
+    let wasm = airlock::policy::go::build(&directory, &airlock::policy::go::toolchain())
+        .unwrap_or_else(|error| panic!("building {}: {error}", directory.display()));
+    let fresh = engine.load(&wasm, false).expect("the Go policy loads");
+    let reused = engine.load(&wasm, true).expect("the Go policy loads");
+    for go in [&fresh, &reused] {
+        assert_eq!(
+            decide(go, &rust.case),
+            decide(&rust.fresh, &rust.case),
+            "{}: the Go port decides otherwise than the Rust policy",
+            rust.case.name
+        );
+    }
+    GoTwin {
+        name: rust.case.name,
+        wasm,
+        fresh,
+        reused,
+    }
+}
+
 struct Prepared {
     case: Case,
     fresh: LoadedPolicy,
@@ -927,6 +970,14 @@ fn main() {
         .map(|case| prepare(&engine, case))
         .collect();
 
+    let twins: Vec<GoTwin> = GO_TWINS
+        .iter()
+        .filter_map(|(name, directory)| {
+            let rust = prepared.iter().find(|p| p.case.name == *name)?;
+            Some(go_twin(&engine, rust, directory))
+        })
+        .collect();
+
     let mut criterion = Criterion::default()
         .sample_size(30)
         .warm_up_time(Duration::from_secs(1))
@@ -946,6 +997,38 @@ fn main() {
                         *failures.borrow_mut().entry(failure.code()).or_default() += 1;
                     }
                     result
+                });
+            });
+        }
+        group.finish();
+    }
+    for (group, mode) in [("go/fresh", false), ("go/reused", true)] {
+        let mut group = criterion.benchmark_group(group);
+        for twin in &twins {
+            let p = prepared
+                .iter()
+                .find(|p| p.case.name == twin.name)
+                .expect("its Rust twin");
+            let policy = if mode { &twin.reused } else { &twin.fresh };
+            let context = context(&p.case);
+            group.bench_function(twin.name, |b| {
+                b.iter(|| policy.evaluate(black_box(&p.case.action), context.clone()));
+            });
+        }
+        group.finish();
+    }
+    {
+        let mut group = criterion.benchmark_group("go/load");
+        group
+            .sample_size(10)
+            .sampling_mode(SamplingMode::Flat)
+            .measurement_time(Duration::from_secs(10));
+        for twin in &twins {
+            group.bench_function(twin.name, |b| {
+                b.iter_with_large_drop(|| {
+                    engine
+                        .load(black_box(&twin.wasm), false)
+                        .expect("the Go policy loads")
                 });
             });
         }
