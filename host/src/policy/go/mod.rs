@@ -87,7 +87,7 @@ pub fn build(directory: &Path, go: &Path) -> Result<Vec<u8>, GoBuildError> {
             },
         });
     }
-    let scratch = tempfile_dir(directory)?;
+    let scratch = scratch_directory(directory)?;
     let core_path = scratch.join("policy.core.wasm");
     let status = Command::new(go)
         // -trimpath: panic messages name files, not this machine's paths.
@@ -129,7 +129,7 @@ fn supported(version: &str) -> bool {
 
 /// A fresh directory for the core module, inside the policy's own
 /// (as `target/` is for a Rust policy).
-fn tempfile_dir(directory: &Path) -> Result<PathBuf, GoBuildError> {
+fn scratch_directory(directory: &Path) -> Result<PathBuf, GoBuildError> {
     let path = directory.join(".airlock-build");
     std::fs::create_dir_all(&path).map_err(|cause| GoBuildError::Io {
         path: path.clone(),
