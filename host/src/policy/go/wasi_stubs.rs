@@ -355,8 +355,8 @@ impl Stubber {
             // (argc*, bufsize*) -> errno: no arguments, no environment.
             "args_sizes_get" | "environ_sizes_get" => {
                 let mut f = Function::new([]);
-                for (local, _) in [(0, ()), (1, ())] {
-                    f.instruction(&I::LocalGet(local));
+                for out in [0, 1] {
+                    f.instruction(&I::LocalGet(out));
                     f.instruction(&I::I32Const(0));
                     f.instruction(&I::I32Store(m32(0)));
                 }
