@@ -39,23 +39,7 @@ fn a_scaffolded_go_policy_builds_and_passes_its_own_tests() {
     let (ok, text) = airlock_policy(&["new", module.to_str().unwrap(), "--lang", "go"]);
     assert!(ok, "{text}");
     assert!(text.contains("go test ./..."), "{text}");
-    let go = std::env::var_os("GO").unwrap_or_else(|| "go".into());
-    let native = Command::new(&go)
-        .args(["test", "./..."])
-        .current_dir(&module)
-        .output()
-        .unwrap_or_else(|error| {
-            panic!(
-                "{}: {error} (Go is needed: .ci/run installs it)",
-                go.to_string_lossy()
-            )
-        });
-    assert!(
-        native.status.success(),
-        "go test in the scaffold: {}{}",
-        String::from_utf8_lossy(&native.stdout),
-        String::from_utf8_lossy(&native.stderr)
-    );
+    go_test(&module);
     let output = dir.path().join("hold-deletes.wasm");
     let built = build(&module, &output);
     assert!(built.contains("built hold-deletes 0.1.0"), "{built}");
@@ -66,6 +50,41 @@ fn a_scaffolded_go_policy_builds_and_passes_its_own_tests() {
     ]);
     assert!(ok, "{text}");
     assert!(text.contains("2 passed, 0 failed"), "{text}");
+}
+
+/// `go test ./...` in `directory`; panics with Go's output if it fails.
+fn go_test(directory: &Path) {
+    let go = std::env::var_os("GO").unwrap_or_else(|| "go".into());
+    let tested = Command::new(&go)
+        .args(["test", "./..."])
+        .current_dir(directory)
+        .output()
+        .unwrap_or_else(|error| {
+            panic!(
+                "{}: {error} (Go is needed: .ci/run installs it)",
+                go.to_string_lossy()
+            )
+        });
+    assert!(
+        tested.status.success(),
+        "go test in {}: {}{}",
+        directory.display(),
+        String::from_utf8_lossy(&tested.stdout),
+        String::from_utf8_lossy(&tested.stderr)
+    );
+}
+
+/// The SDK's own tests (the canonical-ABI layouts, strict parameters,
+/// matching, time windows) and the ports' unit tests, natively.
+#[test]
+fn the_go_sdk_and_the_ports_pass_their_go_tests() {
+    for module in [
+        "sdk/go",
+        "policies/approval-rules-go",
+        "policies/business-hours-go",
+    ] {
+        go_test(&repository(module));
+    }
 }
 
 #[test]
