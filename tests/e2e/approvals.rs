@@ -624,8 +624,22 @@ async fn the_callers_trace_id_links_its_approval_and_entries_and_reaches_the_bac
         "{}",
         reply.text()
     );
-    let (_, trail) = airlock
-        .admin_json("/v1/audit?trace=4bf92f3577b34da6a3ce929d0e0e4736")
-        .await;
-    assert_eq!(trail["entries"][0]["kind"], "request_decision", "{trail}");
+    // The decision and, once recorded (batched), the outcome.
+    let mut kinds = Vec::new();
+    for _ in 0..100 {
+        let (_, trail) = airlock
+            .admin_json("/v1/audit?trace=4bf92f3577b34da6a3ce929d0e0e4736")
+            .await;
+        kinds = trail["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|entry| entry["kind"].as_str().unwrap().to_owned())
+            .collect::<Vec<_>>();
+        if kinds.len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(kinds, ["request_decision", "request_outcome"]);
 }

@@ -244,7 +244,7 @@ impl Proxy {
             let started = Instant::now();
             let result =
                 forward::forward(&ruling.pool, conn, request, &target, &self.limits, trace).await;
-            record::outcome(audit, request_id, &ruling.actor, &result, started.elapsed()).await;
+            record::outcome(audit, request_id, &ruling, &result, started.elapsed()).await;
             return result;
         }
         let request_id = match &self.audit {
@@ -279,7 +279,7 @@ impl Proxy {
         let result =
             forward::forward(&ruling.pool, conn, request, &target, &self.limits, trace).await;
         if let (Some(audit), Some(id)) = (&self.audit, request_id) {
-            record::outcome(audit, id, &ruling.actor, &result, started.elapsed()).await;
+            record::outcome(audit, id, &ruling, &result, started.elapsed()).await;
         }
         result
     }

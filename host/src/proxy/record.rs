@@ -153,12 +153,13 @@ pub fn policies_of(route: &Route) -> Vec<audit::PolicyRef> {
 pub async fn outcome(
     audit: &AuditLog,
     request_id: String,
-    actor: &str,
+    ruling: &Ruling,
     result: &Result<Response<ProxyBody>, ProxyError>,
     elapsed: Duration,
 ) {
-    let mut entry = AuditEntry::new(EntryKind::RequestOutcome, actor);
+    let mut entry = AuditEntry::new(EntryKind::RequestOutcome, &ruling.actor);
     entry.request_id = Some(request_id);
+    entry.trace.clone_from(&ruling.trace);
     let (status, bytes) = match result {
         Ok(response) => (
             response.status().as_u16(),
