@@ -32,7 +32,10 @@ const OLDEST_GO: (u32, u32) = (1, 24);
 /// start-up traps, or it does not export the contract's functions).
 pub fn componentize(core: &[u8]) -> anyhow::Result<Vec<u8>> {
     let stubbed = wasi_stubs::stub_wasi(core)?;
-    let mut module = preinit::preinit(&stubbed).context("running Go's start-up once")?;
+    let mut module = preinit::preinit(&stubbed).context(
+        "running the policy's start-up (Go's runtime and package init) once at build time; \
+         init functions must not call host functions such as ParametersJSON: read them in Evaluate",
+    )?;
     let mut resolve = wit_parser::Resolve::default();
     let package = resolve.push_str("policy.wit", WIT)?;
     let world = resolve.select_world(&[package], Some("policy"))?;
