@@ -92,9 +92,6 @@ impl opentelemetry_http::HttpClient for HttpClient {
         'client: 'call,
         Self: 'call,
     {
-        Box::pin(async move {
-            let response = self.call(request.map(Full::new)).await?;
-            Ok(response)
-        })
+        Box::pin(async move { Ok(self.call(request.map(Full::new)).await?) })
     }
 }

@@ -111,19 +111,14 @@ pub async fn forward(
         let latency = started.elapsed();
         if let Some(span) = span {
             span.end(match &outcome {
-                Ok(Ok(Reply::Response(response))) => Ok(response.status().as_u16()),
-                Ok(Ok(Reply::Switched(head, _))) => Ok(head.status.as_u16()),
+                Ok(Ok(reply)) => Ok(reply.status().as_u16()),
                 Ok(Err(_)) => Err("upstream_unavailable"),
                 Err(_) => Err("upstream_timeout"),
             });
         }
         match outcome {
             Ok(Ok(reply)) => {
-                let status = match &reply {
-                    Reply::Response(r) => r.status(),
-                    Reply::Switched(head, _) => head.status,
-                };
-                pool.record_outcome(index, status.is_server_error(), latency);
+                pool.record_outcome(index, reply.status().is_server_error(), latency);
                 return relay_response(reply, client_upgrade, in_flight, conn, pool, backend);
             }
             Ok(Err(error)) => {

@@ -100,20 +100,23 @@ pub fn build(directory: &Path, go: &Path) -> Result<Vec<u8>, GoBuildError> {
         .current_dir(directory)
         .env("GOOS", "wasip1")
         .env("GOARCH", "wasm")
-        .status()
-        .map_err(|cause| GoBuildError::Io {
+        .status();
+    let core = match status {
+        Ok(status) if status.success() => {
+            std::fs::read(&core_path).map_err(|cause| GoBuildError::Io {
+                path: core_path.clone(),
+                cause,
+            })
+        }
+        Ok(_) => Err(GoBuildError::Build),
+        Err(cause) => Err(GoBuildError::Io {
             path: go.to_owned(),
             cause,
-        })?;
-    if !status.success() {
-        return Err(GoBuildError::Build);
-    }
-    let core = std::fs::read(&core_path).map_err(|cause| GoBuildError::Io {
-        path: core_path.clone(),
-        cause,
-    })?;
+        }),
+    };
+    // Nothing is left behind in the policy's directory, built or not.
     let _ = std::fs::remove_dir_all(&scratch);
-    componentize(&core).map_err(GoBuildError::Componentize)
+    componentize(&core?).map_err(GoBuildError::Componentize)
 }
 
 /// `go1.27.3` (or `go1.24rc1`) is at least [`OLDEST_GO`].

@@ -40,6 +40,16 @@ pub enum Reply {
     Switched(http::response::Parts, Upgraded),
 }
 
+impl Reply {
+    /// The backend's status.
+    pub fn status(&self) -> http::StatusCode {
+        match self {
+            Reply::Response(response) => response.status(),
+            Reply::Switched(head, _) => head.status,
+        }
+    }
+}
+
 /// Why an exchange with a backend failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
