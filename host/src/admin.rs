@@ -33,6 +33,8 @@ pub struct AdminState {
     pub policies: Option<Arc<crate::policy::reload::PolicyReloader>>,
     /// The control-plane API.
     pub control: Option<crate::control::api::ControlApi>,
+    /// This node's cluster, if it shares its state through etcd.
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 /// The admin API.
@@ -53,6 +55,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/metrics", get(metrics))
         .route("/v1/audit", get(audit_query))
         .route("/v1/audit/verify", get(audit_verify))
+        .route("/v1/cluster", get(cluster))
         .with_state(state)
         .merge(approvals)
         .merge(control)
@@ -169,16 +172,62 @@ async fn audit_query(
     }
 }
 
-/// `GET /v1/audit/verify`: walk the chain.
+/// `GET /v1/cluster`: this node and the live members (just this node
+/// without etcd).
+async fn cluster(State(state): State<AdminState>) -> Response {
+    match &state.cluster {
+        Some(cluster) => Json(json!({
+            "node": cluster.node(),
+            "backend": "etcd",
+            "members": cluster.members(),
+        }))
+        .into_response(),
+        None => Json(json!({ "backend": "redb", "members": [] })).into_response(),
+    }
+}
+
+/// `GET /v1/audit/verify`: walk the chain; in a cluster, also check it
+/// against this node's anchor in etcd (`anchor_checked`).
 async fn audit_verify(State(state): State<AdminState>) -> impl IntoResponse {
     let Some(store) = state.store else {
         return audit_off();
     };
-    match tokio::task::spawn_blocking(move || audit::verify(&*store)).await {
-        Ok(Ok(verification)) => (StatusCode::OK, Json(json!(verification))),
+    let anchor = match &state.cluster {
+        Some(cluster) => match crate::cluster::anchor_of(cluster.etcd(), cluster.node()).await {
+            Ok(anchor) => anchor,
+            Err(error) => return unavailable(&error.to_string()),
+        },
+        None => None,
+    };
+    let checked = tokio::task::spawn_blocking(move || {
+        let verification = audit::verify(&*store)?;
+        let against_anchor = match &anchor {
+            Some(anchor) => crate::cluster::check_anchor(&*store, anchor)?,
+            None => None,
+        };
+        Ok::<_, crate::store::StoreError>((verification, anchor.is_some(), against_anchor))
+    })
+    .await;
+    match checked {
+        Ok(Ok((verification, anchor_checked, against_anchor))) => {
+            let mut answer = json!(verification);
+            answer["anchor_checked"] = json!(anchor_checked);
+            if let Some(problem) = against_anchor {
+                answer["ok"] = json!(false);
+                answer["problem"] = json!(problem);
+            }
+            (StatusCode::OK, Json(answer))
+        }
         Ok(Err(error)) => internal(&error.to_string()),
         Err(error) => internal(&error.to_string()),
     }
+}
+
+fn unavailable(message: &str) -> (StatusCode, Json<serde_json::Value>) {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        Json(json!({ "error": "store_unavailable", "message": message })),
+    )
 }
 
 fn bad_request(message: &str) -> (StatusCode, Json<serde_json::Value>) {

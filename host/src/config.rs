@@ -58,6 +58,10 @@ pub struct Config {
     /// Where traces go (OpenTelemetry over OTLP).
     #[serde(default)]
     pub tracing: TracingConfig,
+    /// Where state lives: this node's redb (default), or etcd shared by
+    /// several nodes.
+    #[serde(default)]
+    pub storage: StorageConfig,
     /// The file this was read from (for reloads).
     #[serde(skip)]
     pub source: Option<PathBuf>,
@@ -294,6 +298,66 @@ impl Default for AuditConfig {
             retain: None,
         }
     }
+}
+
+/// `[storage]`: where approvals, votes, grants and the routing overlay live.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// `redb` (default): this node's data dir alone. `etcd`: shared with the
+    /// other nodes of a cluster, each keeping its own audit trail in its data
+    /// dir, anchored in etcd.
+    pub backend: StorageBackend,
+    /// etcd client URLs (`http://host:2379`, or `https://` with `ca_file`).
+    pub endpoints: Vec<String>,
+    /// Prefix of every key Airlock writes. Default: `/airlock`.
+    pub prefix: String,
+    /// How long a call retries across endpoints before the action that needs
+    /// it fails closed with 503. Default: "10s".
+    #[serde(with = "duration")]
+    pub timeout: Duration,
+    /// This node's membership lease. Keep it well above etcd's election
+    /// time: a node that cannot renew it for this long answers its held
+    /// requests 503 and the others cancel their approvals. Default: "10s".
+    #[serde(with = "duration")]
+    pub lease_ttl: Duration,
+    /// CA certificate (PEM) to check etcd's certificate with.
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate (PEM) for etcd's client certificate auth, with `key_file`.
+    pub cert_file: Option<PathBuf>,
+    /// The client certificate's key (PEM).
+    pub key_file: Option<PathBuf>,
+    /// etcd user name (with `password_file`).
+    pub user: Option<String>,
+    /// A file holding the etcd user's password.
+    pub password_file: Option<PathBuf>,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            backend: StorageBackend::Redb,
+            endpoints: Vec::new(),
+            prefix: "/airlock".to_owned(),
+            timeout: Duration::from_secs(10),
+            lease_ttl: Duration::from_secs(10),
+            ca_file: None,
+            cert_file: None,
+            key_file: None,
+            user: None,
+            password_file: None,
+        }
+    }
+}
+
+/// Which store holds the state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StorageBackend {
+    /// The node's own redb file.
+    Redb,
+    /// An etcd cluster shared by several nodes.
+    Etcd,
 }
 
 /// `[policies]`
@@ -771,10 +835,17 @@ impl Config {
         if let Some(directory) = &mut self.policies.cache_directory {
             resolve(directory);
         }
-        for file in [&mut self.audit.signing_key, &mut self.audit.heads_file]
-            .into_iter()
-            .chain(self.webhooks.iter_mut().map(|hook| &mut hook.secret_file))
-            .flatten()
+        for file in [
+            &mut self.audit.signing_key,
+            &mut self.audit.heads_file,
+            &mut self.storage.ca_file,
+            &mut self.storage.cert_file,
+            &mut self.storage.key_file,
+            &mut self.storage.password_file,
+        ]
+        .into_iter()
+        .chain(self.webhooks.iter_mut().map(|hook| &mut hook.secret_file))
+        .flatten()
         {
             resolve(file);
         }
@@ -1079,6 +1150,74 @@ impl Config {
             "policies.max_instances".into(),
             "expected 1 to 10000".into(),
         )?;
+        self.validate_storage()
+    }
+
+    /// An etcd backend needs endpoints, a node id of its own and the trail.
+    fn validate_storage(&self) -> Result<(), Violation> {
+        let storage = &self.storage;
+        if storage.backend != StorageBackend::Etcd {
+            return Ok(());
+        }
+        let fail = |key: &str, message: &str| Err(Violation::new(key, message));
+        if storage.endpoints.is_empty() {
+            return fail(
+                "storage.endpoints",
+                "the etcd backend needs at least one endpoint",
+            );
+        }
+        for (i, endpoint) in storage.endpoints.iter().enumerate() {
+            let ok = endpoint.parse::<http::Uri>().is_ok_and(|uri| {
+                matches!(uri.scheme_str(), Some("http" | "https")) && uri.port().is_some()
+            });
+            if !ok {
+                return fail(
+                    &format!("storage.endpoints[{i}]"),
+                    &format!(
+                        "expected `http://host:port` or `https://host:port`, got `{endpoint}`"
+                    ),
+                );
+            }
+        }
+        if !storage.prefix.starts_with('/') || storage.prefix.ends_with('/') {
+            return fail(
+                "storage.prefix",
+                "expected a key prefix like `/airlock` (a leading `/`, no trailing one)",
+            );
+        }
+        if self.audit.node.is_none() {
+            return fail(
+                "audit.node",
+                "the etcd backend needs a node id, unique in the cluster",
+            );
+        }
+        if !self.audit.enabled {
+            return fail(
+                "audit.enabled",
+                "the etcd backend records votes and outcomes in the trail: it cannot be off",
+            );
+        }
+        if storage.lease_ttl < Duration::from_secs(3) {
+            return fail(
+                "storage.lease_ttl",
+                "expected at least 3s (etcd raises shorter leases to its election time)",
+            );
+        }
+        if storage.timeout < Duration::from_secs(1) {
+            return fail("storage.timeout", "expected at least 1s");
+        }
+        if storage.cert_file.is_some() != storage.key_file.is_some() {
+            return fail(
+                "storage.cert_file",
+                "a client certificate needs both cert_file and key_file",
+            );
+        }
+        if storage.user.is_some() != storage.password_file.is_some() {
+            return fail(
+                "storage.user",
+                "etcd auth needs both user and password_file",
+            );
+        }
         Ok(())
     }
 

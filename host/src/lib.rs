@@ -15,6 +15,7 @@ pub mod admin;
 pub mod approvals;
 pub mod audit;
 pub mod balance;
+pub mod cluster;
 pub mod config;
 pub mod control;
 pub mod demo;

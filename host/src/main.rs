@@ -141,6 +141,10 @@ enum AuditCommand {
         /// The public key the heads must be signed with (hex, from keygen).
         #[arg(long)]
         public_key: Option<String>,
+        /// A cluster node's config (`[storage] backend = "etcd"`): also
+        /// check the trail against the node's anchor in etcd.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
     },
     /// Drop sealed segments whose entries are all older than --before,
     /// after recording a checkpoint entry; verify still passes afterwards.
@@ -224,6 +228,23 @@ enum PolicyCommand {
         /// Deadline per evaluation.
         #[arg(long, default_value = "250ms", value_parser = humantime::parse_duration)]
         deadline: std::time::Duration,
+    },
+    /// Store a component in the cluster's etcd (`[storage] backend =
+    /// "etcd"`): every node writes it into its policy folder, whose hot
+    /// reload loads it (or refuses it, and the old one keeps serving).
+    Push {
+        /// The component (.wasm); NAME.toml beside it, if there is one, is
+        /// pushed as its parameters.
+        policy: PathBuf,
+        /// A node's config file: the etcd endpoints and prefix.
+        #[arg(short, long)]
+        config: PathBuf,
+        /// The policy's name; default: the file's stem.
+        #[arg(long)]
+        name: Option<String>,
+        /// Parameters (.toml) to push with it instead of NAME.toml.
+        #[arg(long)]
+        parameters: Option<PathBuf>,
     },
 }
 
@@ -469,9 +490,27 @@ fn audit_tool(command: AuditCommand) -> anyhow::Result<()> {
             data_dir,
             heads,
             public_key,
+            config,
         } => {
             let store = open(&data_dir)?;
             let mut verification = audit::verify(&store)?;
+            let mut answer = serde_json::Map::new();
+            if let (true, Some(config)) = (verification.ok, &config) {
+                let (node, anchor) = with_etcd(config, |etcd, config| async move {
+                    let node = config.audit.node.clone().unwrap_or_default();
+                    let anchor = airlock::cluster::anchor_of(&etcd, &node).await?;
+                    Ok((node, anchor))
+                })?;
+                let anchor = anchor.ok_or_else(|| {
+                    anyhow::anyhow!("node `{node}` has no anchor in etcd to verify against")
+                })?;
+                answer.insert("anchor_seq".into(), anchor.seq.into());
+                if let Some(problem) = airlock::cluster::check_anchor(&store, &anchor)? {
+                    verification.ok = false;
+                    verification.broken_at = Some(anchor.seq);
+                    verification.problem = Some(problem);
+                }
+            }
             if let (true, Some(heads)) = (verification.ok, heads) {
                 let trusted = public_key
                     .as_deref()
@@ -490,7 +529,12 @@ fn audit_tool(command: AuditCommand) -> anyhow::Result<()> {
                     verification.problem = Some(problem);
                 }
             }
-            println!("{}", serde_json::to_string(&verification)?);
+            let mut printed = serde_json::to_value(&verification)?;
+            if let Some(fields) = printed.as_object_mut() {
+                fields.insert("anchor_checked".into(), config.is_some().into());
+                fields.extend(answer);
+            }
+            println!("{printed}");
             anyhow::ensure!(
                 verification.ok,
                 "the audit trail is broken at entry {}: {}",
@@ -521,6 +565,25 @@ fn audit_tool(command: AuditCommand) -> anyhow::Result<()> {
     }
 }
 
+/// Run `call` with a client of the etcd cluster that the config file
+/// `config` names (`[storage] backend = "etcd"`).
+fn with_etcd<T, F, Fut>(config: &std::path::Path, call: F) -> anyhow::Result<T>
+where
+    F: FnOnce(airlock::store::etcd::Etcd, Config) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
+{
+    let loaded = Config::load(config)?;
+    anyhow::ensure!(
+        loaded.storage.backend == airlock::config::StorageBackend::Etcd,
+        "{}: [storage] backend is not \"etcd\"",
+        config.display()
+    );
+    runtime(Some(1))?.block_on(async move {
+        let etcd = airlock::store::etcd::Etcd::connect(&loaded.storage).await?;
+        call(etcd, loaded).await
+    })
+}
+
 fn policy_tool(command: PolicyCommand) -> anyhow::Result<()> {
     use airlock::policy::{author, cases};
     match command {
@@ -543,6 +606,45 @@ fn policy_tool(command: PolicyCommand) -> anyhow::Result<()> {
                 built.output.display(),
                 built.bytes,
                 built.hash
+            );
+            Ok(())
+        }
+        PolicyCommand::Push {
+            policy,
+            config,
+            name,
+            parameters,
+        } => {
+            let component =
+                std::fs::read(&policy).with_context(|| format!("read {}", policy.display()))?;
+            anyhow::ensure!(
+                component.starts_with(b"\0asm"),
+                "{} is not a WebAssembly component",
+                policy.display()
+            );
+            let name = match name {
+                Some(name) => name,
+                None => policy
+                    .file_stem()
+                    .and_then(|stem| stem.to_str())
+                    .map(str::to_owned)
+                    .ok_or_else(|| anyhow::anyhow!("{}: no name; pass --name", policy.display()))?,
+            };
+            let parameters_file = parameters.unwrap_or_else(|| policy.with_extension("toml"));
+            let parameters = match std::fs::read_to_string(&parameters_file) {
+                Ok(text) => Some(text),
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => None,
+                Err(error) => {
+                    return Err(error)
+                        .with_context(|| format!("read {}", parameters_file.display()))
+                }
+            };
+            let pushed = with_etcd(&config, |etcd, _| async move {
+                Ok(airlock::cluster::push_policy(&etcd, &name, &component, parameters).await?)
+            })?;
+            println!(
+                "pushed policy {} ({} bytes in {} chunks, sha256 {}): every node loads it from its policy folder",
+                pushed.name, pushed.size, pushed.chunks, pushed.sha256
             );
             Ok(())
         }

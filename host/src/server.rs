@@ -18,7 +18,9 @@ use crate::approvals::{notify, ApprovalError, Approvals};
 use crate::audit::heads::{HeadSigner, HeadsError};
 use crate::audit::{AuditEntry, AuditError, AuditLog, Durability, EntryKind, PolicyRef, Sealing};
 use crate::balance::Pool;
+use crate::cluster::{Cluster, Member};
 use crate::config::Config;
+use crate::config::StorageBackend;
 use crate::control::api::{reload_from, ControlApi};
 use crate::control::ControlPlane;
 use crate::identity::Identities;
@@ -29,7 +31,7 @@ use crate::proxy::listener::{self, Listener};
 use crate::proxy::route::RouteTable;
 use crate::proxy::{Proxy, Routing};
 use crate::shutdown::{self, Phase, Shutdown, ShutdownTrigger};
-use crate::store::{RedbStore, Store, StoreError};
+use crate::store::{EtcdStore, RedbStore, Store, StoreError};
 use crate::tls::{self, ReloadingCertificates, TlsError};
 
 /// How often listener certificate files are checked for changes.
@@ -99,6 +101,8 @@ pub struct Server {
     reloader: Option<Arc<PolicyReloader>>,
     /// The routing's owner, and its API.
     control: ControlApi,
+    /// This node's part in a cluster (`[storage] backend = "etcd"`).
+    cluster: Option<Arc<Cluster>>,
     trigger: ShutdownTrigger,
     shutdown: Shutdown,
 }
@@ -233,6 +237,28 @@ impl Server {
             listeners.push(Listener::new(l, socket, acceptor));
         }
         let admin = bind("admin", config.admin.address).await?;
+        let cluster = match (&audit, &approvals) {
+            (Some(audit), Some(api)) => match &audit.etcd {
+                Some(store) => Some(
+                    Cluster::join(
+                        store.etcd().clone(),
+                        Member {
+                            node: audit.log.node().to_owned(),
+                            admin: admin
+                                .local_addr()
+                                .unwrap_or(config.admin.address)
+                                .to_string(),
+                            started_ms: crate::audit::now_ms(),
+                        },
+                        config.storage.lease_ttl,
+                        api.approvals.clone(),
+                    )
+                    .await?,
+                ),
+                None => None,
+            },
+            _ => None,
+        };
         let notifiers = match &approvals {
             Some(api) => {
                 let link_base = match &config.approvals.link_base {
@@ -257,6 +283,7 @@ impl Server {
             notifiers,
             reloader,
             control,
+            cluster,
             trigger,
             shutdown,
         })
@@ -299,6 +326,7 @@ impl Server {
             notifiers,
             reloader,
             control,
+            cluster,
             trigger,
             shutdown,
         } = self;
@@ -319,6 +347,24 @@ impl Server {
         )));
         for resolver in certificates {
             background.push(tokio::spawn(resolver.watch(CERTIFICATE_POLL_INTERVAL)));
+        }
+        if let (Some(cluster), Some(audit)) = (&cluster, &audit) {
+            background.push(tokio::spawn(
+                control.plane.clone().follow_overlay(audit.store.clone()),
+            ));
+            if let Some(signer) = &audit.anchor_signer {
+                background.push(tokio::spawn(
+                    cluster
+                        .clone()
+                        .anchor_periodically(audit.store.clone(), signer.clone()),
+                ));
+            }
+            if let Some(folder) = &config.policies.directory {
+                background.push(tokio::spawn(crate::cluster::install_pushed_policies(
+                    cluster.etcd().clone(),
+                    folder.clone(),
+                )));
+            }
         }
         if let Some(audit) = &audit {
             background.push(tokio::spawn(audit.clone().prune_periodically()));
@@ -342,6 +388,7 @@ impl Server {
             approvals,
             policies: reloader,
             control: Some(control.clone()),
+            cluster: cluster.clone(),
         });
         let admin_task = tokio::spawn(async move {
             let serve = axum::serve(admin, admin_app).with_graceful_shutdown(async {
@@ -423,8 +470,12 @@ async fn sweep_grants(approvals: Arc<Approvals>) {
 #[derive(Debug)]
 struct Audit {
     store: Arc<dyn Store>,
+    /// The same store, when it is etcd's.
+    etcd: Option<Arc<EtcdStore>>,
     log: AuditLog,
     signer: Option<Arc<HeadSigner>>,
+    /// Signs the heads anchored in etcd.
+    anchor_signer: Option<Arc<HeadSigner>>,
     sign_interval: Duration,
     retain: Option<Duration>,
 }
@@ -434,12 +485,33 @@ impl Audit {
     /// start and the policies loaded, durably: a node that cannot record
     /// does not serve.
     async fn start(config: &Config, policies: &PolicySet) -> Result<Audit, StartError> {
-        let store: Arc<dyn Store> = Arc::new(RedbStore::open(&config.server.data_dir)?);
         let node = config.audit.node.clone().unwrap_or_else(host_name);
+        let data_dir = &config.server.data_dir;
+        let etcd = match config.storage.backend {
+            StorageBackend::Etcd => {
+                Some(Arc::new(EtcdStore::open(data_dir, &config.storage).await?))
+            }
+            StorageBackend::Redb => None,
+        };
+        let store: Arc<dyn Store> = match &etcd {
+            Some(etcd) => etcd.clone(),
+            None => Arc::new(RedbStore::open(data_dir)?),
+        };
         let signer = match (&config.audit.signing_key, &config.audit.heads_file) {
             (Some(key), Some(heads)) => Some(Arc::new(HeadSigner::load(key, heads, &node)?)),
             _ => None,
         };
+        let anchor_signer = match (&etcd, &config.audit.signing_key) {
+            (Some(_), Some(key)) => Some(Arc::new(HeadSigner::for_anchors(key, &node)?)),
+            (Some(_), None) => Some(Arc::new(HeadSigner::for_anchors(
+                &data_dir.join(ANCHOR_KEY),
+                &node,
+            )?)),
+            (None, _) => None,
+        };
+        if let Some(etcd) = &etcd {
+            refuse_a_cut_trail(etcd, &node).await?;
+        }
         let sealing = Sealing {
             max_entries: config.audit.segment_entries,
         };
@@ -461,8 +533,10 @@ impl Audit {
         }
         Ok(Audit {
             store,
+            etcd,
             log,
             signer,
+            anchor_signer,
             sign_interval: config.audit.sign_interval,
             retain: config.audit.retain,
         })
@@ -541,6 +615,26 @@ impl Audit {
             ticks.tick().await;
             last_signed = self.sign_head(last_signed).await;
         }
+    }
+}
+
+/// The key a cluster node signs its anchors with when `[audit]
+/// signing_key` names none: made in the data dir on first use.
+const ANCHOR_KEY: &str = "anchor.key";
+
+/// A cluster node whose trail no longer holds its anchor in etcd was cut or
+/// rewritten: it refuses to start, so as not to write over the evidence.
+async fn refuse_a_cut_trail(store: &EtcdStore, node: &str) -> Result<(), StartError> {
+    let anchor = crate::cluster::anchor_of(store.etcd(), node).await?;
+    let Some(anchor) = anchor else {
+        return Ok(());
+    };
+    match crate::cluster::check_anchor(store, &anchor)? {
+        None => Ok(()),
+        Some(problem) => Err(StartError::Store(StoreError::new(
+            format!("check the trail of node `{node}`"),
+            format!("{problem}; refusing to start over it (verify with `airlock audit verify --config`)"),
+        ))),
     }
 }
 

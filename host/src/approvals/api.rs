@@ -113,6 +113,9 @@ impl IntoResponse for ApiError {
                     (StatusCode::CONFLICT, "already_resolved", error.to_string())
                 }
                 ApprovalError::Forbidden(detail) => (StatusCode::FORBIDDEN, "forbidden", detail),
+                ApprovalError::Contended(_) => {
+                    (StatusCode::CONFLICT, "contended", error.to_string())
+                }
                 ApprovalError::Audit(_) | ApprovalError::Store(_) => {
                     tracing::error!("approvals: {error}");
                     (

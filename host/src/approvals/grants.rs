@@ -114,10 +114,13 @@ pub(super) fn granted_by(
 }
 
 impl Approvals {
-    /// Load the stored grants (at start).
+    /// Load the stored grants (at start, and when the store's events were
+    /// missed).
     pub(super) fn load_grants(&self) -> Result<(), StoreError> {
+        let stored = self.store.state_list(StateTable::Grants)?;
         let mut grants = self.grant_map();
-        for (id, bytes) in self.store.state_list(StateTable::Grants)? {
+        grants.clear();
+        for (id, bytes) in stored {
             match serde_json::from_slice::<Grant>(&bytes) {
                 Ok(grant) => {
                     grants.insert(id, grant);
@@ -223,6 +226,22 @@ impl Approvals {
             grants.remove(&grant.id);
         }
         Ok(ended.len())
+    }
+
+    /// Grant `id` was written or deleted in the store, here or elsewhere.
+    pub(super) fn grant_changed(&self, id: &str) {
+        match self.store.state_get(StateTable::Grants, id) {
+            Ok(Some(bytes)) => match serde_json::from_slice::<Grant>(&bytes) {
+                Ok(grant) => {
+                    self.grant_map().insert(id.to_owned(), grant);
+                }
+                Err(error) => tracing::error!(grant = %id, "unreadable grant ignored: {error}"),
+            },
+            Ok(None) => {
+                self.grant_map().remove(id);
+            }
+            Err(error) => tracing::error!(grant = %id, "grant not read: {error}"),
+        }
     }
 
     pub(super) fn add_grants(&self, new: Vec<Grant>) {

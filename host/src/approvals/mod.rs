@@ -11,6 +11,14 @@
 //! (async approvals, whose clients come back with a ticket, and grants
 //! survive it). Every change is also announced as an [`ApprovalEvent`], for
 //! the API's event stream and the webhooks.
+//!
+//! Several nodes may share the store (etcd): any node can vote on any
+//! approval. Every change is a read, a check and a compare-and-swap
+//! ([`StateChange::Replace`]), retried on fresh state when another node
+//! wrote first, so concurrent votes are neither lost nor counted twice.
+//! Each node follows the store's events: a request waiting here is released
+//! when any node records its outcome, and grants and async tickets made on
+//! other nodes pass here too.
 
 pub mod api;
 pub mod grants;
@@ -28,7 +36,7 @@ use tokio::sync::{broadcast, watch};
 use crate::audit::{now_ms, AuditEntry, AuditError, AuditLog, EntryKind, PolicyRef};
 use crate::config::{ApprovalsConfig, Role};
 use crate::identity::Identity;
-use crate::store::{StateChange, StateTable, Store, StoreError};
+use crate::store::{StateChange, StateTable, Store, StoreError, StoreEvent};
 pub use grants::{Grant, GrantTerms};
 pub use tickets::{RedeemError, TicketRefused};
 
@@ -154,6 +162,10 @@ pub struct Approval {
     /// The grants its approval started.
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub grants: Vec<String>,
+    /// The node whose action waits on it: when that node goes, another
+    /// cancels it (unless it is async: nothing waits on a connection).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub node: Option<String>,
 }
 
 impl Approval {
@@ -209,6 +221,7 @@ impl Approval {
             redeem_by_ms: None,
             redeemed_ms: None,
             grants: Vec::new(),
+            node: None,
         }
     }
 
@@ -287,6 +300,9 @@ pub enum ApprovalError {
     Resolved { id: String, state: ApprovalState },
     #[error("{0}")]
     Forbidden(String),
+    /// Other nodes kept changing it: every compare-and-swap lost.
+    #[error("approval `{0}` is being changed by others; try again")]
+    Contended(String),
     #[error(transparent)]
     Audit(#[from] AuditError),
     #[error(transparent)]
@@ -346,11 +362,28 @@ impl ActionSummary {
 /// How many events a slow listener may fall behind before it misses some.
 const EVENT_BACKLOG: usize = 1024;
 
-/// A pending approval and the action waiting on it.
+/// Compare-and-swap attempts before an update gives up as contended.
+const MAX_ATTEMPTS: usize = 16;
+
+/// An action waiting on this node for its approval.
 struct Live {
     principal: String,
-    approval: tokio::sync::Mutex<Approval>,
+    respond_async: bool,
     resolved: watch::Sender<ApprovalState>,
+}
+
+/// What one attempt of an update decided, from the approval as read.
+enum Step<T> {
+    /// Nothing to write; the answer.
+    Done(T),
+    /// Replace the approval read with `next`, recording `entries` and
+    /// `changes` in the same commit; then answer.
+    Write {
+        next: Approval,
+        entries: Vec<AuditEntry>,
+        changes: Vec<StateChange>,
+        answer: T,
+    },
 }
 
 /// Every approval this node handles.
@@ -366,8 +399,11 @@ pub struct Approvals {
     grants: Mutex<HashMap<String, grants::Grant>>,
     /// Async tickets not yet used: hash to approval id ([`tickets`]).
     tickets: Mutex<HashMap<String, String>>,
-    /// Held while a ticket is checked and consumed.
-    redeeming: tokio::sync::Mutex<()>,
+    /// Async approvals whose expiry this node has a timer for.
+    timed: Mutex<std::collections::HashSet<String>>,
+    /// Whether this node may release held requests: false while it may
+    /// have lost its place in the cluster ([`crate::cluster`]).
+    available: watch::Sender<bool>,
     events: broadcast::Sender<ApprovalEvent>,
 }
 
@@ -395,20 +431,37 @@ fn new_id(prefix: &str) -> Result<String, StoreError> {
     Ok(format!("{prefix}_{}", crate::secrets::hex(&bytes)))
 }
 
+fn encode(approval: &Approval) -> Vec<u8> {
+    // Plain structs of strings and numbers always serialize.
+    serde_json::to_vec(approval).unwrap_or_default()
+}
+
 /// The store write that saves `approval` as it is.
 pub fn put(approval: &Approval) -> StateChange {
     StateChange::Put {
         table: StateTable::Approvals,
         key: approval.id.clone(),
-        // Plain structs of strings and numbers always serialize.
-        value: serde_json::to_vec(approval).unwrap_or_default(),
+        value: encode(approval),
+    }
+}
+
+/// The store write that turns `read` (as it was read) into `next`, unless
+/// another writer changed it meanwhile.
+pub fn replace(read: &Approval, next: &Approval) -> StateChange {
+    StateChange::Replace {
+        table: StateTable::Approvals,
+        key: next.id.clone(),
+        expected: Some(encode(read)),
+        value: encode(next),
     }
 }
 
 impl Approvals {
     /// The approvals of `store`, recording through `log`. Approvals left
-    /// pending by a previous run are expired if overdue; otherwise async
-    /// ones wait on, and the rest are cancelled (their actions are gone).
+    /// pending by a previous run are expired if overdue; async ones wait
+    /// on; the rest that this node held (or no node) are cancelled, since
+    /// their actions are gone. Those held by other nodes are theirs, or
+    /// [`crate::cluster`]'s to cancel if the node is gone.
     ///
     /// # Errors
     /// When the store cannot be read or the trail written.
@@ -426,24 +479,28 @@ impl Approvals {
             created: Mutex::new(HashMap::new()),
             grants: Mutex::new(HashMap::new()),
             tickets: Mutex::new(HashMap::new()),
-            redeeming: tokio::sync::Mutex::new(()),
+            timed: Mutex::new(std::collections::HashSet::new()),
+            available: watch::channel(true).0,
             events: broadcast::channel(EVENT_BACKLOG).0,
         });
         approvals.load_grants()?;
-        for mut approval in approvals.list(None)? {
+        // Follow the store from before the first read, so nothing written
+        // by another node in between is missed.
+        tokio::spawn(approvals.clone().follow(approvals.store.subscribe()));
+        let node = approvals.log.node().to_owned();
+        for approval in approvals.list(None)? {
+            let ours = approval.node.as_deref().is_none_or(|held| held == node);
             match approval.state {
                 ApprovalState::Pending if approval.expires_ms <= now_ms() => {
-                    approvals
-                        .resolve(&mut approval, ApprovalState::Expired, "airlock")
-                        .await?;
+                    approvals.end(&approval.id, ApprovalState::Expired).await?;
                 }
                 ApprovalState::Pending if approval.respond_async => {
                     approvals.index_ticket(&approval);
-                    approvals.watch(approval);
+                    approvals.expire_in_time(&approval);
                 }
-                ApprovalState::Pending => {
+                ApprovalState::Pending if ours => {
                     approvals
-                        .resolve(&mut approval, ApprovalState::Cancelled, "airlock")
+                        .end(&approval.id, ApprovalState::Cancelled)
                         .await?;
                 }
                 ApprovalState::Approved => approvals.index_ticket(&approval),
@@ -454,7 +511,7 @@ impl Approvals {
     }
 
     /// How pending approval `id` ends, once it does: a future to await
-    /// (`None` now if it is not pending on this node; the future gives
+    /// (`None` now if nothing waits on it on this node; the future gives
     /// `None` if it vanished).
     pub fn outcome(
         &self,
@@ -470,12 +527,13 @@ impl Approvals {
         })
     }
 
-    /// Approvals pending on this node now.
+    /// Approvals whose actions wait on this node now.
     pub fn pending_count(&self) -> usize {
         self.live_map().len()
     }
 
-    /// Events from now on: every approval created or resolved.
+    /// Events from now on: every approval created or resolved through
+    /// this node.
     pub fn subscribe(&self) -> broadcast::Receiver<ApprovalEvent> {
         self.events.subscribe()
     }
@@ -498,30 +556,119 @@ impl Approvals {
         });
     }
 
-    /// Track pending `approval` until it resolves; returns the receiver that
-    /// sees it resolve. An async one (nobody waits on it) expires by timer.
-    fn watch(self: &Arc<Self>, approval: Approval) -> watch::Receiver<ApprovalState> {
+    /// Whether this node may release held requests (see
+    /// [`set_available`](Self::set_available)).
+    pub fn available(&self) -> watch::Receiver<bool> {
+        self.available.subscribe()
+    }
+
+    /// Say whether this node is in the cluster: while it is not, its held
+    /// requests are answered 503 and no new ones are held.
+    pub fn set_available(&self, available: bool) {
+        self.available.send_if_modified(|now| {
+            let changed = *now != available;
+            *now = available;
+            changed
+        });
+    }
+
+    /// Track `approval`, whose action waits on this node, until it
+    /// resolves; returns the receiver that sees it resolve.
+    fn watch(self: &Arc<Self>, approval: &Approval) -> watch::Receiver<ApprovalState> {
         let (resolved, receiver) = watch::channel(ApprovalState::Pending);
-        if approval.respond_async {
-            let approvals = self.clone();
-            let id = approval.id.clone();
-            let wait = u64::try_from(approval.expires_ms.saturating_sub(now_ms())).unwrap_or(0);
-            tokio::spawn(async move {
-                tokio::time::sleep(Duration::from_millis(wait)).await;
-                if let Err(error) = approvals.end(&id, ApprovalState::Expired).await {
-                    tracing::error!(approval = %id, "expiring failed: {error}");
-                }
-            });
-        }
         self.live_map().insert(
             approval.id.clone(),
             Arc::new(Live {
                 principal: approval.principal.clone(),
-                approval: tokio::sync::Mutex::new(approval),
+                respond_async: approval.respond_async,
                 resolved,
             }),
         );
         receiver
+    }
+
+    /// Expire async `approval` when its time is up (nobody waits on it to
+    /// do so). Every node that knows of it keeps a timer; the first to
+    /// record the expiry wins, the others find it resolved.
+    fn expire_in_time(self: &Arc<Self>, approval: &Approval) {
+        let fresh = self
+            .timed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(approval.id.clone());
+        if !fresh {
+            return;
+        }
+        let approvals = self.clone();
+        let id = approval.id.clone();
+        let wait = u64::try_from(approval.expires_ms.saturating_sub(now_ms())).unwrap_or(0);
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(wait)).await;
+            if let Err(error) = approvals.end(&id, ApprovalState::Expired).await {
+                tracing::error!(approval = %id, "expiring failed: {error}");
+            }
+            approvals
+                .timed
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .remove(&id);
+        });
+    }
+
+    /// Keep up with what the store says changed, whoever changed it: wake
+    /// actions waiting here on approvals resolved elsewhere, and learn of
+    /// grants and tickets made elsewhere.
+    async fn follow(self: Arc<Self>, mut events: broadcast::Receiver<StoreEvent>) {
+        loop {
+            match events.recv().await {
+                Ok(StoreEvent::StateChanged { table, key }) => self.changed(table, &key),
+                Ok(StoreEvent::AuditCommitted { .. }) => {}
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    tracing::warn!(
+                        missed,
+                        "approvals fell behind the store's events: rereading"
+                    );
+                    let keys: Vec<String> = self.live_map().keys().cloned().collect();
+                    for key in keys {
+                        self.changed(StateTable::Approvals, &key);
+                    }
+                    let _ = self.load_grants();
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    }
+
+    fn changed(self: &Arc<Self>, table: StateTable, key: &str) {
+        match table {
+            StateTable::Approvals => {
+                if let Ok(approval) = self.get(key) {
+                    self.settled(&approval);
+                    if approval.state == ApprovalState::Pending && approval.respond_async {
+                        self.index_ticket(&approval);
+                        self.expire_in_time(&approval);
+                    }
+                }
+            }
+            StateTable::Grants => self.grant_changed(key),
+            StateTable::RoutingOverlay => {}
+        }
+    }
+
+    /// If `approval` is resolved, release the action waiting on it here
+    /// (if any) and keep its ticket only if it passed.
+    fn settled(&self, approval: &Approval) {
+        if approval.state == ApprovalState::Pending {
+            return;
+        }
+        let live = self.live_map().remove(&approval.id);
+        if let Some(live) = live {
+            live.resolved.send_replace(approval.state);
+        }
+        self.forget_ticket_unless_approved(approval);
+        if approval.state == ApprovalState::Approved {
+            self.index_ticket(approval);
+        }
     }
 
     /// Every stored approval in `state` (all if `None`), newest first.
@@ -553,6 +700,39 @@ impl Approvals {
             .map_err(|error| StoreError::new(format!("read approval {id}"), error).into())
     }
 
+    /// Change approval `id` by `step`: read it, let `step` decide, and
+    /// write what it decided with a compare-and-swap; on a conflict (another
+    /// node or task wrote first) read again and decide again. Returns the
+    /// answer and, if something was written, the approval as written.
+    async fn update<T, E>(
+        &self,
+        id: &str,
+        mut step: impl FnMut(Approval) -> Result<Step<T>, E>,
+    ) -> Result<(T, Option<Approval>), E>
+    where
+        E: From<ApprovalError>,
+    {
+        for _ in 0..MAX_ATTEMPTS {
+            let read = self.get(id)?;
+            let (next, entries, mut changes, answer) = match step(read.clone())? {
+                Step::Done(answer) => return Ok((answer, None)),
+                Step::Write {
+                    next,
+                    entries,
+                    changes,
+                    answer,
+                } => (next, entries, changes, answer),
+            };
+            changes.insert(0, replace(&read, &next));
+            match self.log.record_all(entries, changes).await {
+                Ok(_) => return Ok((answer, Some(next))),
+                Err(AuditError::Conflict(_)) => tokio::task::yield_now().await,
+                Err(error) => return Err(ApprovalError::from(error).into()),
+            }
+        }
+        Err(ApprovalError::Contended(id.to_owned()).into())
+    }
+
     /// Reserve `bytes` of held body; `false` if that would pass the limit.
     pub fn reserve_body(&self, bytes: u64) -> bool {
         let limit = self.config.max_held_bytes;
@@ -568,7 +748,8 @@ impl Approvals {
         self.held_bytes.fetch_sub(bytes, Ordering::AcqRel);
     }
 
-    /// May `subject` ask for one more approval now? Counts it if so.
+    /// May `subject` ask for one more approval now? Counts it if so. (The
+    /// limits count this node's approvals.)
     ///
     /// # Errors
     /// The limit it would pass.
@@ -605,10 +786,10 @@ impl Approvals {
         Ok(())
     }
 
-    /// Create a pending approval for `approval` (its id, state and times are
-    /// filled in here) and record `entry`, the held request's decision
-    /// entry, with it in one durable commit. Returns the approval and a
-    /// receiver that sees it resolve.
+    /// Create a pending approval for `approval` (its id, state, node and
+    /// times are filled in here) and record `entry`, the held request's
+    /// decision entry, with it in one durable commit. Returns the approval
+    /// and a receiver that sees it resolve.
     ///
     /// # Errors
     /// When the commit fails: the action must not wait, nor be carried out.
@@ -620,14 +801,23 @@ impl Approvals {
     ) -> Result<(Approval, watch::Receiver<ApprovalState>), ApprovalError> {
         approval.id = new_id("apr")?;
         approval.state = ApprovalState::Pending;
+        approval.node = Some(self.log.node().to_owned());
         approval.created_ms = now_ms();
         approval.expires_ms = approval
             .created_ms
             .saturating_add(i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX));
         entry.approval = Some(approval.id.clone());
-        self.log.record_with(entry, vec![put(&approval)]).await?;
+        // Wait before it exists: a vote through another node may follow
+        // the commit at once.
+        let receiver = self.watch(&approval);
+        if let Err(error) = self.log.record_with(entry, vec![put(&approval)]).await {
+            self.live_map().remove(&approval.id);
+            return Err(error.into());
+        }
         self.index_ticket(&approval);
-        let receiver = self.watch(approval.clone());
+        if approval.respond_async {
+            self.expire_in_time(&approval);
+        }
         self.announce("created", &approval);
         Ok((approval, receiver))
     }
@@ -646,19 +836,34 @@ impl Approvals {
         verdict: Verdict,
         comment: Option<String>,
     ) -> Result<Approval, ApprovalError> {
-        let live = self.live_map().get(id).cloned();
-        let Some(live) = live else {
-            // Resolved, or not this node's, or no such approval.
-            let stored = self.get(id)?;
-            return Err(ApprovalError::Resolved {
-                id: id.to_owned(),
-                state: stored.state,
-            });
-        };
-        let mut approval = live.approval.lock().await;
+        let mut granted = Vec::new();
+        let (approval, written) = self
+            .update(id, |approval| {
+                self.decide_vote(approval, voter, verdict, comment.clone(), &mut granted)
+            })
+            .await?;
+        if written.is_some() {
+            self.add_grants(granted);
+            if approval.state != ApprovalState::Pending {
+                self.settled(&approval);
+                self.announce("resolved", &approval);
+            }
+        }
+        Ok(approval)
+    }
+
+    /// One attempt of [`vote`](Self::vote) on `approval` as read.
+    fn decide_vote(
+        &self,
+        approval: Approval,
+        voter: &Identity,
+        verdict: Verdict,
+        comment: Option<String>,
+        granted: &mut Vec<Grant>,
+    ) -> Result<Step<Approval>, ApprovalError> {
         if approval.state != ApprovalState::Pending {
             return Err(ApprovalError::Resolved {
-                id: id.to_owned(),
+                id: approval.id,
                 state: approval.state,
             });
         }
@@ -690,9 +895,9 @@ impl Approvals {
             .iter()
             .any(|vote| vote.subject == voter.subject)
         {
-            return Ok(approval.clone());
+            return Ok(Step::Done(approval));
         }
-        let mut next = approval.clone();
+        let mut next = approval;
         next.votes.push(Vote {
             subject: voter.subject.clone(),
             groups: voter.groups.clone(),
@@ -713,7 +918,7 @@ impl Approvals {
         entry.reason = comment;
         let mut entries = Vec::new();
         let mut changes = Vec::new();
-        let mut granted = Vec::new();
+        granted.clear();
         if decided != ApprovalState::Pending {
             next.state = decided;
             next.resolved_ms = Some(now_ms());
@@ -734,7 +939,7 @@ impl Approvals {
                     .iter()
                     .map(|grant| grant.id.clone())
                     .collect();
-                granted = started.grants;
+                *granted = started.grants;
                 entries = started.entries;
                 changes = started.changes;
             }
@@ -745,18 +950,12 @@ impl Approvals {
             });
         }
         entries.insert(0, entry);
-        changes.insert(0, put(&next));
-        self.log.record_all(entries, changes).await?;
-        self.add_grants(granted);
-        *approval = next.clone();
-        drop(approval);
-        if decided != ApprovalState::Pending {
-            self.live_map().remove(id);
-            live.resolved.send_replace(decided);
-            self.forget_ticket_unless_approved(&next);
-            self.announce("resolved", &next);
-        }
-        Ok(next)
+        Ok(Step::Write {
+            next: next.clone(),
+            entries,
+            changes,
+            answer: next,
+        })
     }
 
     /// End approval `id` as `state` (expired or cancelled) unless it was
@@ -769,56 +968,84 @@ impl Approvals {
         id: &str,
         state: ApprovalState,
     ) -> Result<ApprovalState, ApprovalError> {
-        let live = self.live_map().get(id).cloned();
-        let Some(live) = live else {
-            return Ok(self.get(id)?.state);
-        };
-        let mut approval = live.approval.lock().await;
-        if approval.state != ApprovalState::Pending {
-            return Ok(approval.state);
+        self.end_because(id, state, None).await
+    }
+
+    /// As [`end`](Self::end), with the reason in the outcome's entry.
+    async fn end_because(
+        &self,
+        id: &str,
+        state: ApprovalState,
+        reason: Option<&str>,
+    ) -> Result<ApprovalState, ApprovalError> {
+        let (ended, written) = self
+            .update(id, |approval| {
+                if approval.state != ApprovalState::Pending {
+                    return Ok::<_, ApprovalError>(Step::Done(approval.state));
+                }
+                let mut next = approval;
+                next.state = state;
+                next.resolved_ms = Some(now_ms());
+                let mut entry = AuditEntry::new(EntryKind::ApprovalResolved, "airlock");
+                entry.approval = Some(next.id.clone());
+                entry.decision = Some(state.name().to_owned());
+                entry.reason = reason.map(str::to_owned);
+                Ok(Step::Write {
+                    next,
+                    entries: vec![entry],
+                    changes: Vec::new(),
+                    answer: state,
+                })
+            })
+            .await?;
+        if let Some(approval) = written {
+            self.settled(&approval);
+            self.announce("resolved", &approval);
         }
-        let mut next = approval.clone();
-        self.resolve(&mut next, state, "airlock").await?;
-        *approval = next;
-        drop(approval);
-        self.live_map().remove(id);
-        live.resolved.send_replace(state);
-        Ok(state)
+        Ok(ended)
+    }
+
+    /// Cancel the pending approvals whose actions waited on `node`, which
+    /// is gone (async ones wait on: nothing waited on a connection).
+    /// Returns how many this call cancelled.
+    pub async fn cancel_held_by(&self, node: &str) -> usize {
+        let Ok(pending) = self.list(Some(ApprovalState::Pending)) else {
+            return 0;
+        };
+        let mut cancelled = 0;
+        let reason = format!("node `{node}`, where its action waited, is gone");
+        for approval in pending
+            .iter()
+            .filter(|approval| !approval.respond_async && approval.node.as_deref() == Some(node))
+        {
+            match self
+                .end_because(&approval.id, ApprovalState::Cancelled, Some(&reason))
+                .await
+            {
+                Ok(ApprovalState::Cancelled) => cancelled += 1,
+                Ok(_) => {}
+                Err(error) => {
+                    tracing::error!(approval = %approval.id, "cancelling failed: {error}")
+                }
+            }
+        }
+        cancelled
     }
 
     /// Cancel every approval a waiting request holds (at shutdown, once
     /// those requests were answered); async ones wait on in the store.
     pub async fn cancel_waiting(&self) {
-        let live: Vec<Arc<Live>> = self.live_map().values().cloned().collect();
-        for live in live {
-            let (id, waited_on) = {
-                let approval = live.approval.lock().await;
-                (approval.id.clone(), !approval.respond_async)
-            };
-            if waited_on {
-                if let Err(error) = self.end(&id, ApprovalState::Cancelled).await {
-                    tracing::error!(approval = %id, "cancelling failed: {error}");
-                }
+        let waiting: Vec<String> = self
+            .live_map()
+            .iter()
+            .filter(|(_, live)| !live.respond_async)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in waiting {
+            if let Err(error) = self.end(&id, ApprovalState::Cancelled).await {
+                tracing::error!(approval = %id, "cancelling failed: {error}");
             }
         }
-    }
-
-    /// Record `approval` ending as `state`, durably.
-    async fn resolve(
-        &self,
-        approval: &mut Approval,
-        state: ApprovalState,
-        actor: &str,
-    ) -> Result<(), ApprovalError> {
-        approval.state = state;
-        approval.resolved_ms = Some(now_ms());
-        let mut entry = AuditEntry::new(EntryKind::ApprovalResolved, actor);
-        entry.approval = Some(approval.id.clone());
-        entry.decision = Some(state.name().to_owned());
-        self.log.record_with(entry, vec![put(approval)]).await?;
-        self.forget_ticket_unless_approved(approval);
-        self.announce("resolved", approval);
-        Ok(())
     }
 
     fn forget_ticket_unless_approved(&self, approval: &Approval) {

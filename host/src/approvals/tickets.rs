@@ -7,8 +7,9 @@
 //! SHA-256 all match and `[approvals] redeem_within` has not run out. The
 //! ticket is consumed in the same durable commit that records the forwarded
 //! request's decision, so a crash cannot leave it both used and unrecorded.
+//! In a cluster the ticket passes through any node, once.
 
-use super::{ActionSummary, Approval, ApprovalError, ApprovalState, Approvals};
+use super::{ActionSummary, Approval, ApprovalError, ApprovalState, Approvals, Step};
 use crate::audit::{now_ms, AuditEntry};
 use crate::secrets;
 use crate::store::StoreError;
@@ -54,6 +55,40 @@ pub enum RedeemError {
     Failed(#[from] ApprovalError),
 }
 
+/// Whether `hash` is the ticket of `approval`, approved, unused, in time,
+/// for the same request by the same `actor`.
+fn check(
+    approval: &Approval,
+    hash: &str,
+    actor: &str,
+    request: &ActionSummary,
+) -> Result<(), TicketRefused> {
+    let id = approval.id.clone();
+    if !approval
+        .ticket_sha256
+        .as_deref()
+        .is_some_and(|stored| secrets::constant_time_eq(stored.as_bytes(), hash.as_bytes()))
+    {
+        return Err(TicketRefused::Unknown);
+    }
+    if approval.state != ApprovalState::Approved {
+        return Err(TicketRefused::NotApproved {
+            id,
+            state: approval.state,
+        });
+    }
+    if approval.redeemed_ms.is_some() {
+        return Err(TicketRefused::Used(id));
+    }
+    if approval.redeem_by_ms.is_some_and(|by| now_ms() > by) {
+        return Err(TicketRefused::Late(id));
+    }
+    if let Some(field) = mismatch(approval, actor, request) {
+        return Err(TicketRefused::Mismatch { field });
+    }
+    Ok(())
+}
+
 /// The first field in which `request` (by `actor`) differs from what
 /// `approval` approved.
 fn mismatch(approval: &Approval, actor: &str, request: &ActionSummary) -> Option<&'static str> {
@@ -84,46 +119,31 @@ impl Approvals {
         ticket: &str,
         actor: &str,
         request: &ActionSummary,
-        mut entry: AuditEntry,
+        entry: AuditEntry,
     ) -> Result<Approval, RedeemError> {
         let hash = ticket_hash(ticket);
-        // One redemption at a time, so a ticket cannot pass twice.
-        let _one_at_a_time = self.redeeming.lock().await;
         let id = self
             .ticket_map()
             .get(&hash)
             .cloned()
             .ok_or(TicketRefused::Unknown)?;
-        let mut approval = self.get(&id)?;
-        if !approval
-            .ticket_sha256
-            .as_deref()
-            .is_some_and(|stored| secrets::constant_time_eq(stored.as_bytes(), hash.as_bytes()))
-        {
-            return Err(TicketRefused::Unknown.into());
-        }
-        if approval.state != ApprovalState::Approved {
-            return Err(TicketRefused::NotApproved {
-                id,
-                state: approval.state,
-            }
-            .into());
-        }
-        if approval.redeemed_ms.is_some() {
-            return Err(TicketRefused::Used(id).into());
-        }
-        if approval.redeem_by_ms.is_some_and(|by| now_ms() > by) {
-            return Err(TicketRefused::Late(id).into());
-        }
-        if let Some(field) = mismatch(&approval, actor, request) {
-            return Err(TicketRefused::Mismatch { field }.into());
-        }
-        approval.redeemed_ms = Some(now_ms());
-        entry.approval = Some(approval.id.clone());
-        self.log
-            .record_with(entry, vec![super::put(&approval)])
-            .await
-            .map_err(ApprovalError::from)?;
+        // A compare-and-swap on the approval: of two redemptions at once,
+        // on this node or two, one passes and the other finds it used.
+        let (approval, _) = self
+            .update(&id, |approval| {
+                check(&approval, &hash, actor, request)?;
+                let mut next = approval;
+                next.redeemed_ms = Some(now_ms());
+                let mut entry = entry.clone();
+                entry.approval = Some(next.id.clone());
+                Ok::<_, RedeemError>(Step::Write {
+                    next: next.clone(),
+                    entries: vec![entry],
+                    changes: Vec::new(),
+                    answer: next,
+                })
+            })
+            .await?;
         // The index keeps the used ticket, so a reuse is told so.
         Ok(approval)
     }

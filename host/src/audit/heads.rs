@@ -65,11 +65,12 @@ impl SignedHead {
     }
 }
 
-/// Signs heads with the node's key and appends them to the heads file.
+/// Signs heads with the node's key and appends them to the heads file
+/// (if it has one: a cluster node also anchors them in etcd).
 #[derive(Debug)]
 pub struct HeadSigner {
     key: SigningKey,
-    file: PathBuf,
+    file: Option<PathBuf>,
     node: String,
 }
 
@@ -102,9 +103,28 @@ impl HeadSigner {
             })?;
         Ok(HeadSigner {
             key: SigningKey::from_bytes(&seed),
-            file: heads_file.to_owned(),
+            file: Some(heads_file.to_owned()),
             node: node.to_owned(),
         })
+    }
+
+    /// A signer without a heads file, for anchors only: with `key_file`,
+    /// made by [`generate_key`] first if it does not exist yet.
+    ///
+    /// # Errors
+    /// When the key cannot be made or read.
+    pub fn for_anchors(key_file: &Path, node: &str) -> Result<HeadSigner, HeadsError> {
+        if !key_file.exists() {
+            generate_key(key_file)?;
+        }
+        let mut signer = HeadSigner::load(key_file, key_file, node)?;
+        signer.file = None;
+        Ok(signer)
+    }
+
+    /// The public key heads are signed with.
+    pub fn public_key(&self) -> VerifyingKey {
+        self.key.verifying_key()
     }
 
     /// Sign the head `(seq, hash)` now and append it to the heads file, on
@@ -122,19 +142,22 @@ impl HeadSigner {
             public_key: hex(self.key.verifying_key().as_bytes()),
             signature: hex(&self.key.sign(message.as_bytes()).to_bytes()),
         };
+        let line = serde_json::to_string(&head).unwrap_or_default();
+        let Some(heads_file) = &self.file else {
+            return Ok(head);
+        };
         let fail = |error: std::io::Error| HeadsError {
-            file: self.file.clone(),
+            file: heads_file.clone(),
             cause: error.to_string(),
         };
-        if let Some(parent) = self.file.parent() {
+        if let Some(parent) = heads_file.parent() {
             std::fs::create_dir_all(parent).map_err(fail)?;
         }
         let mut file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(&self.file)
+            .open(heads_file)
             .map_err(fail)?;
-        let line = serde_json::to_string(&head).unwrap_or_default();
         writeln!(file, "{line}").map_err(fail)?;
         file.sync_data().map_err(fail)?;
         tracing::info!(target: "airlock::audit::head", seq, hash, "signed audit head: {line}");

@@ -8,6 +8,12 @@
 //! its caller does not wait. On a crash, batched entries of the last window
 //! may be lost; durable ones never are.
 //!
+//! State changes that compare and swap ([`StateChange::Replace`]) are
+//! checked before their batch commits: a caller whose record changed meanwhile
+//! gets [`AuditError::Conflict`] alone, and the rest of the batch commits. A
+//! store that shares its state with other nodes ([`Store::shared`]) gets the
+//! changes from the caller's task first; only the entries queue here.
+//!
 //! Sealing: once the live part of the trail holds [`Sealing::max_entries`]
 //! entries, or its oldest entry is from an earlier UTC day, the writer asks
 //! its sealer thread to move it into a segment file; writers do not wait
@@ -20,7 +26,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{decode, now_ms, AuditEntry, GENESIS_HASH};
 
-use crate::store::{StateChange, Store, StoreError};
+use crate::store::{SharedState, StateChange, StateTable, Store, StoreError};
 
 /// How long a batched entry may wait to be committed.
 pub const BATCH_WINDOW: Duration = Duration::from_millis(5);
@@ -76,6 +82,20 @@ pub enum AuditError {
     Store(String),
     #[error("the audit writer has stopped")]
     Stopped,
+    /// A compare-and-swap found its record changed: nothing was kept; read
+    /// it again and retry.
+    #[error("{0}")]
+    Conflict(String),
+}
+
+impl From<StoreError> for AuditError {
+    fn from(error: StoreError) -> Self {
+        if error.conflict {
+            AuditError::Conflict(error.to_string())
+        } else {
+            AuditError::Store(error.to_string())
+        }
+    }
 }
 
 struct Pending {
@@ -91,6 +111,7 @@ struct Pending {
 pub struct AuditLog {
     queue: mpsc::Sender<Pending>,
     node: Arc<str>,
+    shared: Option<Arc<dyn SharedState>>,
 }
 
 impl std::fmt::Debug for AuditLog {
@@ -129,6 +150,7 @@ impl AuditLog {
             None => None,
         };
         let seal = start_sealer(store.clone())?;
+        let shared = store.shared();
         let (queue, mut receiver) = mpsc::channel::<Pending>(QUEUE);
         std::thread::Builder::new()
             .name("airlock-audit".to_owned())
@@ -149,6 +171,7 @@ impl AuditLog {
         Ok(AuditLog {
             queue,
             node: Arc::from(node),
+            shared,
         })
     }
 
@@ -208,8 +231,18 @@ impl AuditLog {
     pub async fn record_all(
         &self,
         mut entries: Vec<AuditEntry>,
-        changes: Vec<StateChange>,
+        mut changes: Vec<StateChange>,
     ) -> Result<u64, AuditError> {
+        let shared_applied = self.shared.is_some() && !changes.is_empty();
+        if let Some(shared) = &self.shared {
+            if shared_applied {
+                // Shared state first: a change other nodes refused is not
+                // recorded as done. If the local commit then fails, the
+                // change stands without its local entry (logged below).
+                shared.apply(&changes).await?;
+                changes.clear();
+            }
+        }
         let time_ms = now_ms();
         for entry in &mut entries {
             entry.node = self.node.to_string();
@@ -224,7 +257,13 @@ impl AuditLog {
             })
             .await
             .map_err(|_| AuditError::Stopped)?;
-        committed.await.map_err(|_| AuditError::Stopped)?
+        let committed = committed.await.map_err(|_| AuditError::Stopped)?;
+        if let (Err(error), true) = (&committed, shared_applied) {
+            tracing::error!(
+                "a shared state change was made but its audit entry was not recorded here: {error}"
+            );
+        }
+        committed
     }
 }
 
@@ -247,6 +286,39 @@ fn gather(first: Pending, receiver: &mut mpsc::Receiver<Pending>) -> Vec<Pending
         }
         std::thread::sleep((deadline - now).min(Duration::from_millis(1)));
     }
+}
+
+/// Check the compare-and-swaps of one caller's `changes` against the store
+/// and what earlier callers of the same batch write (`written`); if they
+/// hold, add its writes to `written`. The writer is the store's only writer,
+/// so what it reads here is what the commit will find.
+fn check_replaces(
+    store: &dyn Store,
+    changes: &[StateChange],
+    written: &mut std::collections::HashMap<(StateTable, String), Option<Vec<u8>>>,
+) -> Result<(), StoreError> {
+    for change in changes {
+        if let StateChange::Replace {
+            table,
+            key,
+            expected,
+            ..
+        } = change
+        {
+            let current = match written.get(&(*table, key.clone())) {
+                Some(value) => value.clone(),
+                None => store.state_get(*table, key)?,
+            };
+            if current != *expected {
+                return Err(StoreError::conflict(*table, key));
+            }
+        }
+    }
+    for change in changes {
+        let (table, key) = change.target();
+        written.insert((table, key.to_owned()), change.value().map(<[u8]>::to_vec));
+    }
+    Ok(())
 }
 
 /// The sealer thread: seals the live trail through each sequence number it
@@ -290,7 +362,14 @@ fn commit(
     let mut encoded = Vec::with_capacity(batch.len());
     let mut changes = Vec::new();
     let mut waiting = Vec::new();
+    let mut written = std::collections::HashMap::new();
     for mut pending in batch {
+        if let Err(conflict) = check_replaces(store, &pending.changes, &mut written) {
+            if let Some(done) = pending.done {
+                let _ = done.send(Err(conflict.into()));
+            }
+            continue;
+        }
         changes.append(&mut pending.changes);
         let first_seq = next_seq + 1;
         for entry in &mut pending.entries {
@@ -321,7 +400,7 @@ fn commit(
         // The caller may have gone (client hung up): nothing to tell.
         let _ = done.send(answer);
     }
-    result.ok().and(first)
+    result.ok().and(first).filter(|_| !encoded.is_empty())
 }
 
 #[cfg(test)]

@@ -640,7 +640,8 @@ impl ControlPlane {
         if let Some(approval) = approval {
             let mut carried_out = approval.clone();
             carried_out.redeemed_ms = Some(applied.applied_ms);
-            changes.push(crate::approvals::put(&carried_out));
+            // Once, also when two nodes both saw it approved.
+            changes.push(crate::approvals::replace(approval, &carried_out));
         }
         if let Err(error) = self.commit(entry, changes).await {
             desired.overlay.pop();
@@ -779,6 +780,55 @@ impl ControlPlane {
     /// The overlay, oldest first.
     pub async fn overlay(&self) -> Vec<AppliedChange> {
         self.desired.lock().await.overlay.clone()
+    }
+
+    /// Serve the overlay as the store has it whenever it changes there: in
+    /// a cluster, a change applied (or rolled back, or reset) through one
+    /// node reaches the routing of every node. A change made here is
+    /// already served when its event arrives, and changes nothing then.
+    pub async fn follow_overlay(self: Arc<Self>, store: Arc<dyn Store>) {
+        let mut events = store.subscribe();
+        loop {
+            match events.recv().await {
+                Ok(crate::store::StoreEvent::StateChanged {
+                    table: StateTable::RoutingOverlay,
+                    ..
+                })
+                | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Ok(_) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            }
+            let mut stored: Vec<AppliedChange> = match store.state_list(StateTable::RoutingOverlay)
+            {
+                Ok(records) => records
+                    .into_iter()
+                    .filter_map(|(_, bytes)| serde_json::from_slice(&bytes).ok())
+                    .collect(),
+                Err(error) => {
+                    tracing::error!("routing overlay not read: {error}");
+                    continue;
+                }
+            };
+            stored.sort_by(|a, b| a.applied_ms.cmp(&b.applied_ms).then(a.id.cmp(&b.id)));
+            let mut desired = self.desired.lock().await;
+            let ids = |overlay: &[AppliedChange]| -> Vec<String> {
+                overlay.iter().map(|applied| applied.id.clone()).collect()
+            };
+            if ids(&stored) == ids(&desired.overlay) {
+                continue;
+            }
+            let served = std::mem::replace(&mut desired.overlay, stored);
+            match self.rebuild(&desired) {
+                Ok(()) => tracing::info!(
+                    changes = desired.overlay.len(),
+                    "routing overlay changed through another node: serving it"
+                ),
+                Err(error) => {
+                    tracing::error!("the routing overlay stored by another node does not build here ({error}); serving the one before");
+                    desired.overlay = served;
+                }
+            }
+        }
     }
 
     async fn record(&self, entry: AuditEntry) -> Result<(), ChangeError> {

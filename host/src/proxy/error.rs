@@ -108,6 +108,11 @@ pub enum ProxyError {
     /// carried out.
     #[error("not carried out: {0}")]
     AuditUnavailable(String),
+    /// This node lost its place in the cluster (its etcd lease could run
+    /// out), so it answers its held requests rather than release one on a
+    /// stale view; another node cancels their approvals.
+    #[error("this node lost contact with the cluster's store")]
+    ClusterUnavailable,
     /// A policy failed and the route fails closed.
     #[error("policy `{policy}` {failure}")]
     PolicyFailed {
@@ -135,7 +140,7 @@ impl ProxyError {
             Self::ApprovalExpired { status, .. } => *status,
             Self::ApprovalLimit(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            Self::AuditUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::AuditUnavailable(_) | Self::ClusterUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::PolicyFailed { failure, .. }
                 if matches!(**failure, PolicyFailure::Unavailable(_)) =>
             {
@@ -163,6 +168,7 @@ impl ProxyError {
             Self::ApprovalLimit(_) => "too_many_held",
             Self::Unauthorized(_) => "unauthorized",
             Self::AuditUnavailable(_) => "audit_unavailable",
+            Self::ClusterUnavailable => "cluster_unavailable",
             Self::PolicyFailed { failure, .. } => failure.code(),
         }
     }

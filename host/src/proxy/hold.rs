@@ -102,6 +102,10 @@ async fn hold(
     ticket_sha256: Option<String>,
 ) -> Result<Pending, ProxyError> {
     let approvals = at.approvals;
+    if !*approvals.available().borrow() {
+        body::discard(request.into_body());
+        return Err(ProxyError::ClusterUnavailable);
+    }
     if let Err(limit) = approvals.admit(&at.ruling.actor) {
         body::discard(request.into_body());
         return Err(limit.into());
@@ -160,15 +164,22 @@ pub async fn wait_for_approval(
         approvals: approvals.clone(),
         id: Some(approval.id.clone()),
     };
+    let mut available = approvals.available();
     let waited = tokio::time::timeout(held.timeout, async {
-        resolved
-            .wait_for(|state| *state != ApprovalState::Pending)
-            .await
-            .map(|state| *state)
+        tokio::select! {
+            state = resolved.wait_for(|state| *state != ApprovalState::Pending) => {
+                state.map(|state| Some(*state))
+            }
+            // Lost the cluster: answer now, before the approval could be
+            // released on a view this node can no longer check. (Dropping
+            // `cancel` below cancels it, if the store can still be told.)
+            _ = available.wait_for(|available| !available) => Ok(None),
+        }
     })
     .await;
     let state = match waited {
-        Ok(Ok(state)) => state,
+        Ok(Ok(Some(state))) => state,
+        Ok(Ok(None)) => return Err(ProxyError::ClusterUnavailable),
         // Timed out, or the approval vanished: it expires (unless a vote
         // resolved it in the meantime, which `end` reports).
         Ok(Err(_)) | Err(_) => approvals

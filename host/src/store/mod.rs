@@ -1,15 +1,21 @@
-//! What Airlock persists, behind one trait: the audit trail now; approvals,
-//! votes and grants with the approvals issue; an etcd implementation with the
-//! HA issue. [`RedbStore`] is the single-node implementation: an embedded
-//! redb file in the data dir, with the older audit trail sealed into
-//! segment files beside it ([`segments`]). Changes are also delivered as a stream of
-//! [`StoreEvent`]s, so that a store fed by watches (etcd) looks the same to
-//! its readers as one written in-process.
+//! What Airlock persists, behind one trait: the audit trail, and state
+//! (approvals with their votes, grants, the routing overlay). [`RedbStore`]
+//! is the single-node implementation: an embedded redb file in the data dir,
+//! with the older audit trail sealed into segment files beside it
+//! ([`segments`]). [`EtcdStore`] shares the state with other nodes through
+//! etcd and keeps each node's own trail in its local redb ([`etcd`]).
+//! Changes are also delivered as a stream of [`StoreEvent`]s, so that a
+//! store fed by watches (etcd) looks the same to its readers as one written
+//! in-process. State written by several nodes at once is written with
+//! [`StateChange::Replace`], a compare-and-swap: a stale writer gets a
+//! conflict, reads again and retries.
 
+pub mod etcd;
 mod redb_store;
 pub mod segments;
 pub mod tables;
 
+pub use etcd::EtcdStore;
 pub use redb_store::RedbStore;
 pub use segments::SegmentRange;
 
@@ -21,6 +27,9 @@ pub struct StoreError {
     pub operation: String,
     /// Why it failed.
     pub cause: String,
+    /// A [`StateChange::Replace`] found the record changed: nothing was
+    /// written, and reading it again gives the current value.
+    pub conflict: bool,
 }
 
 impl StoreError {
@@ -28,6 +37,16 @@ impl StoreError {
         StoreError {
             operation: operation.into(),
             cause: cause.to_string(),
+            conflict: false,
+        }
+    }
+
+    /// The record `key` of `table` is no longer what a replace expected.
+    pub(crate) fn conflict(table: StateTable, key: &str) -> Self {
+        StoreError {
+            operation: "commit".to_owned(),
+            cause: format!("{} `{key}` was changed meanwhile", table.name()),
+            conflict: true,
         }
     }
 }
@@ -51,6 +70,22 @@ pub enum StateTable {
 }
 
 impl StateTable {
+    /// Its name in keys and messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            StateTable::Approvals => "approvals",
+            StateTable::Grants => "grants",
+            StateTable::RoutingOverlay => "routing_overlay",
+        }
+    }
+
+    /// The table called `name`.
+    pub fn named(name: &str) -> Option<StateTable> {
+        StateTable::ALL
+            .into_iter()
+            .find(|table| table.name() == name)
+    }
+
     /// Every state table (each is created when the store opens).
     pub const ALL: [StateTable; 3] = [
         StateTable::Approvals,
@@ -72,16 +107,49 @@ pub enum StateChange {
         table: StateTable,
         key: String,
     },
+    /// Write `value` only if the record is still `expected` (`None`: there
+    /// is none); otherwise the commit fails with a conflict and keeps
+    /// nothing.
+    Replace {
+        table: StateTable,
+        key: String,
+        expected: Option<Vec<u8>>,
+        value: Vec<u8>,
+    },
 }
 
 impl StateChange {
-    fn target(&self) -> (StateTable, &str) {
+    /// The table and key it writes.
+    pub fn target(&self) -> (StateTable, &str) {
         match self {
-            StateChange::Put { table, key, .. } | StateChange::Delete { table, key } => {
-                (*table, key)
-            }
+            StateChange::Put { table, key, .. }
+            | StateChange::Delete { table, key }
+            | StateChange::Replace { table, key, .. } => (*table, key),
         }
     }
+
+    /// The record it leaves (`None`: deleted).
+    pub fn value(&self) -> Option<&[u8]> {
+        match self {
+            StateChange::Put { value, .. } | StateChange::Replace { value, .. } => Some(value),
+            StateChange::Delete { .. } => None,
+        }
+    }
+}
+
+/// State shared with other nodes over the network (etcd). Changes to it are
+/// applied from the caller's task before its audit entries are queued, so
+/// the audit writer never waits on the network.
+pub trait SharedState: Send + Sync + std::fmt::Debug + 'static {
+    /// Apply `changes` in one transaction, all or nothing.
+    ///
+    /// # Errors
+    /// A conflict of a [`StateChange::Replace`], or the store could not be
+    /// reached in time.
+    fn apply<'a>(
+        &'a self,
+        changes: &'a [StateChange],
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), StoreError>> + Send + 'a>>;
 }
 
 /// What Airlock persists. Implementations are blocking: the audit writer
@@ -140,4 +208,10 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 
     /// Changes from now on.
     fn subscribe(&self) -> tokio::sync::broadcast::Receiver<StoreEvent>;
+
+    /// The state this store shares with other nodes, if it does: the audit
+    /// writer applies state changes there, not in [`Store::append_audit`].
+    fn shared(&self) -> Option<std::sync::Arc<dyn SharedState>> {
+        None
+    }
 }

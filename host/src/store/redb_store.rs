@@ -140,11 +140,17 @@ impl Store for RedbStore {
                     .open_table(tables::state(state))
                     .map_err(|error| fail(&error))?;
                 for change in changes.iter().filter(|change| change.target().0 == state) {
-                    match change {
-                        StateChange::Put { key, value, .. } => {
-                            table.insert(key.as_str(), value.as_slice())
+                    if let StateChange::Replace { key, expected, .. } = change {
+                        let current = table.get(key.as_str()).map_err(|error| fail(&error))?;
+                        if current.as_ref().map(|value| value.value()) != expected.as_deref() {
+                            // Dropping the transaction unwritten keeps nothing.
+                            return Err(StoreError::conflict(state, key));
                         }
-                        StateChange::Delete { key, .. } => table.remove(key.as_str()),
+                    }
+                    let (_, key) = change.target();
+                    match change.value() {
+                        Some(value) => table.insert(key, value).map(drop),
+                        None => table.remove(key).map(drop),
                     }
                     .map_err(|error| fail(&error))?;
                 }

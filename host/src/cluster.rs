@@ -1,0 +1,608 @@
+//! A node's part in a cluster that shares its state through etcd
+//! ([`crate::store::etcd`]): membership, anchors and pushed policies.
+//!
+//! **Membership.** Each node holds an etcd lease and, under it, the key
+//! `members/NODE`. When a node's key goes (it stopped, died, or was cut off
+//! for longer than its lease), the others cancel the approvals of requests
+//! that waited on its connections; the compare-and-swap lets exactly one of
+//! them record it. A node counts its own lease from its last confirmed
+//! renewal: [`LEASE_MARGIN`] before it could run out, the node answers its
+//! held requests 503 (so none is released on a view it can no longer
+//! check), and it joins again once etcd answers.
+//!
+//! **Anchors.** Every second, each node puts its signed chain head at
+//! `anchors/NODE`; `audit verify` checks the node's trail against it, so a
+//! cut tail or a rewrite shows. A node whose trail no longer holds its
+//! anchor refuses to start rather than write over the evidence.
+//!
+//! **Policies.** `airlock policy push` stores a component in 1 MiB chunks
+//! under `policy-blobs/SHA256/N` (etcd refuses requests over 1.5 MiB by
+//! default) and then `policies/NAME`; every node writes it into its policy
+//! folder, whose hot reload loads it (or refuses it, and the old one keeps
+//! serving).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use etcd_client::{EventType, PutOptions, WatchOptions};
+use serde::{Deserialize, Serialize};
+
+use crate::approvals::{ApprovalState, Approvals};
+use crate::audit::heads::{check_heads, HeadSigner, SignedHead};
+use crate::store::etcd::Etcd;
+use crate::store::{Store, StoreError};
+
+/// How long before its lease could run out a node stops releasing held
+/// requests.
+pub const LEASE_MARGIN: Duration = Duration::from_millis(750);
+/// How often the chain head is anchored (when it moved).
+const ANCHOR_INTERVAL: Duration = Duration::from_secs(1);
+/// Size of one stored chunk of a pushed policy.
+pub const CHUNK: usize = 1 << 20;
+
+/// A live node, as `members/NODE` says.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Member {
+    pub node: String,
+    /// Its admin listener.
+    pub admin: String,
+    pub started_ms: i64,
+}
+
+/// A pushed policy, as `policies/NAME` says.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PushedPolicy {
+    pub name: String,
+    pub sha256: String,
+    pub size: u64,
+    pub chunks: u32,
+    /// The `NAME.toml` parameters, if any.
+    #[serde(default)]
+    pub parameters: Option<String>,
+    pub pushed_ms: i64,
+}
+
+/// This node in the cluster.
+#[derive(Debug)]
+pub struct Cluster {
+    etcd: Etcd,
+    me: Member,
+    members: Mutex<BTreeMap<String, Member>>,
+    lease_ttl: Duration,
+}
+
+impl Cluster {
+    /// The live members, by node id.
+    pub fn members(&self) -> Vec<Member> {
+        self.members
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// The etcd client.
+    pub fn etcd(&self) -> &Etcd {
+        &self.etcd
+    }
+
+    /// This node's id.
+    pub fn node(&self) -> &str {
+        &self.me.node
+    }
+
+    /// Join: take a lease, put `members/NODE` under it, learn the other
+    /// members, cancel what waited on nodes that are gone, and keep all of
+    /// that up from then on (tasks).
+    ///
+    /// # Errors
+    /// When etcd cannot be reached in time.
+    pub async fn join(
+        etcd: Etcd,
+        me: Member,
+        lease_ttl: Duration,
+        approvals: Arc<Approvals>,
+    ) -> Result<Arc<Cluster>, StoreError> {
+        let cluster = Arc::new(Cluster {
+            etcd,
+            me,
+            members: Mutex::new(BTreeMap::new()),
+            lease_ttl,
+        });
+        let lease = cluster.register().await?;
+        let revision = cluster.read_members().await?;
+        // Approvals of requests that waited on nodes no longer here.
+        let live = cluster.members();
+        let gone: std::collections::BTreeSet<String> = approvals
+            .list(Some(ApprovalState::Pending))?
+            .into_iter()
+            .filter(|approval| !approval.respond_async)
+            .filter_map(|approval| approval.node)
+            .filter(|node| !live.iter().any(|member| member.node == *node))
+            .collect();
+        for node in gone {
+            let cancelled = approvals.cancel_held_by(&node).await;
+            tracing::info!(node = %node, cancelled, "cancelled the held requests of a node that is gone");
+        }
+        tokio::spawn(cluster.clone().follow_members(revision, approvals.clone()));
+        tokio::spawn(cluster.clone().keep_lease(lease, approvals));
+        Ok(cluster)
+    }
+
+    /// Take a lease and put this node's member key under it.
+    async fn register(&self) -> Result<i64, StoreError> {
+        let ttl = i64::try_from(self.lease_ttl.as_secs()).unwrap_or(i64::MAX);
+        let lease = self
+            .etcd
+            .call("grant a lease", |mut client| async move {
+                client.lease_grant(ttl, None).await
+            })
+            .await?
+            .id();
+        let key = self.etcd.key(&format!("members/{}", self.me.node));
+        let value = serde_json::to_vec(&self.me).unwrap_or_default();
+        self.etcd
+            .call("join", |mut client| {
+                let (key, value) = (key.clone(), value.clone());
+                async move {
+                    client
+                        .put(key, value, Some(PutOptions::new().with_lease(lease)))
+                        .await
+                }
+            })
+            .await?;
+        Ok(lease)
+    }
+
+    /// Read every member; returns the revision read at.
+    async fn read_members(&self) -> Result<i64, StoreError> {
+        let (revision, records) = self.etcd.list("members").await?;
+        let members = records
+            .into_iter()
+            .filter_map(|(_, _, value)| serde_json::from_slice::<Member>(&value).ok())
+            .map(|member| (member.node.clone(), member))
+            .collect();
+        *self
+            .members
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = members;
+        Ok(revision)
+    }
+
+    /// Follow `members/`: a node whose key goes is gone, and the approvals
+    /// its requests waited on are cancelled.
+    async fn follow_members(self: Arc<Self>, mut revision: i64, approvals: Arc<Approvals>) {
+        loop {
+            let options = WatchOptions::new()
+                .with_prefix()
+                .with_start_revision(revision + 1);
+            let watched = self
+                .etcd
+                .client()
+                .watch(self.etcd.key("members/"), Some(options))
+                .await;
+            let mut stream = match watched {
+                Ok(stream) => stream,
+                Err(error) => {
+                    tracing::warn!("etcd members watch: {error}; trying again");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
+            };
+            while let Ok(Some(response)) = stream.message().await {
+                if response.canceled() {
+                    // Compacted: read all again; a node gone meanwhile is
+                    // found by comparing.
+                    let before: Vec<String> = self.members().into_iter().map(|m| m.node).collect();
+                    if let Ok(now) = self.read_members().await {
+                        revision = now;
+                    }
+                    let after = self.members();
+                    for node in before {
+                        if !after.iter().any(|member| member.node == node) {
+                            self.gone(&node, &approvals).await;
+                        }
+                    }
+                    break;
+                }
+                for event in response.events() {
+                    let Some(kv) = event.kv() else { continue };
+                    revision = revision.max(kv.mod_revision());
+                    let Some(node) = self.etcd.strip(kv.key(), "members") else {
+                        continue;
+                    };
+                    let node = node.to_owned();
+                    match event.event_type() {
+                        EventType::Put => {
+                            if let Ok(member) = serde_json::from_slice::<Member>(kv.value()) {
+                                self.members
+                                    .lock()
+                                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                                    .insert(node, member);
+                            }
+                        }
+                        EventType::Delete => {
+                            self.members
+                                .lock()
+                                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                                .remove(&node);
+                            if node != self.me.node {
+                                self.gone(&node, &approvals).await;
+                            }
+                        }
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    async fn gone(&self, node: &str, approvals: &Approvals) {
+        let cancelled = approvals.cancel_held_by(node).await;
+        tracing::warn!(
+            node,
+            cancelled,
+            "a node left the cluster: cancelled the approvals its held requests waited on"
+        );
+    }
+
+    /// Renew the lease every third of its TTL, opening the keep-alive
+    /// stream again whenever it breaks (a member died); if etcd says the
+    /// lease is gone, join anew. Meanwhile [`watch_lease`] stops releasing
+    /// held requests if renewals stop for nearly the TTL.
+    async fn keep_lease(self: Arc<Self>, mut lease: i64, approvals: Arc<Approvals>) {
+        let renewed = Arc::new(Mutex::new(Instant::now()));
+        tokio::spawn(watch_lease(
+            renewed.clone(),
+            self.lease_ttl,
+            approvals.clone(),
+        ));
+        loop {
+            let Err(lost) = self.renew(lease, &renewed, &approvals).await;
+            match lost {
+                LeaseLost::Gone => {
+                    // The others have taken over this node's held requests.
+                    tracing::warn!("this node's etcd lease ran out: joining again");
+                    approvals.set_available(false);
+                    match self.register().await {
+                        Ok(fresh) => {
+                            lease = fresh;
+                            *lock(&renewed) = Instant::now();
+                            approvals.set_available(true);
+                            tracing::info!("joined the cluster again");
+                        }
+                        Err(error) => tracing::error!("joining the cluster again failed: {error}"),
+                    }
+                }
+                LeaseLost::Broken(error) => {
+                    tracing::debug!("lease keep-alive broke: {error}; opening it again");
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Keep `lease` alive over one keep-alive stream until it breaks or
+    /// the lease is gone.
+    async fn renew(
+        &self,
+        lease: i64,
+        renewed: &Mutex<Instant>,
+        approvals: &Approvals,
+    ) -> Result<std::convert::Infallible, LeaseLost> {
+        let gone_or_broken = |error: etcd_client::Error| match &error {
+            // How etcd-client says etcd answered a renewal with TTL 0.
+            etcd_client::Error::LeaseKeepAliveError(message) if message.contains("not found") => {
+                LeaseLost::Gone
+            }
+            _ => LeaseLost::Broken(error.to_string()),
+        };
+        let opened =
+            tokio::time::timeout(RENEWAL_TIMEOUT, self.etcd.client().lease_keep_alive(lease))
+                .await
+                .map_err(|_| LeaseLost::Broken("no answer".to_owned()))?;
+        // Opening the stream renews the lease once.
+        let (mut keeper, mut stream) = opened.map_err(gone_or_broken)?;
+        loop {
+            *lock(renewed) = Instant::now();
+            approvals.set_available(true);
+            tokio::time::sleep(self.lease_ttl / 3).await;
+            let renewal = async {
+                keeper.keep_alive().await?;
+                stream.message().await
+            };
+            match tokio::time::timeout(RENEWAL_TIMEOUT, renewal).await {
+                Ok(Ok(Some(response))) if response.ttl() > 0 => {}
+                Ok(Ok(Some(_))) => return Err(LeaseLost::Gone),
+                Ok(Ok(None)) => return Err(LeaseLost::Broken("the stream ended".to_owned())),
+                Ok(Err(error)) => return Err(gone_or_broken(error)),
+                Err(_) => return Err(LeaseLost::Broken("no answer".to_owned())),
+            }
+        }
+    }
+
+    /// Put the signed chain head at `anchors/NODE` about once a second,
+    /// when it moved (a task).
+    pub async fn anchor_periodically(
+        self: Arc<Self>,
+        store: Arc<dyn Store>,
+        signer: Arc<HeadSigner>,
+    ) {
+        let mut anchored = 0;
+        let mut ticks = tokio::time::interval(ANCHOR_INTERVAL);
+        loop {
+            ticks.tick().await;
+            match self.anchor(&*store, &signer, anchored).await {
+                Ok(seq) => anchored = seq,
+                Err(error) => tracing::warn!("audit anchor not put: {error}"),
+            }
+        }
+    }
+
+    /// Anchor the head if it moved past `anchored`; returns the seq anchored.
+    ///
+    /// # Errors
+    /// When the trail cannot be read or etcd written.
+    pub async fn anchor(
+        &self,
+        store: &dyn Store,
+        signer: &HeadSigner,
+        anchored: u64,
+    ) -> Result<u64, StoreError> {
+        let Some((seq, bytes)) = store.last_audit()? else {
+            return Ok(anchored);
+        };
+        if seq == anchored {
+            return Ok(seq);
+        }
+        let entry = crate::audit::decode(&bytes)
+            .map_err(|error| StoreError::new(format!("read audit entry {seq}"), error))?;
+        let head = signer
+            .sign(seq, &entry.hash, entry.time_ms)
+            .map_err(|error| StoreError::new("sign the head", error))?;
+        put_anchor(&self.etcd, &head).await?;
+        Ok(seq)
+    }
+}
+
+/// How a lease's keep-alive ended.
+enum LeaseLost {
+    /// etcd no longer has the lease: it ran out.
+    Gone,
+    /// The stream broke (a member died, no answer in time).
+    Broken(String),
+}
+
+/// How long a renewal may take before the stream is taken for broken.
+const RENEWAL_TIMEOUT: Duration = Duration::from_secs(2);
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Stop releasing held requests once the last renewal is so old that the
+/// lease could run out within [`LEASE_MARGIN`] (a task; every 100 ms).
+async fn watch_lease(renewed: Arc<Mutex<Instant>>, ttl: Duration, approvals: Arc<Approvals>) {
+    let mut ticks = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        ticks.tick().await;
+        let since = lock(&renewed).elapsed();
+        if since + LEASE_MARGIN >= ttl && *approvals.available().borrow() {
+            tracing::error!(
+                "no lease renewal for {since:?}: answering held requests 503 until etcd answers"
+            );
+            approvals.set_available(false);
+        }
+    }
+}
+
+/// Put `head` as its node's anchor.
+///
+/// # Errors
+/// When etcd cannot be written in time.
+pub async fn put_anchor(etcd: &Etcd, head: &SignedHead) -> Result<(), StoreError> {
+    let key = etcd.key(&format!("anchors/{}", head.node));
+    let value = serde_json::to_vec(head).unwrap_or_default();
+    etcd.call("put the audit anchor", |mut client| {
+        let (key, value) = (key.clone(), value.clone());
+        async move { client.put(key, value, None).await }
+    })
+    .await?;
+    Ok(())
+}
+
+/// The anchor of `node`, if it has one.
+///
+/// # Errors
+/// When etcd cannot be read, or the anchor is not a signed head.
+pub async fn anchor_of(etcd: &Etcd, node: &str) -> Result<Option<SignedHead>, StoreError> {
+    let key = etcd.key(&format!("anchors/{node}"));
+    let mut response = etcd
+        .call("read the audit anchor", |mut client| {
+            let key = key.clone();
+            async move { client.get(key, None).await }
+        })
+        .await?;
+    let Some(kv) = response.take_kvs().into_iter().next() else {
+        return Ok(None);
+    };
+    serde_json::from_slice(kv.value())
+        .map(Some)
+        .map_err(|error| StoreError::new(format!("read the anchor of node `{node}`"), error))
+}
+
+/// Check `store`'s trail against `anchor`: the entry it signed must still
+/// be there, unchanged. Returns the problem, if any.
+///
+/// # Errors
+/// When the trail cannot be read.
+pub fn check_anchor(store: &dyn Store, anchor: &SignedHead) -> Result<Option<String>, StoreError> {
+    let first = store.audit_from(0, 1)?.first().map_or(1, |(seq, _)| *seq);
+    Ok(
+        check_heads(store, std::slice::from_ref(anchor), None, first)?
+            .map(|(seq, problem)| format!("against its anchor in etcd (entry {seq}): {problem}")),
+    )
+}
+
+/// Store the component at `file` as policy `name` (with `parameters`) for
+/// every node: chunks first, then the record that names them.
+///
+/// # Errors
+/// When etcd cannot be written in time.
+pub async fn push_policy(
+    etcd: &Etcd,
+    name: &str,
+    component: &[u8],
+    parameters: Option<String>,
+) -> Result<PushedPolicy, StoreError> {
+    let sha256 = crate::secrets::hex(&crate::secrets::sha256(component));
+    let chunks: Vec<&[u8]> = component.chunks(CHUNK).collect();
+    for (index, chunk) in chunks.iter().enumerate() {
+        let key = etcd.key(&format!("policy-blobs/{sha256}/{index}"));
+        etcd.call("store a policy chunk", |mut client| {
+            let (key, chunk) = (key.clone(), chunk.to_vec());
+            async move { client.put(key, chunk, None).await }
+        })
+        .await?;
+    }
+    let pushed = PushedPolicy {
+        name: name.to_owned(),
+        sha256,
+        size: component.len() as u64,
+        chunks: u32::try_from(chunks.len()).unwrap_or(u32::MAX),
+        parameters,
+        pushed_ms: crate::audit::now_ms(),
+    };
+    let key = etcd.key(&format!("policies/{name}"));
+    let value = serde_json::to_vec(&pushed).unwrap_or_default();
+    etcd.call("store the policy", |mut client| {
+        let (key, value) = (key.clone(), value.clone());
+        async move { client.put(key, value, None).await }
+    })
+    .await?;
+    Ok(pushed)
+}
+
+/// Write every pushed policy into `folder` now and whenever one is pushed
+/// (a task): fetch its chunks, check their SHA-256, and rename the file
+/// into place, so the folder's watcher sees a whole component.
+pub async fn install_pushed_policies(etcd: Etcd, folder: PathBuf) {
+    let mut revision = match etcd.list("policies").await {
+        Ok((revision, records)) => {
+            for (_, _, value) in records {
+                install_one(&etcd, &folder, &value).await;
+            }
+            revision
+        }
+        Err(error) => {
+            tracing::error!("pushed policies not read: {error}");
+            0
+        }
+    };
+    loop {
+        let options = WatchOptions::new()
+            .with_prefix()
+            .with_start_revision(revision + 1);
+        let watched = etcd
+            .client()
+            .watch(etcd.key("policies/"), Some(options))
+            .await;
+        let Ok(mut stream) = watched else {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            continue;
+        };
+        while let Ok(Some(response)) = stream.message().await {
+            if response.canceled() {
+                if let Ok((now, _)) = etcd.list("policies").await {
+                    revision = now;
+                }
+                break;
+            }
+            for event in response.events() {
+                let Some(kv) = event.kv() else { continue };
+                revision = revision.max(kv.mod_revision());
+                if event.event_type() == EventType::Put {
+                    install_one(&etcd, &folder, kv.value()).await;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Install one pushed policy record; failures are logged (the old file
+/// keeps serving).
+async fn install_one(etcd: &Etcd, folder: &Path, record: &[u8]) {
+    let pushed: PushedPolicy = match serde_json::from_slice(record) {
+        Ok(pushed) => pushed,
+        Err(error) => {
+            tracing::error!("a pushed policy record is unreadable: {error}");
+            return;
+        }
+    };
+    let target = folder.join(format!("{}.wasm", pushed.name));
+    let current = std::fs::read(&target).ok();
+    if current
+        .is_some_and(|bytes| crate::secrets::hex(&crate::secrets::sha256(&bytes)) == pushed.sha256)
+    {
+        return;
+    }
+    match fetch_component(etcd, &pushed).await {
+        Ok(component) => {
+            if let Err(error) = write_policy(folder, &pushed, &component) {
+                tracing::error!(policy = %pushed.name, "pushed policy not written: {error}");
+            } else {
+                tracing::info!(policy = %pushed.name, sha256 = %pushed.sha256, "pushed policy written into the policy folder");
+            }
+        }
+        Err(error) => tracing::error!(policy = %pushed.name, "pushed policy not fetched: {error}"),
+    }
+}
+
+async fn fetch_component(etcd: &Etcd, pushed: &PushedPolicy) -> Result<Vec<u8>, StoreError> {
+    let mut component = Vec::with_capacity(usize::try_from(pushed.size).unwrap_or(0));
+    for index in 0..pushed.chunks {
+        let key = etcd.key(&format!("policy-blobs/{}/{index}", pushed.sha256));
+        let mut response = etcd
+            .call("read a policy chunk", |mut client| {
+                let key = key.clone();
+                async move { client.get(key, None).await }
+            })
+            .await?;
+        let Some(kv) = response.take_kvs().into_iter().next() else {
+            return Err(StoreError::new(
+                "read a policy chunk",
+                format!("chunk {index} is missing"),
+            ));
+        };
+        component.extend_from_slice(kv.value());
+    }
+    let sha256 = crate::secrets::hex(&crate::secrets::sha256(&component));
+    if sha256 != pushed.sha256 {
+        return Err(StoreError::new(
+            "check the pushed policy",
+            format!("its chunks hash to {sha256}, not {}", pushed.sha256),
+        ));
+    }
+    Ok(component)
+}
+
+/// Parameters first (the reload reads them with the component), each by a
+/// rename from a hidden temporary file the folder's watcher ignores.
+fn write_policy(folder: &Path, pushed: &PushedPolicy, component: &[u8]) -> std::io::Result<()> {
+    std::fs::create_dir_all(folder)?;
+    let place = |file: &str, bytes: &[u8]| -> std::io::Result<()> {
+        let temporary = folder.join(format!(".{file}.pushing"));
+        std::fs::write(&temporary, bytes)?;
+        std::fs::rename(&temporary, folder.join(file))
+    };
+    if let Some(parameters) = &pushed.parameters {
+        place(&format!("{}.toml", pushed.name), parameters.as_bytes())?;
+    }
+    place(&format!("{}.wasm", pushed.name), component)
+}

@@ -1,0 +1,631 @@
+//! The cluster store: state (approvals with their votes, grants, the
+//! routing overlay) shared by every node through etcd, and this node's own
+//! audit trail in its local [`RedbStore`] (a global chain in etcd would put a
+//! raft round on one hot key into every request; each node anchors its chain
+//! head in etcd instead, see [`crate::cluster`]).
+//!
+//! Reads never wait on the network: each node keeps a [`Mirror`] of the
+//! state in memory, read once at start and then followed by a watch, which
+//! also announces every change (from this node or another) as a
+//! [`StoreEvent`]. A broken watch is opened again where it left off; a
+//! history compacted past that point means a full read.
+//!
+//! Writes are etcd transactions. A [`StateChange::Replace`] becomes a
+//! comparison of the record's bytes, so two nodes voting at once cannot
+//! both win: the loser's transaction reads the current record back into the
+//! mirror and fails with a conflict, and the caller retries on fresh state.
+//! Every call goes through [`Etcd::call`], which retries transient failures
+//! (a member down, a leader election) across the endpoints with backoff for
+//! up to `[storage] timeout`; past it the action fails closed.
+//!
+//! Keys, under `[storage] prefix`: `state/TABLE/KEY` (JSON records, as in
+//! redb); `members/NODE`, `anchors/NODE`, `policies/NAME` and
+//! `policy-blobs/SHA256/N` belong to [`crate::cluster`].
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, TxnOp, TxnOpResponse,
+    WatchOptions,
+};
+use tokio::sync::broadcast;
+
+use super::segments::SegmentRange;
+use super::{RedbStore, SharedState, StateChange, StateTable, Store, StoreError, StoreEvent};
+use crate::config::StorageConfig;
+
+/// How long one call to one member may take before it is tried again.
+const CALL_TIMEOUT: Duration = Duration::from_secs(2);
+/// The first pause between retries; it doubles up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(50);
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
+
+/// A client of the etcd cluster: its key prefix and its retry rules.
+#[derive(Clone)]
+pub struct Etcd {
+    client: Client,
+    prefix: String,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for Etcd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Etcd")
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Whether `error` may pass if the call is made again (on another member,
+/// after an election).
+fn transient(error: &etcd_client::Error) -> bool {
+    use tonic::Code;
+    match error {
+        etcd_client::Error::GRpcStatus(status) => matches!(
+            status.code(),
+            Code::Unavailable
+                | Code::DeadlineExceeded
+                | Code::Unknown
+                | Code::Internal
+                | Code::Aborted
+                | Code::Cancelled
+        ),
+        etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_) => true,
+        _ => false,
+    }
+}
+
+impl Etcd {
+    /// Connect to the endpoints of `config`, retrying for up to its timeout.
+    ///
+    /// # Errors
+    /// When no member answers in time, or TLS or auth material is unreadable.
+    pub async fn connect(config: &StorageConfig) -> Result<Etcd, StoreError> {
+        let mut options = ConnectOptions::new()
+            .with_timeout(CALL_TIMEOUT)
+            .with_connect_timeout(CALL_TIMEOUT)
+            .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2))
+            .with_require_leader(true);
+        let read = |what: &str, file: &Path| {
+            std::fs::read(file)
+                .map_err(|error| StoreError::new(format!("read {what} {}", file.display()), error))
+        };
+        if config.ca_file.is_some() || config.cert_file.is_some() {
+            let mut tls = etcd_client::TlsOptions::new();
+            if let Some(ca) = &config.ca_file {
+                tls = tls.ca_certificate(etcd_client::Certificate::from_pem(read(
+                    "storage.ca_file",
+                    ca,
+                )?));
+            }
+            if let (Some(cert), Some(key)) = (&config.cert_file, &config.key_file) {
+                tls = tls.identity(etcd_client::Identity::from_pem(
+                    read("storage.cert_file", cert)?,
+                    read("storage.key_file", key)?,
+                ));
+            }
+            options = options.with_tls(tls);
+        }
+        if let (Some(user), Some(file)) = (&config.user, &config.password_file) {
+            let password = String::from_utf8_lossy(&read("storage.password_file", file)?)
+                .trim()
+                .to_owned();
+            options = options.with_user(user.clone(), password);
+        }
+        let deadline = Instant::now() + config.timeout;
+        let mut backoff = FIRST_BACKOFF;
+        let client = loop {
+            let attempt = Client::connect(&config.endpoints, Some(options.clone())).await;
+            match attempt {
+                Ok(mut client) => match client.status().await {
+                    Ok(_) => break client,
+                    Err(error) if transient(&error) && Instant::now() < deadline => {}
+                    Err(error) => return Err(connect_error(config, &error)),
+                },
+                Err(error) if transient(&error) && Instant::now() < deadline => {}
+                Err(error) => return Err(connect_error(config, &error)),
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        };
+        Ok(Etcd {
+            client,
+            prefix: config.prefix.clone(),
+            timeout: config.timeout,
+        })
+    }
+
+    /// The full key of `rest` (`members/a` becomes `/airlock/members/a`).
+    pub fn key(&self, rest: &str) -> String {
+        format!("{}/{rest}", self.prefix)
+    }
+
+    /// `key` without the prefix and `section/`, if it is in that section.
+    pub fn strip<'k>(&self, key: &'k [u8], section: &str) -> Option<&'k str> {
+        std::str::from_utf8(key)
+            .ok()?
+            .strip_prefix(self.prefix.as_str())?
+            .strip_prefix('/')?
+            .strip_prefix(section)?
+            .strip_prefix('/')
+    }
+
+    /// A client to open streams with (watches, lease keep-alives), which
+    /// retry by being opened again.
+    pub fn client(&self) -> Client {
+        self.client.clone()
+    }
+
+    /// Run `call`, again on transient failures, with backoff, until
+    /// `[storage] timeout`. `what` names it in the error.
+    ///
+    /// # Errors
+    /// The last failure once the time is up, or at once one that retrying
+    /// cannot help.
+    pub async fn call<T, F, Fut>(&self, what: &str, mut call: F) -> Result<T, StoreError>
+    where
+        F: FnMut(Client) -> Fut,
+        Fut: Future<Output = Result<T, etcd_client::Error>>,
+    {
+        let deadline = Instant::now() + self.timeout;
+        let mut backoff = FIRST_BACKOFF;
+        loop {
+            match call(self.client.clone()).await {
+                Ok(answer) => return Ok(answer),
+                Err(error) if transient(&error) && Instant::now() + backoff < deadline => {
+                    tracing::debug!("etcd {what}: {error}; trying again");
+                }
+                Err(error) => {
+                    return Err(StoreError::new(
+                        format!("etcd {what}"),
+                        format!("{error} (gave up after {:?})", self.timeout),
+                    ))
+                }
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+
+    /// Every key and value under `section/`, and the revision read at.
+    ///
+    /// # Errors
+    /// When etcd cannot be read in time.
+    pub async fn list(
+        &self,
+        section: &str,
+    ) -> Result<(i64, Vec<(String, i64, Vec<u8>)>), StoreError> {
+        let prefix = self.key(&format!("{section}/"));
+        let mut response = self
+            .call(&format!("read {prefix}"), |mut client| {
+                let prefix = prefix.clone();
+                async move {
+                    client
+                        .get(prefix, Some(GetOptions::new().with_prefix()))
+                        .await
+                }
+            })
+            .await?;
+        let revision = response.take_header().map_or(0, |header| header.revision());
+        let records = response
+            .take_kvs()
+            .into_iter()
+            .filter_map(|kv| {
+                let key = self.strip(kv.key(), section)?.to_owned();
+                Some((key, kv.mod_revision(), kv.value().to_vec()))
+            })
+            .collect();
+        Ok((revision, records))
+    }
+}
+
+fn connect_error(config: &StorageConfig, error: &etcd_client::Error) -> StoreError {
+    StoreError::new(
+        format!("connect to etcd at {}", config.endpoints.join(", ")),
+        error,
+    )
+}
+
+/// A state record as the mirror holds it: its bytes and the etcd revision
+/// that wrote them (an older write seen later does not undo a newer one).
+#[derive(Debug, Clone)]
+struct Record {
+    revision: i64,
+    value: Vec<u8>,
+}
+
+/// This node's copy of the shared state, kept current by the watch.
+#[derive(Debug)]
+struct Mirror {
+    tables: RwLock<HashMap<StateTable, BTreeMap<String, Record>>>,
+    events: broadcast::Sender<StoreEvent>,
+}
+
+impl Mirror {
+    fn read(
+        &self,
+    ) -> std::sync::RwLockReadGuard<'_, HashMap<StateTable, BTreeMap<String, Record>>> {
+        self.tables
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Take `value` (`None`: deleted) written at `revision`, unless the
+    /// mirror already holds a newer write; announce it if it changed.
+    fn apply(&self, table: StateTable, key: &str, revision: i64, value: Option<Vec<u8>>) {
+        let changed = {
+            let mut tables = self
+                .tables
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let records = tables.entry(table).or_default();
+            match (records.get(key), value) {
+                (Some(current), _) if current.revision >= revision => false,
+                (Some(_), None) => records.remove(key).is_some(),
+                (None, None) => false,
+                (_, Some(value)) => {
+                    records.insert(key.to_owned(), Record { revision, value });
+                    true
+                }
+            }
+        };
+        if changed {
+            let _ = self.events.send(StoreEvent::StateChanged {
+                table,
+                key: key.to_owned(),
+            });
+        }
+    }
+
+    /// Replace everything with a full read of `records` (at start, and
+    /// when the watch's history was compacted away).
+    fn reset(&self, records: Vec<(StateTable, String, i64, Vec<u8>)>) {
+        let mut fresh: HashMap<StateTable, BTreeMap<String, Record>> = HashMap::new();
+        for (table, key, revision, value) in records {
+            fresh
+                .entry(table)
+                .or_default()
+                .insert(key, Record { revision, value });
+        }
+        let old = std::mem::replace(
+            &mut *self
+                .tables
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+            fresh.clone(),
+        );
+        for table in StateTable::ALL {
+            let (before, after) = (old.get(&table), fresh.get(&table));
+            let keys: std::collections::BTreeSet<&String> = before
+                .into_iter()
+                .chain(after)
+                .flat_map(BTreeMap::keys)
+                .collect();
+            for key in keys {
+                let was = before
+                    .and_then(|records| records.get(key))
+                    .map(|r| &r.value);
+                let is = after.and_then(|records| records.get(key)).map(|r| &r.value);
+                if was != is {
+                    let _ = self.events.send(StoreEvent::StateChanged {
+                        table,
+                        key: key.clone(),
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// The shared half of [`EtcdStore`]: transactions and the mirror.
+#[derive(Debug)]
+pub struct EtcdState {
+    etcd: Etcd,
+    mirror: Arc<Mirror>,
+}
+
+impl EtcdState {
+    fn state_key(&self, table: StateTable, key: &str) -> String {
+        self.etcd.key(&format!("state/{}/{key}", table.name()))
+    }
+
+    /// Read every state table, and return the revision read at.
+    async fn load(&self) -> Result<i64, StoreError> {
+        let (revision, records) = self.etcd.list("state").await?;
+        let records = records
+            .into_iter()
+            .filter_map(|(key, revision, value)| {
+                let (table, key) = key.split_once('/')?;
+                Some((StateTable::named(table)?, key.to_owned(), revision, value))
+            })
+            .collect();
+        self.mirror.reset(records);
+        Ok(revision)
+    }
+
+    /// Follow every change after `revision`, for as long as the node runs.
+    async fn follow(self: Arc<Self>, mut revision: i64) {
+        loop {
+            match self.watch_from(revision).await {
+                Ok(next) => revision = next,
+                Err((next, error)) => {
+                    revision = next;
+                    tracing::warn!(
+                        "etcd watch broke at revision {revision}: {error}; opening it again"
+                    );
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+    }
+
+    /// One watch stream from `revision + 1`: returns the last revision
+    /// seen when it ends.
+    async fn watch_from(&self, mut revision: i64) -> Result<i64, (i64, String)> {
+        let options = WatchOptions::new()
+            .with_prefix()
+            .with_start_revision(revision + 1);
+        let mut stream = self
+            .etcd
+            .client()
+            .watch(self.etcd.key("state/"), Some(options))
+            .await
+            .map_err(|error| (revision, error.to_string()))?;
+        loop {
+            let message = stream.message().await;
+            let response = match message {
+                Ok(Some(response)) => response,
+                Ok(None) => return Err((revision, "the stream ended".to_owned())),
+                Err(error) => return Err((revision, error.to_string())),
+            };
+            if response.canceled() {
+                if response.compact_revision() > 0 {
+                    tracing::warn!(
+                        "etcd history compacted past this node's watch: reading all state again"
+                    );
+                    return self
+                        .load()
+                        .await
+                        .map_err(|error| (revision, error.to_string()));
+                }
+                return Err((revision, format!("cancelled: {}", response.cancel_reason())));
+            }
+            for event in response.events() {
+                let Some(kv) = event.kv() else { continue };
+                revision = revision.max(kv.mod_revision());
+                let Some((table, key)) = self
+                    .etcd
+                    .strip(kv.key(), "state")
+                    .and_then(|rest| rest.split_once('/'))
+                    .and_then(|(table, key)| Some((StateTable::named(table)?, key)))
+                else {
+                    continue;
+                };
+                let value = match event.event_type() {
+                    EventType::Put => Some(kv.value().to_vec()),
+                    EventType::Delete => None,
+                };
+                self.mirror.apply(table, key, kv.mod_revision(), value);
+            }
+        }
+    }
+
+    /// Apply `changes` in one etcd transaction.
+    async fn transact(&self, changes: &[StateChange]) -> Result<(), StoreError> {
+        let keys: Vec<String> = changes
+            .iter()
+            .map(|change| {
+                let (table, key) = change.target();
+                self.state_key(table, key)
+            })
+            .collect();
+        let txn = || {
+            let mut compares = Vec::new();
+            let mut writes = Vec::new();
+            let mut reads = Vec::new();
+            for (change, key) in changes.iter().zip(&keys) {
+                match change {
+                    StateChange::Put { value, .. } => {
+                        writes.push(TxnOp::put(key.clone(), value.clone(), None));
+                    }
+                    StateChange::Delete { .. } => writes.push(TxnOp::delete(key.clone(), None)),
+                    StateChange::Replace {
+                        expected, value, ..
+                    } => {
+                        compares.push(match expected {
+                            Some(expected) => {
+                                Compare::value(key.clone(), CompareOp::Equal, expected.clone())
+                            }
+                            None => Compare::create_revision(key.clone(), CompareOp::Equal, 0),
+                        });
+                        writes.push(TxnOp::put(key.clone(), value.clone(), None));
+                        reads.push(TxnOp::get(key.clone(), None));
+                    }
+                }
+            }
+            etcd_client::Txn::new()
+                .when(compares)
+                .and_then(writes)
+                .or_else(reads)
+        };
+        let mut response = self
+            .etcd
+            .call("commit", |mut client| {
+                let txn = txn();
+                async move { client.txn(txn).await }
+            })
+            .await?;
+        let revision = response.take_header().map_or(0, |header| header.revision());
+        if response.succeeded() {
+            for change in changes {
+                let (table, key) = change.target();
+                self.mirror
+                    .apply(table, key, revision, change.value().map(<[u8]>::to_vec));
+            }
+            return Ok(());
+        }
+        // Someone else wrote first: take what they wrote, and say which.
+        let replaced = changes
+            .iter()
+            .filter(|change| matches!(change, StateChange::Replace { .. }));
+        let mut conflict = None;
+        for (change, read) in replaced.zip(response.op_responses()) {
+            let (table, key) = change.target();
+            let TxnOpResponse::Get(read) = read else {
+                continue;
+            };
+            match read.kvs().first() {
+                Some(kv) => {
+                    self.mirror
+                        .apply(table, key, kv.mod_revision(), Some(kv.value().to_vec()))
+                }
+                None => self.mirror.apply(table, key, revision, None),
+            }
+            let StateChange::Replace { expected, .. } = change else {
+                continue;
+            };
+            let current = read.kvs().first().map(|kv| kv.value());
+            if conflict.is_none() && current != expected.as_deref() {
+                conflict = Some(StoreError::conflict(table, key));
+            }
+        }
+        Err(conflict
+            .unwrap_or_else(|| StoreError::new("commit", "the transaction's comparison failed")))
+    }
+}
+
+impl SharedState for EtcdState {
+    fn apply<'a>(
+        &'a self,
+        changes: &'a [StateChange],
+    ) -> Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send + 'a>> {
+        Box::pin(self.transact(changes))
+    }
+}
+
+/// State in etcd, this node's audit trail in its redb file.
+pub struct EtcdStore {
+    local: RedbStore,
+    state: Arc<EtcdState>,
+    runtime: tokio::runtime::Handle,
+}
+
+impl std::fmt::Debug for EtcdStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdStore")
+            .field("etcd", &self.state.etcd)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EtcdStore {
+    /// Connect to etcd, read the state, follow it from then on, and open the
+    /// local trail in `data_dir`. Must run inside the Tokio runtime.
+    ///
+    /// # Errors
+    /// When etcd cannot be reached in time or the local store not opened.
+    pub async fn open(data_dir: &Path, config: &StorageConfig) -> Result<EtcdStore, StoreError> {
+        let local = RedbStore::open(data_dir)?;
+        let etcd = Etcd::connect(config).await?;
+        let state = Arc::new(EtcdState {
+            etcd,
+            mirror: Arc::new(Mirror {
+                tables: RwLock::new(HashMap::new()),
+                events: broadcast::channel(4096).0,
+            }),
+        });
+        let revision = state.load().await?;
+        tokio::spawn(state.clone().follow(revision));
+        Ok(EtcdStore {
+            local,
+            state,
+            runtime: tokio::runtime::Handle::current(),
+        })
+    }
+
+    /// The etcd client, for membership, anchors and policies.
+    pub fn etcd(&self) -> &Etcd {
+        &self.state.etcd
+    }
+}
+
+impl Store for EtcdStore {
+    fn append_audit(
+        &self,
+        entries: &[(u64, Vec<u8>)],
+        changes: &[StateChange],
+    ) -> Result<(), StoreError> {
+        // The audit writer applies changes through `shared` first; a
+        // direct caller (a tool) gets the same order here.
+        if !changes.is_empty() {
+            self.runtime.block_on(self.state.transact(changes))?;
+        }
+        self.local.append_audit(entries, &[])?;
+        if let Some((seq, _)) = entries.last() {
+            let _ = self
+                .state
+                .mirror
+                .events
+                .send(StoreEvent::AuditCommitted { seq: *seq });
+        }
+        Ok(())
+    }
+
+    fn state_get(&self, table: StateTable, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .state
+            .mirror
+            .read()
+            .get(&table)
+            .and_then(|records| records.get(key))
+            .map(|record| record.value.clone()))
+    }
+
+    fn state_list(&self, table: StateTable) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        Ok(self
+            .state
+            .mirror
+            .read()
+            .get(&table)
+            .map(|records| {
+                records
+                    .iter()
+                    .map(|(key, record)| (key.clone(), record.value.clone()))
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    fn last_audit(&self) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
+        self.local.last_audit()
+    }
+
+    fn audit_from(&self, from: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        self.local.audit_from(from, limit)
+    }
+
+    fn seal_audit(&self, through: u64) -> Result<Option<SegmentRange>, StoreError> {
+        self.local.seal_audit(through)
+    }
+
+    fn audit_segments(&self) -> Vec<SegmentRange> {
+        self.local.audit_segments()
+    }
+
+    fn remove_audit_segment(&self, first: u64) -> Result<(), StoreError> {
+        self.local.remove_audit_segment(first)
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<StoreEvent> {
+        self.state.mirror.events.subscribe()
+    }
+
+    fn shared(&self) -> Option<Arc<dyn SharedState>> {
+        Some(self.state.clone())
+    }
+}
