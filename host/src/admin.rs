@@ -172,9 +172,19 @@ async fn audit_query(
     }
 }
 
-/// `GET /v1/cluster`: this node and the live members (just this node
-/// without etcd).
-async fn cluster(State(state): State<AdminState>) -> Response {
+/// `GET /v1/cluster` (viewer role): this node and the live members (none
+/// listed without etcd).
+async fn cluster(State(state): State<AdminState>, headers: axum::http::HeaderMap) -> Response {
+    if let Some(control) = &state.control {
+        let viewer = crate::approvals::api::authorized(
+            &control.identities,
+            &headers,
+            crate::config::Role::Viewer,
+        );
+        if let Err(refused) = viewer {
+            return refused.into_response();
+        }
+    }
     match &state.cluster {
         Some(cluster) => Json(json!({
             "node": cluster.node(),

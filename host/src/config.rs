@@ -1555,6 +1555,64 @@ pool = "web"
     }
 
     #[test]
+    fn an_etcd_backend_needs_endpoints_a_node_id_and_the_trail() {
+        let etcd = |storage: &str, audit: &str| {
+            parse(&format!(
+                "{MINIMAL}\n[storage]\nbackend = \"etcd\"\n{storage}\n[audit]\n{audit}\n"
+            ))
+        };
+        let cluster = etcd("endpoints = [\"http://127.0.0.1:2379\"]", "node = \"a\"").unwrap();
+        assert_eq!(cluster.storage.backend, StorageBackend::Etcd);
+        assert_eq!(cluster.storage.prefix, "/airlock");
+        assert_eq!(cluster.storage.lease_ttl, Duration::from_secs(10));
+        for (storage, audit, names) in [
+            (
+                "",
+                "node = \"a\"",
+                "storage.endpoints: the etcd backend needs at least one endpoint",
+            ),
+            (
+                "endpoints = [\"127.0.0.1:2379\"]",
+                "node = \"a\"",
+                "storage.endpoints[0]: expected `http://host:port`",
+            ),
+            (
+                "endpoints = [\"http://e:2379\"]",
+                "",
+                "audit.node: the etcd backend needs a node id",
+            ),
+            (
+                "endpoints = [\"http://e:2379\"]",
+                "node = \"a\"\nenabled = false",
+                "audit.enabled:",
+            ),
+            (
+                "endpoints = [\"http://e:2379\"]\nlease_ttl = \"1s\"",
+                "node = \"a\"",
+                "storage.lease_ttl: expected at least 3s",
+            ),
+            (
+                "endpoints = [\"http://e:2379\"]\nprefix = \"airlock/\"",
+                "node = \"a\"",
+                "storage.prefix:",
+            ),
+            (
+                "endpoints = [\"http://e:2379\"]\nuser = \"airlock\"",
+                "node = \"a\"",
+                "storage.user: etcd auth needs both",
+            ),
+        ] {
+            let error = etcd(storage, audit).unwrap_err();
+            assert!(error.contains(names), "{storage} / {audit}: {error}");
+        }
+        // The redb default ignores the etcd keys' absence.
+        assert_eq!(
+            parse(MINIMAL).unwrap().storage.backend,
+            StorageBackend::Redb
+        );
+    }
+
+    #[test]
     fn type_error_names_line_and_key() {
         let text = MINIMAL.replace("weight = 3", "weight = \"heavy\"");
         let err = parse(&text).unwrap_err();

@@ -407,6 +407,15 @@ pub struct Approvals {
     events: broadcast::Sender<ApprovalEvent>,
 }
 
+/// Who raised an event's approval ([`Approvals::create_once`]).
+#[derive(Debug)]
+pub enum Raised {
+    /// This node: the approval as created.
+    Here(Approval),
+    /// Another node: its approval's id.
+    Elsewhere(String),
+}
+
 /// A limit that refused a new approval (answered 429).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LimitExceeded {
@@ -486,7 +495,7 @@ impl Approvals {
         approvals.load_grants()?;
         // Follow the store from before the first read, so nothing written
         // by another node in between is missed.
-        tokio::spawn(approvals.clone().follow(approvals.store.subscribe()));
+        tokio::spawn(approvals.clone().follow_store(approvals.store.subscribe()));
         let node = approvals.log.node().to_owned();
         for approval in approvals.list(None)? {
             let ours = approval.node.as_deref().is_none_or(|held| held == node);
@@ -618,7 +627,7 @@ impl Approvals {
     /// Keep up with what the store says changed, whoever changed it: wake
     /// actions waiting here on approvals resolved elsewhere, and learn of
     /// grants and tickets made elsewhere.
-    async fn follow(self: Arc<Self>, mut events: broadcast::Receiver<StoreEvent>) {
+    async fn follow_store(self: Arc<Self>, mut events: broadcast::Receiver<StoreEvent>) {
         loop {
             match events.recv().await {
                 Ok(StoreEvent::StateChanged { table, key }) => self.changed(table, &key),
@@ -786,8 +795,8 @@ impl Approvals {
         Ok(())
     }
 
-    /// Create a pending approval for `approval` (its id, state, node and
-    /// times are filled in here) and record `entry`, the held request's
+    /// Create a pending approval for `approval` (its id, unless it has
+    /// one, state, node and times are filled in here) and record `entry`, the held request's
     /// decision entry, with it in one durable commit. Returns the approval
     /// and a receiver that sees it resolve.
     ///
@@ -799,7 +808,9 @@ impl Approvals {
         timeout: Duration,
         mut entry: AuditEntry,
     ) -> Result<(Approval, watch::Receiver<ApprovalState>), ApprovalError> {
-        approval.id = new_id("apr")?;
+        if approval.id.is_empty() {
+            approval.id = new_id("apr")?;
+        }
         approval.state = ApprovalState::Pending;
         approval.node = Some(self.log.node().to_owned());
         approval.created_ms = now_ms();
@@ -820,6 +831,53 @@ impl Approvals {
         }
         self.announce("created", &approval);
         Ok((approval, receiver))
+    }
+
+    /// Create the approval of a balancer event that every node may see at
+    /// once (the same failing pool): the first node to claim `event_key`
+    /// in the shared store creates it, as [`create`](Self::create) does;
+    /// the others get the id of the one it made, to follow with
+    /// [`wait_on`](Self::wait_on). A single node always creates it.
+    ///
+    /// # Errors
+    /// As [`create`](Self::create), or the claim could not be made.
+    pub async fn create_once(
+        self: &Arc<Self>,
+        event_key: &str,
+        mut approval: Approval,
+        timeout: Duration,
+        entry: AuditEntry,
+    ) -> Result<Raised, ApprovalError> {
+        if let Some(shared) = self.store.shared() {
+            let id = new_id("apr")?;
+            let key = crate::secrets::hex(&crate::secrets::sha256(event_key.as_bytes()));
+            // The claim outlives the approval a little, so a node that
+            // notices late does not raise a second one.
+            let ttl = timeout + Duration::from_secs(5);
+            if let Some(theirs) = shared.claim(&key, &id, ttl).await? {
+                return Ok(Raised::Elsewhere(theirs));
+            }
+            approval.id = id;
+        }
+        let (approval, _) = self.create(approval, timeout, entry).await?;
+        Ok(Raised::Here(approval))
+    }
+
+    /// Wait here on approval `id`, raised by another node, as on one made
+    /// here: [`outcome`](Self::outcome) then works for it. Returns whether
+    /// it is pending (if not, there is nothing to wait for).
+    pub fn wait_on(self: &Arc<Self>, id: &str) -> bool {
+        match self.get(id) {
+            Ok(approval) if approval.state == ApprovalState::Pending => {
+                self.watch(&approval);
+                // It may have resolved between the read and the watch.
+                if let Ok(now) = self.get(id) {
+                    self.settled(&now);
+                }
+                true
+            }
+            _ => false,
+        }
     }
 
     /// `voter` votes on approval `id`. Members of a hold's groups with the

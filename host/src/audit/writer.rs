@@ -406,6 +406,96 @@ fn commit(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::audit::EntryKind;
+    use crate::store::RedbStore;
+
+    /// Eight callers at once replace the same record, all expecting it
+    /// absent: exactly one wins; the others get a conflict and keep nothing
+    /// (no entry of theirs in the trail), and the winner's value stands.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn of_concurrent_swaps_of_one_record_exactly_one_commits_and_the_rest_keep_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(RedbStore::open(dir.path()).unwrap());
+        let log = AuditLog::start(store.clone(), "n1", Sealing::default()).unwrap();
+        let attempts = (0..8).map(|i| {
+            let log = log.clone();
+            async move {
+                let entry = AuditEntry::new(EntryKind::ApprovalVote, &format!("voter{i}"));
+                let swap = StateChange::Replace {
+                    table: StateTable::Approvals,
+                    key: "apr_1".to_owned(),
+                    expected: None,
+                    value: format!("voter{i}").into_bytes(),
+                };
+                (i, log.record_with(entry, vec![swap]).await)
+            }
+        });
+        let results = futures_util::future::join_all(attempts).await;
+        let winners: Vec<usize> = results
+            .iter()
+            .filter(|(_, result)| result.is_ok())
+            .map(|(i, _)| *i)
+            .collect();
+        assert_eq!(winners.len(), 1, "{results:?}");
+        assert!(results
+            .iter()
+            .filter(|(_, result)| result.is_err())
+            .all(|(_, result)| matches!(result, Err(AuditError::Conflict(_)))));
+        let stored = store.state_get(StateTable::Approvals, "apr_1").unwrap();
+        assert_eq!(stored, Some(format!("voter{}", winners[0]).into_bytes()));
+        let trail = store.audit_from(1, 100).unwrap();
+        assert_eq!(trail.len(), 1);
+        let entry = crate::audit::decode(&trail[0].1).unwrap();
+        assert_eq!(entry.actor, format!("voter{}", winners[0]));
+        // A swap from what is stored now passes.
+        let swap = StateChange::Replace {
+            table: StateTable::Approvals,
+            key: "apr_1".to_owned(),
+            expected: stored,
+            value: b"next".to_vec(),
+        };
+        let entry = AuditEntry::new(EntryKind::ApprovalVote, "next");
+        log.record_with(entry, vec![swap]).await.unwrap();
+        assert_eq!(
+            store.state_get(StateTable::Approvals, "apr_1").unwrap(),
+            Some(b"next".to_vec())
+        );
+    }
+
+    /// The store checks a swap inside its own transaction too: a stale one
+    /// fails with a conflict and writes nothing of its commit.
+    #[test]
+    fn redb_refuses_a_stale_swap_and_keeps_nothing_of_its_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RedbStore::open(dir.path()).unwrap();
+        let put = |value: &[u8]| StateChange::Put {
+            table: StateTable::Grants,
+            key: "g".to_owned(),
+            value: value.to_vec(),
+        };
+        store.append_audit(&[], &[put(b"one")]).unwrap();
+        let stale = StateChange::Replace {
+            table: StateTable::Grants,
+            key: "g".to_owned(),
+            expected: Some(b"zero".to_vec()),
+            value: b"two".to_vec(),
+        };
+        let other = StateChange::Put {
+            table: StateTable::Approvals,
+            key: "a".to_owned(),
+            value: b"x".to_vec(),
+        };
+        let error = store
+            .append_audit(&[(1, b"entry".to_vec())], &[other, stale])
+            .unwrap_err();
+        assert!(error.conflict, "{error}");
+        assert_eq!(
+            store.state_get(StateTable::Grants, "g").unwrap(),
+            Some(b"one".to_vec())
+        );
+        assert_eq!(store.state_get(StateTable::Approvals, "a").unwrap(), None);
+        assert!(store.last_audit().unwrap().is_none());
+    }
 
     #[test]
     fn sealing_is_due_by_count_or_at_utc_midnight() {

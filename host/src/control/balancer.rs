@@ -36,7 +36,7 @@ use serde::{Deserialize, Serialize};
 
 use super::continuity::MIN_REQUESTS;
 use super::ControlPlane;
-use crate::approvals::{ActionSummary, Approval, ApprovalState};
+use crate::approvals::{ActionSummary, Approval, ApprovalState, Raised};
 use crate::audit::{AuditEntry, EntryKind};
 use crate::balance::figures::PoolFigures;
 use crate::config::WhileHeld;
@@ -368,14 +368,31 @@ impl ControlPlane {
             false,
         );
         approval.respond_async = true;
-        let created = match approvals.create(approval, timeout, entry).await {
-            Ok((created, _)) => created,
+        let mut noted = entry.clone();
+        let raised = approvals
+            .create_once(&event.key(), approval, timeout, entry)
+            .await;
+        let created = match raised {
+            Ok(Raised::Here(created)) => created.id,
+            Ok(Raised::Elsewhere(id)) => {
+                // Another node saw it first: follow its approval.
+                noted.approval = Some(id.clone());
+                noted.reason = Some(format!(
+                    "{}; held under approval {id}, raised by another node",
+                    noted.reason.unwrap_or_default()
+                ));
+                let _ = self.record(noted).await;
+                if !approvals.wait_on(&id) {
+                    return;
+                }
+                id
+            }
             Err(error) => {
                 tracing::error!(?event, "balancer event approval not created: {error}");
                 return;
             }
         };
-        tracing::warn!(?event, approval = %created.id, "balancer event held for approval");
+        tracing::warn!(?event, approval = %created, "balancer event held for approval");
         let moves_now = while_held == WhileHeld::FailOver
             && !matches!(event, BalancerEvent::EjectOutlier { .. });
         if moves_now {
@@ -383,16 +400,14 @@ impl ControlPlane {
                 &event,
                 "moved while held ([control] while_held = \"fail_over\")",
             );
-            moved.approval = Some(created.id.clone());
+            moved.approval = Some(created.clone());
             self.carry_out(&event, moved).await;
             if let Some((route, _)) = event.destination() {
                 let mut desired = self.desired.lock().await;
-                desired
-                    .moved_by
-                    .insert(route.to_owned(), created.id.clone());
+                desired.moved_by.insert(route.to_owned(), created.clone());
             }
         }
-        let Some(outcome) = approvals.outcome(&created.id) else {
+        let Some(outcome) = approvals.outcome(&created) else {
             return;
         };
         let plane = self.clone();
@@ -401,13 +416,13 @@ impl ControlPlane {
                 return;
             };
             let mut entry = plane.event_entry(&event, &format!("approval {}", state.name()));
-            entry.approval = Some(created.id.clone());
+            entry.approval = Some(created.clone());
             // Whether the route's current move is still the one this
             // approval's `while_held` made (a later event may have moved it).
             let ours = match event.destination() {
                 Some((route, _)) => {
                     let mut desired = plane.desired.lock().await;
-                    let ours = desired.moved_by.get(route) == Some(&created.id);
+                    let ours = desired.moved_by.get(route) == Some(&created);
                     if ours {
                         desired.moved_by.remove(route);
                     }

@@ -506,6 +506,64 @@ impl SharedState for EtcdState {
     ) -> Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send + 'a>> {
         Box::pin(self.transact(changes))
     }
+
+    fn claim<'a>(
+        &'a self,
+        key: &'a str,
+        value: &'a str,
+        ttl: Duration,
+    ) -> Pin<Box<dyn Future<Output = Result<Option<String>, StoreError>> + Send + 'a>> {
+        Box::pin(self.claim_key(key, value, ttl))
+    }
+}
+
+impl EtcdState {
+    /// `events/KEY` = `value` under a lease of `ttl`, if no one holds it.
+    async fn claim_key(
+        &self,
+        key: &str,
+        value: &str,
+        ttl: Duration,
+    ) -> Result<Option<String>, StoreError> {
+        let seconds = i64::try_from(ttl.as_secs().max(1)).unwrap_or(i64::MAX);
+        let lease = self
+            .etcd
+            .call("grant an event lease", |mut client| async move {
+                client.lease_grant(seconds, None).await
+            })
+            .await?
+            .id();
+        let key = self.etcd.key(&format!("events/{key}"));
+        let response = self
+            .etcd
+            .call("claim an event", |mut client| {
+                let txn = etcd_client::Txn::new()
+                    .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+                    .and_then([TxnOp::put(
+                        key.clone(),
+                        value,
+                        Some(etcd_client::PutOptions::new().with_lease(lease)),
+                    )])
+                    .or_else([TxnOp::get(key.clone(), None)]);
+                async move { client.txn(txn).await }
+            })
+            .await?;
+        if response.succeeded() {
+            return Ok(None);
+        }
+        let holder = response
+            .op_responses()
+            .into_iter()
+            .find_map(|read| match read {
+                TxnOpResponse::Get(read) => read
+                    .kvs()
+                    .first()
+                    .map(|kv| String::from_utf8_lossy(kv.value()).into_owned()),
+                _ => None,
+            });
+        // The claim vanished in between (its lease ran out): ours to raise.
+        Ok(holder.filter(|holder| holder != value))
+    }
 }
 
 /// State in etcd, this node's audit trail in its redb file.
@@ -627,5 +685,83 @@ impl Store for EtcdStore {
 
     fn shared(&self) -> Option<Arc<dyn SharedState>> {
         Some(self.state.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mirror() -> Mirror {
+        Mirror {
+            tables: RwLock::new(HashMap::new()),
+            events: broadcast::channel(16).0,
+        }
+    }
+
+    fn value(mirror: &Mirror, key: &str) -> Option<Vec<u8>> {
+        mirror
+            .read()
+            .get(&StateTable::Approvals)
+            .and_then(|records| records.get(key))
+            .map(|record| record.value.clone())
+    }
+
+    /// A transaction's answer and the watch deliver the same writes in
+    /// either order: an older write seen later never undoes a newer one,
+    /// and only real changes are announced.
+    #[test]
+    fn the_mirror_keeps_the_newest_write_whatever_order_it_learns_them_in() {
+        let mirror = mirror();
+        let mut events = mirror.events.subscribe();
+        mirror.apply(StateTable::Approvals, "a", 7, Some(b"seven".to_vec()));
+        mirror.apply(StateTable::Approvals, "a", 5, Some(b"five".to_vec()));
+        assert_eq!(value(&mirror, "a"), Some(b"seven".to_vec()));
+        // The watch repeats the write the transaction already applied.
+        mirror.apply(StateTable::Approvals, "a", 7, Some(b"seven".to_vec()));
+        mirror.apply(StateTable::Approvals, "a", 6, None);
+        assert_eq!(value(&mirror, "a"), Some(b"seven".to_vec()));
+        mirror.apply(StateTable::Approvals, "a", 9, None);
+        assert_eq!(value(&mirror, "a"), None);
+        let mut announced = 0;
+        while events.try_recv().is_ok() {
+            announced += 1;
+        }
+        assert_eq!(announced, 2, "the put at 7 and the delete at 9");
+    }
+
+    /// A full read (after compaction) announces exactly the records that
+    /// differ from what the mirror held, deleted ones included.
+    #[test]
+    fn a_full_read_announces_what_changed_while_the_watch_was_away() {
+        let mirror = mirror();
+        mirror.apply(StateTable::Approvals, "kept", 1, Some(b"same".to_vec()));
+        mirror.apply(StateTable::Approvals, "gone", 2, Some(b"x".to_vec()));
+        mirror.apply(StateTable::Grants, "changed", 3, Some(b"old".to_vec()));
+        let mut events = mirror.events.subscribe();
+        mirror.reset(vec![
+            (
+                StateTable::Approvals,
+                "kept".to_owned(),
+                1,
+                b"same".to_vec(),
+            ),
+            (StateTable::Grants, "changed".to_owned(), 8, b"new".to_vec()),
+            (StateTable::Grants, "new".to_owned(), 9, b"n".to_vec()),
+        ]);
+        let mut announced = Vec::new();
+        while let Ok(StoreEvent::StateChanged { table, key }) = events.try_recv() {
+            announced.push((table.name(), key));
+        }
+        announced.sort();
+        assert_eq!(
+            announced,
+            [
+                ("approvals", "gone".to_owned()),
+                ("grants", "changed".to_owned()),
+                ("grants", "new".to_owned())
+            ]
+        );
+        assert_eq!(value(&mirror, "gone"), None);
     }
 }

@@ -150,6 +150,21 @@ pub trait SharedState: Send + Sync + std::fmt::Debug + 'static {
         &'a self,
         changes: &'a [StateChange],
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), StoreError>> + Send + 'a>>;
+
+    /// Claim `key` for `value` for `ttl`, unless another node claimed it
+    /// first: then its value. (Many nodes see the same failing pool; one
+    /// raises the approval, the others follow it.)
+    ///
+    /// # Errors
+    /// When the store cannot be reached in time.
+    fn claim<'a>(
+        &'a self,
+        key: &'a str,
+        value: &'a str,
+        ttl: std::time::Duration,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Option<String>, StoreError>> + Send + 'a>,
+    >;
 }
 
 /// What Airlock persists. Implementations are blocking: the audit writer
