@@ -16,6 +16,10 @@ Every target becomes one row with the same columns, so adding a row to the
 bench needs no change here. The goal check compares the rows named `airlock`
 and `nginx` when both ran.
 
+The Python benches' JSON, in --results DIR: approvals.json (benches/approvals.py),
+reload.json (benches/reload.py), cluster.json (benches/cluster.py); each is one
+section of its own between markers, kept from --out when its file is missing.
+
 Policy bench, in --criterion DIR (criterion's output, default target/criterion):
   */new/benchmark.json, */new/estimates.json   one pair per benchmark of
       the groups policy/fresh, policy/reused, cedar and policy/load
@@ -842,6 +846,87 @@ def render_reload(results):
     return lines
 
 
+CLUSTER_BEGIN = "<!-- cluster-bench:begin -->"
+CLUSTER_END = "<!-- cluster-bench:end -->"
+GOAL_CLUSTER_P99_MS = 50.0  # the HA issue: a vote on one node releases a request held on another within 50 ms
+
+
+def render_cluster(results):
+    """The cluster bench's section as a list of lines, or None without results."""
+    try:
+        r = json.loads((results / "cluster.json").read_text())
+    except (OSError, ValueError):
+        return None
+    rel, call = r["release_ms"], r["vote_call_ms"]
+    binary = r.get("binary", "target/release/airlock")
+    try:
+        binary = str(Path(binary).resolve().relative_to(ROOT))
+    except ValueError:
+        pass
+    cross_p99 = rel["cross"]["p99"]
+    met = cross_p99 < GOAL_CLUSTER_P99_MS
+    ms = lambda v: f"{v:.2f} ms" if v < 100 else f"{v:.0f} ms"
+    lines = [
+        CLUSTER_BEGIN,
+        "## Cluster: approvals across two nodes sharing etcd",
+        "",
+        f"- Produced by: `SUITES=cluster benches/run` (`benches/cluster.py` against {binary})",
+        f"- Date: {r['date']}; {r['nproc']} CPUs, load average at the end {' '.join(r['loadavg'])}",
+    ]
+    if r.get("build") == "debug":
+        lines.append(
+            "- **A debug build: these figures show that the bench works, not how fast Airlock is.** "
+            "Rerun with the release binary."
+        )
+    lines += [
+        "",
+        f"Two Airlock nodes, a and b (each `[server] worker_threads = 1`, its own data dir, "
+        f"`[storage] backend = \"etcd\"`), on a {r.get('etcd_members', 3)}-member etcd "
+        f"{r.get('etcd_version', '?')} cluster (`--heartbeat-interval {r.get('heartbeat_ms', 100)} "
+        f"--election-timeout {r.get('election_ms', 1000)}`, its WAL fsynced to the machine's disk), all "
+        "on loopback on the same machine, nothing pinned. approval-rules holds every DELETE for one "
+        "approver from `oncall`; the requests wait on b. Release latency runs from just before the "
+        "approve call (`POST /v1/approvals/{id}/approve`) is sent to the moment the upstream (in the "
+        "bench's process, so one clock; matched to the request by its unique path) reads the released "
+        f"request. {r['releases']} releases of each kind, one at a time, alternating (the order swapped "
+        "every round); before each vote the bench waits until a's API shows the approval, so both kinds "
+        "start from the same state.",
+        "",
+        "| vote sent to | releases | p50 | p90 | p99 | max | the approve call's round trip (p50, p99) |",
+        "|---|--:|--:|--:|--:|--:|--:|",
+    ]
+    describe = {
+        "cross": "node a (the request waits on b): **cross-node**",
+        "same": "node b (where the request waits): same node",
+    }
+    for kind in ("cross", "same"):
+        row, c = rel[kind], call[kind]
+        lines.append(
+            f"| {describe[kind]} | {row['count']} | {ms(row['p50'])} | {ms(row['p90'])} | {ms(row['p99'])} "
+            f"| {ms(row['max'])} | {ms(c['p50'])}, {ms(c['p99'])} |"
+        )
+    lines.append("")
+    b = r.get("burst")
+    if b:
+        lines += [
+            f"Throughput: {b['held']} DELETEs held on b at once, then approved through a by {b['voters']} "
+            "concurrent voters (each its own principal in `oncall`, its own keep-alive connection, one vote "
+            f"at a time): **{b['approvals_per_s']:,.0f} approvals/s** ({b['held']} in {b['seconds']:.2f} s "
+            "from the first vote sent to the last request at the upstream; the votes themselves took "
+            f"{b['votes_answered_s']:.2f} s, each call {ms(b['vote_call_ms']['p50'])} at p50 and "
+            f"{ms(b['vote_call_ms']['p99'])} at p99). Holding them: {b['held']} approvals created on b "
+            f"and listed by a within {b['created_visible_s']:.2f} s ({b['created_per_s']:,.0f}/s).",
+            "",
+        ]
+    lines += [
+        f"- Goal (from the issue): a request held on one node released through another within "
+        f"{GOAL_CLUSTER_P99_MS:g} ms at p99. "
+        + (f"**Met**: {ms(cross_p99)}." if met else f"**Not met**: {ms(cross_p99)}."),
+        CLUSTER_END,
+    ]
+    return lines
+
+
 def cut_section(text, begin, end):
     """(text without the marked section, the section's lines or None)."""
     if begin in text and end in text:
@@ -898,6 +983,7 @@ def main():
     existing, old_audit = cut_section(existing, AUDIT_BEGIN, AUDIT_END)
     existing, old_approvals = cut_section(existing, APPROVALS_BEGIN, APPROVALS_END)
     existing, old_reload = cut_section(existing, RELOAD_BEGIN, RELOAD_END)
+    existing, old_cluster = cut_section(existing, CLUSTER_BEGIN, CLUSTER_END)
     old_head, old_method, old_policy = split_existing(existing, history)
 
     if (args.results / "runs.tsv").exists():
@@ -932,6 +1018,9 @@ def main():
     reload = render_reload(args.results)
     if reload is None:
         reload = old_reload
+    cluster = render_cluster(args.results)
+    if cluster is None:
+        cluster = old_cluster
 
     md = list(head)
     if policy:
@@ -942,6 +1031,8 @@ def main():
         md += approvals + [""]
     if reload:
         md += reload + [""]
+    if cluster:
+        md += cluster + [""]
     md += method
     if history:
         md += [history, ""]
