@@ -26,12 +26,12 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use etcd_client::{EventType, PutOptions, WatchOptions};
+use etcd_client::PutOptions;
 use serde::{Deserialize, Serialize};
 
 use crate::approvals::{ApprovalState, Approvals};
 use crate::audit::heads::{check_heads, HeadSigner, SignedHead};
-use crate::store::etcd::Etcd;
+use crate::store::etcd::{Etcd, Seen};
 use crate::store::{Store, StoreError};
 
 /// How long before its lease could run out a node stops releasing held
@@ -174,70 +174,41 @@ impl Cluster {
 
     /// Follow `members/`: a node whose key goes is gone, and the approvals
     /// its requests waited on are cancelled.
-    async fn follow_members(self: Arc<Self>, mut revision: i64, approvals: Arc<Approvals>) {
-        loop {
-            let options = WatchOptions::new()
-                .with_prefix()
-                .with_start_revision(revision + 1);
-            let watched = self
-                .etcd
-                .client()
-                .watch(self.etcd.key("members/"), Some(options))
-                .await;
-            let mut stream = match watched {
-                Ok(stream) => stream,
-                Err(error) => {
-                    tracing::warn!("etcd members watch: {error}; trying again");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                    continue;
-                }
-            };
-            while let Ok(Some(response)) = stream.message().await {
-                if response.canceled() {
-                    // Compacted: read all again; a node gone meanwhile is
-                    // found by comparing.
-                    let before: Vec<String> = self.members().into_iter().map(|m| m.node).collect();
-                    if let Ok(now) = self.read_members().await {
-                        revision = now;
-                    }
-                    let after = self.members();
-                    for node in before {
-                        if !after.iter().any(|member| member.node == node) {
-                            self.gone(&node, &approvals).await;
-                        }
-                    }
-                    break;
-                }
-                for event in response.events() {
-                    let Some(kv) = event.kv() else { continue };
-                    revision = revision.max(kv.mod_revision());
-                    let Some(node) = self.etcd.strip(kv.key(), "members") else {
-                        continue;
-                    };
-                    let node = node.to_owned();
-                    match event.event_type() {
-                        EventType::Put => {
-                            if let Ok(member) = serde_json::from_slice::<Member>(kv.value()) {
-                                self.members
-                                    .lock()
-                                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                                    .insert(node, member);
-                            }
-                        }
-                        EventType::Delete => {
-                            self.members
-                                .lock()
-                                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                                .remove(&node);
-                            if node != self.me.node {
-                                self.gone(&node, &approvals).await;
-                            }
-                        }
-                    }
+    async fn follow_members(self: Arc<Self>, revision: i64, approvals: Arc<Approvals>) {
+        let etcd = self.etcd.clone();
+        etcd.follow("members", revision, |seen| {
+            self.clone().seen_member(seen, approvals.clone())
+        })
+        .await;
+    }
+
+    async fn seen_member(self: Arc<Self>, seen: Seen, approvals: Arc<Approvals>) -> Option<i64> {
+        match seen {
+            Seen::Put { key, value, .. } => {
+                if let Ok(member) = serde_json::from_slice::<Member>(&value) {
+                    lock(&self.members).insert(key, member);
                 }
             }
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            Seen::Deleted { key, .. } => {
+                lock(&self.members).remove(&key);
+                if key != self.me.node {
+                    self.gone(&key, &approvals).await;
+                }
+            }
+            Seen::Compacted => {
+                // Read all again; a node gone meanwhile shows by comparing.
+                let before = self.members();
+                let now = self.read_members().await.ok();
+                let after = self.members();
+                for member in before {
+                    if !after.iter().any(|other| other.node == member.node) {
+                        self.gone(&member.node, &approvals).await;
+                    }
+                }
+                return now;
+            }
         }
+        None
     }
 
     async fn gone(&self, node: &str, approvals: &Approvals) {
@@ -492,7 +463,7 @@ pub async fn push_policy(
 /// (a task): fetch its chunks, check their SHA-256, and rename the file
 /// into place, so the folder's watcher sees a whole component.
 pub async fn install_pushed_policies(etcd: Etcd, folder: PathBuf) {
-    let mut revision = match etcd.list("policies").await {
+    let revision = match etcd.list("policies").await {
         Ok((revision, records)) => {
             for (_, _, value) in records {
                 install_one(&etcd, &folder, &value).await;
@@ -504,35 +475,20 @@ pub async fn install_pushed_policies(etcd: Etcd, folder: PathBuf) {
             0
         }
     };
-    loop {
-        let options = WatchOptions::new()
-            .with_prefix()
-            .with_start_revision(revision + 1);
-        let watched = etcd
-            .client()
-            .watch(etcd.key("policies/"), Some(options))
-            .await;
-        let Ok(mut stream) = watched else {
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            continue;
-        };
-        while let Ok(Some(response)) = stream.message().await {
-            if response.canceled() {
-                if let Ok((now, _)) = etcd.list("policies").await {
-                    revision = now;
+    let follower = etcd.clone();
+    follower
+        .follow("policies", revision, |seen| {
+            let (etcd, folder) = (etcd.clone(), folder.clone());
+            async move {
+                match seen {
+                    Seen::Put { value, .. } => install_one(&etcd, &folder, &value).await,
+                    Seen::Deleted { .. } => {}
+                    Seen::Compacted => return etcd.list("policies").await.ok().map(|(now, _)| now),
                 }
-                break;
+                None
             }
-            for event in response.events() {
-                let Some(kv) = event.kv() else { continue };
-                revision = revision.max(kv.mod_revision());
-                if event.event_type() == EventType::Put {
-                    install_one(&etcd, &folder, kv.value()).await;
-                }
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+        })
+        .await;
 }
 
 /// Install one pushed policy record; failures are logged (the old file

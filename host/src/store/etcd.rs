@@ -224,6 +224,83 @@ impl Etcd {
     }
 }
 
+/// A change a watch of one section saw (the key without the section).
+#[derive(Debug)]
+pub enum Seen {
+    Put {
+        key: String,
+        revision: i64,
+        value: Vec<u8>,
+    },
+    Deleted {
+        key: String,
+        revision: i64,
+    },
+    /// etcd compacted its history past the watch: what changed meanwhile
+    /// is lost, so read the section again.
+    Compacted,
+}
+
+impl Etcd {
+    /// Follow `section/` from after `revision`, for as long as the node
+    /// runs, telling `seen` each change. A broken stream (a member died, a
+    /// leader was lost) is opened again where it left off; after
+    /// [`Seen::Compacted`], `seen` reads the section again and answers the
+    /// revision it read at.
+    pub async fn follow<F, Fut>(&self, section: &str, mut revision: i64, mut seen: F)
+    where
+        F: FnMut(Seen) -> Fut,
+        Fut: Future<Output = Option<i64>>,
+    {
+        let prefix = self.key(&format!("{section}/"));
+        loop {
+            let options = WatchOptions::new()
+                .with_prefix()
+                .with_start_revision(revision + 1);
+            let broke = match self.client().watch(prefix.clone(), Some(options)).await {
+                Err(error) => error.to_string(),
+                Ok(mut stream) => loop {
+                    let response = match stream.message().await {
+                        Ok(Some(response)) => response,
+                        Ok(None) => break "the stream ended".to_owned(),
+                        Err(error) => break error.to_string(),
+                    };
+                    if response.canceled() {
+                        if response.compact_revision() > 0 {
+                            revision = seen(Seen::Compacted).await.unwrap_or(revision);
+                        }
+                        break format!("cancelled: {}", response.cancel_reason());
+                    }
+                    for event in response.events() {
+                        let Some(kv) = event.kv() else { continue };
+                        revision = revision.max(kv.mod_revision());
+                        let Some(key) = self.strip(kv.key(), section) else {
+                            continue;
+                        };
+                        let key = key.to_owned();
+                        let change = match event.event_type() {
+                            EventType::Put => Seen::Put {
+                                key,
+                                revision: kv.mod_revision(),
+                                value: kv.value().to_vec(),
+                            },
+                            EventType::Delete => Seen::Deleted {
+                                key,
+                                revision: kv.mod_revision(),
+                            },
+                        };
+                        seen(change).await;
+                    }
+                },
+            };
+            tracing::debug!(
+                "etcd watch of {prefix} broke at revision {revision}: {broke}; opening it again"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
 fn connect_error(config: &StorageConfig, error: &etcd_client::Error) -> StoreError {
     StoreError::new(
         format!("connect to etcd at {}", config.endpoints.join(", ")),
@@ -349,70 +426,35 @@ impl EtcdState {
     }
 
     /// Follow every change after `revision`, for as long as the node runs.
-    async fn follow(self: Arc<Self>, mut revision: i64) {
-        loop {
-            match self.watch_from(revision).await {
-                Ok(next) => revision = next,
-                Err((next, error)) => {
-                    revision = next;
-                    tracing::warn!(
-                        "etcd watch broke at revision {revision}: {error}; opening it again"
-                    );
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-            }
-        }
+    async fn follow(self: Arc<Self>, revision: i64) {
+        let etcd = self.etcd.clone();
+        etcd.follow("state", revision, |seen| self.clone().seen(seen))
+            .await;
     }
 
-    /// One watch stream from `revision + 1`: returns the last revision
-    /// seen when it ends.
-    async fn watch_from(&self, mut revision: i64) -> Result<i64, (i64, String)> {
-        let options = WatchOptions::new()
-            .with_prefix()
-            .with_start_revision(revision + 1);
-        let mut stream = self
-            .etcd
-            .client()
-            .watch(self.etcd.key("state/"), Some(options))
-            .await
-            .map_err(|error| (revision, error.to_string()))?;
-        loop {
-            let message = stream.message().await;
-            let response = match message {
-                Ok(Some(response)) => response,
-                Ok(None) => return Err((revision, "the stream ended".to_owned())),
-                Err(error) => return Err((revision, error.to_string())),
-            };
-            if response.canceled() {
-                if response.compact_revision() > 0 {
-                    tracing::warn!(
-                        "etcd history compacted past this node's watch: reading all state again"
-                    );
-                    return self
-                        .load()
-                        .await
-                        .map_err(|error| (revision, error.to_string()));
-                }
-                return Err((revision, format!("cancelled: {}", response.cancel_reason())));
+    /// Take one change the watch saw into the mirror.
+    async fn seen(self: Arc<Self>, seen: Seen) -> Option<i64> {
+        let (key, revision, value) = match seen {
+            Seen::Put {
+                key,
+                revision,
+                value,
+            } => (key, revision, Some(value)),
+            Seen::Deleted { key, revision } => (key, revision, None),
+            Seen::Compacted => {
+                tracing::warn!(
+                    "etcd history compacted past this node's watch: reading all state again"
+                );
+                return self.load().await.ok();
             }
-            for event in response.events() {
-                let Some(kv) = event.kv() else { continue };
-                revision = revision.max(kv.mod_revision());
-                let Some((table, key)) = self
-                    .etcd
-                    .strip(kv.key(), "state")
-                    .and_then(|rest| rest.split_once('/'))
-                    .and_then(|(table, key)| Some((StateTable::named(table)?, key)))
-                else {
-                    continue;
-                };
-                let value = match event.event_type() {
-                    EventType::Put => Some(kv.value().to_vec()),
-                    EventType::Delete => None,
-                };
-                self.mirror.apply(table, key, kv.mod_revision(), value);
-            }
+        };
+        let table = key
+            .split_once('/')
+            .and_then(|(table, key)| Some((StateTable::named(table)?, key)));
+        if let Some((table, key)) = table {
+            self.mirror.apply(table, key, revision, value);
         }
+        None
     }
 
     /// Apply `changes` in one etcd transaction.
