@@ -461,7 +461,7 @@ pub fn replace(read: &Approval, next: &Approval) -> StateChange {
         table: StateTable::Approvals,
         key: next.id.clone(),
         expected: Some(encode(read)),
-        value: encode(next),
+        value: Some(encode(next)),
     }
 }
 

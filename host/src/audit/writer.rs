@@ -425,7 +425,7 @@ mod tests {
                     table: StateTable::Approvals,
                     key: "apr_1".to_owned(),
                     expected: None,
-                    value: format!("voter{i}").into_bytes(),
+                    value: Some(format!("voter{i}").into_bytes()),
                 };
                 (i, log.record_with(entry, vec![swap]).await)
             }
@@ -452,7 +452,7 @@ mod tests {
             table: StateTable::Approvals,
             key: "apr_1".to_owned(),
             expected: stored,
-            value: b"next".to_vec(),
+            value: Some(b"next".to_vec()),
         };
         let entry = AuditEntry::new(EntryKind::ApprovalVote, "next");
         log.record_with(entry, vec![swap]).await.unwrap();
@@ -478,7 +478,7 @@ mod tests {
             table: StateTable::Grants,
             key: "g".to_owned(),
             expected: Some(b"zero".to_vec()),
-            value: b"two".to_vec(),
+            value: Some(b"two".to_vec()),
         };
         let other = StateChange::Put {
             table: StateTable::Approvals,

@@ -485,7 +485,10 @@ impl EtcdState {
                             }
                             None => Compare::create_revision(key.clone(), CompareOp::Equal, 0),
                         });
-                        writes.push(TxnOp::put(key.clone(), value.clone(), None));
+                        writes.push(match value {
+                            Some(value) => TxnOp::put(key.clone(), value.clone(), None),
+                            None => TxnOp::delete(key.clone(), None),
+                        });
                         reads.push(TxnOp::get(key.clone(), None));
                     }
                 }

@@ -107,14 +107,14 @@ pub enum StateChange {
         table: StateTable,
         key: String,
     },
-    /// Write `value` only if the record is still `expected` (`None`: there
-    /// is none); otherwise the commit fails with a conflict and keeps
-    /// nothing.
+    /// Write `value` (`None`: delete the record) only if the record is
+    /// still `expected` (`None`: there is none); otherwise the commit fails
+    /// with a conflict and keeps nothing.
     Replace {
         table: StateTable,
         key: String,
         expected: Option<Vec<u8>>,
-        value: Vec<u8>,
+        value: Option<Vec<u8>>,
     },
 }
 
@@ -131,7 +131,8 @@ impl StateChange {
     /// The record it leaves (`None`: deleted).
     pub fn value(&self) -> Option<&[u8]> {
         match self {
-            StateChange::Put { value, .. } | StateChange::Replace { value, .. } => Some(value),
+            StateChange::Put { value, .. } => Some(value),
+            StateChange::Replace { value, .. } => value.as_deref(),
             StateChange::Delete { .. } => None,
         }
     }
