@@ -362,6 +362,10 @@ impl ActionSummary {
 /// How many events a slow listener may fall behind before it misses some.
 const EVENT_BACKLOG: usize = 1024;
 
+/// Approvals whose last announced state is kept before resolved ones are
+/// forgotten.
+const MAX_ANNOUNCED: usize = 10_000;
+
 /// Compare-and-swap attempts before an update gives up as contended.
 const MAX_ATTEMPTS: usize = 16;
 
@@ -404,7 +408,12 @@ pub struct Approvals {
     /// Whether this node may release held requests: false while it may
     /// have lost its place in the cluster ([`crate::cluster`]).
     available: watch::Sender<bool>,
+    /// What this node created and resolved (its webhooks).
     events: broadcast::Sender<ApprovalEvent>,
+    /// What the event stream tells: that, and what other nodes did.
+    stream: broadcast::Sender<ApprovalEvent>,
+    /// The last state the stream told of each approval.
+    announced: Mutex<HashMap<String, ApprovalState>>,
 }
 
 /// Who raised an event's approval ([`Approvals::create_once`]).
@@ -491,6 +500,8 @@ impl Approvals {
             timed: Mutex::new(std::collections::HashSet::new()),
             available: watch::channel(true).0,
             events: broadcast::channel(EVENT_BACKLOG).0,
+            stream: broadcast::channel(EVENT_BACKLOG).0,
+            announced: Mutex::new(HashMap::new()),
         });
         approvals.load_grants()?;
         // Follow the store from before the first read, so nothing written
@@ -504,6 +515,7 @@ impl Approvals {
                     approvals.end(&approval.id, ApprovalState::Expired).await?;
                 }
                 ApprovalState::Pending if approval.respond_async => {
+                    approvals.mark(&approval);
                     approvals.index_ticket(&approval);
                     approvals.expire_in_time(&approval);
                 }
@@ -511,6 +523,10 @@ impl Approvals {
                     approvals
                         .end(&approval.id, ApprovalState::Cancelled)
                         .await?;
+                }
+                // Held by another node: its outcome is news here too.
+                ApprovalState::Pending => {
+                    approvals.mark(&approval);
                 }
                 ApprovalState::Approved => approvals.index_ticket(&approval),
                 _ => {}
@@ -541,28 +557,77 @@ impl Approvals {
         self.live_map().len()
     }
 
-    /// Events from now on: every approval created or resolved through
-    /// this node.
+    /// Events from now on, for the event stream: every approval created or
+    /// resolved, through this node or (sharing the store) another.
     pub fn subscribe(&self) -> broadcast::Receiver<ApprovalEvent> {
+        self.stream.subscribe()
+    }
+
+    /// Events from now on of what this node did, for its webhooks: in a
+    /// cluster, each approval is announced once, by the node that made
+    /// or resolved it.
+    pub fn subscribe_own(&self) -> broadcast::Receiver<ApprovalEvent> {
         self.events.subscribe()
     }
 
-    fn announce(&self, event: &'static str, approval: &Approval) {
-        let approval = approval.clone().public(false);
-        let event = match event {
-            "created" => ApprovalEvent::Created { approval },
-            _ => ApprovalEvent::Resolved { approval },
-        };
+    /// Tell listeners this node created or resolved `approval`.
+    fn announce(&self, approval: &Approval) {
+        let event = Self::event_of(approval);
         // Nobody listening is fine.
-        let _ = self.events.send(event);
+        let _ = self.events.send(event.clone());
+        if self.mark(approval) {
+            let _ = self.stream.send(event);
+        }
+    }
+
+    /// Tell the event stream that `approval`, as the store has it now, was
+    /// created or resolved by another node, if it was and the stream has not
+    /// told it yet (an approval never seen pending here is not news).
+    fn learned(&self, approval: &Approval) {
+        let was = self.announced().get(&approval.id).copied();
+        let news = match approval.state {
+            ApprovalState::Pending => was.is_none(),
+            _ => was == Some(ApprovalState::Pending),
+        };
+        if news && self.mark(approval) {
+            let _ = self.stream.send(Self::event_of(approval));
+        } else if was.is_none() {
+            self.mark(approval);
+        }
+    }
+
+    fn event_of(approval: &Approval) -> ApprovalEvent {
+        let approval = approval.clone().public(false);
+        match approval.state {
+            ApprovalState::Pending => ApprovalEvent::Created { approval },
+            _ => ApprovalEvent::Resolved { approval },
+        }
+    }
+
+    /// Note the state the stream has told of `approval`; `false` if it had
+    /// told that already. Resolved ones are forgotten now and then.
+    fn mark(&self, approval: &Approval) -> bool {
+        let mut announced = self.announced();
+        if announced.len() >= MAX_ANNOUNCED {
+            announced.retain(|_, state| *state == ApprovalState::Pending);
+        }
+        announced.insert(approval.id.clone(), approval.state) != Some(approval.state)
+    }
+
+    fn announced(&self) -> std::sync::MutexGuard<'_, HashMap<String, ApprovalState>> {
+        self.announced
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Tell listeners that applied `change` was rolled back, and why.
     pub fn announce_rollback(&self, change: serde_json::Value, reason: &str) {
-        let _ = self.events.send(ApprovalEvent::RolledBack {
+        let event = ApprovalEvent::RolledBack {
             change,
             reason: reason.to_owned(),
-        });
+        };
+        let _ = self.events.send(event.clone());
+        let _ = self.stream.send(event);
     }
 
     /// Whether this node may release held requests (see
@@ -653,6 +718,7 @@ impl Approvals {
             StateTable::Approvals => {
                 if let Ok(approval) = self.get(key) {
                     self.settled(&approval);
+                    self.learned(&approval);
                     if approval.state == ApprovalState::Pending && approval.respond_async {
                         self.index_ticket(&approval);
                         self.expire_in_time(&approval);
@@ -829,7 +895,7 @@ impl Approvals {
         if approval.respond_async {
             self.expire_in_time(&approval);
         }
-        self.announce("created", &approval);
+        self.announce(&approval);
         Ok((approval, receiver))
     }
 
@@ -904,7 +970,7 @@ impl Approvals {
             self.add_grants(granted);
             if approval.state != ApprovalState::Pending {
                 self.settled(&approval);
-                self.announce("resolved", &approval);
+                self.announce(&approval);
             }
         }
         Ok(approval)
@@ -1058,7 +1124,7 @@ impl Approvals {
             .await?;
         if let Some(approval) = written {
             self.settled(&approval);
-            self.announce("resolved", &approval);
+            self.announce(&approval);
         }
         Ok(ended)
     }

@@ -98,7 +98,7 @@ pub fn start(
         tasks.push(tokio::spawn(deliver(
             webhook,
             client,
-            approvals.subscribe(),
+            approvals.subscribe_own(),
         )));
     }
     Ok(tasks)
