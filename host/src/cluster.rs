@@ -501,11 +501,15 @@ async fn install_one(etcd: &Etcd, folder: &Path, record: &[u8]) {
             return;
         }
     };
-    let target = folder.join(format!("{}.wasm", pushed.name));
-    let current = std::fs::read(&target).ok();
-    if current
-        .is_some_and(|bytes| crate::secrets::hex(&crate::secrets::sha256(&bytes)) == pushed.sha256)
-    {
+    let component = std::fs::read(folder.join(format!("{}.wasm", pushed.name))).ok();
+    let parameters = std::fs::read_to_string(folder.join(format!("{}.toml", pushed.name))).ok();
+    let same_component = component
+        .is_some_and(|bytes| crate::secrets::hex(&crate::secrets::sha256(&bytes)) == pushed.sha256);
+    let same_parameters = pushed
+        .parameters
+        .as_deref()
+        .is_none_or(|pushed| Some(pushed) == parameters.as_deref());
+    if same_component && same_parameters {
         return;
     }
     match fetch_component(etcd, &pushed).await {
