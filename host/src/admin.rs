@@ -209,10 +209,14 @@ async fn audit_verify(State(state): State<AdminState>) -> impl IntoResponse {
         },
         None => None,
     };
+    let trusted = state
+        .cluster
+        .as_ref()
+        .and_then(|cluster| cluster.anchor_key().copied());
     let checked = tokio::task::spawn_blocking(move || {
         let verification = audit::verify(&*store)?;
         let against_anchor = match &anchor {
-            Some(anchor) => crate::cluster::check_anchor(&*store, anchor)?,
+            Some(anchor) => crate::cluster::check_anchor(&*store, anchor, trusted.as_ref())?,
             None => None,
         };
         Ok::<_, crate::store::StoreError>((verification, anchor.is_some(), against_anchor))

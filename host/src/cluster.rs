@@ -49,6 +49,9 @@ pub struct Member {
     /// Its admin listener.
     pub admin: String,
     pub started_ms: i64,
+    /// The etcd lease its key is under.
+    #[serde(default)]
+    pub lease: Option<i64>,
 }
 
 /// A pushed policy, as `policies/NAME` says.
@@ -71,6 +74,8 @@ pub struct Cluster {
     me: Member,
     members: Mutex<BTreeMap<String, Member>>,
     lease_ttl: Duration,
+    /// The key this node signs its anchors with.
+    anchor_key: Option<ed25519_dalek::VerifyingKey>,
 }
 
 impl Cluster {
@@ -82,6 +87,11 @@ impl Cluster {
             .values()
             .cloned()
             .collect()
+    }
+
+    /// The key this node's anchors must be signed with.
+    pub fn anchor_key(&self) -> Option<&ed25519_dalek::VerifyingKey> {
+        self.anchor_key.as_ref()
     }
 
     /// The etcd client.
@@ -105,14 +115,17 @@ impl Cluster {
         me: Member,
         lease_ttl: Duration,
         approvals: Arc<Approvals>,
+        anchor_key: Option<ed25519_dalek::VerifyingKey>,
     ) -> Result<Arc<Cluster>, StoreError> {
         let cluster = Arc::new(Cluster {
             etcd,
             me,
             members: Mutex::new(BTreeMap::new()),
-            lease_ttl,
+            // Leases are granted in whole seconds.
+            lease_ttl: Duration::from_secs(lease_ttl.as_secs()),
+            anchor_key,
         });
-        let lease = cluster.register().await?;
+        let lease = cluster.register(&approvals).await?;
         let revision = cluster.read_members().await?;
         // Approvals of requests that waited on nodes no longer here.
         let live = cluster.members();
@@ -124,7 +137,7 @@ impl Cluster {
             .filter(|node| !live.iter().any(|member| member.node == *node))
             .collect();
         for node in gone {
-            let cancelled = approvals.cancel_held_by(&node).await;
+            let cancelled = approvals.cancel_held_by(&node, None).await;
             tracing::info!(node = %node, cancelled, "cancelled the held requests of a node that is gone");
         }
         tokio::spawn(cluster.clone().follow_members(revision, approvals.clone()));
@@ -133,7 +146,7 @@ impl Cluster {
     }
 
     /// Take a lease and put this node's member key under it.
-    async fn register(&self) -> Result<i64, StoreError> {
+    async fn register(&self, approvals: &Approvals) -> Result<i64, StoreError> {
         let ttl = i64::try_from(self.lease_ttl.as_secs()).unwrap_or(i64::MAX);
         let lease = self
             .etcd
@@ -142,8 +155,13 @@ impl Cluster {
             })
             .await?
             .id();
+        approvals.set_lease(lease);
         let key = self.etcd.key(&format!("members/{}", self.me.node));
-        let value = serde_json::to_vec(&self.me).unwrap_or_default();
+        let me = Member {
+            lease: Some(lease),
+            ..self.me.clone()
+        };
+        let value = serde_json::to_vec(&me).unwrap_or_default();
         self.etcd
             .call("join", |mut client| {
                 let (key, value) = (key.clone(), value.clone());
@@ -190,9 +208,12 @@ impl Cluster {
                 }
             }
             Seen::Deleted { key, .. } => {
-                lock(&self.members).remove(&key);
+                // The lease its key was under: the node may already have
+                // joined again under a new one (then its key's put follows).
+                let last = lock(&self.members).remove(&key);
                 if key != self.me.node {
-                    self.gone(&key, &approvals).await;
+                    self.gone(&key, last.and_then(|member| member.lease), &approvals)
+                        .await;
                 }
             }
             Seen::Compacted => {
@@ -202,7 +223,7 @@ impl Cluster {
                 let after = self.members();
                 for member in before {
                     if !after.iter().any(|other| other.node == member.node) {
-                        self.gone(&member.node, &approvals).await;
+                        self.gone(&member.node, member.lease, &approvals).await;
                     }
                 }
                 return now;
@@ -211,8 +232,8 @@ impl Cluster {
         None
     }
 
-    async fn gone(&self, node: &str, approvals: &Approvals) {
-        let cancelled = approvals.cancel_held_by(node).await;
+    async fn gone(&self, node: &str, lease: Option<i64>, approvals: &Approvals) {
+        let cancelled = approvals.cancel_held_by(node, lease).await;
         tracing::warn!(
             node,
             cancelled,
@@ -238,12 +259,11 @@ impl Cluster {
                     // The others have taken over this node's held requests.
                     tracing::warn!("this node's etcd lease ran out: joining again");
                     approvals.set_available(false);
-                    match self.register().await {
+                    match self.register(&approvals).await {
                         Ok(fresh) => {
                             lease = fresh;
-                            *lock(&renewed) = Instant::now();
-                            approvals.set_available(true);
                             tracing::info!("joined the cluster again");
+                            back_in(Instant::now(), &renewed, &approvals).await;
                         }
                         Err(error) => tracing::error!("joining the cluster again failed: {error}"),
                     }
@@ -271,6 +291,9 @@ impl Cluster {
             }
             _ => LeaseLost::Broken(error.to_string()),
         };
+        // A renewal counts from when it was sent: etcd may have taken it
+        // any time after that.
+        let mut sent = Instant::now();
         let opened =
             tokio::time::timeout(RENEWAL_TIMEOUT, self.etcd.client().lease_keep_alive(lease))
                 .await
@@ -278,9 +301,9 @@ impl Cluster {
         // Opening the stream renews the lease once.
         let (mut keeper, mut stream) = opened.map_err(gone_or_broken)?;
         loop {
-            *lock(renewed) = Instant::now();
-            approvals.set_available(true);
+            back_in(sent, renewed, approvals).await;
             tokio::time::sleep(self.lease_ttl / 3).await;
+            sent = Instant::now();
             let renewal = async {
                 keeper.keep_alive().await?;
                 stream.message().await
@@ -356,6 +379,18 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// The lease was renewed by a request sent at `sent`: count from then, and
+/// if this node had stopped releasing held requests, go on, after
+/// cancelling the approvals of those it answered meanwhile.
+async fn back_in(sent: Instant, renewed: &Mutex<Instant>, approvals: &Approvals) {
+    *lock(renewed) = sent;
+    if !*approvals.available().borrow() {
+        approvals.set_available(true);
+        tracing::info!("lease renewed: releasing held requests again");
+        approvals.cancel_orphans().await;
+    }
+}
+
 /// Stop releasing held requests once the last renewal is so old that the
 /// lease could run out within [`LEASE_MARGIN`] (a task; every 100 ms).
 async fn watch_lease(renewed: Arc<Mutex<Instant>>, ttl: Duration, approvals: Arc<Approvals>) {
@@ -407,17 +442,32 @@ pub async fn anchor_of(etcd: &Etcd, node: &str) -> Result<Option<SignedHead>, St
         .map_err(|error| StoreError::new(format!("read the anchor of node `{node}`"), error))
 }
 
-/// Check `store`'s trail against `anchor`: the entry it signed must still
-/// be there, unchanged. Returns the problem, if any.
+/// Check `store`'s trail against `anchor`: signed by `trusted` (the node's
+/// own key; if known), and the entry it signed still there, unchanged.
+/// Returns the problem, if any.
 ///
 /// # Errors
 /// When the trail cannot be read.
-pub fn check_anchor(store: &dyn Store, anchor: &SignedHead) -> Result<Option<String>, StoreError> {
+pub fn check_anchor(
+    store: &dyn Store,
+    anchor: &SignedHead,
+    trusted: Option<&ed25519_dalek::VerifyingKey>,
+) -> Result<Option<String>, StoreError> {
     let first = store.audit_from(0, 1)?.first().map_or(1, |(seq, _)| *seq);
     Ok(
-        check_heads(store, std::slice::from_ref(anchor), None, first)?
+        check_heads(store, std::slice::from_ref(anchor), trusted, first)?
             .map(|(seq, problem)| format!("against its anchor in etcd (entry {seq}): {problem}")),
     )
+}
+
+/// Whether `name` may name a policy file in a folder: letters, digits,
+/// `-` and `_`, so a pushed name never reaches outside the policy folder.
+pub fn valid_policy_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'_')
 }
 
 /// Store the component at `file` as policy `name` (with `parameters`) for
@@ -431,6 +481,12 @@ pub async fn push_policy(
     component: &[u8],
     parameters: Option<String>,
 ) -> Result<PushedPolicy, StoreError> {
+    if !valid_policy_name(name) {
+        return Err(StoreError::new(
+            "push the policy",
+            format!("`{name}` is not a policy name: letters, digits, `-` and `_`, up to 64"),
+        ));
+    }
     let sha256 = crate::secrets::hex(&crate::secrets::sha256(component));
     let chunks: Vec<&[u8]> = component.chunks(CHUNK).collect();
     for (index, chunk) in chunks.iter().enumerate() {
@@ -483,7 +539,13 @@ pub async fn install_pushed_policies(etcd: Etcd, folder: PathBuf) {
                 match seen {
                     Seen::Put { value, .. } => install_one(&etcd, &folder, &value).await,
                     Seen::Deleted { .. } => {}
-                    Seen::Compacted => return etcd.list("policies").await.ok().map(|(now, _)| now),
+                    Seen::Compacted => {
+                        let (now, records) = etcd.list("policies").await.ok()?;
+                        for (_, _, value) in records {
+                            install_one(&etcd, &folder, &value).await;
+                        }
+                        return Some(now);
+                    }
                 }
                 None
             }
@@ -494,8 +556,12 @@ pub async fn install_pushed_policies(etcd: Etcd, folder: PathBuf) {
 /// Install one pushed policy record; failures are logged (the old file
 /// keeps serving).
 async fn install_one(etcd: &Etcd, folder: &Path, record: &[u8]) {
-    let pushed: PushedPolicy = match serde_json::from_slice(record) {
-        Ok(pushed) => pushed,
+    let pushed: PushedPolicy = match serde_json::from_slice::<PushedPolicy>(record) {
+        Ok(pushed) if valid_policy_name(&pushed.name) => pushed,
+        Ok(pushed) => {
+            tracing::error!(name = %pushed.name, "a pushed policy's name is not a file name: ignored");
+            return;
+        }
         Err(error) => {
             tracing::error!("a pushed policy record is unreadable: {error}");
             return;

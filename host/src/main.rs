@@ -496,16 +496,27 @@ fn audit_tool(command: AuditCommand) -> anyhow::Result<()> {
             let mut verification = audit::verify(&store)?;
             let mut answer = serde_json::Map::new();
             if let (true, Some(config)) = (verification.ok, &config) {
-                let (node, anchor) = with_etcd(config, |etcd, config| async move {
+                let (node, anchor, key_file) = with_etcd(config, |etcd, config| async move {
                     let node = config.audit.node.clone().unwrap_or_default();
                     let anchor = airlock::cluster::anchor_of(&etcd, &node).await?;
-                    Ok((node, anchor))
+                    // The key the node signs its anchors with, as `run` picks it.
+                    let key_file = config.audit.signing_key.clone();
+                    Ok((node, anchor, key_file))
                 })?;
+                let key_file = key_file.unwrap_or_else(|| data_dir.join("anchor.key"));
+                let trusted = match key_file.exists() {
+                    true => {
+                        Some(audit::heads::HeadSigner::for_anchors(&key_file, &node)?.public_key())
+                    }
+                    false => None,
+                };
                 let anchor = anchor.ok_or_else(|| {
                     anyhow::anyhow!("node `{node}` has no anchor in etcd to verify against")
                 })?;
                 answer.insert("anchor_seq".into(), anchor.seq.into());
-                if let Some(problem) = airlock::cluster::check_anchor(&store, &anchor)? {
+                if let Some(problem) =
+                    airlock::cluster::check_anchor(&store, &anchor, trusted.as_ref())?
+                {
                     verification.ok = false;
                     verification.broken_at = Some(anchor.seq);
                     verification.problem = Some(problem);

@@ -249,9 +249,14 @@ impl Server {
                                 .unwrap_or(config.admin.address)
                                 .to_string(),
                             started_ms: crate::audit::now_ms(),
+                            lease: None,
                         },
                         config.storage.lease_ttl,
                         api.approvals.clone(),
+                        audit
+                            .anchor_signer
+                            .as_ref()
+                            .map(|signer| signer.public_key()),
                     )
                     .await?,
                 ),
@@ -455,13 +460,18 @@ async fn reload_on_sighup(control: ControlApi) {
     }
 }
 
-/// Record ended grants as expired, every [`GRANT_SWEEP_INTERVAL`].
+/// Record ended grants, and overdue approvals, as expired, every
+/// [`GRANT_SWEEP_INTERVAL`].
 async fn sweep_grants(approvals: Arc<Approvals>) {
     let mut ticks = tokio::time::interval(GRANT_SWEEP_INTERVAL);
     loop {
         ticks.tick().await;
         if let Err(error) = approvals.expire_grants().await {
             tracing::error!("grants: expiry not recorded: {error}");
+        }
+        let expired = approvals.expire_overdue().await;
+        if expired > 0 {
+            tracing::info!(expired, "expired approvals nothing had expired");
         }
     }
 }
@@ -509,8 +519,8 @@ impl Audit {
             )?)),
             (None, _) => None,
         };
-        if let Some(etcd) = &etcd {
-            refuse_a_cut_trail(etcd, &node).await?;
+        if let (Some(etcd), Some(signer)) = (&etcd, &anchor_signer) {
+            refuse_a_cut_trail(etcd, &node, signer).await?;
         }
         let sealing = Sealing {
             max_entries: config.audit.segment_entries,
@@ -624,12 +634,16 @@ const ANCHOR_KEY: &str = "anchor.key";
 
 /// A cluster node whose trail no longer holds its anchor in etcd was cut or
 /// rewritten: it refuses to start, so as not to write over the evidence.
-async fn refuse_a_cut_trail(store: &EtcdStore, node: &str) -> Result<(), StartError> {
+async fn refuse_a_cut_trail(
+    store: &EtcdStore,
+    node: &str,
+    signer: &HeadSigner,
+) -> Result<(), StartError> {
     let anchor = crate::cluster::anchor_of(store.etcd(), node).await?;
     let Some(anchor) = anchor else {
         return Ok(());
     };
-    match crate::cluster::check_anchor(store, &anchor)? {
+    match crate::cluster::check_anchor(store, &anchor, Some(&signer.public_key()))? {
         None => Ok(()),
         Some(problem) => Err(StartError::Store(StoreError::new(
             format!("check the trail of node `{node}`"),

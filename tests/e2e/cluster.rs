@@ -3,10 +3,15 @@
 //! with its own data dir and audit trail. A request held on one node is
 //! released by votes through the other; votes that race count once; the
 //! death of an etcd member or of a node loses nothing and releases nothing
-//! twice; membership, audit anchors and pushed policies are shared.
+//! twice; membership, audit anchors and pushed policies are shared. A trail
+//! cut while its node was stopped shows against its anchor (and the node
+//! refuses to start over it); a pool failing on both nodes raises one
+//! failover approval that both follow; a node cut off from etcd answers its
+//! held requests 503 and holds again once etcd answers.
 
 use std::collections::BTreeSet;
-use std::process::Command;
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use http::Request;
@@ -32,6 +37,8 @@ struct Cluster {
     b: Airlock,
     up: Upstream,
     etcd: EtcdCluster,
+    /// The nodes' etcd key prefix.
+    prefix: String,
     /// Each node's policy folder.
     folders: Vec<tempfile::TempDir>,
 }
@@ -41,25 +48,37 @@ impl Cluster {
     /// approval-rules; with `gate`, each route first runs a policy named
     /// `gate` (allow-all at start), for pushes to replace.
     async fn start(test: &str, rules: &str, gate: bool) -> Cluster {
+        Self::start_with_lease(test, rules, gate, LEASE_TTL).await
+    }
+
+    /// As [`Cluster::start`], each node with a membership lease of `lease_ttl`.
+    async fn start_with_lease(test: &str, rules: &str, gate: bool, lease_ttl: Duration) -> Cluster {
         let etcd = EtcdCluster::start().await;
         let up = Upstream::start("up").await;
-        let prefix = format!("/airlock-e2e/{test}-{}", std::process::id());
-        let (a, folder_a) = start_node("a", &etcd, &prefix, &up, rules, gate);
-        let (b, folder_b) = start_node("b", &etcd, &prefix, &up, rules, gate);
+        let prefix = prefix_for(test);
+        let (a, folder_a) = start_node("a", &etcd, &prefix, lease_ttl, &up, rules, gate);
+        let (b, folder_b) = start_node("b", &etcd, &prefix, lease_ttl, &up, rules, gate);
         Cluster {
             a,
             b,
             up,
             etcd,
+            prefix,
             folders: vec![folder_a, folder_b],
         }
     }
+}
+
+/// The etcd key prefix of `test`'s nodes.
+fn prefix_for(test: &str) -> String {
+    format!("/airlock-e2e/{test}-{}", std::process::id())
 }
 
 fn start_node(
     node: &str,
     etcd: &EtcdCluster,
     prefix: &str,
+    lease_ttl: Duration,
     up: &Upstream,
     rules: &str,
     gate: bool,
@@ -70,21 +89,48 @@ fn start_node(
         std::fs::copy(built_policy("allow-all"), folder.path().join("gate.wasm")).unwrap();
         chain.insert(0, "\"gate\"");
     }
-    let endpoints: Vec<String> = etcd.endpoints().iter().map(|e| format!("{e:?}")).collect();
-    let config = format!(
-        "[server]\ndata_dir = \"node-{node}\"\n\n\
-         [audit]\nnode = \"{node}\"\n\n\
-         [storage]\nbackend = \"etcd\"\nendpoints = [{}]\nprefix = \"{prefix}\"\ntimeout = \"10s\"\nlease_ttl = \"{}s\"\n\n\
-         [policies]\ndirectory = {:?}\n\n\
+    let rest = format!(
+        "[policies]\ndirectory = {:?}\n\n\
          {PUBLIC_LISTENER}\n{}\n[[route]]\npool = \"web\"\npolicies = [{}]\n\n{}",
-        endpoints.join(", "),
-        LEASE_TTL.as_secs(),
         folder.path().display().to_string(),
         pool("web", &[up], ""),
         chain.join(", "),
         principals()
     );
-    (Airlock::start(&config), folder)
+    (
+        start_clustered(node, etcd, prefix, lease_ttl, &rest),
+        folder,
+    )
+}
+
+/// Node `node` on `etcd` under `prefix`, its data dir `node-NODE` next to
+/// its config file; `rest` is the config past `[server]`, `[audit]` and
+/// `[storage]`.
+fn start_clustered(
+    node: &str,
+    etcd: &EtcdCluster,
+    prefix: &str,
+    lease_ttl: Duration,
+    rest: &str,
+) -> Airlock {
+    let endpoints: Vec<String> = etcd.endpoints().iter().map(|e| format!("{e:?}")).collect();
+    let config = format!(
+        "[server]\ndata_dir = \"node-{node}\"\n\n\
+         [audit]\nnode = \"{node}\"\n\n\
+         [storage]\nbackend = \"etcd\"\nendpoints = [{}]\nprefix = \"{prefix}\"\ntimeout = \"10s\"\nlease_ttl = \"{}s\"\n\n\
+         {rest}",
+        endpoints.join(", "),
+        lease_ttl.as_secs(),
+    );
+    Airlock::start(&config)
+}
+
+/// The data dir of a node started by [`start_clustered`].
+fn data_dir(node: &Airlock, name: &str) -> std::path::PathBuf {
+    node.config_path
+        .parent()
+        .unwrap()
+        .join(format!("node-{name}"))
 }
 
 /// SIGKILL, like a crashed machine, and reap it.
@@ -562,23 +608,27 @@ async fn each_node_verifies_its_trail_against_its_anchor_in_etcd() {
     assert_eq!(reply_of(waiting, "the held request").await.status, 200);
 
     for node in [a, b] {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let reply = api(node, Some("erin"), "GET", "/v1/audit/verify", "").await;
-            let verified = reply.status == 200
-                && serde_json::from_slice::<Value>(&reply.body)
-                    .is_ok_and(|body| body["ok"] == true && body["anchor_checked"] == true);
-            if verified {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} {}",
-                reply.status,
-                reply.text()
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
+        verified_against_anchor(node).await;
+    }
+}
+
+/// Until `node`'s `GET /v1/audit/verify` says ok, checked against its
+/// anchor in etcd (up to 10 s: anchors are put every second).
+async fn verified_against_anchor(node: &Airlock) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let reply = api(node, Some("erin"), "GET", "/v1/audit/verify", "").await;
+        let body = serde_json::from_slice::<Value>(&reply.body).unwrap_or_default();
+        if reply.status == 200 && body["ok"] == true && body["anchor_checked"] == true {
+            return body;
         }
+        assert!(
+            Instant::now() < deadline,
+            "{} {}",
+            reply.status,
+            reply.text()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
@@ -660,4 +710,582 @@ fn sha256_file(path: &std::path::Path) -> String {
         .iter()
         .map(|byte| format!("{byte:02x}"))
         .collect()
+}
+
+/// `airlock audit verify --data-dir DIR`, also against the node's anchor
+/// in etcd with `config`: whether it passed, and what it printed.
+fn audit_verify(data_dir: &Path, config: Option<&Path>) -> (bool, String) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_airlock"));
+    command
+        .args(["audit", "verify", "--data-dir"])
+        .arg(data_dir);
+    if let Some(config) = config {
+        command.arg("--config").arg(config);
+    }
+    let output = command.output().unwrap();
+    (
+        output.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ),
+    )
+}
+
+/// The newest entry's seq in the trail of a stopped node's data dir.
+fn last_entry(data_dir: &Path) -> u64 {
+    let database = redb::Database::open(data_dir.join(airlock::store::RedbStore::FILE)).unwrap();
+    let transaction = redb::ReadableDatabase::begin_read(&database).unwrap();
+    let table = transaction
+        .open_table(airlock::store::tables::AUDIT)
+        .unwrap();
+    redb::ReadableTable::last(&table)
+        .unwrap()
+        .map_or(0, |(seq, _)| seq.value())
+}
+
+/// Removes the entries from `from` on in the trail of a stopped node's
+/// data dir (its redb `audit` table), as someone covering their tracks
+/// would; returns how many.
+fn cut_trail(data_dir: &Path, from: u64) -> u64 {
+    let last = last_entry(data_dir);
+    let database = redb::Database::open(data_dir.join(airlock::store::RedbStore::FILE)).unwrap();
+    let transaction = database.begin_write().unwrap();
+    {
+        let mut table = transaction
+            .open_table(airlock::store::tables::AUDIT)
+            .unwrap();
+        for seq in from..=last {
+            assert!(table.remove(seq).unwrap().is_some(), "no entry {seq}");
+        }
+    }
+    transaction.commit().unwrap();
+    last + 1 - from
+}
+
+/// The seq of `node`'s anchor in etcd (0 without one).
+async fn anchored_seq(cluster: &Cluster, node: &str) -> u64 {
+    let anchor = cluster
+        .etcd
+        .get(&format!("{}/anchors/{node}", cluster.prefix))
+        .await
+        .unwrap();
+    anchor.map_or(0, |anchor| {
+        let anchor: Value = serde_json::from_str(&anchor).unwrap();
+        assert_eq!(anchor["node"], node, "{anchor}");
+        anchor["seq"].as_u64().unwrap()
+    })
+}
+
+/// `airlock run -c CONFIG` until it exits by itself (within `within`):
+/// whether it succeeded, and what it printed.
+fn run_until_exit(config: &Path, within: Duration) -> (bool, String) {
+    let out = tempfile::tempdir().unwrap();
+    let (stdout, stderr) = (out.path().join("stdout"), out.path().join("stderr"));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_airlock"))
+        .args(["run", "-c"])
+        .arg(config)
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&stdout).unwrap())
+        .stderr(std::fs::File::create(&stderr).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + within;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "airlock run still running after {within:?}:\n{}",
+                std::fs::read_to_string(&stderr).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let printed = format!(
+        "{}{}",
+        std::fs::read_to_string(&stdout).unwrap_or_default(),
+        std::fs::read_to_string(&stderr).unwrap_or_default()
+    );
+    (status.success(), printed)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cut_trail_is_found_against_its_anchor_and_the_node_refuses_to_start() {
+    let _one_at_a_time = exclusive().await;
+    let mut cluster = Cluster::start("cut-trail", &deletes_need(1), false).await;
+    let b = &cluster.b;
+    // Entries on b: plain requests, and a hold approved.
+    for n in 0..3 {
+        let reply = Client::http1()
+            .send(from("client", "GET", &b.url(&format!("/plain/{n}")), ""))
+            .await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+    }
+    let waiting = send_held(from("client", "DELETE", &b.url("/items/1"), ""));
+    let id = pending_for(b, "/items/1", Duration::from_secs(10)).await;
+    let voted = vote(b, "alice", &id, "approve", "").await;
+    assert_eq!(voted.status, 200, "{}", voted.text());
+    assert_eq!(reply_of(waiting, "the held request").await.status, 200);
+    verified_against_anchor(b).await;
+    // Anchored past the approved request's entries.
+    let newest = entries(b, &format!("approval={id}"))
+        .await
+        .iter()
+        .filter_map(|entry| entry["seq"].as_u64())
+        .max()
+        .unwrap();
+    let past = eventually(Duration::from_secs(10), || async {
+        anchored_seq(&cluster, "b").await >= newest
+    })
+    .await;
+    assert!(past, "b's anchor stays before entry {newest}");
+
+    // Stopped (the stop itself is recorded), its whole trail verifies
+    // offline against its anchor.
+    cluster.b.terminate();
+    assert_eq!(
+        cluster.b.wait(Duration::from_secs(30)),
+        Some(true),
+        "b did not stop cleanly: {}",
+        cluster.b.log()
+    );
+    let dir = data_dir(&cluster.b, "b");
+    let config = cluster.b.config_path.clone();
+    let (ok, text) = audit_verify(&dir, Some(&config));
+    assert!(ok, "the whole trail: {text}");
+    assert!(text.contains("\"anchor_checked\":true"), "{text}");
+    let anchored = anchored_seq(&cluster, "b").await;
+    let last = last_entry(&dir);
+    assert!(
+        anchored >= newest && anchored <= last,
+        "anchored {anchored}, last {last}"
+    );
+
+    // Cut the newest entries, the anchored one among them.
+    let cut_from = anchored.min(last - 2);
+    let cut = cut_trail(&dir, cut_from);
+    eprintln!(
+        "cluster: cut entries {cut_from}..={last} of b's trail ({cut}), anchored at {anchored}"
+    );
+    let (ok, text) = audit_verify(&dir, None);
+    assert!(ok, "a chain cut at its end looks whole: {text}");
+    let (ok, text) = audit_verify(&dir, Some(&config));
+    assert!(!ok, "the anchor shows the cut: {text}");
+    assert!(
+        text.contains(&format!(
+            "against its anchor in etcd (entry {anchored}): entry {anchored} was signed as the head but is gone: the trail was cut"
+        )),
+        "{text}"
+    );
+
+    // Started again over the cut trail, b refuses, naming its anchor.
+    let (ok, text) = run_until_exit(&config, Duration::from_secs(30));
+    assert!(!ok, "b started over a cut trail: {text}");
+    assert!(!text.contains("airlock: ready"), "{text}");
+    assert!(
+        text.contains(&format!("against its anchor in etcd (entry {anchored})"))
+            && text.contains("refusing to start"),
+        "{text}"
+    );
+    assert_eq!(
+        last_entry(&dir),
+        cut_from - 1,
+        "the refusal wrote nothing over the evidence"
+    );
+}
+
+/// A balancer failover is judged by failover-guard: held while the pool
+/// still has a healthy backend.
+const FAILOVER_GUARD: &str =
+    "approvers = { groups = [\"oncall\"], quorum = 1, timeout_seconds = 60 }\n";
+/// Health-checked, and never ejected passively (so that a failing backend
+/// stays in and only its error rate shows it).
+const CHECKED: &str = "health_check = { path = \"/healthz\", interval = \"100ms\", timeout = \"500ms\", healthy_threshold = 1, unhealthy_threshold = 1 }\npassive_health = { consecutive_failures = 1000 }";
+
+/// Node `node` with route `shop` on pool `web` (`primary`, health-checked)
+/// and backup pool `dr`, failovers judged by failover-guard (as in
+/// control.rs, on etcd).
+fn failover_node(
+    node: &str,
+    etcd: &EtcdCluster,
+    prefix: &str,
+    primary: &Upstream,
+    backup: &Upstream,
+) -> (Airlock, tempfile::TempDir) {
+    let folder = policy_folder(&[("failover-guard", FAILOVER_GUARD)]);
+    let rest = format!(
+        "[policies]\ndirectory = {:?}\n\n[control]\npolicies = [\"failover-guard\"]\n\n{PUBLIC_LISTENER}\n{}\n{}\n[[route]]\nname = \"shop\"\npool = \"web\"\nbackup_pool = \"dr\"\n\n{}",
+        folder.path().display().to_string(),
+        pool("web", &[primary], CHECKED),
+        pool("dr", &[backup], ""),
+        principals()
+    );
+    (
+        start_clustered(node, etcd, prefix, LEASE_TTL, &rest),
+        folder,
+    )
+}
+
+/// Who answered `GET /` through `node`: the backend, or the status.
+async fn served(node: &Airlock) -> String {
+    let reply = Client::http1().get(&node.url("/")).await;
+    if reply.status == 200 {
+        reply.backend()
+    } else {
+        reply.status.to_string()
+    }
+}
+
+/// `node`'s balancer events that were held for approval.
+async fn event_holds(node: &Airlock) -> Vec<Value> {
+    entries(node, "kind=balancer_event")
+        .await
+        .into_iter()
+        .filter(|entry| entry["decision"] == "hold")
+        .collect()
+}
+
+/// The pending approvals of balancer events `node` lists.
+async fn pending_events(node: &Airlock) -> Vec<Value> {
+    pending_on(node)
+        .await
+        .unwrap_or_else(|| panic!("{} lists no approvals", node.admin()))
+        .into_iter()
+        .filter(|approval| approval["action"]["kind"] == "event")
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failing_pool_seen_by_both_nodes_raises_one_approval_and_both_fail_over() {
+    let _one_at_a_time = exclusive().await;
+    let etcd = EtcdCluster::start().await;
+    let (primary, backup) = (
+        Upstream::start("primary").await,
+        Upstream::start("dr").await,
+    );
+    let prefix = prefix_for("one-failover");
+    let (a, _folder_a) = failover_node("a", &etcd, &prefix, &primary, &backup);
+    let (b, _folder_b) = failover_node("b", &etcd, &prefix, &primary, &backup);
+    for node in [&a, &b] {
+        assert_eq!(served(node).await, "primary");
+    }
+
+    // The primary fails every request but passes its health checks; both
+    // nodes see it, and each one's balancer raises the failover.
+    primary.force_status(500);
+    let failing = Instant::now();
+    let deadline = failing + Duration::from_secs(20);
+    loop {
+        for _ in 0..5 {
+            for node in [&a, &b] {
+                assert_eq!(served(node).await, "500");
+            }
+        }
+        if !event_holds(&a).await.is_empty() && !event_holds(&b).await.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not held on both within 20 s: a {:?}, b {:?}",
+            entries(&a, "kind=balancer_event").await,
+            entries(&b, "kind=balancer_event").await
+        );
+    }
+    eprintln!(
+        "cluster: both nodes held the failover {:?} after the pool failed",
+        failing.elapsed()
+    );
+    // A few more seconds of errors through both.
+    let more = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < more {
+        for node in [&a, &b] {
+            assert_eq!(served(node).await, "500", "while held, nothing moves");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let (on_a, on_b) = (pending_events(&a).await, pending_events(&b).await);
+    assert_eq!(on_a.len(), 1, "one approval: {on_a:?}");
+    assert_eq!(on_b.len(), 1, "one approval: {on_b:?}");
+    let id = on_a[0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(on_b[0]["id"], id.as_str(), "the same on both: {on_b:?}");
+    assert_eq!(on_a[0]["principal"], "airlock", "{on_a:?}");
+    assert_eq!(on_a[0]["action"]["change"]["to_pool"], "dr", "{on_a:?}");
+    // Each trail holds the event under that one approval: one node raised
+    // it, the other followed it.
+    let mut followers = Vec::new();
+    for (name, node) in [("a", &a), ("b", &b)] {
+        let holds = event_holds(node).await;
+        for hold in &holds {
+            assert_eq!(hold["approval"], id.as_str(), "{name}: {hold}");
+            assert_eq!(hold["node"], name, "{hold}");
+        }
+        let followed = holds.iter().any(|hold| {
+            hold["reason"]
+                .as_str()
+                .is_some_and(|reason| reason.contains("raised by another node"))
+        });
+        if followed {
+            followers.push(name);
+        }
+    }
+    assert_eq!(
+        followers.len(),
+        1,
+        "one raised it, one followed: {followers:?}"
+    );
+    eprintln!(
+        "cluster: one failover approval, node {} followed it",
+        followers[0]
+    );
+
+    let voted = vote(&a, "bob", &id, "approve", "").await;
+    assert_eq!(voted.status, 200, "{}", voted.text());
+    assert_eq!(voted.json()["state"], "approved", "{}", voted.text());
+    let approved = Instant::now();
+    let (mut moved_a, mut moved_b) = (None, None);
+    while moved_a.is_none() || moved_b.is_none() {
+        if moved_a.is_none() && served(&a).await == "dr" {
+            moved_a = Some(approved.elapsed());
+        }
+        if moved_b.is_none() && served(&b).await == "dr" {
+            moved_b = Some(approved.elapsed());
+        }
+        assert!(
+            approved.elapsed() < Duration::from_secs(10),
+            "approved, not failed over on both within 10 s: a {moved_a:?}, b {moved_b:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!("cluster: failed over after the approval: a in {moved_a:?}, b in {moved_b:?}");
+    for node in [&a, &b] {
+        let recorded = entries(node, &format!("approval={id}")).await;
+        assert!(
+            recorded
+                .iter()
+                .any(|entry| entry["kind"] == "balancer_event"
+                    && entry["reason"] == "approval approved"),
+            "{recorded:?}"
+        );
+    }
+}
+
+/// Sends `DELETE /items/back-N` through `holder` until one is held (while
+/// `holder` is not back in the cluster, each is answered 503
+/// cluster_unavailable); the waiting request and its approval's id, as
+/// `viewer` lists it.
+async fn hold_once_back(
+    holder: &Airlock,
+    viewer: &Airlock,
+    within: Duration,
+) -> (
+    tokio::task::JoinHandle<Result<Reply, hyper_util::client::legacy::Error>>,
+    String,
+) {
+    let deadline = Instant::now() + within;
+    let mut refused = 0;
+    for attempt in 0.. {
+        let path = format!("/items/back-{attempt}");
+        let waiting = send_held(from("client", "DELETE", &holder.url(&path), ""));
+        let asked = Instant::now();
+        loop {
+            if waiting.is_finished() {
+                let reply = reply_of(waiting, &path).await;
+                assert_eq!(reply.status, 503, "{path}: {}", reply.text());
+                assert_eq!(reply.json()["error"], "cluster_unavailable");
+                refused += 1;
+                break;
+            }
+            let listed = pending_on(viewer).await.unwrap_or_default();
+            let found = listed
+                .iter()
+                .find(|approval| approval["action"]["path"] == path.as_str());
+            if let Some(approval) = found {
+                eprintln!("cluster: {path} held after {refused} answered 503");
+                return (waiting, approval["id"].as_str().unwrap().to_owned());
+            }
+            assert!(
+                asked.elapsed() < Duration::from_secs(10),
+                "{path}: neither held nor answered"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "nothing held through {} within {within:?} ({refused} answered 503)",
+            holder.admin()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    unreachable!()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_cut_off_from_etcd_answers_its_held_requests_503_and_recovers() {
+    let _one_at_a_time = exclusive().await;
+    // A short lease, so that being cut off for longer than it is quick.
+    const LEASE: Duration = Duration::from_secs(4);
+    let cluster = Cluster::start_with_lease("cut-off", &deletes_need(1), false, LEASE).await;
+    let (a, b) = (&cluster.a, &cluster.b);
+    let both = eventually(Duration::from_secs(10), || async {
+        members(a).await == set(&["a", "b"]) && members(b).await == set(&["a", "b"])
+    })
+    .await;
+    assert!(both, "{}", cluster_view(a).await.text());
+    let waiting = send_held(from("client", "DELETE", &a.url("/items/held"), ""));
+    let held_id = pending_for(a, "/items/held", Duration::from_secs(10)).await;
+
+    // etcd stops answering: a's lease renewals go unanswered, and a answers
+    // its held request before the lease could run out.
+    let paused = Instant::now();
+    cluster.etcd.pause_all();
+    let reply = reply_of(waiting, "the held request").await;
+    let answered = paused.elapsed();
+    assert_eq!(reply.status, 503, "{}", reply.text());
+    assert_eq!(
+        reply.json()["error"],
+        "cluster_unavailable",
+        "{}",
+        reply.text()
+    );
+    assert!(
+        answered < LEASE,
+        "answered {answered:?} after etcd stopped answering (lease {LEASE:?})"
+    );
+    eprintln!("cluster: a answered its held request 503 {answered:?} after etcd stopped");
+    // Cut off, a holds nothing new: answered at once.
+    let asked = Instant::now();
+    let reply = within(
+        Duration::from_secs(5),
+        "a DELETE while cut off",
+        Client::http1().send(from("client", "DELETE", &a.url("/items/cut-off"), "")),
+    )
+    .await;
+    let took = asked.elapsed();
+    assert_eq!(reply.status, 503, "{}", reply.text());
+    assert_eq!(
+        reply.json()["error"],
+        "cluster_unavailable",
+        "{}",
+        reply.text()
+    );
+    assert!(took < Duration::from_secs(1), "answered after {took:?}");
+    assert_eq!(cluster.up.requests(), 0, "nothing passed");
+
+    // Cut off for longer than the lease, then etcd answers again.
+    let until = paused + LEASE + Duration::from_secs(2);
+    tokio::time::sleep(until.saturating_duration_since(Instant::now())).await;
+    cluster.etcd.resume_all();
+    let resumed = Instant::now();
+    eprintln!("cluster: etcd resumed after {:?}", paused.elapsed());
+    // Cut off for longer than its lease, a joins anew, and b hears that
+    // a's old lease ran out (and cancels what waited on it). Only then is
+    // a new hold on a safe: a notice of the old lease that comes after it
+    // cancels it too (a core race; see the ignored test below).
+    let rejoined = eventually(Duration::from_secs(20), || async {
+        a.log().contains("joined the cluster again")
+    })
+    .await;
+    assert!(rejoined, "a did not join the cluster again");
+    let noticed = eventually(Duration::from_secs(20), || async {
+        noticed_leaving(b, "a")
+    })
+    .await;
+    assert!(noticed, "b did not notice that a's lease ran out");
+    let both = eventually(Duration::from_secs(20), || async {
+        members(a).await == set(&["a", "b"]) && members(b).await == set(&["a", "b"])
+    })
+    .await;
+    assert!(both, "{}", cluster_view(a).await.text());
+    // The request answered 503 waits on nothing: its approval is cancelled.
+    let cancelled = eventually(Duration::from_secs(20), || async {
+        show(b, &held_id).await.status == 200 && approval(b, &held_id).await["state"] == "cancelled"
+    })
+    .await;
+    assert!(cancelled, "{}", approval(b, &held_id).await);
+
+    // a holds again, and a vote through b releases it.
+    let (waiting, id) = hold_once_back(a, b, Duration::from_secs(20)).await;
+    let back = resumed.elapsed();
+    let voted = approve_retrying(b, "alice", &id).await;
+    assert_eq!(voted.status, 200, "{}", voted.text());
+    assert_eq!(voted.json()["state"], "approved", "{}", voted.text());
+    let reply = reply_of(waiting, "the request held after etcd came back").await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.json()["backend"], "up", "{}", reply.text());
+    assert_eq!(cluster.up.requests(), 1);
+    eprintln!("cluster: a held again {back:?} after etcd resumed");
+    assert_eq!(
+        members(a).await,
+        set(&["a", "b"]),
+        "{}",
+        cluster_view(a).await.text()
+    );
+}
+
+/// Whether `observer`'s log says it saw `node` leave the cluster.
+fn noticed_leaving(observer: &Airlock, node: &str) -> bool {
+    let named = format!("node=\"{node}\"");
+    observer
+        .log()
+        .lines()
+        .any(|line| line.contains("a node left the cluster") && line.contains(&named))
+}
+
+/// SIGSTOP or SIGCONT `node`'s process.
+fn signal_node(node: &Airlock, signal: &str) {
+    let status = Command::new("kill")
+        .args([signal, &node.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// b hears late (it was stopped meanwhile) that a's old lease ran out:
+/// after a joined again and held a new request. That request waits on a's
+/// new lease and stays held: b cancels only what a held under the lease
+/// that ended.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hold_made_after_rejoining_outlives_a_late_notice_of_the_old_lease() {
+    let _one_at_a_time = exclusive().await;
+    const LEASE: Duration = Duration::from_secs(4);
+    let cluster = Cluster::start_with_lease("late-notice", &deletes_need(1), false, LEASE).await;
+    let (a, b) = (&cluster.a, &cluster.b);
+    let both = eventually(Duration::from_secs(10), || async {
+        members(a).await == set(&["a", "b"]) && members(b).await == set(&["a", "b"])
+    })
+    .await;
+    assert!(both, "{}", cluster_view(a).await.text());
+
+    cluster.etcd.pause_all();
+    tokio::time::sleep(LEASE + Duration::from_secs(2)).await;
+    signal_node(b, "-STOP");
+    cluster.etcd.resume_all();
+    let rejoined = eventually(Duration::from_secs(20), || async {
+        a.log().contains("joined the cluster again")
+    })
+    .await;
+    assert!(rejoined, "a did not join the cluster again");
+    let (waiting, id) = hold_once_back(a, a, Duration::from_secs(20)).await;
+    signal_node(b, "-CONT");
+    let noticed = eventually(Duration::from_secs(20), || async {
+        noticed_leaving(b, "a")
+    })
+    .await;
+    assert!(noticed, "b did not notice that a's old lease ran out");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let shown = approval(a, &id).await;
+    assert_eq!(
+        shown["state"], "pending",
+        "held on a's new lease, cancelled for its old one: {shown}"
+    );
+    let voted = approve_retrying(b, "alice", &id).await;
+    assert_eq!(voted.json()["state"], "approved", "{}", voted.text());
+    let reply = reply_of(waiting, "the request held after a joined again").await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
 }

@@ -2,8 +2,8 @@
 //! driven with `etcdctl` from etcd-client) on loopback, for the etcd
 //! backend's tests: each member on free ephemeral ports in its own temp dir,
 //! started together and waited for until a client request goes through.
-//! Members can be killed one by one; every member still running is killed
-//! (and reaped) when the cluster is dropped.
+//! Members can be killed one by one, or all paused and resumed; every
+//! member still running is killed (and reaped) when the cluster is dropped.
 //!
 //! The machine is small and shared, so the cluster gets a long election
 //! timeout, and the tests that start one take [`exclusive`] to run one at a
@@ -261,6 +261,28 @@ impl EtcdCluster {
     /// SIGKILLs member `i` and reaps it.
     pub fn kill(&self, i: usize) {
         self.members[i].kill();
+    }
+
+    /// SIGSTOPs every running member at once: etcd answers nothing (no
+    /// error, no election), as when the nodes are cut off from it. A
+    /// stopped member is still killed when the cluster is dropped.
+    pub fn pause_all(&self) {
+        self.signal_all("-STOP");
+    }
+
+    /// SIGCONTs every running member, after [`EtcdCluster::pause_all`].
+    pub fn resume_all(&self) {
+        self.signal_all("-CONT");
+    }
+
+    fn signal_all(&self, signal: &str) {
+        let pids: Vec<String> = self.pids().iter().map(u32::to_string).collect();
+        let status = Command::new("kill")
+            .arg(signal)
+            .args(&pids)
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill {signal} {pids:?}: {status}");
     }
 
     /// Writes `key` through the running members (retrying for up to 15 s,

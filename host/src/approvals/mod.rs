@@ -66,7 +66,7 @@ impl ApprovalState {
 
 /// What is waiting: the request as it will be forwarded, or an operator's
 /// routing change (`kind` = `change`, the change in `change`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ActionSummary {
     pub kind: String,
     #[serde(skip_serializing_if = "String::is_empty", default)]
@@ -166,6 +166,10 @@ pub struct Approval {
     /// cancels it (unless it is async: nothing waits on a connection).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub node: Option<String>,
+    /// That node's etcd lease when it made it: only the end of that lease
+    /// cancels it, not the late news of an earlier one.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub lease: Option<i64>,
 }
 
 impl Approval {
@@ -222,6 +226,7 @@ impl Approval {
             redeemed_ms: None,
             grants: Vec::new(),
             node: None,
+            lease: None,
         }
     }
 
@@ -410,6 +415,8 @@ pub struct Approvals {
     available: watch::Sender<bool>,
     /// What this node created and resolved (its webhooks).
     events: broadcast::Sender<ApprovalEvent>,
+    /// This node's etcd lease (0: none), which new approvals carry.
+    lease: std::sync::atomic::AtomicI64,
     /// What the event stream tells: that, and what other nodes did.
     stream: broadcast::Sender<ApprovalEvent>,
     /// The last state the stream told of each approval.
@@ -500,6 +507,7 @@ impl Approvals {
             timed: Mutex::new(std::collections::HashSet::new()),
             available: watch::channel(true).0,
             events: broadcast::channel(EVENT_BACKLOG).0,
+            lease: std::sync::atomic::AtomicI64::new(0),
             stream: broadcast::channel(EVENT_BACKLOG).0,
             announced: Mutex::new(HashMap::new()),
         });
@@ -508,8 +516,11 @@ impl Approvals {
         // by another node in between is missed.
         tokio::spawn(approvals.clone().follow_store(approvals.store.subscribe()));
         let node = approvals.log.node().to_owned();
+        // Alone, every waiting action was this node's (whatever its id was
+        // then); in a cluster, only those it held.
+        let alone = approvals.store.shared().is_none();
         for approval in approvals.list(None)? {
-            let ours = approval.node.as_deref().is_none_or(|held| held == node);
+            let ours = alone || approval.node.as_deref().is_none_or(|held| held == node);
             match approval.state {
                 ApprovalState::Pending if approval.expires_ms <= now_ms() => {
                     approvals.end(&approval.id, ApprovalState::Expired).await?;
@@ -702,7 +713,11 @@ impl Approvals {
                         missed,
                         "approvals fell behind the store's events: rereading"
                     );
-                    let keys: Vec<String> = self.live_map().keys().cloned().collect();
+                    let keys: Vec<String> = self
+                        .store
+                        .state_list(StateTable::Approvals)
+                        .map(|records| records.into_iter().map(|(key, _)| key).collect())
+                        .unwrap_or_default();
                     for key in keys {
                         self.changed(StateTable::Approvals, &key);
                     }
@@ -788,8 +803,15 @@ impl Approvals {
         E: From<ApprovalError>,
     {
         for _ in 0..MAX_ATTEMPTS {
-            let read = self.get(id)?;
-            let (next, entries, mut changes, answer) = match step(read.clone())? {
+            let stored = self
+                .store
+                .state_get(StateTable::Approvals, id)
+                .map_err(ApprovalError::from)?
+                .ok_or_else(|| ApprovalError::NotFound(id.to_owned()))?;
+            let read: Approval = serde_json::from_slice(&stored)
+                .map_err(|error| StoreError::new(format!("read approval {id}"), error))
+                .map_err(ApprovalError::from)?;
+            let (next, entries, mut changes, answer) = match step(read)? {
                 Step::Done(answer) => return Ok((answer, None)),
                 Step::Write {
                     next,
@@ -798,7 +820,17 @@ impl Approvals {
                     answer,
                 } => (next, entries, changes, answer),
             };
-            changes.insert(0, replace(&read, &next));
+            // Compared with the bytes as stored: a field this version does
+            // not know (written by a newer node) is not a conflict forever.
+            changes.insert(
+                0,
+                StateChange::Replace {
+                    table: StateTable::Approvals,
+                    key: id.to_owned(),
+                    expected: Some(stored),
+                    value: Some(encode(&next)),
+                },
+            );
             match self.log.record_all(entries, changes).await {
                 Ok(_) => return Ok((answer, Some(next))),
                 Err(AuditError::Conflict(_)) => tokio::task::yield_now().await,
@@ -879,6 +911,10 @@ impl Approvals {
         }
         approval.state = ApprovalState::Pending;
         approval.node = Some(self.log.node().to_owned());
+        approval.lease = match self.lease.load(Ordering::Acquire) {
+            0 => None,
+            lease => Some(lease),
+        };
         approval.created_ms = now_ms();
         approval.expires_ms = approval
             .created_ms
@@ -920,8 +956,21 @@ impl Approvals {
             // The claim outlives the approval a little, so a node that
             // notices late does not raise a second one.
             let ttl = timeout + Duration::from_secs(5);
-            if let Some(theirs) = shared.claim(&key, &id, ttl).await? {
-                return Ok(Raised::Elsewhere(theirs));
+            let mut replacing = None;
+            // Twice at most: a claim whose approval is over (approved early,
+            // the trigger back) is taken over for the event's new approval.
+            loop {
+                let Some(theirs) = shared.claim(&key, &id, ttl, replacing.as_deref()).await? else {
+                    break;
+                };
+                // Not in the mirror yet is still pending: it is being made.
+                let over = self
+                    .get(&theirs)
+                    .is_ok_and(|approval| approval.state != ApprovalState::Pending);
+                if !over || replacing.is_some() {
+                    return Ok(Raised::Elsewhere(theirs));
+                }
+                replacing = Some(theirs);
             }
             approval.id = id;
         }
@@ -931,19 +980,28 @@ impl Approvals {
 
     /// Wait here on approval `id`, raised by another node, as on one made
     /// here: [`outcome`](Self::outcome) then works for it. Returns whether
-    /// it is pending (if not, there is nothing to wait for).
+    /// it is (or, not in the store yet, soon will be) pending; if not,
+    /// there is nothing to wait for.
     pub fn wait_on(self: &Arc<Self>, id: &str) -> bool {
-        match self.get(id) {
-            Ok(approval) if approval.state == ApprovalState::Pending => {
-                self.watch(&approval);
-                // It may have resolved between the read and the watch.
-                if let Ok(now) = self.get(id) {
-                    self.settled(&now);
-                }
-                true
+        let approval = match self.get(id) {
+            Ok(approval) if approval.state == ApprovalState::Pending => approval,
+            // Claimed by the other node, not yet committed (or not yet
+            // seen here): its events will tell.
+            Err(ApprovalError::NotFound(_)) => {
+                let mut expected =
+                    Approval::pending(ActionSummary::default(), "airlock", Vec::new(), &[], false);
+                expected.id = id.to_owned();
+                expected.respond_async = true;
+                expected
             }
-            _ => false,
+            _ => return false,
+        };
+        self.watch(&approval);
+        // It may have resolved between the read and the watch.
+        if let Ok(now) = self.get(id) {
+            self.settled(&now);
         }
+        true
     }
 
     /// `voter` votes on approval `id`. Members of a hold's groups with the
@@ -1131,17 +1189,21 @@ impl Approvals {
 
     /// Cancel the pending approvals whose actions waited on `node`, which
     /// is gone (async ones wait on: nothing waited on a connection).
-    /// Returns how many this call cancelled.
-    pub async fn cancel_held_by(&self, node: &str) -> usize {
+    /// Returns how many are cancelled now, by this call or another node's.
+    /// With `lease`, only those it made under that lease (it may have
+    /// joined again under another since).
+    pub async fn cancel_held_by(&self, node: &str, lease: Option<i64>) -> usize {
         let Ok(pending) = self.list(Some(ApprovalState::Pending)) else {
             return 0;
         };
         let mut cancelled = 0;
         let reason = format!("node `{node}`, where its action waited, is gone");
-        for approval in pending
-            .iter()
-            .filter(|approval| !approval.respond_async && approval.node.as_deref() == Some(node))
-        {
+        let held_then = |approval: &&Approval| {
+            !approval.respond_async
+                && approval.node.as_deref() == Some(node)
+                && (lease.is_none() || approval.lease.is_none() || approval.lease == lease)
+        };
+        for approval in pending.iter().filter(held_then) {
             match self
                 .end_because(&approval.id, ApprovalState::Cancelled, Some(&reason))
                 .await
@@ -1154,6 +1216,61 @@ impl Approvals {
             }
         }
         cancelled
+    }
+
+    /// Say which etcd lease this node holds now (new approvals carry it).
+    pub fn set_lease(&self, lease: i64) {
+        self.lease.store(lease, Ordering::Release);
+    }
+
+    /// Stop waiting here on approval `id` (its request was answered, the
+    /// approval ended or not).
+    pub fn stop_waiting(&self, id: &str) {
+        self.live_map().remove(id);
+    }
+
+    /// Cancel this node's pending approvals that nothing here waits on any
+    /// more: their requests were answered while the store could not be
+    /// told (this node was cut off from etcd). Async ones wait on.
+    pub async fn cancel_orphans(&self) {
+        let Ok(pending) = self.list(Some(ApprovalState::Pending)) else {
+            return;
+        };
+        let node = self.log.node().to_owned();
+        let orphans: Vec<Approval> = pending
+            .into_iter()
+            .filter(|approval| !approval.respond_async)
+            .filter(|approval| approval.node.as_deref() == Some(node.as_str()))
+            .filter(|approval| !self.live_map().contains_key(&approval.id))
+            .collect();
+        for approval in orphans {
+            let reason = "its request was answered while this node was cut off from the store";
+            if let Err(error) = self
+                .end_because(&approval.id, ApprovalState::Cancelled, Some(reason))
+                .await
+            {
+                tracing::error!(approval = %approval.id, "cancelling failed: {error}");
+            }
+        }
+    }
+
+    /// Expire every pending approval whose time is up (each is also
+    /// expired by whatever waits on it; this catches those whose waiter
+    /// could not record it). Returns how many this call expired.
+    pub async fn expire_overdue(&self) -> usize {
+        let Ok(pending) = self.list(Some(ApprovalState::Pending)) else {
+            return 0;
+        };
+        let now = now_ms();
+        let mut expired = 0;
+        for approval in pending.iter().filter(|approval| approval.expires_ms <= now) {
+            match self.end(&approval.id, ApprovalState::Expired).await {
+                Ok(ApprovalState::Expired) => expired += 1,
+                Ok(_) => {}
+                Err(error) => tracing::error!(approval = %approval.id, "expiring failed: {error}"),
+            }
+        }
+        expired
     }
 
     /// Cancel every approval a waiting request holds (at shutdown, once

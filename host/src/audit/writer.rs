@@ -214,7 +214,8 @@ impl AuditLog {
     ///
     /// # Errors
     /// When the commit failed (then neither the entry nor the changes are
-    /// kept) or the writer is gone.
+    /// kept; with a shared store, the changes may have been made before the
+    /// local commit failed, which is logged) or the writer is gone.
     pub async fn record_with(
         &self,
         entry: AuditEntry,
@@ -227,7 +228,8 @@ impl AuditLog {
     /// one transaction; returns the first entry's sequence number.
     ///
     /// # Errors
-    /// As [`record_with`](Self::record_with): all or nothing is kept.
+    /// As [`record_with`](Self::record_with): all or nothing is kept (but
+    /// for the shared-store case said there).
     pub async fn record_all(
         &self,
         mut entries: Vec<AuditEntry>,

@@ -592,7 +592,11 @@ impl ControlPlane {
             .filter(|approval| approval.action.kind == "change")
         {
             match approval.state {
-                ApprovalState::Pending => self.apply_when_approved(approval.id),
+                ApprovalState::Pending => {
+                    // Nothing waited on it since the restart: wait now.
+                    approvals.wait_on(&approval.id);
+                    self.apply_when_approved(approval.id);
+                }
                 // Approved just before a stop, and not applied yet.
                 ApprovalState::Approved if approval.redeemed_ms.is_none() => {
                     let plane = self.clone();

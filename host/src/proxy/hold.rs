@@ -221,6 +221,11 @@ pub async fn wait_for_approval(
             status: http::StatusCode::from_u16(approvals.config.expired_status)
                 .unwrap_or(http::StatusCode::FORBIDDEN),
         }),
+        // Cancelled by another node, because this one lost the cluster; or
+        // at shutdown.
+        ApprovalState::Cancelled if !*approvals.available().borrow() => {
+            Err(ProxyError::ClusterUnavailable)
+        }
         ApprovalState::Cancelled => Err(ProxyError::ShuttingDown),
     }
 }
@@ -383,8 +388,11 @@ impl Drop for CancelOnDrop {
                 Ok(state) => {
                     tracing::info!(approval = %id, state = state.name(), "held request gone")
                 }
+                // Nothing waits on it here any more either way; if the store
+                // could not be told, a sweep ends it later.
                 Err(error) => tracing::error!(approval = %id, "cancelling failed: {error}"),
             }
+            approvals.stop_waiting(&id);
         });
     }
 }

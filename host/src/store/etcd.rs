@@ -115,7 +115,9 @@ impl Etcd {
             let password = String::from_utf8_lossy(&read("storage.password_file", file)?)
                 .trim()
                 .to_owned();
-            options = options.with_user(user.clone(), password);
+            options = options
+                .with_user(user.clone(), password)
+                .with_auto_token_refresh(true);
         }
         let deadline = Instant::now() + config.timeout;
         let mut backoff = FIRST_BACKOFF;
@@ -308,12 +310,15 @@ fn connect_error(config: &StorageConfig, error: &etcd_client::Error) -> StoreErr
     )
 }
 
-/// A state record as the mirror holds it: its bytes and the etcd revision
-/// that wrote them (an older write seen later does not undo a newer one).
+/// A state record as the mirror holds it: its bytes (`None`: deleted, kept
+/// as a tombstone) and the etcd revision that wrote them, so that an older
+/// write seen later (a transaction's late answer after the watch told of a
+/// newer delete) does not undo a newer one. Tombstones go at the next full
+/// read.
 #[derive(Debug, Clone)]
 struct Record {
     revision: i64,
-    value: Vec<u8>,
+    value: Option<Vec<u8>>,
 }
 
 /// This node's copy of the shared state, kept current by the watch.
@@ -341,13 +346,13 @@ impl Mirror {
                 .write()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             let records = tables.entry(table).or_default();
-            match (records.get(key), value) {
-                (Some(current), _) if current.revision >= revision => false,
-                (Some(_), None) => records.remove(key).is_some(),
-                (None, None) => false,
-                (_, Some(value)) => {
+            match records.get(key) {
+                Some(current) if current.revision >= revision => false,
+                current => {
+                    let changed =
+                        current.and_then(|record| record.value.as_ref()) != value.as_ref();
                     records.insert(key.to_owned(), Record { revision, value });
-                    true
+                    changed
                 }
             }
         };
@@ -364,10 +369,13 @@ impl Mirror {
     fn reset(&self, records: Vec<(StateTable, String, i64, Vec<u8>)>) {
         let mut fresh: HashMap<StateTable, BTreeMap<String, Record>> = HashMap::new();
         for (table, key, revision, value) in records {
-            fresh
-                .entry(table)
-                .or_default()
-                .insert(key, Record { revision, value });
+            fresh.entry(table).or_default().insert(
+                key,
+                Record {
+                    revision,
+                    value: Some(value),
+                },
+            );
         }
         let old = std::mem::replace(
             &mut *self
@@ -386,8 +394,10 @@ impl Mirror {
             for key in keys {
                 let was = before
                     .and_then(|records| records.get(key))
-                    .map(|r| &r.value);
-                let is = after.and_then(|records| records.get(key)).map(|r| &r.value);
+                    .and_then(|r| r.value.as_ref());
+                let is = after
+                    .and_then(|records| records.get(key))
+                    .and_then(|r| r.value.as_ref());
                 if was != is {
                     let _ = self.events.send(StoreEvent::StateChanged {
                         table,
@@ -514,30 +524,40 @@ impl EtcdState {
             }
             return Ok(());
         }
-        // Someone else wrote first: take what they wrote, and say which.
+        // Someone wrote first: take what they wrote, and say which. Or the
+        // first try of this very transaction was applied but its answer
+        // lost (a leader change, a timeout), and `call` sent it again: then
+        // every record already holds what this one writes, and it is done.
         let replaced = changes
             .iter()
             .filter(|change| matches!(change, StateChange::Replace { .. }));
         let mut conflict = None;
+        let mut ours = true;
         for (change, read) in replaced.zip(response.op_responses()) {
             let (table, key) = change.target();
             let TxnOpResponse::Get(read) = read else {
                 continue;
             };
-            match read.kvs().first() {
+            let current = read.kvs().first();
+            match current {
                 Some(kv) => {
                     self.mirror
                         .apply(table, key, kv.mod_revision(), Some(kv.value().to_vec()))
                 }
                 None => self.mirror.apply(table, key, revision, None),
             }
+            let current = current.map(|kv| kv.value());
+            ours &= current == change.value();
             let StateChange::Replace { expected, .. } = change else {
                 continue;
             };
-            let current = read.kvs().first().map(|kv| kv.value());
             if conflict.is_none() && current != expected.as_deref() {
                 conflict = Some(StoreError::conflict(table, key));
             }
+        }
+        if ours {
+            tracing::debug!("a retried etcd transaction had been applied the first time");
+            return Ok(());
         }
         Err(conflict
             .unwrap_or_else(|| StoreError::new("commit", "the transaction's comparison failed")))
@@ -557,18 +577,21 @@ impl SharedState for EtcdState {
         key: &'a str,
         value: &'a str,
         ttl: Duration,
+        replacing: Option<&'a str>,
     ) -> Pin<Box<dyn Future<Output = Result<Option<String>, StoreError>> + Send + 'a>> {
-        Box::pin(self.claim_key(key, value, ttl))
+        Box::pin(self.claim_key(key, value, ttl, replacing))
     }
 }
 
 impl EtcdState {
-    /// `events/KEY` = `value` under a lease of `ttl`, if no one holds it.
+    /// `events/KEY` = `value` under a lease of `ttl`, if no one holds it
+    /// (or it still holds `replacing`).
     async fn claim_key(
         &self,
         key: &str,
         value: &str,
         ttl: Duration,
+        replacing: Option<&str>,
     ) -> Result<Option<String>, StoreError> {
         let seconds = i64::try_from(ttl.as_secs().max(1)).unwrap_or(i64::MAX);
         let lease = self
@@ -582,8 +605,12 @@ impl EtcdState {
         let response = self
             .etcd
             .call("claim an event", |mut client| {
+                let free = match replacing {
+                    Some(old) => Compare::value(key.clone(), CompareOp::Equal, old),
+                    None => Compare::create_revision(key.clone(), CompareOp::Equal, 0),
+                };
                 let txn = etcd_client::Txn::new()
-                    .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+                    .when([free])
                     .and_then([TxnOp::put(
                         key.clone(),
                         value,
@@ -596,6 +623,13 @@ impl EtcdState {
         if response.succeeded() {
             return Ok(None);
         }
+        // Not ours: the lease goes now rather than in hours.
+        let _ = self
+            .etcd
+            .call("revoke an event lease", |mut client| async move {
+                client.lease_revoke(lease).await
+            })
+            .await;
         let holder = response
             .op_responses()
             .into_iter()
@@ -606,7 +640,7 @@ impl EtcdState {
                     .map(|kv| String::from_utf8_lossy(kv.value()).into_owned()),
                 _ => None,
             });
-        // The claim vanished in between (its lease ran out): ours to raise.
+        // Our own claim, sent again after its answer was lost.
         Ok(holder.filter(|holder| holder != value))
     }
 }
@@ -615,7 +649,6 @@ impl EtcdState {
 pub struct EtcdStore {
     local: RedbStore,
     state: Arc<EtcdState>,
-    runtime: tokio::runtime::Handle,
 }
 
 impl std::fmt::Debug for EtcdStore {
@@ -644,11 +677,7 @@ impl EtcdStore {
         });
         let revision = state.load().await?;
         tokio::spawn(state.clone().follow(revision));
-        Ok(EtcdStore {
-            local,
-            state,
-            runtime: tokio::runtime::Handle::current(),
-        })
+        Ok(EtcdStore { local, state })
     }
 
     /// The etcd client, for membership, anchors and policies.
@@ -663,10 +692,12 @@ impl Store for EtcdStore {
         entries: &[(u64, Vec<u8>)],
         changes: &[StateChange],
     ) -> Result<(), StoreError> {
-        // The audit writer applies changes through `shared` first; a
-        // direct caller (a tool) gets the same order here.
+        // The audit writer applies state changes through `shared` first.
         if !changes.is_empty() {
-            self.runtime.block_on(self.state.transact(changes))?;
+            return Err(StoreError::new(
+                "commit",
+                "state changes to etcd go through the audit writer's shared state",
+            ));
         }
         self.local.append_audit(entries, &[])?;
         if let Some((seq, _)) = entries.last() {
@@ -686,7 +717,7 @@ impl Store for EtcdStore {
             .read()
             .get(&table)
             .and_then(|records| records.get(key))
-            .map(|record| record.value.clone()))
+            .and_then(|record| record.value.clone()))
     }
 
     fn state_list(&self, table: StateTable) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
@@ -698,7 +729,7 @@ impl Store for EtcdStore {
             .map(|records| {
                 records
                     .iter()
-                    .map(|(key, record)| (key.clone(), record.value.clone()))
+                    .filter_map(|(key, record)| Some((key.clone(), record.value.clone()?)))
                     .collect()
             })
             .unwrap_or_default())
@@ -749,7 +780,7 @@ mod tests {
             .read()
             .get(&StateTable::Approvals)
             .and_then(|records| records.get(key))
-            .map(|record| record.value.clone())
+            .and_then(|record| record.value.clone())
     }
 
     /// A transaction's answer and the watch deliver the same writes in

@@ -154,7 +154,8 @@ pub trait SharedState: Send + Sync + std::fmt::Debug + 'static {
 
     /// Claim `key` for `value` for `ttl`, unless another node claimed it
     /// first: then its value. (Many nodes see the same failing pool; one
-    /// raises the approval, the others follow it.)
+    /// raises the approval, the others follow it.) With `replacing`, take
+    /// over a claim that still holds that value (its approval is over).
     ///
     /// # Errors
     /// When the store cannot be reached in time.
@@ -163,6 +164,7 @@ pub trait SharedState: Send + Sync + std::fmt::Debug + 'static {
         key: &'a str,
         value: &'a str,
         ttl: std::time::Duration,
+        replacing: Option<&'a str>,
     ) -> std::pin::Pin<
         Box<dyn std::future::Future<Output = Result<Option<String>, StoreError>> + Send + 'a>,
     >;
