@@ -30,24 +30,10 @@ import sys
 import tempfile
 import threading
 import time
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
-from benchlib import free_port, percentile, write_result, rss_kib, start_airlock, start_upstream, stop
+from benchlib import ARRIVALS, ArrivalRecorder, free_port, percentile, write_result, rss_kib, start_airlock, start_upstream, stop
 
-ARRIVALS = {}  # path -> perf_counter_ns when the upstream read the request
-
-
-class Upstream(BaseHTTPRequestHandler):
-    def do_DELETE(self):
-        ARRIVALS[self.path] = time.perf_counter_ns()
-        length = int(self.headers.get("content-length") or 0)
-        if length:
-            self.rfile.read(length)
-        self.send_response(200)
-        self.send_header("content-length", "2")
-        self.end_headers()
-        self.wfile.write(b"ok")
 
 
 class Events:
@@ -126,7 +112,7 @@ def main():
     ap.add_argument("--body-bytes", type=int, default=1024)
     args = ap.parse_args()
 
-    upstream = start_upstream(Upstream)
+    upstream = start_upstream(ArrivalRecorder)
 
     work = Path(tempfile.mkdtemp(prefix="airlock-approvals-bench-"))
     (work / "policies").mkdir()

@@ -26,6 +26,24 @@ def start_upstream(handler: type[BaseHTTPRequestHandler]) -> QuietServer:
     return server
 
 
+ARRIVALS: dict[str, int] = {}  # path -> perf_counter_ns when the upstream read the request
+
+
+class ArrivalRecorder(BaseHTTPRequestHandler):
+    """An upstream that answers DELETEs with 200 and notes when each path
+    arrived in ARRIVALS (one clock with the bench: it runs in its process)."""
+
+    def do_DELETE(self):
+        ARRIVALS[self.path] = time.perf_counter_ns()
+        length = int(self.headers.get("content-length") or 0)
+        if length:
+            self.rfile.read(length)
+        self.send_response(200)
+        self.send_header("content-length", "2")
+        self.end_headers()
+        self.wfile.write(b"ok")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

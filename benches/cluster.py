@@ -47,27 +47,13 @@ import sys
 import tempfile
 import threading
 import time
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 sys.dont_write_bytecode = True  # no benches/__pycache__ in the work tree
-from benchlib import free_port, percentile, start_airlock, start_upstream, stop, write_result
+from benchlib import ARRIVALS, ArrivalRecorder, free_port, percentile, start_airlock, start_upstream, stop, write_result
 
 HEARTBEAT_MS = 100
 ELECTION_MS = 1000
-ARRIVALS = {}  # path -> perf_counter_ns when the upstream read the request
-
-
-class Upstream(BaseHTTPRequestHandler):
-    def do_DELETE(self):
-        ARRIVALS[self.path] = time.perf_counter_ns()
-        length = int(self.headers.get("content-length") or 0)
-        if length:
-            self.rfile.read(length)
-        self.send_response(200)
-        self.send_header("content-length", "2")
-        self.end_headers()
-        self.wfile.write(b"ok")
 
 
 # ---------------------------------------------------------------- etcd
@@ -519,7 +505,7 @@ def main():
         etcd.start()
         etcd.wait_healthy()
         print(f"cluster: etcd {etcd.version()} up on {', '.join(etcd.endpoints)}", file=sys.stderr)
-        upstream = start_upstream(Upstream)
+        upstream = start_upstream(ArrivalRecorder)
 
         voters = [f"voter-{i}" for i in range(1, max(1, args.voters) + 1)]
         tokens = {name: secrets.token_hex(16) for name in ["client", *voters]}

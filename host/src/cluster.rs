@@ -26,7 +26,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use etcd_client::PutOptions;
 use serde::{Deserialize, Serialize};
 
 use crate::approvals::{ApprovalState, Approvals};
@@ -81,12 +80,7 @@ pub struct Cluster {
 impl Cluster {
     /// The live members, by node id.
     pub fn members(&self) -> Vec<Member> {
-        self.members
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .values()
-            .cloned()
-            .collect()
+        lock(&self.members).values().cloned().collect()
     }
 
     /// The key this node's anchors must be signed with.
@@ -147,31 +141,15 @@ impl Cluster {
 
     /// Take a lease and put this node's member key under it.
     async fn register(&self, approvals: &Approvals) -> Result<i64, StoreError> {
-        let ttl = i64::try_from(self.lease_ttl.as_secs()).unwrap_or(i64::MAX);
-        let lease = self
-            .etcd
-            .call("grant a lease", |mut client| async move {
-                client.lease_grant(ttl, None).await
-            })
-            .await?
-            .id();
+        let lease = self.etcd.grant_lease(self.lease_ttl).await?;
         approvals.set_lease(lease);
-        let key = self.etcd.key(&format!("members/{}", self.me.node));
         let me = Member {
             lease: Some(lease),
             ..self.me.clone()
         };
         let value = serde_json::to_vec(&me).unwrap_or_default();
-        self.etcd
-            .call("join", |mut client| {
-                let (key, value) = (key.clone(), value.clone());
-                async move {
-                    client
-                        .put(key, value, Some(PutOptions::new().with_lease(lease)))
-                        .await
-                }
-            })
-            .await?;
+        let key = format!("members/{}", self.me.node);
+        self.etcd.put(&key, &value, Some(lease)).await?;
         Ok(lease)
     }
 
@@ -183,10 +161,7 @@ impl Cluster {
             .filter_map(|(_, _, value)| serde_json::from_slice::<Member>(&value).ok())
             .map(|member| (member.node.clone(), member))
             .collect();
-        *self
-            .members
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = members;
+        *lock(&self.members) = members;
         Ok(revision)
     }
 
@@ -412,14 +387,9 @@ async fn watch_lease(renewed: Arc<Mutex<Instant>>, ttl: Duration, approvals: Arc
 /// # Errors
 /// When etcd cannot be written in time.
 pub async fn put_anchor(etcd: &Etcd, head: &SignedHead) -> Result<(), StoreError> {
-    let key = etcd.key(&format!("anchors/{}", head.node));
     let value = serde_json::to_vec(head).unwrap_or_default();
-    etcd.call("put the audit anchor", |mut client| {
-        let (key, value) = (key.clone(), value.clone());
-        async move { client.put(key, value, None).await }
-    })
-    .await?;
-    Ok(())
+    etcd.put(&format!("anchors/{}", head.node), &value, None)
+        .await
 }
 
 /// The anchor of `node`, if it has one.
@@ -427,17 +397,10 @@ pub async fn put_anchor(etcd: &Etcd, head: &SignedHead) -> Result<(), StoreError
 /// # Errors
 /// When etcd cannot be read, or the anchor is not a signed head.
 pub async fn anchor_of(etcd: &Etcd, node: &str) -> Result<Option<SignedHead>, StoreError> {
-    let key = etcd.key(&format!("anchors/{node}"));
-    let mut response = etcd
-        .call("read the audit anchor", |mut client| {
-            let key = key.clone();
-            async move { client.get(key, None).await }
-        })
-        .await?;
-    let Some(kv) = response.take_kvs().into_iter().next() else {
+    let Some(value) = etcd.get(&format!("anchors/{node}")).await? else {
         return Ok(None);
     };
-    serde_json::from_slice(kv.value())
+    serde_json::from_slice(&value)
         .map(Some)
         .map_err(|error| StoreError::new(format!("read the anchor of node `{node}`"), error))
 }
@@ -490,12 +453,8 @@ pub async fn push_policy(
     let sha256 = crate::secrets::hex(&crate::secrets::sha256(component));
     let chunks: Vec<&[u8]> = component.chunks(CHUNK).collect();
     for (index, chunk) in chunks.iter().enumerate() {
-        let key = etcd.key(&format!("policy-blobs/{sha256}/{index}"));
-        etcd.call("store a policy chunk", |mut client| {
-            let (key, chunk) = (key.clone(), chunk.to_vec());
-            async move { client.put(key, chunk, None).await }
-        })
-        .await?;
+        etcd.put(&format!("policy-blobs/{sha256}/{index}"), chunk, None)
+            .await?;
     }
     let pushed = PushedPolicy {
         name: name.to_owned(),
@@ -505,13 +464,8 @@ pub async fn push_policy(
         parameters,
         pushed_ms: crate::audit::now_ms(),
     };
-    let key = etcd.key(&format!("policies/{name}"));
     let value = serde_json::to_vec(&pushed).unwrap_or_default();
-    etcd.call("store the policy", |mut client| {
-        let (key, value) = (key.clone(), value.clone());
-        async move { client.put(key, value, None).await }
-    })
-    .await?;
+    etcd.put(&format!("policies/{name}"), &value, None).await?;
     Ok(pushed)
 }
 
@@ -593,20 +547,16 @@ async fn install_one(etcd: &Etcd, folder: &Path, record: &[u8]) {
 async fn fetch_component(etcd: &Etcd, pushed: &PushedPolicy) -> Result<Vec<u8>, StoreError> {
     let mut component = Vec::with_capacity(usize::try_from(pushed.size).unwrap_or(0));
     for index in 0..pushed.chunks {
-        let key = etcd.key(&format!("policy-blobs/{}/{index}", pushed.sha256));
-        let mut response = etcd
-            .call("read a policy chunk", |mut client| {
-                let key = key.clone();
-                async move { client.get(key, None).await }
-            })
+        let chunk = etcd
+            .get(&format!("policy-blobs/{}/{index}", pushed.sha256))
             .await?;
-        let Some(kv) = response.take_kvs().into_iter().next() else {
+        let Some(chunk) = chunk else {
             return Err(StoreError::new(
                 "read a policy chunk",
                 format!("chunk {index} is missing"),
             ));
         };
-        component.extend_from_slice(kv.value());
+        component.extend_from_slice(&chunk);
     }
     let sha256 = crate::secrets::hex(&crate::secrets::sha256(&component));
     if sha256 != pushed.sha256 {

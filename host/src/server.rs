@@ -238,30 +238,12 @@ impl Server {
         }
         let admin = bind("admin", config.admin.address).await?;
         let cluster = match (&audit, &approvals) {
-            (Some(audit), Some(api)) => match &audit.etcd {
-                Some(store) => Some(
-                    Cluster::join(
-                        store.etcd().clone(),
-                        Member {
-                            node: audit.log.node().to_owned(),
-                            admin: admin
-                                .local_addr()
-                                .unwrap_or(config.admin.address)
-                                .to_string(),
-                            started_ms: crate::audit::now_ms(),
-                            lease: None,
-                        },
-                        config.storage.lease_ttl,
-                        api.approvals.clone(),
-                        audit
-                            .anchor_signer
-                            .as_ref()
-                            .map(|signer| signer.public_key()),
-                    )
-                    .await?,
-                ),
-                None => None,
-            },
+            (Some(audit), Some(api)) => {
+                let admin_address = admin.local_addr().unwrap_or(config.admin.address);
+                audit
+                    .join_cluster(&config, admin_address, &api.approvals)
+                    .await?
+            }
             _ => None,
         };
         let notifiers = match &approvals {
@@ -338,7 +320,7 @@ impl Server {
         let mut background: Vec<JoinHandle<()>> = notifiers;
         let held = approvals.as_ref().map(|api| api.approvals.clone());
         if let Some(approvals) = &held {
-            background.push(tokio::spawn(sweep_grants(approvals.clone())));
+            background.push(tokio::spawn(sweep_expired(approvals.clone())));
         }
         if let Some(reloader) = &reloader {
             tracing::info!(folder = %reloader.directory().display(), "watching the policy folder: drop a .wasm (and its .toml) in to load it");
@@ -462,7 +444,7 @@ async fn reload_on_sighup(control: ControlApi) {
 
 /// Record ended grants, and overdue approvals, as expired, every
 /// [`GRANT_SWEEP_INTERVAL`].
-async fn sweep_grants(approvals: Arc<Approvals>) {
+async fn sweep_expired(approvals: Arc<Approvals>) {
     let mut ticks = tokio::time::interval(GRANT_SWEEP_INTERVAL);
     loop {
         ticks.tick().await;
@@ -550,6 +532,38 @@ impl Audit {
             sign_interval: config.audit.sign_interval,
             retain: config.audit.retain,
         })
+    }
+
+    /// With the etcd store, join its cluster as this node, reachable at
+    /// `admin_address`.
+    async fn join_cluster(
+        &self,
+        config: &Config,
+        admin_address: SocketAddr,
+        approvals: &Arc<Approvals>,
+    ) -> Result<Option<Arc<Cluster>>, StartError> {
+        let Some(store) = &self.etcd else {
+            return Ok(None);
+        };
+        let me = Member {
+            node: self.log.node().to_owned(),
+            admin: admin_address.to_string(),
+            started_ms: crate::audit::now_ms(),
+            lease: None,
+        };
+        let anchor_key = self
+            .anchor_signer
+            .as_ref()
+            .map(|signer| signer.public_key());
+        let cluster = Cluster::join(
+            store.etcd().clone(),
+            me,
+            config.storage.lease_ttl,
+            approvals.clone(),
+            anchor_key,
+        )
+        .await?;
+        Ok(Some(cluster))
     }
 
     /// Drop segments older than `[audit] retain`, hourly.

@@ -163,7 +163,7 @@ async fn an_anonymous_requester_gets_no_grant() {
 }
 
 /// `subject`'s request with `Prefer: respond-async` or an `Airlock-Ticket`.
-fn with_header(request: Request<BoxBody>, name: &str, value: &str) -> Request<BoxBody> {
+pub(crate) fn with_header(request: Request<BoxBody>, name: &str, value: &str) -> Request<BoxBody> {
     let (mut parts, body) = request.into_parts();
     parts.headers.insert(
         http::HeaderName::from_bytes(name.as_bytes()).unwrap(),

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use http::Request;
 use serde_json::Value;
 
+use crate::approval_grants::with_header;
 use crate::approvals::{api, from, principals, show, vote};
 use crate::etcd_cluster::{exclusive, EtcdCluster};
 use crate::harness::*;
@@ -44,6 +45,15 @@ struct Cluster {
 }
 
 impl Cluster {
+    /// Waits until each node lists both.
+    async fn both_listed(&self) {
+        let both = eventually(Duration::from_secs(10), || async {
+            members(&self.a).await == set(&["a", "b"]) && members(&self.b).await == set(&["a", "b"])
+        })
+        .await;
+        assert!(both, "{}", cluster_view(&self.a).await.text());
+    }
+
     /// Starts etcd, an upstream, and both nodes with `rules` for
     /// approval-rules; with `gate`, each route first runs a policy named
     /// `gate` (allow-all at start), for pushes to replace.
@@ -135,11 +145,7 @@ fn data_dir(node: &Airlock, name: &str) -> std::path::PathBuf {
 
 /// SIGKILL, like a crashed machine, and reap it.
 fn kill(node: &mut Airlock) {
-    let status = Command::new("kill")
-        .args(["-KILL", &node.pid().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    signal_node(node, "-KILL");
     assert!(
         node.wait(Duration::from_secs(10)).is_some(),
         "node did not die"
@@ -284,15 +290,6 @@ async fn members(node: &Airlock) -> BTreeSet<String> {
 
 fn set(names: &[&str]) -> BTreeSet<String> {
     names.iter().map(|n| (*n).to_owned()).collect()
-}
-
-fn with_header(request: Request<BoxBody>, name: &str, value: &str) -> Request<BoxBody> {
-    let (mut parts, body) = request.into_parts();
-    parts.headers.insert(
-        http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
-        value.parse().unwrap(),
-    );
-    Request::from_parts(parts, body)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -1132,11 +1129,7 @@ async fn a_node_cut_off_from_etcd_answers_its_held_requests_503_and_recovers() {
     const LEASE: Duration = Duration::from_secs(4);
     let cluster = Cluster::start_with_lease("cut-off", &deletes_need(1), false, LEASE).await;
     let (a, b) = (&cluster.a, &cluster.b);
-    let both = eventually(Duration::from_secs(10), || async {
-        members(a).await == set(&["a", "b"]) && members(b).await == set(&["a", "b"])
-    })
-    .await;
-    assert!(both, "{}", cluster_view(a).await.text());
+    cluster.both_listed().await;
     let waiting = send_held(from("client", "DELETE", &a.url("/items/held"), ""));
     let held_id = pending_for(a, "/items/held", Duration::from_secs(10)).await;
 
@@ -1256,11 +1249,7 @@ async fn a_hold_made_after_rejoining_outlives_a_late_notice_of_the_old_lease() {
     const LEASE: Duration = Duration::from_secs(4);
     let cluster = Cluster::start_with_lease("late-notice", &deletes_need(1), false, LEASE).await;
     let (a, b) = (&cluster.a, &cluster.b);
-    let both = eventually(Duration::from_secs(10), || async {
-        members(a).await == set(&["a", "b"]) && members(b).await == set(&["a", "b"])
-    })
-    .await;
-    assert!(both, "{}", cluster_view(a).await.text());
+    cluster.both_listed().await;
 
     cluster.etcd.pause_all();
     tokio::time::sleep(LEASE + Duration::from_secs(2)).await;

@@ -66,7 +66,7 @@ impl ApprovalState {
 
 /// What is waiting: the request as it will be forwarded, or an operator's
 /// routing change (`kind` = `change`, the change in `change`).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ActionSummary {
     pub kind: String,
     #[serde(skip_serializing_if = "String::is_empty", default)]
@@ -526,7 +526,7 @@ impl Approvals {
                     approvals.end(&approval.id, ApprovalState::Expired).await?;
                 }
                 ApprovalState::Pending if approval.respond_async => {
-                    approvals.mark(&approval);
+                    approvals.note(&approval, |_| false);
                     approvals.index_ticket(&approval);
                     approvals.expire_in_time(&approval);
                 }
@@ -537,7 +537,7 @@ impl Approvals {
                 }
                 // Held by another node: its outcome is news here too.
                 ApprovalState::Pending => {
-                    approvals.mark(&approval);
+                    approvals.note(&approval, |_| false);
                 }
                 ApprovalState::Approved => approvals.index_ticket(&approval),
                 _ => {}
@@ -586,7 +586,7 @@ impl Approvals {
         let event = Self::event_of(approval);
         // Nobody listening is fine.
         let _ = self.events.send(event.clone());
-        if self.mark(approval) {
+        if self.note(approval, |was| was != Some(approval.state)) {
             let _ = self.stream.send(event);
         }
     }
@@ -595,15 +595,12 @@ impl Approvals {
     /// created or resolved by another node, if it was and the stream has not
     /// told it yet (an approval never seen pending here is not news).
     fn learned(&self, approval: &Approval) {
-        let was = self.announced().get(&approval.id).copied();
-        let news = match approval.state {
+        let news = self.note(approval, |was| match approval.state {
             ApprovalState::Pending => was.is_none(),
             _ => was == Some(ApprovalState::Pending),
-        };
-        if news && self.mark(approval) {
+        });
+        if news {
             let _ = self.stream.send(Self::event_of(approval));
-        } else if was.is_none() {
-            self.mark(approval);
         }
     }
 
@@ -615,14 +612,20 @@ impl Approvals {
         }
     }
 
-    /// Note the state the stream has told of `approval`; `false` if it had
-    /// told that already. Resolved ones are forgotten now and then.
-    fn mark(&self, approval: &Approval) -> bool {
+    /// Whether `approval`'s state is news to the stream, as `news` judges
+    /// from the state it told last; notes it as told if so, or if the
+    /// stream knew nothing of it. Resolved ones are forgotten now and then.
+    fn note(&self, approval: &Approval, news: impl FnOnce(Option<ApprovalState>) -> bool) -> bool {
         let mut announced = self.announced();
         if announced.len() >= MAX_ANNOUNCED {
             announced.retain(|_, state| *state == ApprovalState::Pending);
         }
-        announced.insert(approval.id.clone(), approval.state) != Some(approval.state)
+        let was = announced.get(&approval.id).copied();
+        let news = news(was);
+        if news || was.is_none() {
+            announced.insert(approval.id.clone(), approval.state);
+        }
+        news
     }
 
     fn announced(&self) -> std::sync::MutexGuard<'_, HashMap<String, ApprovalState>> {
@@ -657,15 +660,20 @@ impl Approvals {
         });
     }
 
-    /// Track `approval`, whose action waits on this node, until it
-    /// resolves; returns the receiver that sees it resolve.
-    fn watch(self: &Arc<Self>, approval: &Approval) -> watch::Receiver<ApprovalState> {
+    /// Track approval `id` (of `principal`), whose action waits on this
+    /// node, until it resolves; returns the receiver that sees it resolve.
+    fn watch(
+        self: &Arc<Self>,
+        id: &str,
+        principal: &str,
+        respond_async: bool,
+    ) -> watch::Receiver<ApprovalState> {
         let (resolved, receiver) = watch::channel(ApprovalState::Pending);
         self.live_map().insert(
-            approval.id.clone(),
+            id.to_owned(),
             Arc::new(Live {
-                principal: approval.principal.clone(),
-                respond_async: approval.respond_async,
+                principal: principal.to_owned(),
+                respond_async,
                 resolved,
             }),
         );
@@ -922,7 +930,7 @@ impl Approvals {
         entry.approval = Some(approval.id.clone());
         // Wait before it exists: a vote through another node may follow
         // the commit at once.
-        let receiver = self.watch(&approval);
+        let receiver = self.watch(&approval.id, &approval.principal, approval.respond_async);
         if let Err(error) = self.log.record_with(entry, vec![put(&approval)]).await {
             self.live_map().remove(&approval.id);
             return Err(error.into());
@@ -983,20 +991,17 @@ impl Approvals {
     /// it is (or, not in the store yet, soon will be) pending; if not,
     /// there is nothing to wait for.
     pub fn wait_on(self: &Arc<Self>, id: &str) -> bool {
-        let approval = match self.get(id) {
-            Ok(approval) if approval.state == ApprovalState::Pending => approval,
-            // Claimed by the other node, not yet committed (or not yet
-            // seen here): its events will tell.
+        match self.get(id) {
+            Ok(approval) if approval.state == ApprovalState::Pending => {
+                self.watch(id, &approval.principal, approval.respond_async);
+            }
+            // Claimed by the other node for a balancer event, not yet
+            // committed (or not yet seen here): its events will tell.
             Err(ApprovalError::NotFound(_)) => {
-                let mut expected =
-                    Approval::pending(ActionSummary::default(), "airlock", Vec::new(), &[], false);
-                expected.id = id.to_owned();
-                expected.respond_async = true;
-                expected
+                self.watch(id, "airlock", true);
             }
             _ => return false,
-        };
-        self.watch(&approval);
+        }
         // It may have resolved between the read and the watch.
         if let Ok(now) = self.get(id) {
             self.settled(&now);

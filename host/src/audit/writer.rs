@@ -235,16 +235,17 @@ impl AuditLog {
         mut entries: Vec<AuditEntry>,
         mut changes: Vec<StateChange>,
     ) -> Result<u64, AuditError> {
-        let shared_applied = self.shared.is_some() && !changes.is_empty();
-        if let Some(shared) = &self.shared {
-            if shared_applied {
-                // Shared state first: a change other nodes refused is not
-                // recorded as done. If the local commit then fails, the
-                // change stands without its local entry (logged below).
+        // Shared state first: a change other nodes refused is not recorded
+        // as done. If the local commit then fails, the change stands without
+        // its local entry (logged below).
+        let shared_applied = match &self.shared {
+            Some(shared) if !changes.is_empty() => {
                 shared.apply(&changes).await?;
                 changes.clear();
+                true
             }
-        }
+            _ => false,
+        };
         let time_ms = now_ms();
         for entry in &mut entries {
             entry.node = self.node.to_string();

@@ -194,6 +194,59 @@ impl Etcd {
         }
     }
 
+    /// The value at `rest` (under the prefix), if there is one.
+    ///
+    /// # Errors
+    /// When etcd cannot be read in time.
+    pub async fn get(&self, rest: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let key = self.key(rest);
+        let mut response = self
+            .call(&format!("read {key}"), |mut client| {
+                let key = key.clone();
+                async move { client.get(key, None).await }
+            })
+            .await?;
+        Ok(response
+            .take_kvs()
+            .into_iter()
+            .next()
+            .map(|kv| kv.into_key_value().1))
+    }
+
+    /// Put `value` at `rest` (under the prefix), under `lease` if given.
+    ///
+    /// # Errors
+    /// When etcd cannot be written in time.
+    pub async fn put(
+        &self,
+        rest: &str,
+        value: &[u8],
+        lease: Option<i64>,
+    ) -> Result<(), StoreError> {
+        let key = self.key(rest);
+        self.call(&format!("write {key}"), |mut client| {
+            let (key, value) = (key.clone(), value.to_vec());
+            let options = lease.map(|lease| etcd_client::PutOptions::new().with_lease(lease));
+            async move { client.put(key, value, options).await }
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// A new lease of `ttl` (whole seconds, at least one); its id.
+    ///
+    /// # Errors
+    /// When etcd cannot be reached in time.
+    pub async fn grant_lease(&self, ttl: Duration) -> Result<i64, StoreError> {
+        let seconds = i64::try_from(ttl.as_secs().max(1)).unwrap_or(i64::MAX);
+        Ok(self
+            .call("grant a lease", |mut client| async move {
+                client.lease_grant(seconds, None).await
+            })
+            .await?
+            .id())
+    }
+
     /// Every key and value under `section/`, and the revision read at.
     ///
     /// # Errors
@@ -593,14 +646,7 @@ impl EtcdState {
         ttl: Duration,
         replacing: Option<&str>,
     ) -> Result<Option<String>, StoreError> {
-        let seconds = i64::try_from(ttl.as_secs().max(1)).unwrap_or(i64::MAX);
-        let lease = self
-            .etcd
-            .call("grant an event lease", |mut client| async move {
-                client.lease_grant(seconds, None).await
-            })
-            .await?
-            .id();
+        let lease = self.etcd.grant_lease(ttl).await?;
         let key = self.etcd.key(&format!("events/{key}"));
         let response = self
             .etcd
