@@ -11,6 +11,7 @@
 //! conflict, reads again and retries.
 
 pub mod etcd;
+mod journal;
 mod redb_store;
 pub mod segments;
 pub mod tables;

@@ -1,13 +1,18 @@
 //! The single-node store: a data dir holding one live redb file,
-//! `airlock.redb`, and the sealed audit segments under `audit/`. Every
-//! commit to the live file is `Durability::Immediate`; callers batch (the
-//! audit writer's group commit) so that one fsync serves many entries.
+//! `airlock.redb`, its journal `airlock.journal`, and the sealed audit
+//! segments under `audit/`. Every commit is durable when
+//! [`Store::append_audit`] returns: its frame is synced in the journal
+//! first (one sequential write), then redb commits it unsynced; a
+//! checkpoint now and then makes redb durable and empties the journal
+//! ([`super::journal`]). Callers batch (the audit writer's group commit) so
+//! that one sync serves many entries.
 
 use std::path::Path;
 
 use redb::{Database, Durability, ReadableDatabase, ReadableTable};
 use tokio::sync::broadcast;
 
+use super::journal::{Frame, Journal};
 use super::segments::{SegmentRange, Segments};
 use super::tables::{self, AUDIT};
 use super::{StateChange, StateTable, Store, StoreError, StoreEvent};
@@ -19,8 +24,21 @@ const DELETE_CHUNK: usize = 10_000;
 /// A data dir's live redb file and its sealed audit segments.
 pub struct RedbStore {
     database: Database,
+    /// Held for the whole of a commit: commits reach the journal and redb
+    /// in the same order.
+    journal: std::sync::Mutex<Journal>,
     segments: Segments,
     events: broadcast::Sender<StoreEvent>,
+}
+
+impl Drop for RedbStore {
+    /// A clean close leaves redb durable and the journal empty.
+    fn drop(&mut self) {
+        let mut journal = self.lock_journal();
+        if let Err(error) = self.checkpoint(&mut journal) {
+            tracing::error!("closing the audit store: {error}");
+        }
+    }
 }
 
 impl std::fmt::Debug for RedbStore {
@@ -36,6 +54,8 @@ fn fail(operation: &str) -> impl Fn(&dyn std::fmt::Display) -> StoreError + '_ {
 impl RedbStore {
     /// The live file inside a data dir.
     pub const FILE: &'static str = "airlock.redb";
+    /// The live file's journal inside a data dir.
+    pub const JOURNAL: &'static str = "airlock.journal";
     /// The directory of sealed segments inside a data dir.
     pub const SEGMENTS: &'static str = "audit";
 
@@ -49,18 +69,72 @@ impl RedbStore {
         let fail = fail(&operation);
         std::fs::create_dir_all(data_dir).map_err(|error| fail(&error))?;
         let database = Database::create(&file).map_err(|error| fail(&error))?;
+        let (journal, frames) = Journal::open(&data_dir.join(Self::JOURNAL))?;
         let segments = Segments::open(&data_dir.join(Self::SEGMENTS))?;
         let (events, _) = broadcast::channel(1024);
         let store = RedbStore {
             database,
+            journal: std::sync::Mutex::new(journal),
             segments,
             events,
         };
-        // Creates the tables; and drops live entries a crash left behind
-        // after their segment was sealed.
-        store.append_audit(&[], &[])?;
+        // Creates the tables; replays what a crash left in the journal and
+        // makes it durable; and drops live entries a crash left behind after
+        // their segment was sealed.
+        store.replay(frames)?;
         store.delete_live_through(store.segments.sealed_through())?;
         Ok(store)
+    }
+
+    /// Commit the journal's `frames` to redb, durably, and empty the
+    /// journal. Entries redb already has are skipped; the frames' records
+    /// are written again in order, which leaves each as the last frame did.
+    fn replay(&self, frames: Vec<Frame>) -> Result<(), StoreError> {
+        let mut journal = self.lock_journal();
+        let fail = fail("replay the journal");
+        let mut transaction = self.database.begin_write().map_err(|error| fail(&error))?;
+        transaction
+            .set_durability(Durability::Immediate)
+            .map_err(|error| fail(&error))?;
+        write(&transaction, &[], &[])?;
+        let live_last = transaction
+            .open_table(AUDIT)
+            .map_err(|error| fail(&error))?
+            .last()
+            .map_err(|error| fail(&error))?
+            .map(|(seq, _)| seq.value());
+        let known = live_last.unwrap_or(0).max(self.segments.sealed_through());
+        for frame in &frames {
+            let entries: Vec<_> = frame
+                .entries
+                .iter()
+                .filter(|(seq, _)| *seq > known)
+                .cloned()
+                .collect();
+            write(&transaction, &entries, &frame.changes)?;
+        }
+        transaction.commit().map_err(|error| fail(&error))?;
+        if !frames.is_empty() {
+            tracing::info!(frames = frames.len(), "replayed the audit journal");
+        }
+        journal.checkpointed()
+    }
+
+    /// Make every commit so far durable in redb and empty the journal.
+    fn checkpoint(&self, journal: &mut Journal) -> Result<(), StoreError> {
+        let fail = fail("checkpoint");
+        let mut transaction = self.database.begin_write().map_err(|error| fail(&error))?;
+        transaction
+            .set_durability(Durability::Immediate)
+            .map_err(|error| fail(&error))?;
+        transaction.commit().map_err(|error| fail(&error))?;
+        journal.checkpointed()
+    }
+
+    fn lock_journal(&self) -> std::sync::MutexGuard<'_, Journal> {
+        self.journal
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Delete live entries up to `through`, in short transactions.
@@ -115,6 +189,44 @@ impl RedbStore {
     }
 }
 
+/// Write `entries` and `changes` into `transaction`, checking each
+/// compare-and-swap against what the transaction sees.
+fn write(
+    transaction: &redb::WriteTransaction,
+    entries: &[(u64, Vec<u8>)],
+    changes: &[StateChange],
+) -> Result<(), StoreError> {
+    let fail = fail("commit");
+    let mut table = transaction
+        .open_table(AUDIT)
+        .map_err(|error| fail(&error))?;
+    for (seq, bytes) in entries {
+        table
+            .insert(seq, bytes.as_slice())
+            .map_err(|error| fail(&error))?;
+    }
+    for state in StateTable::ALL {
+        let mut table = transaction
+            .open_table(tables::state(state))
+            .map_err(|error| fail(&error))?;
+        for change in changes.iter().filter(|change| change.target().0 == state) {
+            if let StateChange::Replace { key, expected, .. } = change {
+                let current = table.get(key.as_str()).map_err(|error| fail(&error))?;
+                if current.as_ref().map(|value| value.value()) != expected.as_deref() {
+                    return Err(StoreError::conflict(state, key));
+                }
+            }
+            let (_, key) = change.target();
+            match change.value() {
+                Some(value) => table.insert(key, value).map(drop),
+                None => table.remove(key).map(drop),
+            }
+            .map_err(|error| fail(&error))?;
+        }
+    }
+    Ok(())
+}
+
 impl Store for RedbStore {
     fn append_audit(
         &self,
@@ -122,41 +234,30 @@ impl Store for RedbStore {
         changes: &[StateChange],
     ) -> Result<(), StoreError> {
         let fail = fail("commit");
+        let mut journal = self.lock_journal();
         let mut transaction = self.database.begin_write().map_err(|error| fail(&error))?;
         transaction
-            .set_durability(Durability::Immediate)
+            .set_durability(Durability::None)
             .map_err(|error| fail(&error))?;
-        {
-            let mut table = transaction
-                .open_table(AUDIT)
-                .map_err(|error| fail(&error))?;
-            for (seq, bytes) in entries {
-                table
-                    .insert(seq, bytes.as_slice())
-                    .map_err(|error| fail(&error))?;
+        // A stale compare-and-swap returns here: the transaction is
+        // dropped unwritten and nothing reaches the journal.
+        write(&transaction, entries, changes)?;
+        journal.append(entries, changes)?;
+        if let Err(error) = transaction.commit() {
+            // Not replayed after a crash either: the caller hears it failed.
+            if let Err(undo) = journal.undo_last() {
+                tracing::error!("a failed commit stays in the journal: {undo}");
             }
-            for state in StateTable::ALL {
-                let mut table = transaction
-                    .open_table(tables::state(state))
-                    .map_err(|error| fail(&error))?;
-                for change in changes.iter().filter(|change| change.target().0 == state) {
-                    if let StateChange::Replace { key, expected, .. } = change {
-                        let current = table.get(key.as_str()).map_err(|error| fail(&error))?;
-                        if current.as_ref().map(|value| value.value()) != expected.as_deref() {
-                            // Dropping the transaction unwritten keeps nothing.
-                            return Err(StoreError::conflict(state, key));
-                        }
-                    }
-                    let (_, key) = change.target();
-                    match change.value() {
-                        Some(value) => table.insert(key, value).map(drop),
-                        None => table.remove(key).map(drop),
-                    }
-                    .map_err(|error| fail(&error))?;
-                }
+            return Err(fail(&error));
+        }
+        if journal.checkpoint_due() {
+            // The commit is durable in the journal already; a failed
+            // checkpoint is tried again after the next commit.
+            if let Err(error) = self.checkpoint(&mut journal) {
+                tracing::error!("audit store checkpoint failed: {error}");
             }
         }
-        transaction.commit().map_err(|error| fail(&error))?;
+        drop(journal);
         // No subscriber is fine.
         if let Some((seq, _)) = entries.last() {
             let _ = self.events.send(StoreEvent::AuditCommitted { seq: *seq });
@@ -255,5 +356,102 @@ impl Store for RedbStore {
 
     fn subscribe(&self) -> broadcast::Receiver<StoreEvent> {
         self.events.subscribe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn copy_dir(from: &Path, to: &Path) {
+        std::fs::create_dir_all(to).unwrap();
+        for item in std::fs::read_dir(from).unwrap() {
+            let path = item.unwrap().path();
+            if path.is_file() {
+                std::fs::copy(&path, to.join(path.file_name().unwrap())).unwrap();
+            }
+        }
+    }
+
+    /// A copy of the data dir taken while the store is open, between
+    /// checkpoints, is what a crash leaves: its commits are in the journal
+    /// and come back, entries and records, when the copy opens.
+    #[test]
+    fn commits_since_the_last_checkpoint_come_back_from_the_journal() {
+        let dir = tempfile::tempdir().unwrap();
+        let (live, crashed) = (dir.path().join("live"), dir.path().join("crashed"));
+        let store = RedbStore::open(&live).unwrap();
+        let put = StateChange::Put {
+            table: StateTable::Approvals,
+            key: "apr_1".to_owned(),
+            value: b"pending".to_vec(),
+        };
+        store
+            .append_audit(&[(1, b"one".to_vec()), (2, b"two".to_vec())], &[put])
+            .unwrap();
+        let swap = StateChange::Replace {
+            table: StateTable::Approvals,
+            key: "apr_1".to_owned(),
+            expected: Some(b"pending".to_vec()),
+            value: Some(b"approved".to_vec()),
+        };
+        store
+            .append_audit(&[(3, b"three".to_vec())], &[swap])
+            .unwrap();
+        copy_dir(&live, &crashed);
+        assert!(
+            std::fs::metadata(crashed.join(RedbStore::JOURNAL))
+                .unwrap()
+                .len()
+                > 0
+        );
+
+        let reopened = RedbStore::open(&crashed).unwrap();
+        let trail = reopened.audit_from(1, 10).unwrap();
+        assert_eq!(
+            trail,
+            vec![
+                (1, b"one".to_vec()),
+                (2, b"two".to_vec()),
+                (3, b"three".to_vec())
+            ]
+        );
+        assert_eq!(
+            reopened.state_get(StateTable::Approvals, "apr_1").unwrap(),
+            Some(b"approved".to_vec())
+        );
+        // Replayed and made durable: the journal is empty again, and a
+        // second replay of the same frames would add nothing.
+        assert_eq!(
+            std::fs::metadata(crashed.join(RedbStore::JOURNAL))
+                .unwrap()
+                .len(),
+            0
+        );
+        drop(reopened);
+        let again = RedbStore::open(&crashed).unwrap();
+        assert_eq!(again.audit_from(1, 10).unwrap().len(), 3);
+    }
+
+    /// A stale compare-and-swap reaches neither redb nor the journal.
+    #[test]
+    fn a_refused_swap_leaves_the_journal_as_it_was() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RedbStore::open(dir.path()).unwrap();
+        let journal = dir.path().join(RedbStore::JOURNAL);
+        store.append_audit(&[(1, b"one".to_vec())], &[]).unwrap();
+        let before = std::fs::metadata(&journal).unwrap().len();
+        let stale = StateChange::Replace {
+            table: StateTable::Grants,
+            key: "g".to_owned(),
+            expected: Some(b"never".to_vec()),
+            value: None,
+        };
+        let error = store
+            .append_audit(&[(2, b"two".to_vec())], &[stale])
+            .unwrap_err();
+        assert!(error.conflict, "{error}");
+        assert_eq!(std::fs::metadata(&journal).unwrap().len(), before);
+        assert_eq!(store.last_audit().unwrap().map(|(seq, _)| seq), Some(1));
     }
 }
