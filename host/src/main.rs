@@ -10,6 +10,12 @@ use clap::{Parser, Subcommand};
 use airlock::config::{Config, LogFormat};
 use airlock::server::{self, Server};
 
+/// Audit entries are allocated on the workers and freed on the audit
+/// writer's thread; mimalloc frees across threads without the arena
+/// contention glibc's malloc has there.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Airlock: a reverse proxy and load balancer that puts every routing action
 /// through sandboxed WebAssembly policies.
 #[derive(Debug, Parser)]
