@@ -27,7 +27,6 @@ pub struct RedbStore {
     /// Held for the whole of a commit: commits reach the journal and redb
     /// in the same order.
     journal: std::sync::Mutex<Journal>,
-    _flusher: Flusher,
     segments: Segments,
     events: broadcast::Sender<StoreEvent>,
 }
@@ -73,11 +72,9 @@ impl RedbStore {
         let (journal, frames) = Journal::open(&data_dir.join(Self::JOURNAL))?;
         let segments = Segments::open(&data_dir.join(Self::SEGMENTS))?;
         let (events, _) = broadcast::channel(1024);
-        let flusher = Flusher::start(&file)?;
         let store = RedbStore {
             database,
             journal: std::sync::Mutex::new(journal),
-            _flusher: flusher,
             segments,
             events,
         };
@@ -189,44 +186,6 @@ impl RedbStore {
             entries.push((seq.value(), bytes.value().to_vec()));
         }
         Ok(entries)
-    }
-}
-
-/// How often the flusher writes the live file's pages back.
-const FLUSH_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
-
-/// A thread that syncs the live file's data (through a file handle of its
-/// own) every [`FLUSH_EVERY`], without holding redb's write lock: the pages
-/// the unsynced commits wrote are then mostly on disk when a checkpoint's
-/// synced commit comes, so that commit, which every writer waits for, stays
-/// short. Stops when dropped.
-struct Flusher {
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-}
-
-impl Flusher {
-    fn start(file: &Path) -> Result<Flusher, StoreError> {
-        let handle = std::fs::File::open(file)
-            .map_err(|error| StoreError::new(format!("open {}", file.display()), error))?;
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let stopped = stop.clone();
-        std::thread::Builder::new()
-            .name("airlock-flusher".to_owned())
-            .spawn(move || {
-                while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
-                    std::thread::sleep(FLUSH_EVERY);
-                    // Only an optimization: the checkpoint syncs for real.
-                    let _ = handle.sync_data();
-                }
-            })
-            .map_err(|error| StoreError::new("start the flusher", error))?;
-        Ok(Flusher { stop })
-    }
-}
-
-impl Drop for Flusher {
-    fn drop(&mut self) {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
