@@ -92,10 +92,7 @@ impl RedbStore {
     fn replay(&self, frames: Vec<Frame>) -> Result<(), StoreError> {
         let mut journal = self.lock_journal();
         let fail = fail("replay the journal");
-        let mut transaction = self.database.begin_write().map_err(|error| fail(&error))?;
-        transaction
-            .set_durability(Durability::Immediate)
-            .map_err(|error| fail(&error))?;
+        let transaction = self.begin(Durability::Immediate, "replay the journal")?;
         write(&transaction, &[], &[])?;
         let live_last = transaction
             .open_table(AUDIT)
@@ -105,13 +102,9 @@ impl RedbStore {
             .map(|(seq, _)| seq.value());
         let known = live_last.unwrap_or(0).max(self.segments.sealed_through());
         for frame in &frames {
-            let entries: Vec<_> = frame
-                .entries
-                .iter()
-                .filter(|(seq, _)| *seq > known)
-                .cloned()
-                .collect();
-            write(&transaction, &entries, &frame.changes)?;
+            // A frame's entries are in sequence order.
+            let new = frame.entries.partition_point(|(seq, _)| *seq <= known);
+            write(&transaction, &frame.entries[new..], &frame.changes)?;
         }
         transaction.commit().map_err(|error| fail(&error))?;
         if !frames.is_empty() {
@@ -122,13 +115,24 @@ impl RedbStore {
 
     /// Make every commit so far durable in redb and empty the journal.
     fn checkpoint(&self, journal: &mut Journal) -> Result<(), StoreError> {
-        let fail = fail("checkpoint");
+        self.begin(Durability::Immediate, "checkpoint")?
+            .commit()
+            .map_err(|error| StoreError::new("checkpoint", error))?;
+        journal.checkpointed()
+    }
+
+    /// A write transaction committed with `durability`.
+    fn begin(
+        &self,
+        durability: Durability,
+        operation: &str,
+    ) -> Result<redb::WriteTransaction, StoreError> {
+        let fail = fail(operation);
         let mut transaction = self.database.begin_write().map_err(|error| fail(&error))?;
         transaction
-            .set_durability(Durability::Immediate)
+            .set_durability(durability)
             .map_err(|error| fail(&error))?;
-        transaction.commit().map_err(|error| fail(&error))?;
-        journal.checkpointed()
+        Ok(transaction)
     }
 
     fn lock_journal(&self) -> std::sync::MutexGuard<'_, Journal> {
@@ -141,12 +145,9 @@ impl RedbStore {
     fn delete_live_through(&self, through: u64) -> Result<(), StoreError> {
         let fail = fail("delete sealed entries");
         loop {
-            let mut transaction = self.database.begin_write().map_err(|error| fail(&error))?;
             // Not durable on its own: a crash leaves entries that the next
-            // open deletes again; the next audit commit makes it durable.
-            transaction
-                .set_durability(Durability::None)
-                .map_err(|error| fail(&error))?;
+            // open deletes again; the next checkpoint makes it durable.
+            let transaction = self.begin(Durability::None, "delete sealed entries")?;
             let deleted = {
                 let mut table = transaction
                     .open_table(AUDIT)
@@ -235,10 +236,8 @@ impl Store for RedbStore {
     ) -> Result<(), StoreError> {
         let fail = fail("commit");
         let mut journal = self.lock_journal();
-        let mut transaction = self.database.begin_write().map_err(|error| fail(&error))?;
-        transaction
-            .set_durability(Durability::None)
-            .map_err(|error| fail(&error))?;
+        // Unsynced: the journal makes it durable.
+        let transaction = self.begin(Durability::None, "commit")?;
         // A stale compare-and-swap returns here: the transaction is
         // dropped unwritten and nothing reaches the journal.
         write(&transaction, entries, changes)?;
