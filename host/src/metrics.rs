@@ -100,17 +100,13 @@ pub struct Metrics {
     /// Outcome (`approved`, `denied`, ...) -> time from hold to outcome.
     approval_waits: Mutex<BTreeMap<String, std::sync::Arc<Histogram>>>,
     audit_commits: Histogram,
+    audit_checkpoints: Histogram,
 }
 
 /// The process's metrics.
 pub fn global() -> &'static Metrics {
     static METRICS: OnceLock<Metrics> = OnceLock::new();
-    METRICS.get_or_init(|| Metrics {
-        requests: Mutex::new(std::collections::HashMap::new()),
-        policy_evaluations: Mutex::new(BTreeMap::new()),
-        approval_waits: Mutex::new(BTreeMap::new()),
-        audit_commits: Histogram::new(&LATENCY_BUCKETS),
-    })
+    METRICS.get_or_init(Metrics::new)
 }
 
 fn locked<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -135,6 +131,16 @@ fn histogram(
 }
 
 impl Metrics {
+    fn new() -> Metrics {
+        Metrics {
+            requests: Mutex::new(std::collections::HashMap::new()),
+            policy_evaluations: Mutex::new(BTreeMap::new()),
+            approval_waits: Mutex::new(BTreeMap::new()),
+            audit_commits: Histogram::new(&LATENCY_BUCKETS),
+            audit_checkpoints: Histogram::new(&LATENCY_BUCKETS),
+        }
+    }
+
     /// A request on `route` was decided (`allow`, `deny`, `hold`, a failure
     /// code) and answered with `status`.
     pub fn request(&self, route: &str, decision: &'static str, status: u16) {
@@ -159,6 +165,12 @@ impl Metrics {
     /// One audit commit (a batch) took `elapsed`.
     pub fn audit_commit(&self, elapsed: Duration) {
         self.audit_commits.observe(elapsed);
+    }
+
+    /// One checkpoint of the store (redb made durable, the journal
+    /// emptied) took `elapsed`; the commit that ran it waited for it.
+    pub fn audit_checkpoint(&self, elapsed: Duration) {
+        self.audit_checkpoints.observe(elapsed);
     }
 
     /// The text exposition of everything recorded, plus the live `gauges`
@@ -211,6 +223,12 @@ impl Metrics {
         out.push_str("# TYPE airlock_audit_commit_seconds histogram\n");
         self.audit_commits
             .write(&mut out, "airlock_audit_commit_seconds", "");
+        out.push_str(
+            "# HELP airlock_audit_checkpoint_seconds Time of one store checkpoint (the commit that runs it waits).\n",
+        );
+        out.push_str("# TYPE airlock_audit_checkpoint_seconds histogram\n");
+        self.audit_checkpoints
+            .write(&mut out, "airlock_audit_checkpoint_seconds", "");
         out.push_str(gauges);
         out
     }
@@ -230,12 +248,7 @@ mod tests {
 
     #[test]
     fn histograms_are_cumulative_and_labels_escaped() {
-        let metrics = Metrics {
-            requests: Mutex::new(std::collections::HashMap::new()),
-            policy_evaluations: Mutex::new(BTreeMap::new()),
-            approval_waits: Mutex::new(BTreeMap::new()),
-            audit_commits: Histogram::new(&LATENCY_BUCKETS),
-        };
+        let metrics = Metrics::new();
         metrics.request("a\"b", "allow", 200);
         metrics.request("a\"b", "allow", 200);
         metrics.audit_commit(Duration::from_micros(80));

@@ -5,7 +5,7 @@
 //! over the file (the changed leaves and branches, the table roots, the
 //! allocator's state, the header) and waits for all of them: here about
 //! 2 ms a commit, against 0.3 ms for one sequential write. So each commit
-//! first appends one frame to this file and syncs it (one write, one
+//! first writes one frame to this file and syncs it (one write, one
 //! `fdatasync`), then commits to redb without syncing. Every so often
 //! ([`Journal::checkpoint_due`]) redb makes everything durable in one
 //! synced commit and the journal starts again, empty. After a crash, the
@@ -13,12 +13,24 @@
 //! store opens; a frame the crash cut short fails its checksum and ends the
 //! replay, and it was never acknowledged.
 //!
-//! A frame: payload length (u32), SHA-256 of the payload (32 bytes), the
-//! payload. The payload: the entry count (u32), then each entry's sequence
-//! number (u64) and bytes (u32 length, bytes); the change count (u32), then
-//! each change's table name (u8 length, name), key (u32 length, key) and
-//! the record it leaves (u8: 1 and u32 length and bytes, or 0 for deleted).
-//! Integers are little-endian.
+//! The file is reused, not truncated: a frame written inside the file's
+//! length syncs only its data, while one that grows the file makes
+//! `fdatasync` write the inode too (here 0.1 ms against 0.2 to 4 ms). It
+//! grows in [`GROWTH`] steps of zeros and keeps its size across
+//! checkpoints. Starting again is a new *epoch* in the header; every
+//! frame names its epoch, so the older frames still in the file end the
+//! replay where the new ones do.
+//!
+//! The header ([`HEADER_BLOCK`] bytes, the rest zeros): the magic
+//! `airlockj`, the epoch (u64), and the CRC-32 of those 16 bytes (u32). A
+//! frame: payload length (u32), epoch (u64), the CRC-32 of those 12 bytes
+//! and the payload (u32), the payload. A CRC, not a cryptographic hash:
+//! it tells a torn write from a whole one, and the audit entries inside
+//! carry their own hash chain. The payload: the entry count (u32),
+//! then each entry's sequence number (u64) and bytes (u32 length, bytes);
+//! the change count (u32), then each change's table name (u8 length, name),
+//! key (u32 length, key) and the record it leaves (u8: 1 and u32 length
+//! and bytes, or 0 for deleted). Integers are little-endian.
 
 use std::fs::File;
 use std::io::Read;
@@ -26,15 +38,19 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use sha2::{Digest, Sha256};
-
 use super::{StateChange, StateTable, StoreError};
 
 /// Most time between checkpoints.
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(2);
 /// Most journal bytes between checkpoints (what a restart may replay).
 const CHECKPOINT_BYTES: u64 = 32 * 1024 * 1024;
-const HEADER: usize = 4 + 32;
+/// The file's header block; frames follow it.
+const HEADER_BLOCK: u64 = 4096;
+const MAGIC: &[u8; 8] = b"airlockj";
+/// A frame's length, epoch and checksum.
+const FRAME_HEAD: usize = 4 + 8 + 4;
+/// How much the file grows when a frame does not fit.
+const GROWTH: u64 = 1024 * 1024;
 
 /// What one journal frame carried: entries and the records they left.
 #[derive(Debug, Default, PartialEq)]
@@ -47,14 +63,23 @@ pub(super) struct Frame {
 pub(super) struct Journal {
     file: File,
     path: PathBuf,
+    /// Frames of other epochs fail their checksums.
+    epoch: u64,
+    /// Where the next frame goes.
     len: u64,
+    /// The file's length: zeros or stale frames past `len`.
+    reserved: u64,
     checkpointed: Instant,
     buffer: Vec<u8>,
 }
 
 impl Journal {
     /// Open (or create) the journal at `path`; returns it with the frames
-    /// it holds, up to the first incomplete or damaged one.
+    /// of its epoch, up to the first incomplete or damaged one.
+    ///
+    /// # Errors
+    /// When the file cannot be read or written, or holds something other
+    /// than a journal (its frames may be needed: nothing is overwritten).
     pub(super) fn open(path: &Path) -> Result<(Journal, Vec<Frame>), StoreError> {
         let fail = |error: &dyn std::fmt::Display| {
             StoreError::new(format!("open {}", path.display()), error)
@@ -68,69 +93,128 @@ impl Journal {
             .map_err(|error| fail(&error))?;
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes).map_err(|error| fail(&error))?;
-        let frames = parse(&bytes);
-        let journal = Journal {
+        let mut journal = Journal {
             file,
             path: path.to_owned(),
-            len: 0,
+            epoch: 0,
+            len: HEADER_BLOCK,
+            reserved: bytes.len() as u64,
             checkpointed: Instant::now(),
             buffer: Vec::new(),
         };
+        // Nothing, or a first header a crash cut short: no frames yet.
+        if bytes.iter().all(|byte| *byte == 0) {
+            journal.start_epoch(1)?;
+            return Ok((journal, Vec::new()));
+        }
+        journal.epoch = read_header(&bytes).ok_or_else(|| {
+            fail(&"not an Airlock journal, or its header is damaged (move it away to start without it)")
+        })?;
+        let (frames, len) = parse(&bytes, journal.epoch);
+        journal.len = len;
         Ok((journal, frames))
     }
 
-    /// Append one frame of `entries` and `changes` and sync it. On failure
+    /// Write one frame of `entries` and `changes` and sync it. On failure
     /// nothing of it stays.
     pub(super) fn append(
         &mut self,
         entries: &[(u64, Vec<u8>)],
         changes: &[StateChange],
     ) -> Result<(), StoreError> {
-        encode_frame(&mut self.buffer, entries, changes);
+        encode_frame(&mut self.buffer, self.epoch, entries, changes);
+        let end = self.len + self.buffer.len() as u64;
         let written = self
-            .file
-            .write_all_at(&self.buffer, self.len)
+            .reserve(end)
+            .and_then(|()| self.file.write_all_at(&self.buffer, self.len))
             .and_then(|()| self.file.sync_data());
         if let Err(error) = written {
             let error = self.fail("append to", &error);
             // Best effort: a frame half on disk fails its checksum anyway.
-            let _ = self.file.set_len(self.len);
+            let _ = self.erase(self.len);
             return Err(error);
         }
-        self.len += self.buffer.len() as u64;
+        self.len = end;
+        Ok(())
+    }
+
+    /// Grow the file with zeros, in [`GROWTH`] steps, to hold `end` bytes;
+    /// the caller's sync makes them durable.
+    fn reserve(&mut self, end: u64) -> std::io::Result<()> {
+        if end <= self.reserved {
+            return Ok(());
+        }
+        let grown = end.div_ceil(GROWTH) * GROWTH;
+        let zeros = vec![0; usize::try_from(grown - self.reserved).unwrap_or(0)];
+        self.file.write_all_at(&zeros, self.reserved)?;
+        self.reserved = grown;
         Ok(())
     }
 
     /// Drop the frame just appended: its commit to redb failed.
     pub(super) fn undo_last(&mut self) -> Result<(), StoreError> {
-        self.truncate(self.len.saturating_sub(self.buffer.len() as u64))
+        let start = self.len.saturating_sub(self.buffer.len() as u64);
+        self.erase(start)
+            .map_err(|error| self.fail("undo a frame in", &error))?;
+        self.len = start;
+        Ok(())
+    }
+
+    /// Zero the frame head at `at` (what ends a replay there), synced.
+    fn erase(&self, at: u64) -> std::io::Result<()> {
+        self.file.write_all_at(&[0; FRAME_HEAD], at)?;
+        self.file.sync_data()
     }
 
     /// Whether redb should make its commits durable now.
     pub(super) fn checkpoint_due(&self) -> bool {
-        self.len >= CHECKPOINT_BYTES
-            || (self.len > 0 && self.checkpointed.elapsed() >= CHECKPOINT_EVERY)
+        let written = self.len - HEADER_BLOCK;
+        written >= CHECKPOINT_BYTES
+            || (written > 0 && self.checkpointed.elapsed() >= CHECKPOINT_EVERY)
     }
 
     /// redb made everything durable: start again, empty.
     pub(super) fn checkpointed(&mut self) -> Result<(), StoreError> {
-        self.truncate(0)?;
+        self.start_epoch(self.epoch.wrapping_add(1))?;
         self.checkpointed = Instant::now();
         Ok(())
     }
 
-    fn truncate(&mut self, len: u64) -> Result<(), StoreError> {
-        self.file
-            .set_len(len)
+    /// Write the header of `epoch`, synced; the journal is then empty.
+    fn start_epoch(&mut self, epoch: u64) -> Result<(), StoreError> {
+        let mut header = vec![0; usize::try_from(HEADER_BLOCK).unwrap_or(4096)];
+        header[..8].copy_from_slice(MAGIC);
+        header[8..16].copy_from_slice(&epoch.to_le_bytes());
+        let crc = crc32fast::hash(&header[..16]);
+        header[16..20].copy_from_slice(&crc.to_le_bytes());
+        // The header is one block: it is on disk whole or not at all.
+        self.reserve(HEADER_BLOCK)
+            .and_then(|()| self.file.write_all_at(&header, 0))
             .and_then(|()| self.file.sync_data())
-            .map_err(|error| self.fail("truncate", &error))?;
-        self.len = len;
+            .map_err(|error| self.fail("start a new epoch in", &error))?;
+        self.epoch = epoch;
+        self.len = HEADER_BLOCK;
         Ok(())
     }
 
     fn fail(&self, operation: &str, error: &dyn std::fmt::Display) -> StoreError {
         StoreError::new(format!("{operation} {}", self.path.display()), error)
     }
+}
+
+/// The epoch a header names, if it is one.
+fn read_header(bytes: &[u8]) -> Option<u64> {
+    let header = bytes.get(..20)?;
+    (&header[..8] == MAGIC && header[16..20] == crc32fast::hash(&header[..16]).to_le_bytes())
+        .then(|| u64::from_le_bytes(header[8..16].try_into().unwrap_or_default()))
+}
+
+/// A frame's checksum: over its length, epoch and payload.
+fn checksum(head: &[u8], payload: &[u8]) -> [u8; 4] {
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(&head[..12]);
+    hasher.update(payload);
+    hasher.finalize().to_le_bytes()
 }
 
 fn put_bytes(buffer: &mut Vec<u8>, bytes: &[u8]) {
@@ -144,9 +228,14 @@ fn put_count(buffer: &mut Vec<u8>, count: usize) {
 }
 
 /// Encode one frame into `buffer` (cleared first).
-fn encode_frame(buffer: &mut Vec<u8>, entries: &[(u64, Vec<u8>)], changes: &[StateChange]) {
+fn encode_frame(
+    buffer: &mut Vec<u8>,
+    epoch: u64,
+    entries: &[(u64, Vec<u8>)],
+    changes: &[StateChange],
+) {
     buffer.clear();
-    buffer.resize(HEADER, 0);
+    buffer.resize(FRAME_HEAD, 0);
     put_count(buffer, entries.len());
     for (seq, bytes) in entries {
         buffer.extend_from_slice(&seq.to_le_bytes());
@@ -167,31 +256,33 @@ fn encode_frame(buffer: &mut Vec<u8>, entries: &[(u64, Vec<u8>)], changes: &[Sta
             None => buffer.push(0),
         }
     }
-    let payload = buffer.len() - HEADER;
-    let digest = Sha256::digest(&buffer[HEADER..]);
+    let payload = buffer.len() - FRAME_HEAD;
     buffer[..4].copy_from_slice(&u32::try_from(payload).unwrap_or(u32::MAX).to_le_bytes());
-    buffer[4..HEADER].copy_from_slice(&digest);
+    buffer[4..12].copy_from_slice(&epoch.to_le_bytes());
+    let crc = checksum(&buffer[..12], &buffer[FRAME_HEAD..]);
+    buffer[12..FRAME_HEAD].copy_from_slice(&crc);
 }
 
-/// Every whole, intact frame at the start of `bytes`.
-fn parse(bytes: &[u8]) -> Vec<Frame> {
+/// Every whole, intact frame of `epoch` after the header of `bytes`, and
+/// where the next frame goes.
+fn parse(bytes: &[u8], epoch: u64) -> (Vec<Frame>, u64) {
     let mut frames = Vec::new();
-    let mut rest = bytes;
-    while rest.len() >= HEADER {
-        let len = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
-        let Some(payload) = rest.get(HEADER..HEADER + len) else {
+    let mut at = usize::try_from(HEADER_BLOCK).unwrap_or(usize::MAX);
+    while let Some(head) = bytes.get(at..at + FRAME_HEAD) {
+        let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
+        let Some(payload) = bytes.get(at + FRAME_HEAD..at + FRAME_HEAD + len) else {
             break;
         };
-        if Sha256::digest(payload).as_slice() != &rest[4..HEADER] {
+        if head[4..12] != epoch.to_le_bytes() || checksum(head, payload) != head[12..] {
             break;
         }
         match decode_payload(payload) {
             Some(frame) => frames.push(frame),
             None => break,
         }
-        rest = &rest[HEADER + len..];
+        at += FRAME_HEAD + len;
     }
-    frames
+    (frames, at as u64)
 }
 
 /// Reads the fields of a payload in order.
@@ -304,27 +395,34 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("j");
         let (mut journal, _) = Journal::open(&path).unwrap();
+        let mut starts = Vec::new();
         for seq in [1, 3, 5] {
+            starts.push(usize::try_from(journal.len).unwrap());
             let f = frame(seq);
             journal.append(&f.entries, &f.changes).unwrap();
         }
         drop(journal);
         let whole = std::fs::read(&path).unwrap();
-        let frame_len = whole.len() / 3;
         // Cut inside the third frame.
-        std::fs::write(&path, &whole[..whole.len() - 5]).unwrap();
+        std::fs::write(&path, &whole[..starts[2] + FRAME_HEAD + 5]).unwrap();
         assert_eq!(Journal::open(&path).unwrap().1.len(), 2);
         // One byte flipped in the second frame's payload.
         let mut damaged = whole.clone();
-        damaged[frame_len + HEADER + 10] ^= 1;
+        damaged[starts[1] + FRAME_HEAD + 10] ^= 1;
         std::fs::write(&path, &damaged).unwrap();
         let found = Journal::open(&path).unwrap().1;
         assert_eq!(found, vec![frame(1)]);
+        // Something that is not a journal is refused, not overwritten.
+        std::fs::write(&path, b"not a journal").unwrap();
+        assert!(Journal::open(&path).is_err());
+        assert_eq!(std::fs::read(&path).unwrap(), b"not a journal");
     }
 
-    /// A checkpoint empties the journal; undo drops the last frame only.
+    /// Undo drops the last frame only; a checkpoint empties the journal
+    /// without shrinking the file, and the frames of earlier epochs still
+    /// in it are not replayed.
     #[test]
-    fn checkpoint_empties_and_undo_drops_the_last_frame() {
+    fn checkpoint_starts_an_epoch_whose_replay_skips_the_older_frames() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("j");
         let (mut journal, _) = Journal::open(&path).unwrap();
@@ -335,8 +433,27 @@ mod tests {
         assert_eq!(Journal::open(&path).unwrap().1, vec![frame(1)]);
         // A few bytes, just opened: neither limit reached yet.
         assert!(!journal.checkpoint_due());
-        journal.checkpointed().unwrap();
-        assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
-        assert!(!journal.checkpoint_due());
+        let size = std::fs::metadata(&path).unwrap().len();
+        for epoch in 0..3 {
+            journal.checkpointed().unwrap();
+            assert!(!journal.checkpoint_due());
+            assert!(Journal::open(&path).unwrap().1.is_empty());
+            // The same frames again: where the older ones lie, byte for byte
+            // but for their epoch.
+            journal.append(&a.entries, &a.changes).unwrap();
+            journal.append(&b.entries, &b.changes).unwrap();
+            let small = [(10 + epoch, b"x".to_vec())];
+            journal.checkpointed().unwrap();
+            journal.append(&small, &[]).unwrap();
+            let (_, found) = Journal::open(&path).unwrap();
+            assert_eq!(
+                found,
+                vec![Frame {
+                    entries: small.to_vec(),
+                    changes: Vec::new()
+                }]
+            );
+        }
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), size);
     }
 }

@@ -9,9 +9,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::RwLock;
 
-use redb::{Database, Durability, ReadOnlyDatabase, ReadableDatabase};
+use redb::{Durability, ReadOnlyDatabase, ReadableDatabase};
 
-use super::tables::AUDIT;
+use super::tables::{self, AUDIT};
 use super::StoreError;
 
 /// The sequence numbers a sealed segment holds.
@@ -62,7 +62,8 @@ impl Segments {
             let Some(range) = parse_name(name) else {
                 continue;
             };
-            let database = ReadOnlyDatabase::open(&path)
+            let database = tables::builder()
+                .open_read_only(&path)
                 .map_err(|error| fail(format!("open {}", path.display()))(&error))?;
             sealed.insert(
                 range.first,
@@ -112,7 +113,9 @@ impl Segments {
         let partial = self.directory.join(format!("{name}{TEMPORARY}"));
         let operation = format!("seal {}", path.display());
         {
-            let database = Database::create(&partial).map_err(|error| fail(&*operation)(&error))?;
+            let database = tables::builder()
+                .create(&partial)
+                .map_err(|error| fail(&*operation)(&error))?;
             let mut transaction = database
                 .begin_write()
                 .map_err(|error| fail(&*operation)(&error))?;
@@ -135,7 +138,9 @@ impl Segments {
         }
         std::fs::rename(&partial, &path).map_err(|error| fail(&*operation)(&error))?;
         sync_directory(&self.directory).map_err(|error| fail(&*operation)(&error))?;
-        let database = ReadOnlyDatabase::open(&path).map_err(|error| fail(&*operation)(&error))?;
+        let database = tables::builder()
+            .open_read_only(&path)
+            .map_err(|error| fail(&*operation)(&error))?;
         self.write().insert(
             range.first,
             Sealed {
