@@ -31,8 +31,11 @@ use super::{decode, now_ms, AuditEntry, GENESIS_HASH};
 
 use crate::store::{SharedState, StateChange, StateTable, Store, StoreError};
 
-/// How long a batched entry may wait to be committed.
-pub const BATCH_WINDOW: Duration = Duration::from_millis(5);
+/// How long a batched entry may wait to be committed: what a crash may
+/// lose of them. Each commit wakes the writer on a CPU the workers share;
+/// measured side by side (batched, pinned, `wrk -c50`), 10 ms served 4-20%
+/// more requests per second than 5 ms, and 20 ms little more than 10.
+pub const BATCH_WINDOW: Duration = Duration::from_millis(10);
 /// Most entries in one commit.
 const MAX_BATCH: usize = 4096;
 /// Entries queued before writers wait (back-pressure, not loss).
