@@ -95,7 +95,11 @@ impl RedbStore {
         let mut journal = self.lock_journal();
         let fail = fail("replay the journal");
         let transaction = self.begin(Durability::Immediate, "replay the journal")?;
-        write(&transaction, &[], &[])?;
+        for state in StateTable::ALL {
+            transaction
+                .open_table(tables::state(state))
+                .map_err(|error| fail(&error))?;
+        }
         let live_last = transaction
             .open_table(AUDIT)
             .map_err(|error| fail(&error))?
@@ -212,6 +216,11 @@ fn write(
             .map_err(|error| fail(&error))?;
     }
     for state in StateTable::ALL {
+        // Only the tables this commit changes: each table opened for
+        // writing is written back at the commit.
+        if !changes.iter().any(|change| change.target().0 == state) {
+            continue;
+        }
         let mut table = transaction
             .open_table(tables::state(state))
             .map_err(|error| fail(&error))?;
