@@ -3,8 +3,9 @@
 //!
 //! Group commit: while one commit's fsync runs, new entries queue; the next
 //! commit takes them all, so concurrent writers share fsyncs. A durable entry
-//! is committed at once (with whatever is queued) and its caller waits for
-//! the commit; a batched entry waits at most [`BATCH_WINDOW`] for company and
+//! is committed at once (with whatever is queued once the writer has
+//! yielded its CPU one time, so that a worker sharing it queues its ready
+//! requests' entries too) and its caller waits for the commit; a batched entry waits at most [`BATCH_WINDOW`] for company and
 //! its caller does not wait. On a crash, batched entries of the last window
 //! may be lost; durable ones never are. While a batch gathers, the writer
 //! sleeps through the window and only a durable entry wakes it early: on a
@@ -289,6 +290,7 @@ impl AuditLog {
 fn gather(first: Pending, receiver: &mut mpsc::Receiver<Pending>) -> Vec<Pending> {
     let mut batch = vec![first];
     let deadline = std::time::Instant::now() + BATCH_WINDOW;
+    let mut yielded = false;
     loop {
         while batch.len() < MAX_BATCH {
             match receiver.try_recv() {
@@ -297,6 +299,14 @@ fn gather(first: Pending, receiver: &mut mpsc::Receiver<Pending>) -> Vec<Pending
             }
         }
         let someone_waits = batch.iter().any(|pending| pending.done.is_some());
+        if someone_waits && !yielded {
+            // On a CPU shared with a worker, the worker first queues the
+            // entries of the requests it has ready: one commit serves them
+            // all. With a CPU to itself, the writer goes on at once.
+            std::thread::yield_now();
+            yielded = true;
+            continue;
+        }
         let now = std::time::Instant::now();
         if someone_waits || batch.len() >= MAX_BATCH || now >= deadline {
             return batch;
