@@ -73,6 +73,11 @@ pub(super) struct Journal {
     reserved: u64,
     checkpointed: Instant,
     buffer: Vec<u8>,
+    /// A new epoch's header failed to reach the disk, which may hold it
+    /// anyway: it is written again before the next frame.
+    header_unsure: bool,
+    /// A failed commit's frame could not be erased: no frame may follow it.
+    stuck: Option<String>,
 }
 
 impl Journal {
@@ -103,6 +108,8 @@ impl Journal {
             reserved: bytes.len() as u64,
             checkpointed: Instant::now(),
             buffer: Vec::new(),
+            header_unsure: false,
+            stuck: None,
         };
         // Nothing, or a first header a crash cut short: no frames yet.
         if bytes.iter().all(|byte| *byte == 0) {
@@ -119,11 +126,23 @@ impl Journal {
 
     /// Write one frame of `entries` and `changes` and sync it. On failure
     /// nothing of it stays.
+    ///
+    /// # Errors
+    /// When the write or sync fails, and from then on if a failed frame
+    /// could not be erased (restart to replay and check the journal).
     pub(super) fn append(
         &mut self,
         entries: &[(u64, Vec<u8>)],
         changes: &[StateChange],
     ) -> Result<(), StoreError> {
+        if let Some(cause) = &self.stuck {
+            return Err(self.fail("append to", cause));
+        }
+        if self.header_unsure {
+            // redb was made durable before the failed header: the epoch
+            // it names may start now.
+            self.start_epoch(self.epoch.wrapping_add(1))?;
+        }
         encode_frame(&mut self.buffer, self.epoch, entries, changes);
         let end = self.len + self.buffer.len() as u64;
         let written = self
@@ -132,8 +151,7 @@ impl Journal {
             .and_then(|()| self.file.sync_data());
         if let Err(error) = written {
             let error = self.fail("append to", &error);
-            // Best effort: a frame half on disk fails its checksum anyway.
-            let _ = self.erase(self.len);
+            self.erase(self.len);
             return Err(error);
         }
         self.len = end;
@@ -154,18 +172,26 @@ impl Journal {
     }
 
     /// Drop the frame just appended: its commit to redb failed.
-    pub(super) fn undo_last(&mut self) -> Result<(), StoreError> {
-        let start = self.len.saturating_sub(self.buffer.len() as u64);
-        self.erase(start)
-            .map_err(|error| self.fail("undo a frame in", &error))?;
-        self.len = start;
-        Ok(())
+    pub(super) fn undo_last(&mut self) {
+        self.len = self.len.saturating_sub(self.buffer.len() as u64);
+        self.erase(self.len);
     }
 
-    /// Zero the frame head at `at` (what ends a replay there), synced.
-    fn erase(&self, at: u64) -> std::io::Result<()> {
-        self.file.write_all_at(&[0; FRAME_HEAD], at)?;
-        self.file.sync_data()
+    /// Zero the frame head at `len` (what ends a replay there), synced. If
+    /// that fails, a replay could apply the failed frame and anything after
+    /// it: the journal takes no more frames.
+    fn erase(&mut self, at: u64) {
+        let erased = self
+            .file
+            .write_all_at(&[0; FRAME_HEAD], at)
+            .and_then(|()| self.file.sync_data());
+        if let Err(error) = erased {
+            let cause = format!(
+                "a failed commit's frame could not be erased ({error}); restart Airlock once the disk is writable"
+            );
+            tracing::error!(journal = %self.path.display(), "{cause}");
+            self.stuck = Some(cause);
+        }
     }
 
     /// Whether redb should make its commits durable now.
@@ -190,10 +216,12 @@ impl Journal {
         let crc = crc32fast::hash(&header[..16]);
         header[16..20].copy_from_slice(&crc.to_le_bytes());
         // The header is one block: it is on disk whole or not at all.
+        self.header_unsure = true;
         self.reserve(HEADER_BLOCK)
             .and_then(|()| self.file.write_all_at(&header, 0))
             .and_then(|()| self.file.sync_data())
             .map_err(|error| self.fail("start a new epoch in", &error))?;
+        self.header_unsure = false;
         self.epoch = epoch;
         self.len = HEADER_BLOCK;
         Ok(())
@@ -431,7 +459,7 @@ mod tests {
         let (a, b) = (frame(1), frame(3));
         journal.append(&a.entries, &a.changes).unwrap();
         journal.append(&b.entries, &b.changes).unwrap();
-        journal.undo_last().unwrap();
+        journal.undo_last();
         assert_eq!(Journal::open(&path).unwrap().1, vec![frame(1)]);
         // A few bytes: due by time only, once the interval has passed.
         journal.checkpointed = Instant::now();
@@ -460,5 +488,35 @@ mod tests {
             );
         }
         assert_eq!(std::fs::metadata(&path).unwrap().len(), size);
+    }
+
+    /// A journal whose file stops taking writes (here: a read-only handle
+    /// swapped in): a failed new-epoch header is written again before the
+    /// next frame, and a failed commit's frame that cannot be erased stops
+    /// every later append.
+    #[test]
+    fn a_header_or_erase_that_failed_is_never_written_past() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j");
+        let (mut journal, _) = Journal::open(&path).unwrap();
+        let writable = journal.file.try_clone().unwrap();
+        let read_only = || File::open(&path).unwrap();
+        let (a, b) = (frame(1), frame(3));
+        journal.append(&a.entries, &a.changes).unwrap();
+
+        journal.file = read_only();
+        assert!(journal.checkpointed().is_err());
+        journal.file = writable.try_clone().unwrap();
+        journal.append(&b.entries, &b.changes).unwrap();
+        // The frame went into the new epoch: the one before the checkpoint
+        // (whose commit redb already holds) is not replayed.
+        assert_eq!(Journal::open(&path).unwrap().1, vec![frame(3)]);
+
+        journal.file = read_only();
+        journal.undo_last();
+        journal.file = writable;
+        let error = journal.append(&a.entries, &a.changes).unwrap_err();
+        assert!(error.to_string().contains("could not be erased"), "{error}");
+        assert_eq!(Journal::open(&path).unwrap().1, vec![frame(3)]);
     }
 }

@@ -258,9 +258,7 @@ impl Store for RedbStore {
         journal.append(entries, changes)?;
         if let Err(error) = transaction.commit() {
             // Not replayed after a crash either: the caller hears it failed.
-            if let Err(undo) = journal.undo_last() {
-                tracing::error!("a failed commit stays in the journal: {undo}");
-            }
+            journal.undo_last();
             return Err(fail(&error));
         }
         if journal.checkpoint_due() {
