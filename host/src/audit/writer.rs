@@ -5,8 +5,9 @@
 //! commit takes them all, so concurrent writers share fsyncs. A durable entry
 //! is committed at once (with whatever is queued once the writer has
 //! yielded its CPU one time, so that a worker sharing it queues its ready
-//! requests' entries too) and its caller waits for the commit; a batched entry waits at most [`BATCH_WINDOW`] for company and
-//! its caller does not wait. On a crash, batched entries of the last window
+//! requests' entries too) and its caller waits for the commit; a batched
+//! entry waits at most [`BATCH_WINDOW`] for company and its caller does not
+//! wait. On a crash, batched entries of the last window
 //! may be lost; durable ones never are. While a batch gathers, the writer
 //! sleeps through the window and only a durable entry wakes it early: on a
 //! CPU shared with the proxy's workers, every wake-up of the writer is a

@@ -42,7 +42,7 @@ use super::{StateChange, StateTable, StoreError};
 
 /// Most time between checkpoints. A checkpoint writes out every page redb
 /// buffered since the last one, and commits wait for it: here one every
-/// 2 s took 35-50 ms, one every 250 ms 9-12 ms, for the same req/s.
+/// 2 s took 35-52 ms, one every 250 ms 9-12 ms, for the same req/s.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
 /// Most journal bytes between checkpoints (what a restart may replay).
 const CHECKPOINT_BYTES: u64 = 4 * 1024 * 1024;
@@ -65,7 +65,7 @@ pub(super) struct Frame {
 pub(super) struct Journal {
     file: File,
     path: PathBuf,
-    /// Frames of other epochs fail their checksums.
+    /// What every frame of this journal names; older frames name another.
     epoch: u64,
     /// Where the next frame goes.
     len: u64,
@@ -139,9 +139,9 @@ impl Journal {
             return Err(self.fail("append to", cause));
         }
         if self.header_unsure {
-            // redb was made durable before the failed header: the epoch
-            // it names may start now.
-            self.start_epoch(self.epoch.wrapping_add(1))?;
+            // redb was made durable before the header failed: finish that
+            // checkpoint first.
+            self.checkpointed()?;
         }
         encode_frame(&mut self.buffer, self.epoch, entries, changes);
         let end = self.len + self.buffer.len() as u64;

@@ -4,6 +4,8 @@
 
 use redb::TableDefinition;
 
+use super::StateTable;
+
 /// Memory each redb file may use to cache pages. redb's default, 1 GiB,
 /// fills as the writer appends (every written page stays cached) and, at
 /// proxy volumes, costs the writer a fresh page fault every few entries
@@ -17,8 +19,6 @@ pub fn builder() -> redb::Builder {
     builder.set_cache_size(CACHE_BYTES);
     builder
 }
-
-use super::StateTable;
 
 /// The audit trail: sequence number to the entry's JSON.
 pub const AUDIT: TableDefinition<'static, u64, &[u8]> = TableDefinition::new("audit");
