@@ -103,7 +103,10 @@ def main() -> None:
     args = parser.parse_args()
     for tool in ("nginx", "wrk", "taskset"):
         if not shutil.which(tool):
-            raise SystemExit(f"side_by_side: {tool} not found (apt-get install nginx wrk util-linux, or run benches/run once: it installs them)")
+            raise SystemExit(
+                f"side_by_side: {tool} not found (install with: apt-get install nginx wrk util-linux;"
+                " benches/run installs them too)"
+            )
     with tempfile.TemporaryDirectory(prefix="airlock-sbs-") as tmp:
         tmp = Path(tmp)
         upstream_port = free_port()
