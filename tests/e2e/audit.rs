@@ -335,25 +335,12 @@ async fn signed_heads_reveal_a_cut_tail() {
 
     // Cut the last three entries: the chain that is left is still a chain...
     let store = data_dir.join(airlock::store::RedbStore::FILE);
-    let last = {
-        let database = redb::Database::open(&store).unwrap();
-        let transaction = database.begin_write().unwrap();
-        let last;
-        {
-            let table: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("audit");
-            let mut table = transaction.open_table(table).unwrap();
-            last = redb::ReadableTable::last(&table)
-                .unwrap()
-                .unwrap()
-                .0
-                .value();
-            for seq in last - 2..=last {
-                table.remove(seq).unwrap();
-            }
-        }
-        transaction.commit().unwrap();
-        last
-    };
+    let mut last = 0;
+    airlock::store::blocks::rewrite(&store, |entries| {
+        last = entries.last().unwrap().0;
+        entries.truncate(entries.len() - 3);
+    })
+    .unwrap();
     let (ok, text) = airlock_audit(&["verify"], &data_dir);
     assert!(ok, "without heads a cut tail looks whole: {text}");
     // ...but not the chain that was signed.

@@ -732,33 +732,24 @@ fn audit_verify(data_dir: &Path, config: Option<&Path>) -> (bool, String) {
 
 /// The newest entry's seq in the trail of a stopped node's data dir.
 fn last_entry(data_dir: &Path) -> u64 {
-    let database = redb::Database::open(data_dir.join(airlock::store::RedbStore::FILE)).unwrap();
-    let transaction = redb::ReadableDatabase::begin_read(&database).unwrap();
-    let table = transaction
-        .open_table(airlock::store::tables::AUDIT)
-        .unwrap();
-    redb::ReadableTable::last(&table)
-        .unwrap()
-        .map_or(0, |(seq, _)| seq.value())
+    let file = data_dir.join(airlock::store::RedbStore::FILE);
+    let entries = airlock::store::blocks::read_file(&file).unwrap();
+    entries.last().map_or(0, |(seq, _)| *seq)
 }
 
 /// Removes the entries from `from` on in the trail of a stopped node's
 /// data dir (its redb `audit` table), as someone covering their tracks
 /// would; returns how many.
 fn cut_trail(data_dir: &Path, from: u64) -> u64 {
-    let last = last_entry(data_dir);
-    let database = redb::Database::open(data_dir.join(airlock::store::RedbStore::FILE)).unwrap();
-    let transaction = database.begin_write().unwrap();
-    {
-        let mut table = transaction
-            .open_table(airlock::store::tables::AUDIT)
-            .unwrap();
-        for seq in from..=last {
-            assert!(table.remove(seq).unwrap().is_some(), "no entry {seq}");
-        }
-    }
-    transaction.commit().unwrap();
-    last + 1 - from
+    let file = data_dir.join(airlock::store::RedbStore::FILE);
+    let mut cut = 0;
+    airlock::store::blocks::rewrite(&file, |entries| {
+        let kept = entries.partition_point(|(seq, _)| *seq < from);
+        cut = (entries.len() - kept) as u64;
+        entries.truncate(kept);
+    })
+    .unwrap();
+    cut
 }
 
 /// The seq of `node`'s anchor in etcd (0 without one).

@@ -528,25 +528,20 @@ mod tests {
         }
     }
 
-    /// The test-only tamper tool: rewrite the raw table of a closed store
-    /// file (the live file or a sealed segment).
-    fn tamper(file: &std::path::Path, change: impl FnOnce(&mut redb::Table<u64, &[u8]>)) {
-        let database = redb::Database::open(file).unwrap();
-        let transaction = database.begin_write().unwrap();
-        {
-            let mut table = transaction.open_table(crate::store::tables::AUDIT).unwrap();
-            change(&mut table);
-        }
-        transaction.commit().unwrap();
+    /// The test-only tamper tool: rewrite the stored entries of a closed
+    /// store file (the live file or a sealed segment).
+    fn tamper(file: &std::path::Path, change: impl FnOnce(&mut Vec<crate::store::blocks::Entry>)) {
+        crate::store::blocks::rewrite(file, change).unwrap();
     }
 
     fn verify_file(file: &std::path::Path) -> Verification {
         verify(&crate::store::RedbStore::open(file.parent().unwrap()).unwrap()).unwrap()
     }
 
-    fn raw(table: &redb::Table<u64, &[u8]>, seq: u64) -> Vec<u8> {
-        use redb::ReadableTable as _;
-        table.get(seq).unwrap().unwrap().value().to_vec()
+    /// The stored bytes of entry `seq`.
+    fn raw(entries: &mut [crate::store::blocks::Entry], seq: u64) -> &mut Vec<u8> {
+        let found = entries.iter_mut().find(|(stored, _)| *stored == seq);
+        &mut found.unwrap().1
     }
 
     #[tokio::test]
@@ -570,41 +565,40 @@ mod tests {
         let pristine = std::fs::read(&file).unwrap();
         let restore = || std::fs::write(&file, &pristine).unwrap();
 
-        tamper(&file, |table| {
-            let edited = String::from_utf8(raw(table, 4))
-                .unwrap()
-                .replace("user3", "user9");
-            table.insert(4, edited.as_bytes()).unwrap();
+        tamper(&file, |entries| {
+            let bytes = raw(entries, 4);
+            *bytes = String::from_utf8_lossy(bytes)
+                .replace("user3", "user9")
+                .into_bytes();
         });
         let found = verify_file(&file);
         assert_eq!((found.ok, found.broken_at), (false, Some(4)), "{found:?}");
         assert!(found.problem.unwrap().contains("altered"));
 
         restore();
-        tamper(&file, |table| {
-            table.remove(6).unwrap();
-        });
+        tamper(&file, |entries| entries.retain(|(seq, _)| *seq != 6));
         let found = verify_file(&file);
         assert_eq!(found.broken_at, Some(6), "{found:?}");
         assert!(found.problem.unwrap().contains("missing"));
 
         restore();
-        tamper(&file, |table| {
-            let (two, three) = (raw(table, 2), raw(table, 3));
-            table.insert(2, three.as_slice()).unwrap();
-            table.insert(3, two.as_slice()).unwrap();
+        tamper(&file, |entries| {
+            let two = std::mem::take(raw(entries, 2));
+            let three = std::mem::replace(raw(entries, 3), two);
+            *raw(entries, 2) = three;
         });
         let found = verify_file(&file);
         assert_eq!(found.broken_at, Some(2), "{found:?}");
 
         restore();
         // Rewriting an entry and resealing it is caught at the next link.
-        tamper(&file, |table| {
-            let mut entry = decode(&raw(table, 5)).unwrap();
+        tamper(&file, |entries| {
+            let bytes = raw(entries, 5);
+            let mut entry = decode(bytes).unwrap();
             entry.actor = "mallory".into();
             let prev = entry.prev_hash.clone();
             entry.seal(5, &prev);
-            table.insert(5, encode(&entry).as_slice()).unwrap();
+            *bytes = encode(&entry);
         });
         let found = verify_file(&file);
         assert_eq!(found.broken_at, Some(6), "{found:?}");
@@ -707,11 +701,11 @@ mod tests {
         let segments = seal_at(dir.path(), &[8, 15]);
         assert_eq!(segments.len(), 2);
         assert!(verify_file(&file).ok);
-        tamper(&segment_file(dir.path(), segments[1]), |table| {
-            let edited = String::from_utf8(raw(table, 12))
-                .unwrap()
-                .replace("user11", "user99");
-            table.insert(12, edited.as_bytes()).unwrap();
+        tamper(&segment_file(dir.path(), segments[1]), |entries| {
+            let bytes = raw(entries, 12);
+            *bytes = String::from_utf8_lossy(bytes)
+                .replace("user11", "user99")
+                .into_bytes();
         });
         let found = verify_file(&file);
         assert_eq!((found.ok, found.broken_at), (false, Some(12)), "{found:?}");

@@ -26,8 +26,9 @@
 //! frame: payload length (u32), epoch (u64), the CRC-32 of those 12 bytes
 //! and the payload (u32), the payload. A CRC, not a cryptographic hash:
 //! it tells a torn write from a whole one, and the audit entries inside
-//! carry their own hash chain. The payload: the entry count (u32),
-//! then each entry's sequence number (u64) and bytes (u32 length, bytes);
+//! carry their own hash chain. The payload: the entries as a block of
+//! the audit table encodes them ([`super::blocks`]: the entry count (u32),
+//! then each entry's sequence number (u64) and bytes (u32 length, bytes));
 //! the change count (u32), then each change's table name (u8 length, name),
 //! key (u32 length, key) and the record it leaves (u8: 1 and u32 length
 //! and bytes, or 0 for deleted). Integers are little-endian.
@@ -38,6 +39,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use super::blocks::{put_bytes, put_count, put_entries, Reader};
 use super::{StateChange, StateTable, StoreError};
 
 /// Most time between checkpoints. A checkpoint writes out every page redb
@@ -247,16 +249,6 @@ fn checksum(head: &[u8], payload: &[u8]) -> [u8; 4] {
     hasher.finalize().to_le_bytes()
 }
 
-fn put_bytes(buffer: &mut Vec<u8>, bytes: &[u8]) {
-    // Entries and records are far below 4 GiB (the writer batches them).
-    buffer.extend_from_slice(&u32::try_from(bytes.len()).unwrap_or(u32::MAX).to_le_bytes());
-    buffer.extend_from_slice(bytes);
-}
-
-fn put_count(buffer: &mut Vec<u8>, count: usize) {
-    buffer.extend_from_slice(&u32::try_from(count).unwrap_or(u32::MAX).to_le_bytes());
-}
-
 /// Encode one frame into `buffer` (cleared first).
 fn encode_frame(
     buffer: &mut Vec<u8>,
@@ -266,11 +258,7 @@ fn encode_frame(
 ) {
     buffer.clear();
     buffer.resize(FRAME_HEAD, 0);
-    put_count(buffer, entries.len());
-    for (seq, bytes) in entries {
-        buffer.extend_from_slice(&seq.to_le_bytes());
-        put_bytes(buffer, bytes);
-    }
+    put_entries(buffer, entries);
     put_count(buffer, changes.len());
     for change in changes {
         let (table, key) = change.target();
@@ -315,38 +303,12 @@ fn parse(bytes: &[u8], epoch: u64) -> (Vec<Frame>, u64) {
     (frames, at as u64)
 }
 
-/// Reads the fields of a payload in order.
-struct Reader<'a>(&'a [u8]);
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        let (head, tail) = self.0.split_at_checked(n)?;
-        self.0 = tail;
-        Some(head)
-    }
-    fn u8(&mut self) -> Option<u8> {
-        self.take(1).map(|b| b[0])
-    }
-    fn u32(&mut self) -> Option<usize> {
-        let b = self.take(4)?;
-        Some(u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
-    }
-    fn u64(&mut self) -> Option<u64> {
-        Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
-    }
-    fn bytes(&mut self) -> Option<&'a [u8]> {
-        let len = self.u32()?;
-        self.take(len)
-    }
-}
-
 fn decode_payload(payload: &[u8]) -> Option<Frame> {
     let mut reader = Reader(payload);
-    let mut frame = Frame::default();
-    for _ in 0..reader.u32()? {
-        let seq = reader.u64()?;
-        frame.entries.push((seq, reader.bytes()?.to_vec()));
-    }
+    let mut frame = Frame {
+        entries: reader.entries()?,
+        changes: Vec::new(),
+    };
     for _ in 0..reader.u32()? {
         let name_len = usize::from(reader.u8()?);
         let table = StateTable::named(std::str::from_utf8(reader.take(name_len)?).ok()?)?;

@@ -10,6 +10,7 @@
 //! [`StateChange::Replace`], a compare-and-swap: a stale writer gets a
 //! conflict, reads again and retries.
 
+pub mod blocks;
 pub mod etcd;
 mod journal;
 mod redb_store;

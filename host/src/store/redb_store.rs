@@ -12,14 +12,15 @@ use std::path::Path;
 use redb::{Database, Durability, ReadableDatabase, ReadableTable};
 use tokio::sync::broadcast;
 
+use super::blocks;
 use super::journal::{Frame, Journal};
 use super::segments::{SegmentRange, Segments};
 use super::tables::{self, AUDIT};
 use super::{StateChange, StateTable, Store, StoreError, StoreEvent};
 
-/// Entries deleted from the live file per transaction after sealing, so
-/// the writer never waits long behind the cleanup.
-const DELETE_CHUNK: usize = 10_000;
+/// Blocks of entries deleted from the live file per transaction after
+/// sealing, so the writer never waits long behind the cleanup.
+const DELETE_CHUNK: usize = 256;
 
 /// A data dir's live redb file and its sealed audit segments.
 pub struct RedbStore {
@@ -100,12 +101,12 @@ impl RedbStore {
                 .open_table(tables::state(state))
                 .map_err(|error| fail(&error))?;
         }
-        let live_last = transaction
-            .open_table(AUDIT)
-            .map_err(|error| fail(&error))?
-            .last()
-            .map_err(|error| fail(&error))?
-            .map(|(seq, _)| seq.value());
+        let live_last = blocks::last(
+            &transaction
+                .open_table(AUDIT)
+                .map_err(|error| fail(&error))?,
+        )?
+        .map(|(seq, _)| seq);
         let known = live_last.unwrap_or(0).max(self.segments.sealed_through());
         for frame in &frames {
             // A frame's entries are in sequence order.
@@ -161,17 +162,8 @@ impl RedbStore {
                 let mut table = transaction
                     .open_table(AUDIT)
                     .map_err(|error| fail(&error))?;
-                let doomed: Vec<u64> = table
-                    .range(..=through)
+                blocks::delete_through(&mut table, through, DELETE_CHUNK)
                     .map_err(|error| fail(&error))?
-                    .take(DELETE_CHUNK)
-                    .map(|item| item.map(|(seq, _)| seq.value()))
-                    .collect::<Result<_, _>>()
-                    .map_err(|error| fail(&error))?;
-                for seq in &doomed {
-                    table.remove(seq).map_err(|error| fail(&error))?;
-                }
-                doomed.len()
             };
             transaction.commit().map_err(|error| fail(&error))?;
             if deleted < DELETE_CHUNK {
@@ -186,16 +178,7 @@ impl RedbStore {
         let table = transaction
             .open_table(AUDIT)
             .map_err(|error| fail(&error))?;
-        let mut entries = Vec::new();
-        for item in table
-            .range(from..)
-            .map_err(|error| fail(&error))?
-            .take(limit)
-        {
-            let (seq, bytes) = item.map_err(|error| fail(&error))?;
-            entries.push((seq.value(), bytes.value().to_vec()));
-        }
-        Ok(entries)
+        Ok(blocks::read_from(&table, from, limit)?)
     }
 }
 
@@ -210,11 +193,7 @@ fn write(
     let mut table = transaction
         .open_table(AUDIT)
         .map_err(|error| fail(&error))?;
-    for (seq, bytes) in entries {
-        table
-            .insert(seq, bytes.as_slice())
-            .map_err(|error| fail(&error))?;
-    }
+    blocks::insert(&mut table, entries).map_err(|error| fail(&error))?;
     for state in StateTable::ALL {
         // Only the tables this commit changes: each table opened for
         // writing is written back at the commit.
@@ -316,11 +295,7 @@ impl Store for RedbStore {
             .open_table(AUDIT)
             .map_err(|error| fail(&error))?;
         let sealed_through = self.segments.sealed_through();
-        let live = table
-            .last()
-            .map_err(|error| fail(&error))?
-            .map(|(seq, bytes)| (seq.value(), bytes.value().to_vec()))
-            .filter(|(seq, _)| *seq > sealed_through);
+        let live = blocks::last(&table)?.filter(|(seq, _)| *seq > sealed_through);
         match live {
             Some(last) => Ok(Some(last)),
             None => Ok(self.segments.read_from(sealed_through, 1)?.pop()),

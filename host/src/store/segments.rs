@@ -11,6 +11,7 @@ use std::sync::RwLock;
 
 use redb::{Durability, ReadOnlyDatabase, ReadableDatabase};
 
+use super::blocks;
 use super::tables::{self, AUDIT};
 use super::StoreError;
 
@@ -126,11 +127,7 @@ impl Segments {
                 let mut table = transaction
                     .open_table(AUDIT)
                     .map_err(|error| fail(&*operation)(&error))?;
-                for (seq, bytes) in entries {
-                    table
-                        .insert(seq, bytes.as_slice())
-                        .map_err(|error| fail(&*operation)(&error))?;
-                }
+                blocks::insert(&mut table, entries).map_err(|error| fail(&*operation)(&error))?;
             }
             transaction
                 .commit()
@@ -194,13 +191,9 @@ impl Segments {
             let table = transaction
                 .open_table(AUDIT)
                 .map_err(|error| fail(&*operation)(&error))?;
-            let range = table
-                .range(from.max(*first)..)
+            let found = blocks::read_from(&table, from.max(*first), limit - entries.len())
                 .map_err(|error| fail(&*operation)(&error))?;
-            for item in range.take(limit - entries.len()) {
-                let (seq, bytes) = item.map_err(|error| fail(&*operation)(&error))?;
-                entries.push((seq.value(), bytes.value().to_vec()));
-            }
+            entries.extend(found);
         }
         Ok(entries)
     }

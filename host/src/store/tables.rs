@@ -1,6 +1,7 @@
 //! Every redb table Airlock keeps, in one place, with its key and value
-//! types. Values are JSON bytes: readable with any redb tool, and the same
-//! encoding the audit chain hashes.
+//! types. State values are JSON bytes, readable with any redb tool; audit
+//! values are blocks of entries ([`super::blocks`]), each entry the JSON
+//! the chain hashes.
 
 use redb::TableDefinition;
 
@@ -20,7 +21,8 @@ pub fn builder() -> redb::Builder {
     builder
 }
 
-/// The audit trail: sequence number to the entry's JSON.
+/// The audit trail: a block's first sequence number to the block
+/// ([`super::blocks`]).
 pub const AUDIT: TableDefinition<'static, u64, &[u8]> = TableDefinition::new("audit");
 
 /// Approvals, pending and resolved: id to the approval's JSON.
