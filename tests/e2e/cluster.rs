@@ -745,6 +745,11 @@ fn cut_trail(data_dir: &Path, from: u64) -> u64 {
     let mut cut = 0;
     airlock::store::blocks::rewrite(&file, |entries| {
         let kept = entries.partition_point(|(seq, _)| *seq < from);
+        assert_eq!(
+            entries.get(kept).map(|(seq, _)| *seq),
+            Some(from),
+            "no entry {from}"
+        );
         cut = (entries.len() - kept) as u64;
         entries.truncate(kept);
     })

@@ -295,7 +295,17 @@ pub fn verify(store: &dyn Store) -> Result<Verification, StoreError> {
         broken_at: None,
         problem: None,
     };
-    let Some((start, bytes)) = store.audit_from(0, 1)?.pop() else {
+    // Damage found while reading (entries repeated, reordered or
+    // overlapping in the stored blocks) is a broken chain, not an error.
+    let first = match store.audit_from(0, 1) {
+        Err(StoreError {
+            damaged_at: Some(at),
+            cause,
+            ..
+        }) => return Ok(found.broken(at, cause)),
+        read => read?,
+    };
+    let Some((start, bytes)) = first.into_iter().next() else {
         return Ok(found);
     };
     found.first = start;
@@ -311,7 +321,14 @@ pub fn verify(store: &dyn Store) -> Result<Verification, StoreError> {
     let mut gap_from = 1;
     let mut expected_seq = start;
     loop {
-        let page = store.audit_from(expected_seq, PAGE)?;
+        let page = match store.audit_from(expected_seq, PAGE) {
+            Err(StoreError {
+                damaged_at: Some(at),
+                cause,
+                ..
+            }) => return Ok(found.broken(at, cause)),
+            read => read?,
+        };
         let full = page.len() == PAGE;
         for (seq, bytes) in page {
             if seq != expected_seq {
@@ -589,6 +606,16 @@ mod tests {
         });
         let found = verify_file(&file);
         assert_eq!(found.broken_at, Some(2), "{found:?}");
+
+        restore();
+        // A forged entry beside the real one, under the same number.
+        tamper(&file, |entries| {
+            let forged = raw(entries, 7).clone();
+            entries.insert(7, (7, forged));
+        });
+        let found = verify_file(&file);
+        assert_eq!((found.ok, found.broken_at), (false, Some(7)), "{found:?}");
+        assert!(found.problem.unwrap().contains("damaged"));
 
         restore();
         // Rewriting an entry and resealing it is caught at the next link.

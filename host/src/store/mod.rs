@@ -32,6 +32,9 @@ pub struct StoreError {
     /// A [`StateChange::Replace`] found the record changed: nothing was
     /// written, and reading it again gives the current value.
     pub conflict: bool,
+    /// The stored trail holds what no writer makes, from this entry on:
+    /// it was edited outside Airlock, or is corrupt ([`blocks`]).
+    pub damaged_at: Option<u64>,
 }
 
 impl StoreError {
@@ -40,6 +43,7 @@ impl StoreError {
             operation: operation.into(),
             cause: cause.to_string(),
             conflict: false,
+            damaged_at: None,
         }
     }
 
@@ -49,6 +53,7 @@ impl StoreError {
             operation: "commit".to_owned(),
             cause: format!("{} `{key}` was changed meanwhile", table.name()),
             conflict: true,
+            damaged_at: None,
         }
     }
 }

@@ -101,12 +101,17 @@ impl RedbStore {
                 .open_table(tables::state(state))
                 .map_err(|error| fail(&error))?;
         }
-        let live_last = blocks::last(
-            &transaction
-                .open_table(AUDIT)
-                .map_err(|error| fail(&error))?,
-        )?
-        .map(|(seq, _)| seq);
+        let audit = transaction
+            .open_table(AUDIT)
+            .map_err(|error| fail(&error))?;
+        // Read only when there is something to replay: a trail damaged by
+        // hand still opens, for `verify` to say where.
+        let live_last = if frames.is_empty() {
+            None
+        } else {
+            blocks::last(&audit)?.map(|(seq, _)| seq)
+        };
+        drop(audit);
         let known = live_last.unwrap_or(0).max(self.segments.sealed_through());
         for frame in &frames {
             // A frame's entries are in sequence order.

@@ -192,7 +192,7 @@ impl Segments {
                 .open_table(AUDIT)
                 .map_err(|error| fail(&*operation)(&error))?;
             let found = blocks::read_from(&table, from.max(*first), limit - entries.len())
-                .map_err(|error| fail(&*operation)(&error))?;
+                .map_err(|error| error.during(&operation))?;
             entries.extend(found);
         }
         Ok(entries)
