@@ -145,8 +145,11 @@ async fn a_go_policy_dropped_into_the_folder_replaces_the_rust_one() {
     let up = Upstream::start("a").await;
     let rules = "[[rules]]\nmethods = [\"DELETE\"]\napprovers = { groups = [\"oncall\"] }\n";
     let folder = policy_folder(&[("approval-rules", rules)]);
+    // A fresh Go instance takes over a millisecond on a quiet machine and
+    // can pass the default 10 ms deadline beside a parallel test run: this
+    // test is about the swap, not the deadline.
     let config = format!(
-        "[policies]\ndirectory = {:?}\n\n{PUBLIC_LISTENER}\n{}\n[[route]]\npool = \"web\"\npolicies = [\"approval-rules\"]\n",
+        "[policies]\ndirectory = {:?}\ndeadline = \"2s\"\n\n{PUBLIC_LISTENER}\n{}\n[[route]]\npool = \"web\"\npolicies = [\"approval-rules\"]\n",
         folder.path().display().to_string(),
         pool("web", &[&up], ""),
     );
