@@ -297,7 +297,7 @@ pub fn verify(store: &dyn Store) -> Result<Verification, StoreError> {
     };
     // Damage found while reading (entries repeated, reordered or
     // overlapping in the stored blocks) is a broken chain, not an error.
-    let first = match store.audit_from(0, 1) {
+    let mut first = match store.audit_from(0, 1) {
         Err(StoreError {
             damaged_at: Some(at),
             cause,
@@ -305,7 +305,7 @@ pub fn verify(store: &dyn Store) -> Result<Verification, StoreError> {
         }) => return Ok(found.broken(at, cause)),
         read => read?,
     };
-    let Some((start, bytes)) = first.into_iter().next() else {
+    let Some((start, bytes)) = first.pop() else {
         return Ok(found);
     };
     found.first = start;

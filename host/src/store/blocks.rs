@@ -104,7 +104,7 @@ pub enum BlockError {
     Damaged { at: u64, why: String },
     /// What an Airlock before blocks stored: one entry's JSON per key.
     #[error(
-        "the audit table holds entry {0} alone, as JSON: the file was written by an older Airlock (one entry per key), which this version cannot read"
+        "the audit table holds entry {0} alone, as JSON: the file was written by an older Airlock (one entry per key), which this version cannot read: export the trail with the Airlock that wrote it (`airlock audit export`) and start this one on a new data dir"
     )]
     OlderLayout(u64),
 }
@@ -147,15 +147,18 @@ fn decode(key: u64, block: &[u8]) -> Result<Vec<Entry>, BlockError> {
             ))
         }
     };
-    if let Some((first, _)) = entries.first().filter(|(first, _)| *first != key) {
-        let why = format!("the block stored under {key} starts with entry {first}");
-        return Err(damaged(key.min(*first), why));
-    }
-    if entries.is_empty() {
-        return Err(damaged(
-            key,
-            format!("the block stored under {key} is empty"),
-        ));
+    match entries.first() {
+        None => {
+            return Err(damaged(
+                key,
+                format!("the block stored under {key} is empty"),
+            ))
+        }
+        Some((first, _)) if *first != key => {
+            let why = format!("the block stored under {key} starts with entry {first}");
+            return Err(damaged(key.min(*first), why));
+        }
+        Some(_) => {}
     }
     if let Some(pair) = entries.windows(2).find(|pair| pair[0].0 >= pair[1].0) {
         let (before, after) = (pair[0].0, pair[1].0);
@@ -258,8 +261,8 @@ pub(super) fn delete_through(
         };
         let entries = decode(*key, block.value())?;
         drop(block);
-        let (_, later) = entries.split_at(entries.partition_point(|(seq, _)| *seq <= through));
-        insert(table, later)?;
+        let later = entries.partition_point(|(seq, _)| *seq <= through);
+        insert(table, &entries[later..])?;
     }
     Ok(doomed.len())
 }
