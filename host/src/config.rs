@@ -199,19 +199,46 @@ pub struct PrincipalConfig {
     pub certificate: Option<String>,
     #[serde(default)]
     pub groups: Vec<String>,
-    /// `viewer` (read approvals), `approver` (also vote), `admin` (also
-    /// revoke grants). None: a proxy client only.
+    /// `viewer` (read approvals, grants, pools, policies), `approver` (also
+    /// vote), `admin` (everything, routing changes included), `auditor`
+    /// (read and verify the audit trail; nothing else unless also listed).
+    /// None: a proxy client only.
     #[serde(default)]
     pub roles: Vec<Role>,
 }
 
-/// What a principal may do on the admin API.
+/// What a principal may do on the admin API. `admin` includes every other
+/// role and `approver` includes `viewer`; `auditor` stands alone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     Viewer,
     Approver,
     Admin,
+    Auditor,
+}
+
+impl Role {
+    /// The role's name, as the config spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Approver => "approver",
+            Role::Admin => "admin",
+            Role::Auditor => "auditor",
+        }
+    }
+
+    /// Whether holding `self` grants `other`.
+    pub fn includes(self, other: Role) -> bool {
+        matches!(
+            (self, other),
+            (Role::Admin, _)
+                | (Role::Approver, Role::Approver | Role::Viewer)
+                | (Role::Viewer, Role::Viewer)
+                | (Role::Auditor, Role::Auditor)
+        )
+    }
 }
 
 /// `[approvals]`
@@ -268,11 +295,16 @@ pub struct AuditConfig {
     pub enabled: bool,
     /// This node's id in every entry. Default: the host name.
     pub node: Option<String>,
-    /// An ed25519 key (`airlock audit keygen FILE`) to sign the chain head
-    /// with, so that `verify --heads` can tell a cut or rewritten trail.
+    /// Sign the chain head with an ed25519 key, so that a cut or rewritten
+    /// trail is caught (at startup, by `/v1/audit/verify`, by `airlock
+    /// audit verify --heads`). Default: true.
+    pub sign_heads: bool,
+    /// The ed25519 key (`airlock audit keygen FILE`) heads are signed with.
+    /// Default: `<data_dir>.keys/audit.key`, made at first start.
     pub signing_key: Option<PathBuf>,
     /// Where signed heads are appended, one JSON line each; outside
     /// `data_dir`, so whoever can rewrite the trail cannot rewrite these too.
+    /// Default: `<data_dir>.keys/heads.jsonl`.
     pub heads_file: Option<PathBuf>,
     /// How often the head is signed (when it moved), and once at stop.
     #[serde(with = "duration")]
@@ -291,12 +323,36 @@ impl Default for AuditConfig {
         Self {
             enabled: true,
             node: None,
+            sign_heads: true,
             signing_key: None,
             heads_file: None,
             sign_interval: Duration::from_secs(10),
             segment_entries: 1_000_000,
             retain: None,
         }
+    }
+}
+
+impl AuditConfig {
+    /// The signing key and heads file a node signs its chain head with: as
+    /// configured, else in `<data_dir>.keys/` (beside the data dir, not in
+    /// it; in production, somewhere whoever can write the data dir cannot).
+    /// None with `sign_heads = false`.
+    pub fn signing_files(&self, data_dir: &Path) -> Option<(PathBuf, PathBuf)> {
+        if !self.sign_heads {
+            return None;
+        }
+        let mut keys = data_dir.as_os_str().to_owned();
+        keys.push(".keys");
+        let keys = PathBuf::from(keys);
+        Some((
+            self.signing_key
+                .clone()
+                .unwrap_or_else(|| keys.join("audit.key")),
+            self.heads_file
+                .clone()
+                .unwrap_or_else(|| keys.join("heads.jsonl")),
+        ))
     }
 }
 
@@ -445,14 +501,46 @@ pub enum LogFormat {
 pub struct AdminConfig {
     /// Address of the admin listener (`/healthz`, `/readyz`).
     pub address: SocketAddr,
+    /// Host names the admin API answers to (the `Host` header, its port
+    /// aside), besides IP literals, which it always answers to. Another
+    /// name is refused with 421, so a page that rebinds its own DNS name to
+    /// this address cannot read the API from an operator's browser.
+    pub hosts: Vec<String>,
+    /// Who may read `/metrics` (it names pools and backend addresses):
+    /// `viewer` (a bearer token with the viewer role) or `open`.
+    pub metrics: MetricsAccess,
+    /// Connections served at once; further clients wait in the kernel backlog.
+    pub max_connections: usize,
+    /// Connections one client address may hold at once; more are closed at
+    /// once.
+    pub max_connections_per_client: usize,
+    /// Terminate TLS on the admin listener (tokens then never cross the
+    /// network in clear); with `client_ca`, client certificates too.
+    pub tls: Option<ListenerTls>,
 }
 
 impl Default for AdminConfig {
     fn default() -> Self {
         Self {
             address: SocketAddr::from(([127, 0, 0, 1], 9090)),
+            hosts: vec!["localhost".to_owned()],
+            metrics: MetricsAccess::Viewer,
+            max_connections: 256,
+            max_connections_per_client: 64,
+            tls: None,
         }
     }
+}
+
+/// Who may read `/metrics`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MetricsAccess {
+    /// A bearer token with the viewer role.
+    #[default]
+    Viewer,
+    /// Anyone who reaches the admin port (a scraper without a token).
+    Open,
 }
 
 /// `[limits]`
@@ -477,6 +565,16 @@ pub struct Limits {
     /// How long an idle pooled upstream connection is kept.
     #[serde(with = "duration")]
     pub upstream_idle_timeout: Duration,
+    /// A client connection with no request in flight for this long is
+    /// closed (gracefully: a response still streaming finishes). HTTP/1.1
+    /// connections waiting for their next request head are closed sooner,
+    /// after `header_read_timeout`.
+    #[serde(with = "duration")]
+    pub idle_timeout: Duration,
+    /// How often an HTTP/2 client connection is pinged; one that does not
+    /// answer within the same time is closed.
+    #[serde(with = "duration")]
+    pub http2_keepalive_interval: Duration,
 }
 
 impl Default for Limits {
@@ -488,6 +586,8 @@ impl Default for Limits {
             connect_timeout: Duration::from_secs(3),
             request_timeout: Duration::from_secs(30),
             upstream_idle_timeout: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(60),
+            http2_keepalive_interval: Duration::from_secs(20),
         }
     }
 }
@@ -503,16 +603,66 @@ pub struct ListenerConfig {
     /// Connections served at once; further clients wait in the kernel backlog.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// Connections one client address may hold at once; more are closed at
+    /// once. Behind a balancer (every connection from its address), raise it
+    /// to `max_connections`.
+    #[serde(default = "default_max_connections_per_client")]
+    pub max_connections_per_client: usize,
     /// Keep `X-Forwarded-*`, `Forwarded` and `X-Real-IP` from clients (only for
     /// listeners behind a trusted balancer); otherwise they are removed.
     #[serde(default)]
     pub trust_forwarded: bool,
+    /// Keep request header names with an underscore. By default they are
+    /// dropped, as nginx does: CGI and WSGI backends read `X_Foo` and
+    /// `X-Foo` as one variable, so an underscored name could pass for a
+    /// header Airlock refuses or a policy set.
+    #[serde(default)]
+    pub underscores_in_headers: bool,
     /// Terminate TLS on this listener.
     pub tls: Option<ListenerTls>,
 }
 
 fn default_max_connections() -> usize {
     10_000
+}
+
+fn default_max_connections_per_client() -> usize {
+    256
+}
+
+/// A listener's connection bounds and TLS material (`at`: `listener[0]`,
+/// `admin`): bounds of at least one, certificates that load.
+fn validate_connections(
+    at: &str,
+    max_connections: usize,
+    max_per_client: usize,
+    tls: Option<&ListenerTls>,
+) -> Result<(), Violation> {
+    for (field, bound) in [
+        ("max_connections", max_connections),
+        ("max_connections_per_client", max_per_client),
+    ] {
+        if bound == 0 {
+            return Err(Violation::new(
+                &format!("{at}.{field}"),
+                "expected at least 1",
+            ));
+        }
+    }
+    let Some(tls) = tls else { return Ok(()) };
+    if tls.certificates.is_empty() {
+        return Err(Violation::new(
+            &format!("{at}.tls.certificates"),
+            "expected at least one certificate",
+        ));
+    }
+    crate::tls::ServerCertificates::load(&tls.certificates)
+        .map_err(|e| Violation::new(&format!("{at}.tls.certificates"), &e.to_string()))?;
+    if let Some(ca) = &tls.client_ca {
+        crate::tls::load_roots(ca)
+            .map_err(|e| Violation::new(&format!("{at}.tls.client_ca"), &e.to_string()))?;
+    }
+    Ok(())
 }
 
 /// `[listener.tls]`
@@ -728,6 +878,11 @@ pub struct RouteConfig {
     /// Where the balancer spills a share of the route's requests during a
     /// surge (a `spill-surge` event; `[control] spill_in_flight`).
     pub overflow_pool: Option<String>,
+    /// Let a `_method` query parameter through to the backend on a route
+    /// with policies. By default such a request is refused with 400: Rails,
+    /// Laravel and Symfony read it as the method, which no policy judged.
+    #[serde(default)]
+    pub allow_method_parameter: bool,
 }
 
 /// `[route.shift]`
@@ -849,15 +1004,18 @@ impl Config {
         {
             resolve(file);
         }
-        for listener in &mut self.listeners {
-            if let Some(tls) = &mut listener.tls {
-                for pair in &mut tls.certificates {
-                    resolve(&mut pair.cert);
-                    resolve(&mut pair.key);
-                }
-                if let Some(ca) = &mut tls.client_ca {
-                    resolve(ca);
-                }
+        let listener_tls = self
+            .listeners
+            .iter_mut()
+            .filter_map(|listener| listener.tls.as_mut())
+            .chain(self.admin.tls.as_mut());
+        for tls in listener_tls {
+            for pair in &mut tls.certificates {
+                resolve(&mut pair.cert);
+                resolve(&mut pair.key);
+            }
+            if let Some(ca) = &mut tls.client_ca {
+                resolve(ca);
             }
         }
         for pool in &mut self.pools {
@@ -911,26 +1069,38 @@ impl Config {
                 format!("listener[{i}].name"),
                 format!("listener `{}` is defined twice", l.name),
             )?;
-            ensure(
-                l.max_connections > 0,
-                format!("listener[{i}].max_connections"),
-                "expected at least 1".into(),
+            validate_connections(
+                &format!("listener[{i}]"),
+                l.max_connections,
+                l.max_connections_per_client,
+                l.tls.as_ref(),
             )?;
-            if let Some(tls) = &l.tls {
-                ensure(
-                    !tls.certificates.is_empty(),
-                    format!("listener[{i}].tls.certificates"),
-                    "expected at least one certificate".into(),
-                )?;
-                crate::tls::ServerCertificates::load(&tls.certificates).map_err(|e| {
-                    Violation::new(&format!("listener[{i}].tls.certificates"), &e.to_string())
-                })?;
-                if let Some(ca) = &tls.client_ca {
-                    crate::tls::load_roots(ca).map_err(|e| {
-                        Violation::new(&format!("listener[{i}].tls.client_ca"), &e.to_string())
-                    })?;
-                }
-            }
+        }
+        validate_connections(
+            "admin",
+            self.admin.max_connections,
+            self.admin.max_connections_per_client,
+            self.admin.tls.as_ref(),
+        )?;
+        for (i, host) in self.admin.hosts.iter().enumerate() {
+            ensure(
+                !host.is_empty() && !host.contains([':', '/', ' ']),
+                format!("admin.hosts[{i}]"),
+                format!("expected a host name without port or scheme, got `{host}`"),
+            )?;
+        }
+        for (key, duration) in [
+            ("limits.idle_timeout", self.limits.idle_timeout),
+            (
+                "limits.http2_keepalive_interval",
+                self.limits.http2_keepalive_interval,
+            ),
+        ] {
+            ensure(
+                !duration.is_zero(),
+                key.into(),
+                "expected a duration above zero".into(),
+            )?;
         }
         let mut pools = HashSet::new();
         for (i, p) in self.pools.iter().enumerate() {
@@ -1117,26 +1287,19 @@ impl Config {
             "audit.retain".into(),
             "expected at least 1h".into(),
         )?;
-        match (&self.audit.signing_key, &self.audit.heads_file) {
-            (Some(_), None) => {
+        for (key, file) in [
+            ("audit.heads_file", &self.audit.heads_file),
+            ("audit.signing_key", &self.audit.signing_key),
+        ] {
+            if file
+                .as_ref()
+                .is_some_and(|file| file.starts_with(&self.server.data_dir))
+            {
                 return Err(Violation::new(
-                    "audit.heads_file",
-                    "signing_key needs a heads_file to write signed heads to",
+                    key,
+                    "must be outside server.data_dir: whoever can rewrite the trail must not reach the heads or their key",
                 ));
             }
-            (None, Some(_)) => {
-                return Err(Violation::new(
-                    "audit.signing_key",
-                    "heads_file needs a signing_key to sign with",
-                ));
-            }
-            (Some(_), Some(heads)) if heads.starts_with(&self.server.data_dir) => {
-                return Err(Violation::new(
-                    "audit.heads_file",
-                    "must be outside server.data_dir: whoever can rewrite the trail must not reach the heads",
-                ));
-            }
-            _ => {}
         }
         for (j, name) in self.policies.redact_headers.iter().enumerate() {
             ensure(
@@ -1229,10 +1392,14 @@ impl Config {
         for (i, principal) in self.principals.iter().enumerate() {
             let key = |field: &str| format!("principal[{i}].{field}");
             let subject = principal.subject.as_str();
-            if subject.is_empty() || matches!(subject, "anonymous" | "airlock") {
+            if subject.is_empty()
+                || matches!(subject, "anonymous" | "airlock")
+                || subject.starts_with(crate::policy::action::UNMAPPED_CERTIFICATE_PREFIX)
+                || subject.starts_with("anonymous@")
+            {
                 return Err(Violation::new(
                     &key("subject"),
-                    "expected a name other than `anonymous` and `airlock`",
+                    "expected a name other than `anonymous` and `airlock`, not starting with `cert:` (unmapped client certificates) or `anonymous@` (anonymous clients' limits)",
                 ));
             }
             if !subjects.insert(subject) {
@@ -1699,6 +1866,7 @@ pool = "web"
             "api.example.org",
             "clients-ca",
             "internal-ca",
+            "admin.example.com",
         ] {
             let key = rcgen::KeyPair::generate().unwrap();
             let cert = rcgen::CertificateParams::new(vec![name.to_owned()])
@@ -1724,6 +1892,11 @@ pool = "web"
             2
         );
         assert_eq!(config.listeners.len(), 2);
+        assert!(config.admin.tls.is_some());
+        assert_eq!(
+            config.admin.hosts,
+            ["localhost", "airlock-admin.example.com"]
+        );
         assert_eq!(config.pools.len(), 3);
         assert_eq!(config.routes.len(), 3);
         assert_eq!(

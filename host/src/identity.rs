@@ -18,8 +18,16 @@ use crate::secrets;
 pub struct Identity {
     pub subject: String,
     pub groups: Vec<String>,
-    /// The highest role; `None` for a proxy client only.
-    pub role: Option<Role>,
+    /// The roles listed in its `[[principal]]`; none for a proxy client only.
+    pub roles: Vec<Role>,
+}
+
+impl Identity {
+    /// Whether it holds `role`, listed or included in one listed
+    /// ([`Role::includes`]).
+    pub fn holds(&self, role: Role) -> bool {
+        self.roles.iter().any(|held| held.includes(role))
+    }
 }
 
 /// The demo's well-known tokens: they work in `airlock demo` (loopback
@@ -55,7 +63,7 @@ impl Identities {
             let identity = Arc::new(Identity {
                 subject: principal.subject.clone(),
                 groups: principal.groups.clone(),
-                role: principal.roles.iter().max().copied(),
+                roles: principal.roles.clone(),
             });
             if let Some(hash) = principal
                 .token_sha256
@@ -147,8 +155,10 @@ mod tests {
         ]);
         let alice = identities.by_token("a-token").unwrap();
         assert_eq!(alice.subject, "alice");
-        assert_eq!(alice.role, Some(Role::Approver));
-        assert_eq!(identities.by_token("s-token").unwrap().role, None);
+        assert!(alice.holds(Role::Approver) && alice.holds(Role::Viewer));
+        assert!(!alice.holds(Role::Admin) && !alice.holds(Role::Auditor));
+        let svc = identities.by_token("s-token").unwrap();
+        assert!(!svc.holds(Role::Viewer));
         assert_eq!(identities.by_token("a-tokem"), None);
 
         let mut headers = HeaderMap::new();
@@ -172,6 +182,25 @@ mod tests {
             identities.bearer(&headers, "authorization"),
             Err(AuthError::Unknown("authorization"))
         );
+    }
+
+    #[test]
+    fn admin_holds_every_role_and_auditor_only_its_own() {
+        let identities = Identities::new(&[
+            principal("root", "r-token", vec![Role::Admin]),
+            principal("carl", "c-token", vec![Role::Auditor]),
+        ]);
+        let root = identities.by_token("r-token").unwrap();
+        let auditor = identities.by_token("c-token").unwrap();
+        for role in [Role::Viewer, Role::Approver, Role::Admin, Role::Auditor] {
+            assert!(root.holds(role), "admin holds {}", role.name());
+            assert_eq!(
+                auditor.holds(role),
+                role == Role::Auditor,
+                "{}",
+                role.name()
+            );
+        }
     }
 
     #[test]

@@ -5,12 +5,14 @@
 //! forward. [`balance`] picks backends and keeps their live figures and health;
 //! [`tls`] terminates and originates TLS; [`config`] reads and validates the one
 //! TOML file; [`server`] starts the parts and stops them in order (see
-//! [`shutdown`]); [`admin`] serves health, readiness and figures; [`demo`] is
-//! the quickstart.
+//! [`shutdown`]); [`accept`] bounds and times the connections of every
+//! listener; [`admin`] serves health, readiness, figures and the admin API
+//! behind one access table; [`demo`] is the quickstart.
 
 // Tests state their expectations with unwrap; the library itself may not.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod accept;
 pub mod admin;
 pub mod approvals;
 pub mod audit;

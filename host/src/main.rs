@@ -770,6 +770,6 @@ async fn demo(proxy: SocketAddr, admin: SocketAddr, data_dir: &Path) -> anyhow::
     println!("airlock demo:      curl -s -H 'Authorization: Bearer demo-alice-token' 'http://{admin}/v1/approvals?state=pending'");
     println!("airlock demo:      curl -s -X POST -H 'Authorization: Bearer demo-alice-token' http://{admin}/v1/approvals/ID/approve");
     println!("airlock demo:      curl -s -X POST -H 'Authorization: Bearer demo-ops-token' -d '{{\"op\":\"shift_traffic\",\"route\":\"everything\",\"to_pool\":\"canary\",\"percent\":50}}' http://{admin}/v1/changes   (held: change freeze)");
-    println!("airlock demo:      curl -s http://{admin}/v1/pools");
+    println!("airlock demo:      curl -s -H 'Authorization: Bearer demo-alice-token' http://{admin}/v1/pools");
     serve_bound(server).await
 }

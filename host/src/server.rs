@@ -12,6 +12,7 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use crate::accept::{self, Acceptor, ConnectionBounds};
 use crate::admin::{self, AdminState};
 use crate::approvals::api::ApprovalApi;
 use crate::approvals::{notify, ApprovalError, Approvals};
@@ -27,7 +28,7 @@ use crate::identity::Identities;
 use crate::policy::action::Redaction;
 use crate::policy::reload::{self, PolicyReloader};
 use crate::policy::{PolicySet, PolicySetError};
-use crate::proxy::listener::{self, Listener};
+use crate::proxy::listener::Listener;
 use crate::proxy::route::RouteTable;
 use crate::proxy::{Proxy, Routing};
 use crate::shutdown::{self, Phase, Shutdown, ShutdownTrigger};
@@ -93,7 +94,9 @@ pub struct Server {
     audit: Option<Arc<Audit>>,
     approvals: Option<ApprovalApi>,
     listeners: Vec<Listener>,
-    admin: TcpListener,
+    admin: Acceptor,
+    /// Who is who, for the admin API.
+    identities: Arc<Identities>,
     certificates: Vec<Arc<ReloadingCertificates>>,
     /// Webhook delivery tasks, running from bind on.
     notifiers: Vec<JoinHandle<()>>,
@@ -175,7 +178,6 @@ impl Server {
                     config.approvals.clone(),
                 )
                 .await?,
-                identities: identities.clone(),
             }),
             None => None,
         };
@@ -204,7 +206,6 @@ impl Server {
         .map_err(StartError::Chain)?;
         let control = ControlApi {
             plane: control,
-            identities,
             config_file: config.source.clone(),
         };
         let reloader = config
@@ -224,19 +225,29 @@ impl Server {
 
         let mut listeners = Vec::new();
         let mut certificates = Vec::new();
-        for l in &config.listeners {
-            let acceptor = match &l.tls {
-                Some(settings) => {
-                    let (server_config, resolver) = tls::server_config(settings)?;
-                    certificates.push(resolver);
-                    Some(tokio_rustls::TlsAcceptor::from(server_config))
-                }
-                None => None,
+        let mut tls_acceptor = |settings: Option<&crate::config::ListenerTls>| {
+            let Some(settings) = settings else {
+                return Ok::<_, TlsError>(None);
             };
+            let (server_config, resolver) = tls::server_config(settings)?;
+            certificates.push(resolver);
+            Ok(Some(tokio_rustls::TlsAcceptor::from(server_config)))
+        };
+        for l in &config.listeners {
+            let acceptor = tls_acceptor(l.tls.as_ref())?;
             let socket = bind(&format!("listener `{}`", l.name), l.address).await?;
-            listeners.push(Listener::new(l, socket, acceptor));
+            listeners.push(Listener::new(l, &config.limits, socket, acceptor));
         }
-        let admin = bind("admin", config.admin.address).await?;
+        let admin = Acceptor::new(
+            "admin",
+            bind("admin", config.admin.address).await?,
+            tls_acceptor(config.admin.tls.as_ref())?,
+            ConnectionBounds {
+                max_connections: config.admin.max_connections,
+                max_per_client: config.admin.max_connections_per_client,
+                idle_timeout: config.limits.idle_timeout,
+            },
+        );
         let cluster = match (&audit, &approvals) {
             (Some(audit), Some(api)) => {
                 let admin_address = admin.local_addr().unwrap_or(config.admin.address);
@@ -266,6 +277,7 @@ impl Server {
             approvals,
             listeners,
             admin,
+            identities,
             certificates,
             notifiers,
             reloader,
@@ -293,7 +305,7 @@ impl Server {
         if let Ok(address) = self.admin.local_addr() {
             out.push(BoundAddress {
                 name: "admin".into(),
-                scheme: "http",
+                scheme: if self.admin.is_tls() { "https" } else { "http" },
                 address,
             });
         }
@@ -309,6 +321,7 @@ impl Server {
             approvals,
             listeners,
             admin,
+            identities,
             certificates,
             notifiers,
             reloader,
@@ -361,30 +374,42 @@ impl Server {
         }
 
         let (token, mut all_closed) = mpsc::channel::<()>(1);
-        let http = Arc::new(listener::http_builder(&config.limits));
+        let http = Arc::new(accept::http_builder(&config.limits));
         for l in listeners {
             tokio::spawn(l.serve(proxy.clone(), http.clone(), shutdown.clone(), token.clone()));
         }
         drop(token);
 
-        let (admin_stop, admin_stopped) = tokio::sync::oneshot::channel::<()>();
-        let admin_app = admin::router(AdminState {
-            proxy: proxy.clone(),
-            shutdown: shutdown.clone(),
-            store: audit.as_ref().map(|audit| audit.store.clone()),
-            approvals,
-            policies: reloader,
-            control: Some(control.clone()),
-            cluster: cluster.clone(),
-        });
-        let admin_task = tokio::spawn(async move {
-            let serve = axum::serve(admin, admin_app).with_graceful_shutdown(async {
-                let _ = admin_stopped.await;
-            });
-            if let Err(e) = serve.await {
-                tracing::error!(error = %e, "admin listener failed");
+        // The admin listener outlives the proxy's drain, so approvers can
+        // still vote on what waits: it has its own phase.
+        let (admin_trigger, admin_phase) = shutdown::channel();
+        let admin_app = admin::router(
+            AdminState {
+                proxy: proxy.clone(),
+                shutdown: shutdown.clone(),
+                store: audit.as_ref().map(|audit| audit.store.clone()),
+                approvals,
+                policies: reloader,
+                control: Some(control.clone()),
+                cluster: cluster.clone(),
+                heads: audit.as_ref().and_then(|audit| audit.signer.clone()),
+                audit_readers: admin::audit_readers(),
+            },
+            admin::access::Gate::new(&config.admin, identities),
+        );
+        let admin_task = tokio::spawn(admin.serve(http, admin_phase, None, move |_| {
+            let app = admin_app.clone();
+            move |request: http::Request<hyper::body::Incoming>| {
+                let app = app.clone();
+                async move {
+                    use tower::ServiceExt as _;
+                    match app.oneshot(request.map(axum::body::Body::new)).await {
+                        Ok(response) => response,
+                        Err(never) => match never {},
+                    }
+                }
             }
-        });
+        }));
 
         stop.await;
         let drain = config.server.drain_timeout;
@@ -406,7 +431,7 @@ impl Server {
             task.abort();
         }
         control.plane.stop_health();
-        let _ = admin_stop.send(());
+        admin_trigger.enter(Phase::Draining);
         let _ = admin_task.await;
         if let Some(audit) = &audit {
             let stopped = AuditEntry::new(EntryKind::NodeStopped, "airlock");
@@ -489,9 +514,9 @@ impl Audit {
             Some(etcd) => etcd.clone(),
             None => Arc::new(RedbStore::open(data_dir)?),
         };
-        let signer = match (&config.audit.signing_key, &config.audit.heads_file) {
-            (Some(key), Some(heads)) => Some(Arc::new(HeadSigner::load(key, heads, &node)?)),
-            _ => None,
+        let signer = match config.audit.signing_files(data_dir) {
+            Some((key, heads)) => Some(Arc::new(HeadSigner::load_or_make(&key, &heads, &node)?)),
+            None => None,
         };
         let anchor_signer = match (&etcd, &config.audit.signing_key) {
             (Some(_), Some(key)) => Some(Arc::new(HeadSigner::for_anchors(key, &node)?)),
@@ -503,6 +528,9 @@ impl Audit {
         };
         if let (Some(etcd), Some(signer)) = (&etcd, &anchor_signer) {
             refuse_a_cut_trail(etcd, &node, signer).await?;
+        }
+        if let Some(signer) = &signer {
+            refuse_a_rewritten_trail(&*store, signer)?;
         }
         let sealing = Sealing {
             max_entries: config.audit.segment_entries,
@@ -662,6 +690,33 @@ async fn refuse_a_cut_trail(
         Some(problem) => Err(StartError::Store(StoreError::new(
             format!("check the trail of node `{node}`"),
             format!("{problem}; refusing to start over it (verify with `airlock audit verify --config`)"),
+        ))),
+    }
+}
+
+/// A trail whose newest signed head no longer matches it was cut or
+/// rewritten (an entry changed in place, every later hash recomputed): the
+/// node refuses to start over it, as a cluster node does over its anchor.
+fn refuse_a_rewritten_trail(store: &dyn Store, signer: &HeadSigner) -> Result<(), StartError> {
+    let Some(heads) = signer.heads_file() else {
+        return Ok(());
+    };
+    let problem = crate::audit::heads::check_last_head(store, heads, &signer.public_key())
+        .map_err(|error| {
+            StartError::Store(StoreError::new(
+                "check the trail against its signed heads",
+                error,
+            ))
+        })?;
+    match problem {
+        None => Ok(()),
+        Some((seq, problem)) => Err(StartError::Store(StoreError::new(
+            format!("check the trail against its last signed head ({})", heads.display()),
+            format!(
+                "entry {seq}: {problem}; refusing to start over it (see `airlock audit verify --heads {} --public-key {}`)",
+                heads.display(),
+                crate::secrets::hex(signer.public_key().as_bytes())
+            ),
         ))),
     }
 }

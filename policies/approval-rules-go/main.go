@@ -7,7 +7,7 @@
 // A rule matches when every field it gives matches. The first matching rule
 // holds the request (`DELETE /x needs approval from oncall`); with
 // `grant_seconds` set, the approval also lets the same principal's
-// `METHOD PATH` pass for that long. A request no rule matches passes. Bad
+// `METHOD HOST/PATH` pass for that long. A request no rule matches passes. Bad
 // parameters deny everything with a 500.
 //
 //	[[rules]]
@@ -89,8 +89,10 @@ func (ApprovalRules) Evaluate(action airlock.Action) airlock.Decision {
 	for index := range p.Rules {
 		rule := &p.Rules[index]
 		if rule.matches(request) {
-			scope := request.Method + " " + request.Path
-			reason := scope + " needs approval from " + strings.Join(rule.Approvers.Groups, " or ")
+			reason := request.Method + " " + request.Path + " needs approval from " + strings.Join(rule.Approvers.Groups, " or ")
+			// A grant covers this method on this host and path, any query
+			// and body: `POST api.example.com/admin/users`.
+			scope := request.Method + " " + request.Host + request.Path
 			return rule.Approvers.Hold(reason, scope)
 		}
 	}

@@ -28,7 +28,7 @@ func TestFirstMatchingRuleHolds(t *testing.T) {
 	}
 	if got, want := judge(quickstart, airlock.TestRequest("POST", "/admin/users")),
 		airlock.NewHold("POST /admin/users needs approval from oncall", []string{"oncall"}, 1, 900_000).
-			WithGrant("POST /admin/users", 600_000); !reflect.DeepEqual(got, want) {
+			WithGrant("POST example.com/admin/users", 600_000); !reflect.DeepEqual(got, want) {
 		t.Errorf("got %#v", got)
 	}
 }

@@ -5,7 +5,7 @@
 // (`DAYS HH:MM-HH:MM`, see airlock.ParseWindow) read in the IANA time zone
 // `zone`. Reads (GET, HEAD, OPTIONS, TRACE) always pass; writes pass inside
 // any window and are held for `approvers` outside them. With
-// `grant_seconds` set, an approval lets the same principal's `METHOD PATH`
+// `grant_seconds` set, an approval lets the same principal's `METHOD HOST/PATH`
 // pass for that long. An unknown zone, a malformed window or any other bad
 // parameter denies every request, reads included, with a 500.
 //
@@ -91,7 +91,8 @@ func (BusinessHours) Evaluate(action airlock.Action) airlock.Decision {
 	if !request.IsWrite() || airlock.InAnyWindow(hours, now) {
 		return airlock.Allow{}
 	}
-	scope := request.Method + " " + request.Path
-	reason := scope + " is a write outside business hours (" + strings.Join(p.Hours, ", ") + " " + p.Zone + ")"
+	reason := request.Method + " " + request.Path + " is a write outside business hours (" + strings.Join(p.Hours, ", ") + " " + p.Zone + ")"
+	// A grant covers this method on this host and path.
+	scope := request.Method + " " + request.Host + request.Path
 	return p.Approvers.Hold(reason, scope)
 }

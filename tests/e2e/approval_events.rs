@@ -227,7 +227,7 @@ async fn open_stream(airlock: &Airlock, subject: &str) -> (tokio::net::TcpStream
         .await
         .unwrap();
     let request = format!(
-        "GET /v1/approvals/stream HTTP/1.1\r\nHost: admin\r\nAuthorization: Bearer {}\r\n\r\n",
+        "GET /v1/approvals/stream HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {}\r\n\r\n",
         token(subject)
     );
     stream.write_all(request.as_bytes()).await.unwrap();

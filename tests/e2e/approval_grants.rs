@@ -52,18 +52,24 @@ async fn a_grant_lets_the_same_action_through_until_an_admin_revokes_it() {
         .await;
     assert_eq!(again.status, 200, "{}", again.text());
     assert_eq!(up.requests(), 2);
-    // Another scope, or another principal: still held.
+    // Another scope (path or host), or another principal: still held.
     let other_path = held(from("client", "DELETE", &airlock.url("/y"), ""));
+    let mut other_host = from("client", "DELETE", &airlock.url("/x"), "");
+    other_host
+        .headers_mut()
+        .insert("host", "internal.example".parse().unwrap());
+    let other_host = held(other_host);
     let other_principal = held(from("alice", "DELETE", &airlock.url("/x"), ""));
-    pending(&airlock, 2).await;
+    pending(&airlock, 3).await;
     other_path.abort();
+    other_host.abort();
     other_principal.abort();
 
     let grants = api(&airlock, Some("erin"), "GET", "/v1/grants", "").await;
     let listed = &grants.json()["grants"][0];
     assert_eq!(listed["id"], grant_id.as_str(), "{}", grants.text());
     assert_eq!(listed["subject"], "client");
-    assert_eq!(listed["scope"], "DELETE /x");
+    assert_eq!(listed["scope"], "DELETE 127.0.0.1/x");
     let lifetime = listed["expires_ms"].as_i64().unwrap() - listed["created_ms"].as_i64().unwrap();
     assert_eq!(lifetime, 600_000);
     let passed = entries(&airlock, &format!("grant={grant_id}")).await;
@@ -239,6 +245,23 @@ async fn an_async_ticket_passes_once_and_only_for_the_approved_request() {
         assert_eq!(reply.status, 403, "{field}: {}", reply.text());
         assert!(reply.text().contains(field), "{field}: {}", reply.text());
     }
+    // The headers and the Host's port are bound too: a backend credential
+    // or role added, or another port named, is another request.
+    for (name, value, field) in [
+        ("authorization", "Bearer backend-superuser", "headers"),
+        ("x-role", "admin", "headers"),
+        ("host", "127.0.0.1:9999", "host and port"),
+    ] {
+        let reply = Client::http1()
+            .send(with_header(
+                redeem("client", "DELETE", &url, "payload"),
+                name,
+                value,
+            ))
+            .await;
+        assert_eq!(reply.status, 403, "{name}: {}", reply.text());
+        assert!(reply.text().contains(field), "{name}: {}", reply.text());
+    }
     assert_eq!(up.requests(), 0);
 
     let passed = Client::http1()
@@ -275,6 +298,9 @@ async fn an_async_approval_survives_a_restart_and_anonymous_clients_wait_instead
     let up = Upstream::start("a").await;
     let (mut airlock, folder) = node(&up, DELETES_NEED_ONCALL, None, "");
     let url = airlock.url("/x");
+    // The ticket binds the Host, port included: the restarted node listens
+    // on another ephemeral port, so the client keeps naming the first.
+    let host = airlock.proxy().to_string();
     let asked = Client::http1()
         .send(with_header(
             from("client", "DELETE", &url, ""),
@@ -295,7 +321,7 @@ async fn an_async_approval_survives_a_restart_and_anonymous_clients_wait_instead
     assert_eq!(voted.json()["state"], "approved", "{}", voted.text());
     let passed = Client::http1()
         .send(with_header(
-            from("client", "DELETE", &url, ""),
+            with_header(from("client", "DELETE", &url, ""), "host", &host),
             "airlock-ticket",
             &ticket,
         ))

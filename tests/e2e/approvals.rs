@@ -221,9 +221,13 @@ async fn an_approved_request_is_forwarded_with_its_body_and_the_trail_has_every_
     assert_eq!(reply.json()["query"], "force=1");
     assert_eq!(up.requests(), 1);
 
-    // A resolved approval takes no more votes.
+    // A resolved approval takes no more votes; one who may not vote on it
+    // is told so, not what became of it.
     let late = vote(&airlock, "bob", &id, "deny", "").await;
     assert_eq!(late.status, 409, "{}", late.text());
+    let outsider = vote(&airlock, "carol", &id, "deny", "").await;
+    assert_eq!(outsider.status, 403, "{}", outsider.text());
+    assert!(!outsider.text().contains("approved"), "{}", outsider.text());
 
     let (_, trail) = airlock
         .admin_json(&format!("/v1/audit?approval={id}"))
@@ -288,6 +292,29 @@ async fn a_deny_answers_403_naming_the_approval_and_who_and_bad_calls_change_not
     assert_eq!(body["denied_by"], "bob");
     assert_eq!(body["comment"], "not during the sale");
     assert_eq!(up.requests(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_vote_cannot_be_changed_but_may_be_repeated() {
+    let up = Upstream::start("a").await;
+    let rules = DELETES_NEED_ONCALL.replace("quorum = 1", "quorum = 2");
+    let (airlock, _folder) = node(&up, &rules, None, "");
+    let (waiting, id) = client_delete_held(&airlock).await;
+    assert_eq!(
+        vote(&airlock, "alice", &id, "approve", "").await.status,
+        200
+    );
+    // The same vote again is a safe retry.
+    let again = vote(&airlock, "alice", &id, "approve", "").await;
+    assert_eq!(again.status, 200, "{}", again.text());
+    // The other verdict is refused, not silently dropped.
+    let changed = vote(&airlock, "alice", &id, "deny", "").await;
+    assert_eq!(changed.status, 409, "{}", changed.text());
+    assert_eq!(changed.json()["error"], "already_voted");
+    let approval = pending(&airlock, 1).await.remove(0);
+    assert_eq!(approval["votes"].as_array().unwrap().len(), 1, "{approval}");
+    assert_eq!(vote(&airlock, "bob", &id, "approve", "").await.status, 200);
+    assert_eq!(waiting.await.unwrap().status, 200);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -447,10 +474,14 @@ async fn two_hundred_requests_held_at_once_are_all_released() {
         .collect();
     let approvals = pending(&airlock, HELD).await;
     let mut votes = tokio::task::JoinSet::new();
+    // One address may hold 64 admin connections at once: vote 32 at a time.
+    let turns = std::sync::Arc::new(tokio::sync::Semaphore::new(32));
     for approval in approvals {
         let id = approval["id"].as_str().unwrap().to_owned();
         let admin = airlock.admin();
+        let turns = turns.clone();
         votes.spawn(async move {
+            let _turn = turns.acquire().await.unwrap();
             let request = Request::post(format!("http://{admin}/v1/approvals/{id}/approve"))
                 .header("authorization", format!("Bearer {}", token("bob")))
                 .body(full(""))
@@ -514,9 +545,7 @@ async fn the_creation_rate_and_held_bytes_limits_answer_429_and_change_nothing()
 /// `/metrics` as (series, value): every line that is not a comment must be
 /// `name{labels} value`, or `name value`.
 async fn metrics(airlock: &Airlock) -> Vec<(String, f64)> {
-    let reply = Client::http1()
-        .get(&format!("http://{}/metrics", airlock.admin()))
-        .await;
+    let reply = airlock.admin_get("/metrics").await;
     assert_eq!(reply.status, 200);
     assert!(reply.headers["content-type"]
         .to_str()

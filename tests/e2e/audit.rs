@@ -44,6 +44,21 @@ fn keygen(file: &Path) -> String {
     String::from_utf8(output.stdout).unwrap().trim().to_owned()
 }
 
+/// `airlock audit verify` of `data_dir` against the signed heads in
+/// `heads`, which `public_key` must have signed.
+fn verify_against_heads(data_dir: &Path, heads: &Path, public_key: &str) -> (bool, String) {
+    airlock_audit(
+        &[
+            "verify",
+            "--heads",
+            heads.to_str().unwrap(),
+            "--public-key",
+            public_key,
+        ],
+        data_dir,
+    )
+}
+
 fn json_lines(text: &str) -> Vec<Value> {
     text.lines()
         .filter(|line| line.starts_with('{'))
@@ -118,10 +133,7 @@ async fn the_demos_decisions_are_in_the_trail_and_it_verifies() {
     assert_eq!(outcome["entries"][0]["outcome"]["status"], 200, "{outcome}");
 
     // An entry as the API shows it is the stored encoding: it hashes as documented.
-    let raw = Client::http1()
-        .get(&format!("http://{}/v1/audit?decision=hold", demo.admin()))
-        .await
-        .text();
+    let raw = demo.admin_get("/v1/audit?decision=hold").await.text();
     let stored = airlock::audit::decode(
         serde_json::to_string(&held["entries"][0])
             .unwrap()
@@ -139,7 +151,7 @@ async fn the_demos_decisions_are_in_the_trail_and_it_verifies() {
 
     let (status, bad) = demo.admin_json("/v1/audit?limit=0").await;
     assert_eq!(status, 400);
-    assert!(bad["message"].as_str().unwrap().contains("limit"), "{bad}");
+    assert!(bad["detail"].as_str().unwrap().contains("limit"), "{bad}");
 
     // Offline, with Airlock stopped: the same trail, plus the stop.
     demo.terminate();
@@ -326,11 +338,7 @@ async fn signed_heads_reveal_a_cut_tail() {
     airlock.terminate();
     assert_eq!(airlock.wait(Duration::from_secs(10)), Some(true));
     let data_dir = airlock.dir.path().join("airlock-data");
-    let heads_arg = heads.to_str().unwrap();
-    let (ok, text) = airlock_audit(
-        &["verify", "--heads", heads_arg, "--public-key", &public_key],
-        &data_dir,
-    );
+    let (ok, text) = verify_against_heads(&data_dir, &heads, &public_key);
     assert!(ok, "{text}");
 
     // Cut the last three entries: the chain that is left is still a chain...
@@ -344,10 +352,7 @@ async fn signed_heads_reveal_a_cut_tail() {
     let (ok, text) = airlock_audit(&["verify"], &data_dir);
     assert!(ok, "without heads a cut tail looks whole: {text}");
     // ...but not the chain that was signed.
-    let (ok, text) = airlock_audit(
-        &["verify", "--heads", heads_arg, "--public-key", &public_key],
-        &data_dir,
-    );
+    let (ok, text) = verify_against_heads(&data_dir, &heads, &public_key);
     assert!(!ok, "{text}");
     assert!(
         text.contains(&format!("entry {last} was signed as the head but is gone")),
@@ -355,10 +360,7 @@ async fn signed_heads_reveal_a_cut_tail() {
     );
     // Heads signed by another key are not trusted.
     let other_key = keygen(&keys.path().join("other.key"));
-    let (ok, text) = airlock_audit(
-        &["verify", "--heads", heads_arg, "--public-key", &other_key],
-        &data_dir,
-    );
+    let (ok, text) = verify_against_heads(&data_dir, &heads, &other_key);
     assert!(!ok);
     assert!(text.contains("signed by another key"), "{text}");
 }
@@ -403,11 +405,7 @@ async fn a_pruned_trail_still_verifies_against_its_signed_heads() {
         0
     );
 
-    let heads_arg = heads.to_str().unwrap();
-    let (ok, text) = airlock_audit(
-        &["verify", "--heads", heads_arg, "--public-key", &public_key],
-        &data_dir,
-    );
+    let (ok, text) = verify_against_heads(&data_dir, &heads, &public_key);
     assert!(ok, "{text}");
     assert_eq!(json_lines(&text)[0]["first"], first_kept, "{text}");
     let (ok, text) = airlock_audit(&["query", "--kind", "checkpoint"], &data_dir);
@@ -420,4 +418,79 @@ async fn a_pruned_trail_still_verifies_against_its_signed_heads() {
     let (ok, text) = airlock_audit(&["prune", "--before", "last tuesday"], &data_dir);
     assert!(!ok);
     assert!(text.contains("--before"), "{text}");
+}
+
+/// Without any signing settings, a node signs its heads with a key it makes
+/// at first start, beside (not in) its data dir; an entry changed in place
+/// with every later hash recomputed still verifies as a chain, but the node
+/// refuses to start over it and says where to look.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_trail_rewritten_with_recomputed_hashes_is_refused_at_startup() {
+    let up = Upstream::start("a").await;
+    let mut airlock = Airlock::start(&simple_config(&[&up], ""));
+    let client = Client::http1();
+    for n in 0..5 {
+        let post = Request::post(airlock.url(&format!("/p/{n}")))
+            .body(full("x"))
+            .unwrap();
+        assert_eq!(client.send(post).await.status, 200);
+    }
+    let (_, verified) = airlock.admin_json("/v1/audit/verify").await;
+    assert_eq!(verified["ok"], true, "{verified}");
+    assert_eq!(verified["heads_checked"], true, "{verified}");
+    let public_key = verified["public_key"].as_str().unwrap().to_owned();
+    assert_eq!(public_key.len(), 64, "{verified}");
+    airlock.terminate();
+    assert_eq!(airlock.wait(Duration::from_secs(10)), Some(true));
+
+    let data_dir = airlock.dir.path().join("airlock-data");
+    let keys = airlock.dir.path().join("airlock-data.keys");
+    assert!(keys.join("audit.key").exists());
+    let heads = keys.join("heads.jsonl");
+    let (ok, text) = verify_against_heads(&data_dir, &heads, &public_key);
+    assert!(ok, "{text}");
+
+    // Entry 3 now names someone else; every later entry is sealed again.
+    let store = data_dir.join(airlock::store::RedbStore::FILE);
+    airlock::store::blocks::rewrite(&store, |entries| {
+        let mut prev_hash = String::new();
+        for (seq, bytes) in entries.iter_mut() {
+            let mut entry = airlock::audit::decode(bytes).unwrap();
+            if *seq == 3 {
+                entry.actor = "mallory".to_owned();
+            }
+            if *seq >= 3 {
+                *bytes = entry.seal(*seq, &prev_hash);
+            }
+            prev_hash = entry.hash;
+        }
+    })
+    .unwrap();
+    let (ok, text) = airlock_audit(&["verify"], &data_dir);
+    assert!(ok, "the chain alone is fooled: {text}");
+
+    let log = airlock.dir.path().join("refused.log");
+    let mut refused = Command::new(env!("CARGO_BIN_EXE_airlock"))
+        .args(["run", "-c"])
+        .arg(&airlock.config_path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut exited = None;
+    for _ in 0..400 {
+        exited = refused.try_wait().unwrap();
+        if exited.is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = refused.kill();
+    let stderr = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        exited.is_some_and(|status| !status.success()),
+        "started over a rewritten trail: {stderr}"
+    );
+    assert!(stderr.contains("refusing to start"), "{stderr}");
+    assert!(stderr.contains("rewritten"), "{stderr}");
 }

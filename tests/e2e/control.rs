@@ -180,6 +180,63 @@ async fn a_denied_change_is_not_applied() {
     assert!(served_by(&airlock, 5).await.iter().all(|b| b == "stable"));
 }
 
+/// During a freeze, an approved change cannot be undone around the
+/// policies: a reset or reload over the API is refused and recorded.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_approved_change_is_not_undone_by_a_reset_or_reload_during_a_freeze() {
+    let (stable, canary) = (
+        Upstream::start("stable").await,
+        Upstream::start("canary").await,
+    );
+    let folder = policy_folder(&[("change-freeze", ALWAYS_FROZEN)]);
+    let airlock = Airlock::start(&config(&stable, &canary, &folder, true, ""));
+    let held = change(
+        &airlock,
+        "erin",
+        json!({"op": "shift_traffic", "route": "shop", "to_pool": "canary", "percent": 100}),
+    )
+    .await;
+    let id = held.json()["approval"]["id"].as_str().unwrap().to_owned();
+    assert_eq!(vote(&airlock, "bob", &id, "approve", "").await.status, 200);
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            overlay(&airlock).await.len() == 1
+        })
+        .await
+    );
+    for (method, path, what) in [
+        ("DELETE", "/v1/routing/overlay", "reset"),
+        ("POST", "/v1/reload", "reload"),
+    ] {
+        let refused = api(&airlock, Some("erin"), method, path, "").await;
+        assert_eq!(refused.status, 403, "{what}: {}", refused.text());
+        assert!(
+            refused.json()["detail"]
+                .as_str()
+                .unwrap()
+                .contains("change-freeze"),
+            "{}",
+            refused.text()
+        );
+    }
+    assert_eq!(
+        overlay(&airlock).await.len(),
+        1,
+        "the approved change stays"
+    );
+    assert!(served_by(&airlock, 5).await.iter().all(|b| b == "canary"));
+    let (_, trail) = airlock
+        .admin_json("/v1/audit?kind=change_decision&decision=deny")
+        .await;
+    let refusals: Vec<&str> = trail["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|entry| entry["change"]["op"].as_str().unwrap())
+        .collect();
+    assert_eq!(refusals, ["reset", "reload"], "{trail}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn changes_survive_a_restart_until_reset_and_reloads_keep_them() {
     let (stable, canary) = (

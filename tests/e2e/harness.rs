@@ -275,11 +275,29 @@ pub struct Airlock {
     pub dir: tempfile::TempDir,
     pub config_path: PathBuf,
     stderr_path: PathBuf,
+    /// The bearer token [`Airlock::admin_json`] sends: the harness's own
+    /// admin, which [`Airlock::start`] adds to every config.
+    pub admin_token: &'static str,
+}
+
+/// The harness's own principal, added to every config it starts: an admin
+/// (which includes the auditor role), so tests read the trail, pools and
+/// policies as an operator would.
+pub const HARNESS_ADMIN_TOKEN: &str = "harness-admin-token";
+
+/// `config` with the harness's admin principal appended.
+pub fn with_harness_admin(config: &str) -> String {
+    use sha2::Digest as _;
+    let hash: String = sha2::Sha256::digest(HARNESS_ADMIN_TOKEN.as_bytes())
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect();
+    format!("{config}\n\n[[principal]]\nsubject = \"harness-admin\"\ntoken_sha256 = \"{hash}\"\nroles = [\"admin\"]\n")
 }
 
 impl Airlock {
     /// Starts Airlock with this config text. `[admin]` is added on an ephemeral
-    /// port unless the text has one.
+    /// port unless the text has one, and the harness's admin principal.
     pub fn start(config: &str) -> Airlock {
         let dir = tempfile::tempdir().unwrap();
         let config = if config.contains("[admin]") {
@@ -287,6 +305,7 @@ impl Airlock {
         } else {
             format!("[admin]\naddress = \"127.0.0.1:0\"\n\n{config}")
         };
+        let config = with_harness_admin(&config);
         let config_path = dir.path().join("airlock.toml");
         std::fs::write(&config_path, config).unwrap();
         Self::start_with_file(dir, config_path)
@@ -297,7 +316,9 @@ impl Airlock {
         let mut command = Command::new(env!("CARGO_BIN_EXE_airlock"));
         command.args(["run", "-c"]).arg(&self.config_path);
         let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
+        let admin_token = self.admin_token;
         *self = Self::spawn(dir, self.config_path.clone(), command);
+        self.admin_token = admin_token;
     }
 
     pub fn start_with_file(dir: tempfile::TempDir, config_path: PathBuf) -> Airlock {
@@ -314,7 +335,7 @@ impl Airlock {
         let config_path = dir.path().join("airlock.toml");
         std::fs::write(
             &config_path,
-            format!("[admin]\naddress = \"127.0.0.1:0\"\n\n{config}"),
+            with_harness_admin(&format!("[admin]\naddress = \"127.0.0.1:0\"\n\n{config}")),
         )
         .unwrap();
         let mut command = Command::new("bash");
@@ -343,7 +364,9 @@ impl Airlock {
                 "--data-dir",
             ])
             .arg(&data_dir);
-        Self::spawn(dir, data_dir.join("airlock.toml"), command)
+        let mut demo = Self::spawn(dir, data_dir.join("airlock.toml"), command);
+        demo.admin_token = "demo-ops-token";
+        demo
     }
 
     fn spawn(dir: tempfile::TempDir, config_path: PathBuf, mut command: Command) -> Airlock {
@@ -380,6 +403,7 @@ impl Airlock {
             dir,
             config_path,
             stderr_path,
+            admin_token: HARNESS_ADMIN_TOKEN,
         }
     }
 
@@ -424,12 +448,19 @@ impl Airlock {
         std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
     }
 
-    /// GET on the admin listener, as JSON.
+    /// GET on the admin listener as the harness's admin, as JSON.
     pub async fn admin_json(&self, path: &str) -> (u16, Value) {
-        let r = Client::http1()
-            .get(&format!("http://{}{}", self.admin(), path))
-            .await;
+        let r = self.admin_get(path).await;
         (r.status, r.json())
+    }
+
+    /// GET on the admin listener as the harness's admin.
+    pub async fn admin_get(&self, path: &str) -> Reply {
+        let request = Request::get(format!("http://{}{}", self.admin(), path))
+            .header("authorization", format!("Bearer {}", self.admin_token))
+            .body(full(""))
+            .unwrap();
+        Client::http1().send(request).await
     }
 }
 

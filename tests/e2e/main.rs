@@ -9,6 +9,7 @@ mod harness;
 mod approval_events;
 mod approval_grants;
 mod approvals;
+mod attacks;
 mod audit;
 mod balancing;
 mod cluster;

@@ -771,3 +771,102 @@ fn check_names_file_line_and_key_of_invalid_tls_files() {
         assert!(out.contains(word), "{name}: expected `{word}` in:\n{out}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_admin_listener_speaks_tls_and_may_require_client_certificates() {
+    let up = Upstream::start("a").await;
+    let server_ca = TestCa::new("admin-server");
+    let clients = TestCa::new("operators");
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = server_ca
+        .issue(&["localhost", "127.0.0.1"])
+        .write(dir.path(), "admin");
+    std::fs::write(dir.path().join("operators.pem"), &clients.ca_pem).unwrap();
+    let path = dir.path().join("airlock.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[admin]\naddress = \"127.0.0.1:0\"\n\n[admin.tls]\ncertificates = [{{ cert = {:?}, key = {:?} }}]\nclient_ca = \"operators.pem\"\nclient_auth = \"required\"\n\n{}",
+            cert.display().to_string(),
+            key.display().to_string(),
+            simple_config(&[&up], "")
+        ),
+    )
+    .unwrap();
+    let airlock = Airlock::start_with_file(dir, path);
+    let url = format!("https://{}/healthz", airlock.admin());
+
+    let operator = clients.issue(&["operator-1"]);
+    for h2 in [false, true] {
+        let reply = Client::tls(&server_ca.ca_pem, h2, identity(&operator))
+            .get(&url)
+            .await;
+        assert_eq!(reply.status, 200, "h2={h2}: {}", reply.text());
+    }
+    let none = Client::tls(&server_ca.ca_pem, false, None)
+        .try_send(get(&url))
+        .await;
+    assert!(
+        none.is_err(),
+        "served without a client certificate: {none:?}"
+    );
+    let clear = Client::http1()
+        .try_send(get(&format!("http://{}/healthz", airlock.admin())))
+        .await;
+    assert!(
+        clear.as_ref().map_or(true, |reply| reply.status != 200),
+        "the admin API answered in clear text: {clear:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unmapped_client_certificate_is_not_the_principal_of_the_same_name() {
+    let up = Upstream::start("a").await;
+    let clients = TestCa::new("clients");
+    let server_ca = TestCa::new("server-ca");
+    let dir = tempfile::tempdir().unwrap();
+    server_ca
+        .issue(&["localhost", "127.0.0.1"])
+        .write(dir.path(), "site");
+    std::fs::write(dir.path().join("clients.pem"), &clients.ca_pem).unwrap();
+    let folder = policy_folder(&[("approval-rules", crate::approvals::DELETES_NEED_ONCALL)]);
+    let tls = r#"{ certificates = [{ cert = "site.pem", key = "site.key" }], client_ca = "clients.pem", client_auth = "optional" }"#;
+    let config = format!(
+        "[approvals]\nmax_pending_per_principal = 1\n\n[policies]\ndirectory = {:?}\n\n[[listener]]\nname = \"public\"\naddress = \"127.0.0.1:0\"\ntls = {tls}\n\n{}\n[[route]]\npool = \"web\"\npolicies = [\"approval-rules\"]\n\n{}",
+        folder.path().display().to_string(),
+        pool("web", &[&up], ""),
+        crate::approvals::principals()
+    );
+    let airlock = start_in(dir, &with_harness_admin(&config));
+    let url = https(&airlock, "/x");
+    // carol (a token holder) parks her one pending approval.
+    let carol = Request::delete(&url)
+        .header(
+            "proxy-authorization",
+            format!("Bearer {}", crate::approvals::token("carol")),
+        )
+        .body(full(""))
+        .unwrap();
+    let ca_pem = server_ca.ca_pem.clone();
+    let parked = tokio::spawn(async move { Client::tls(&ca_pem, false, None).send(carol).await });
+    let first = crate::approvals::pending(&airlock, 1).await;
+    assert_eq!(first[0]["principal"], "carol");
+
+    // A certificate named carol that no principal maps is someone else: not
+    // limited by carol's quota, and recorded as cert:carol.
+    let impostor = clients.issue(&["carol"]);
+    let ca_pem = server_ca.ca_pem.clone();
+    let other = tokio::spawn(async move {
+        Client::tls(&ca_pem, false, identity(&impostor))
+            .send(Request::delete(&url).body(full("")).unwrap())
+            .await
+    });
+    let both = crate::approvals::pending(&airlock, 2).await;
+    let principals: Vec<&str> = both
+        .iter()
+        .map(|approval| approval["principal"].as_str().unwrap())
+        .collect();
+    assert!(principals.contains(&"cert:carol"), "{principals:?}");
+    parked.abort();
+    other.abort();
+}

@@ -1,11 +1,12 @@
 //! The approval API on the admin listener. Callers authenticate with
 //! `Authorization: Bearer TOKEN` (never a query string, so tokens stay out
-//! of logs); viewers read, approvers vote, admins revoke grants. A caller
+//! of logs), checked against the admin's one access table
+//! ([`crate::admin::access`]) before a handler here runs: viewers read,
+//! approvers vote, admins revoke grants. A caller
 //! sees the approvals it asked for and those asking one of its groups
 //! (admins see all). No GET changes anything. Errors are
 //! `{"error": CODE, "detail": TEXT}`, mapped from [`ApprovalError`] in
-//! [`ApiError::into_response`], the one place that does it. The API is
-//! described by [`OPENAPI`], served at `/v1/openapi.json`.
+//! [`ApiError::into_response`], the one place that does it.
 
 use std::sync::Arc;
 
@@ -16,6 +17,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
+use axum::Extension;
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
@@ -28,24 +30,7 @@ use crate::identity::{Identities, Identity};
 #[derive(Debug, Clone)]
 pub struct ApprovalApi {
     pub approvals: Arc<Approvals>,
-    pub identities: Arc<Identities>,
 }
-
-/// The OpenAPI 3.1 document of these routes and the control plane's
-/// ([`crate::control::api::ROUTES`]).
-pub const OPENAPI: &str = include_str!("openapi.json");
-
-/// Every route (method, path) this module serves, as [`OPENAPI`] lists them.
-pub const ROUTES: [(&str, &str); 8] = [
-    ("get", "/v1/approvals"),
-    ("get", "/v1/approvals/stream"),
-    ("get", "/v1/approvals/{id}"),
-    ("post", "/v1/approvals/{id}/approve"),
-    ("post", "/v1/approvals/{id}/deny"),
-    ("get", "/v1/grants"),
-    ("delete", "/v1/grants/{id}"),
-    ("get", "/v1/openapi.json"),
-];
 
 /// The approval routes, to merge into the admin router.
 pub fn router(state: ApprovalApi) -> Router {
@@ -57,17 +42,7 @@ pub fn router(state: ApprovalApi) -> Router {
         .route("/v1/approvals/{id}/deny", post(deny))
         .route("/v1/grants", get(grants))
         .route("/v1/grants/{id}", delete(revoke))
-        .route("/v1/openapi.json", get(openapi))
         .with_state(state)
-}
-
-/// `GET /v1/openapi.json`
-async fn openapi() -> Response {
-    (
-        [(axum::http::header::CONTENT_TYPE, "application/json")],
-        OPENAPI,
-    )
-        .into_response()
 }
 
 /// A refusal, as the API answers it.
@@ -112,6 +87,9 @@ impl IntoResponse for ApiError {
                 ApprovalError::Resolved { .. } => {
                     (StatusCode::CONFLICT, "already_resolved", error.to_string())
                 }
+                ApprovalError::AlreadyVoted { .. } => {
+                    (StatusCode::CONFLICT, "already_voted", error.to_string())
+                }
                 ApprovalError::Forbidden(detail) => (StatusCode::FORBIDDEN, "forbidden", detail),
                 ApprovalError::Contended(_) => {
                     (StatusCode::CONFLICT, "contended", error.to_string())
@@ -144,11 +122,6 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// The caller, who must hold at least `role`.
-fn caller(state: &ApprovalApi, headers: &HeaderMap, role: Role) -> Result<Arc<Identity>, ApiError> {
-    authorized(&state.identities, headers, role)
-}
-
 /// Who sent `headers` (`Authorization: Bearer`), if they hold at least `role`.
 ///
 /// # Errors
@@ -162,15 +135,11 @@ pub fn authorized(
         .bearer(headers, "authorization")
         .map_err(|error| ApiError::Unauthorized(error.to_string()))?
         .ok_or_else(|| ApiError::Unauthorized("send `Authorization: Bearer TOKEN`".to_owned()))?;
-    if identity.role < Some(role) {
+    if !identity.holds(role) {
         return Err(ApiError::Forbidden(format!(
             "`{}` needs the {} role",
             identity.subject,
-            match role {
-                Role::Viewer => "viewer",
-                Role::Approver => "approver",
-                Role::Admin => "admin",
-            }
+            role.name()
         )));
     }
     Ok(identity)
@@ -185,10 +154,9 @@ struct ListQuery {
 /// `GET /v1/approvals?state=pending`: newest first, without body previews.
 async fn list(
     State(state): State<ApprovalApi>,
-    headers: HeaderMap,
+    Extension(identity): Extension<Arc<Identity>>,
     query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let identity = caller(&state, &headers, Role::Viewer)?;
     let Query(query) = query.map_err(|rejection| ApiError::BadRequest(rejection.body_text()))?;
     let approvals: Vec<Approval> = state
         .approvals
@@ -204,10 +172,9 @@ async fn list(
 /// see is answered as if it did not exist.
 async fn show(
     State(state): State<ApprovalApi>,
-    headers: HeaderMap,
+    Extension(identity): Extension<Arc<Identity>>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let identity = caller(&state, &headers, Role::Viewer)?;
     let approval = state.approvals.get(&id)?;
     if !approval.visible_to(&identity) {
         return Err(ApprovalError::NotFound(id).into());
@@ -221,9 +188,8 @@ async fn show(
 /// idle intermediaries from closing it.
 async fn stream(
     State(state): State<ApprovalApi>,
-    headers: HeaderMap,
+    Extension(identity): Extension<Arc<Identity>>,
 ) -> Result<Response, ApiError> {
-    let identity = caller(&state, &headers, Role::Viewer)?;
     let receiver = state.approvals.subscribe();
     let events = futures_util::stream::unfold(receiver, move |mut receiver| {
         let identity = identity.clone();
@@ -265,14 +231,13 @@ async fn stream(
 /// all, others their own.
 async fn grants(
     State(state): State<ApprovalApi>,
-    headers: HeaderMap,
+    Extension(identity): Extension<Arc<Identity>>,
 ) -> Result<Response, ApiError> {
-    let identity = caller(&state, &headers, Role::Viewer)?;
     let grants: Vec<_> = state
         .approvals
         .grants()
         .into_iter()
-        .filter(|grant| identity.role >= Some(Role::Admin) || grant.subject == identity.subject)
+        .filter(|grant| identity.holds(Role::Admin) || grant.subject == identity.subject)
         .collect();
     Ok(Json(json!({ "grants": grants })).into_response())
 }
@@ -280,10 +245,9 @@ async fn grants(
 /// `DELETE /v1/grants/{id}` (admins): the grant ends now.
 async fn revoke(
     State(state): State<ApprovalApi>,
-    headers: HeaderMap,
+    Extension(identity): Extension<Arc<Identity>>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let identity = caller(&state, &headers, Role::Admin)?;
     let grant = state.approvals.revoke_grant(&id, &identity.subject).await?;
     Ok(Json(grant).into_response())
 }
@@ -299,12 +263,11 @@ const MAX_COMMENT: usize = 1024;
 
 async fn vote(
     state: ApprovalApi,
-    headers: HeaderMap,
+    voter: Arc<Identity>,
     id: String,
     body: Bytes,
     verdict: Verdict,
 ) -> Result<Response, ApiError> {
-    let voter = caller(&state, &headers, Role::Approver)?;
     let body: VoteBody = if body.iter().all(u8::is_ascii_whitespace) {
         VoteBody::default()
     } else {
@@ -331,50 +294,19 @@ async fn vote(
 /// `POST /v1/approvals/{id}/approve` with an optional `{"comment": ...}`.
 async fn approve(
     State(state): State<ApprovalApi>,
-    headers: HeaderMap,
+    Extension(voter): Extension<Arc<Identity>>,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    vote(state, headers, id, body, Verdict::Approve).await
+    vote(state, voter, id, body, Verdict::Approve).await
 }
 
 /// `POST /v1/approvals/{id}/deny` with an optional `{"comment": ...}`.
 async fn deny(
     State(state): State<ApprovalApi>,
-    headers: HeaderMap,
+    Extension(voter): Extension<Arc<Identity>>,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    vote(state, headers, id, body, Verdict::Deny).await
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_openapi_document_describes_exactly_the_served_routes() {
-        let doc: serde_json::Value = serde_json::from_str(OPENAPI).expect("valid JSON");
-        assert_eq!(doc["openapi"], "3.1.0");
-        let mut described: Vec<(String, String)> = doc["paths"]
-            .as_object()
-            .expect("paths")
-            .iter()
-            .flat_map(|(path, operations)| {
-                operations
-                    .as_object()
-                    .expect("operations")
-                    .keys()
-                    .map(move |method| (method.clone(), path.clone()))
-            })
-            .collect();
-        let mut served: Vec<(String, String)> = ROUTES
-            .iter()
-            .chain(crate::control::api::ROUTES.iter())
-            .map(|(method, path)| ((*method).to_owned(), (*path).to_owned()))
-            .collect();
-        described.sort();
-        served.sort();
-        assert_eq!(described, served);
-    }
+    vote(state, voter, id, body, Verdict::Deny).await
 }

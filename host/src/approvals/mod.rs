@@ -66,7 +66,7 @@ impl ApprovalState {
 
 /// What is waiting: the request as it will be forwarded, or an operator's
 /// routing change (`kind` = `change`, the change in `change`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ActionSummary {
     pub kind: String,
     #[serde(skip_serializing_if = "String::is_empty", default)]
@@ -87,6 +87,25 @@ pub struct ActionSummary {
     pub body_sha256: String,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub change: Option<serde_json::Value>,
+    /// The `Host` as the client sent it, port included (an async ticket
+    /// must come back to the same one).
+    #[serde(skip_serializing_if = "String::is_empty", default)]
+    pub authority: String,
+    /// The request's headers as approvers see them (credentials
+    /// `[redacted]`).
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub headers: Vec<ShownHeader>,
+    /// SHA-256 of the headers an async ticket binds
+    /// (`proxy::hygiene::bound_headers_digest`).
+    #[serde(skip_serializing_if = "String::is_empty", default)]
+    pub headers_sha256: String,
+}
+
+/// A request header as approvers see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShownHeader {
+    pub name: String,
+    pub value: String,
 }
 
 /// One policy's hold: its own groups and quorum.
@@ -107,6 +126,16 @@ pub struct HoldRequirement {
 pub enum Verdict {
     Approve,
     Deny,
+}
+
+impl Verdict {
+    /// `approve` or `deny`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Verdict::Approve => "approve",
+            Verdict::Deny => "deny",
+        }
+    }
 }
 
 /// A vote, with the voter's groups as they were when they voted.
@@ -166,6 +195,9 @@ pub struct Approval {
     /// cancels it (unless it is async: nothing waits on a connection).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub node: Option<String>,
+    /// The requester's IP address (a held request's client).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub client: Option<String>,
     /// That node's etcd lease when it made it: only the end of that lease
     /// cancels it, not the late news of an earlier one.
     #[serde(skip_serializing_if = "Option::is_none", default)]
@@ -226,6 +258,7 @@ impl Approval {
             redeemed_ms: None,
             grants: Vec::new(),
             node: None,
+            client: None,
             lease: None,
         }
     }
@@ -249,12 +282,16 @@ impl Approval {
             .collect()
     }
 
+    /// Whose limits it counts against ([`quota_key`]).
+    pub fn quota_key(&self) -> String {
+        let client = self.client.as_deref().and_then(|ip| ip.parse().ok());
+        quota_key(&self.principal, client)
+    }
+
     /// Whether `identity` may see this approval: admins see all; others
     /// their own, and those asking one of their groups.
     pub fn visible_to(&self, identity: &Identity) -> bool {
-        identity.role >= Some(Role::Admin)
-            || identity.subject == self.principal
-            || self.may_vote(identity)
+        identity.holds(Role::Admin) || identity.subject == self.principal || self.may_vote(identity)
     }
 
     /// Approvals of one hold: distinct subjects from its groups who approved.
@@ -293,6 +330,19 @@ impl Approval {
     }
 }
 
+/// Whose approval limits a requester counts against: its subject, or for
+/// an anonymous requester, its address (`anonymous@192.0.2.7`), so one
+/// anonymous client cannot use up every anonymous client's share.
+pub fn quota_key(principal: &str, client: Option<std::net::IpAddr>) -> String {
+    match client {
+        Some(ip) if principal == ANONYMOUS => format!("{ANONYMOUS}@{ip}"),
+        _ => principal.to_owned(),
+    }
+}
+
+/// The subject of a requester nobody authenticated.
+pub const ANONYMOUS: &str = "anonymous";
+
 /// Why an approval operation was refused. Each maps to one status in
 /// [`api`].
 #[derive(Debug, thiserror::Error)]
@@ -303,6 +353,9 @@ pub enum ApprovalError {
     GrantNotFound(String),
     #[error("approval `{id}` is already {}", .state.name())]
     Resolved { id: String, state: ApprovalState },
+    /// The voter already voted the other way; a vote is not taken back.
+    #[error("you already voted to {} approval `{id}`; a vote cannot be changed", .verdict.name())]
+    AlreadyVoted { id: String, verdict: Verdict },
     #[error("{0}")]
     Forbidden(String),
     /// Other nodes kept changing it: every compare-and-swap lost.
@@ -376,7 +429,8 @@ const MAX_ATTEMPTS: usize = 16;
 
 /// An action waiting on this node for its approval.
 struct Live {
-    principal: String,
+    /// Whose limits it counts against ([`quota_key`]).
+    quota: String,
     respond_async: bool,
     resolved: watch::Sender<ApprovalState>,
 }
@@ -660,19 +714,20 @@ impl Approvals {
         });
     }
 
-    /// Track approval `id` (of `principal`), whose action waits on this
-    /// node, until it resolves; returns the receiver that sees it resolve.
+    /// Track approval `id` (counted against `quota`, see [`quota_key`]),
+    /// whose action waits on this node, until it resolves; returns the
+    /// receiver that sees it resolve.
     fn watch(
         self: &Arc<Self>,
         id: &str,
-        principal: &str,
+        quota: &str,
         respond_async: bool,
     ) -> watch::Receiver<ApprovalState> {
         let (resolved, receiver) = watch::channel(ApprovalState::Pending);
         self.live_map().insert(
             id.to_owned(),
             Arc::new(Live {
-                principal: principal.to_owned(),
+                quota: quota.to_owned(),
                 respond_async,
                 resolved,
             }),
@@ -873,7 +928,7 @@ impl Approvals {
         let pending = self
             .live_map()
             .values()
-            .filter(|live| live.principal == subject)
+            .filter(|live| live.quota == subject)
             .count();
         if pending >= limit {
             return Err(LimitExceeded::Pending {
@@ -930,7 +985,7 @@ impl Approvals {
         entry.approval = Some(approval.id.clone());
         // Wait before it exists: a vote through another node may follow
         // the commit at once.
-        let receiver = self.watch(&approval.id, &approval.principal, approval.respond_async);
+        let receiver = self.watch(&approval.id, &approval.quota_key(), approval.respond_async);
         if let Err(error) = self.log.record_with(entry, vec![put(&approval)]).await {
             self.live_map().remove(&approval.id);
             return Err(error.into());
@@ -993,7 +1048,7 @@ impl Approvals {
     pub fn wait_on(self: &Arc<Self>, id: &str) -> bool {
         match self.get(id) {
             Ok(approval) if approval.state == ApprovalState::Pending => {
-                self.watch(id, &approval.principal, approval.respond_async);
+                self.watch(id, &approval.quota_key(), approval.respond_async);
             }
             // Claimed by the other node for a balancer event, not yet
             // committed (or not yet seen here): its events will tell.
@@ -1048,13 +1103,9 @@ impl Approvals {
         comment: Option<String>,
         granted: &mut Vec<Grant>,
     ) -> Result<Step<Approval>, ApprovalError> {
-        if approval.state != ApprovalState::Pending {
-            return Err(ApprovalError::Resolved {
-                id: approval.id,
-                state: approval.state,
-            });
-        }
-        if voter.role < Some(Role::Approver) {
+        // Who may vote is checked before the state is told: a caller
+        // outside the approval learns not whether it is resolved.
+        if !voter.holds(Role::Approver) {
             return Err(ApprovalError::Forbidden(format!(
                 "`{}` does not have the approver role",
                 voter.subject
@@ -1077,12 +1128,26 @@ impl Approvals {
                     .join(", ")
             )));
         }
-        if approval
+        if approval.state != ApprovalState::Pending {
+            return Err(ApprovalError::Resolved {
+                id: approval.id,
+                state: approval.state,
+            });
+        }
+        if let Some(earlier) = approval
             .votes
             .iter()
-            .any(|vote| vote.subject == voter.subject)
+            .find(|vote| vote.subject == voter.subject)
         {
-            return Ok(Step::Done(approval));
+            // The same vote again changes nothing (a retry is safe); the
+            // other verdict is refused, never silently ignored.
+            if earlier.verdict == verdict {
+                return Ok(Step::Done(approval));
+            }
+            return Err(ApprovalError::AlreadyVoted {
+                id: approval.id,
+                verdict: earlier.verdict,
+            });
         }
         let mut next = approval;
         next.votes.push(Vote {
@@ -1095,13 +1160,7 @@ impl Approvals {
         let decided = next.decided();
         let mut entry = AuditEntry::new(EntryKind::ApprovalVote, &voter.subject);
         entry.approval = Some(next.id.clone());
-        entry.decision = Some(
-            match verdict {
-                Verdict::Approve => "approve",
-                Verdict::Deny => "deny",
-            }
-            .to_owned(),
-        );
+        entry.decision = Some(verdict.name().to_owned());
         entry.reason = comment;
         let mut entries = Vec::new();
         let mut changes = Vec::new();

@@ -3,8 +3,11 @@
 //! secret ticket (256 random bits; only its SHA-256 is stored, and it is
 //! shown once, to that client). Once the approval passes, the client sends
 //! the same request again with `Airlock-Ticket: TICKET`; it is forwarded
-//! exactly once, if the principal, method, host, path, query and body
-//! SHA-256 all match and `[approvals] redeem_within` has not run out. The
+//! exactly once, if the principal, method, `Host` (port included), path,
+//! query, body SHA-256 and headers (every one the client sent but framing,
+//! hop-by-hop, tracing, `Prefer` and Airlock's own:
+//! [`crate::proxy::hygiene::bound_headers_digest`]) all match, and
+//! `[approvals] redeem_within` has not run out. The
 //! ticket is consumed in the same durable commit that records the forwarded
 //! request's decision, so a crash cannot leave it both used and unrecorded.
 //! In a cluster the ticket passes through any node, once.
@@ -97,9 +100,11 @@ fn mismatch(approval: &Approval, actor: &str, request: &ActionSummary) -> Option
         ("principal", approval.principal == actor),
         ("method", approved.method == request.method),
         ("host", approved.host == request.host),
+        ("host and port", approved.authority == request.authority),
         ("path", approved.path == request.path),
         ("query", approved.query == request.query),
         ("body", approved.body_sha256 == request.body_sha256),
+        ("headers", approved.headers_sha256 == request.headers_sha256),
     ]
     .into_iter()
     .find(|(_, same)| !same)

@@ -108,6 +108,38 @@ impl HeadSigner {
         })
     }
 
+    /// The signer of a node's heads: the key in `key_file`, made first (and
+    /// its folder) if it does not exist yet, its public key then printed.
+    ///
+    /// # Errors
+    /// When the key cannot be made or read.
+    pub fn load_or_make(
+        key_file: &Path,
+        heads_file: &Path,
+        node: &str,
+    ) -> Result<HeadSigner, HeadsError> {
+        if !key_file.exists() {
+            if let Some(parent) = key_file.parent() {
+                std::fs::create_dir_all(parent).map_err(|error| HeadsError {
+                    file: parent.to_owned(),
+                    cause: error.to_string(),
+                })?;
+            }
+            let public_key = generate_key(key_file)?;
+            println!(
+                "airlock: made the audit signing key {} (public key {public_key}); heads go to {}",
+                key_file.display(),
+                heads_file.display()
+            );
+        }
+        HeadSigner::load(key_file, heads_file, node)
+    }
+
+    /// The file signed heads are appended to, if any.
+    pub fn heads_file(&self) -> Option<&Path> {
+        self.file.as_deref()
+    }
+
     /// A signer without a heads file, for anchors only: with `key_file`,
     /// made by [`generate_key`] first if it does not exist yet.
     ///
@@ -206,6 +238,74 @@ pub fn read_heads(file: &Path) -> Result<Vec<SignedHead>, HeadsError> {
             serde_json::from_str(line).map_err(|error| fail(format!("line {}: {error}", index + 1)))
         })
         .collect()
+}
+
+/// The last head in a heads file (read from its end, however long the file
+/// has grown), or none if the file does not exist or is empty.
+///
+/// # Errors
+/// When it cannot be read or its last line is not a head.
+pub fn last_head(file: &Path) -> Result<Option<SignedHead>, HeadsError> {
+    use std::io::{Read as _, Seek as _, SeekFrom};
+    /// A head line is about 400 bytes; this holds the last one whole.
+    const TAIL: u64 = 8 * 1024;
+    let fail = |cause: String| HeadsError {
+        file: file.to_owned(),
+        cause,
+    };
+    let mut opened = match std::fs::File::open(file) {
+        Ok(opened) => opened,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(error) => return Err(fail(error.to_string())),
+    };
+    let length = opened
+        .metadata()
+        .map_err(|error| fail(error.to_string()))?
+        .len();
+    opened
+        .seek(SeekFrom::Start(length.saturating_sub(TAIL)))
+        .map_err(|error| fail(error.to_string()))?;
+    let mut tail = String::new();
+    opened
+        .read_to_string(&mut tail)
+        .map_err(|error| fail(error.to_string()))?;
+    let Some(line) = tail.lines().rev().find(|line| !line.trim().is_empty()) else {
+        return Ok(None);
+    };
+    serde_json::from_str(line)
+        .map(Some)
+        .map_err(|error| fail(format!("last line: {error}")))
+}
+
+/// Check the trail against the last head in `heads_file`, which `trusted`
+/// must have signed: the entry it names must still hold the signed hash (an
+/// entry changed before it, with every later hash recomputed, changes that
+/// one too). Returns the problem, if any; nothing to check is no problem.
+///
+/// # Errors
+/// When the heads file or the store cannot be read.
+pub fn check_last_head(
+    store: &dyn Store,
+    heads_file: &Path,
+    trusted: &VerifyingKey,
+) -> Result<Option<(u64, String)>, CheckError> {
+    let Some(head) = last_head(heads_file)? else {
+        return Ok(None);
+    };
+    let first = store
+        .audit_from(0, 1)?
+        .first()
+        .map_or(u64::MAX, |(seq, _)| *seq);
+    Ok(check_heads(store, &[head], Some(trusted), first)?)
+}
+
+/// Why the heads could not be checked (not: what the check found).
+#[derive(Debug, thiserror::Error)]
+pub enum CheckError {
+    #[error(transparent)]
+    Heads(#[from] HeadsError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 /// Parse a hex public key.

@@ -632,6 +632,44 @@ mod tests {
         assert!(found.problem.unwrap().contains("does not follow"));
     }
 
+    #[test]
+    fn a_query_that_matches_little_reads_a_bounded_stretch_and_says_where_to_go_on() {
+        use crate::store::Store as _;
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::RedbStore::open(dir.path()).unwrap();
+        let total = query::MAX_SCANNED as u64 + 10;
+        let mut prev_hash = "0".repeat(64);
+        let mut batch = Vec::new();
+        for seq in 1..=total {
+            let actor = if seq == total { "needle" } else { "hay" };
+            let mut entry = AuditEntry::new(EntryKind::RequestDecision, actor);
+            batch.push((seq, entry.seal(seq, &prev_hash)));
+            prev_hash = entry.hash;
+            if batch.len() == 5_000 || seq == total {
+                store.append_audit(&batch, &[]).unwrap();
+                batch.clear();
+            }
+        }
+        let filter = query::AuditFilter {
+            actor: Some("needle".to_owned()),
+            ..Default::default()
+        };
+        let first = query::query(&store, &filter).unwrap();
+        assert!(first.entries.is_empty());
+        assert_eq!(first.next_cursor, Some(query::MAX_SCANNED as u64 + 1));
+        let second = query::query(
+            &store,
+            &query::AuditFilter {
+                cursor: first.next_cursor,
+                ..filter
+            },
+        )
+        .unwrap();
+        assert_eq!(second.entries.len(), 1);
+        assert_eq!(second.entries[0].actor, "needle");
+        assert_eq!(second.next_cursor, None);
+    }
+
     #[tokio::test]
     async fn queries_filter_and_page_with_stable_cursors() {
         let dir = tempfile::tempdir().unwrap();

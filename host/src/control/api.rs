@@ -1,5 +1,6 @@
-//! The control-plane API on the admin listener (bearer tokens, as the
-//! approval API; errors as `{"error", "detail"}`):
+//! The control-plane API on the admin listener (bearer tokens and roles
+//! checked by [`crate::admin::access`] before these handlers run; errors as
+//! `{"error", "detail"}`):
 //!
 //! - `POST /v1/changes` (admin): a [`Change`] as JSON. Applied: `200` with
 //!   the applied change. Held: `202` with the approval (vote on it with the
@@ -8,41 +9,34 @@
 //! - `DELETE /v1/routing/overlay` (admin): drop them; routing as the file.
 //! - `POST /v1/reload` (admin): reload pools and routes from the config file
 //!   (`airlock reload` and `SIGHUP` do the same).
+//!
+//! While `[control] policies` judge changes, a reset or reload over the API
+//! is refused (403, recorded): it would undo approved changes unjudged.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use serde_json::json;
 
 pub use super::Change;
 use super::{ChangeError, ControlPlane, Outcome};
-use crate::approvals::api::{authorized, ApiError};
-use crate::config::{Config, Role};
-use crate::identity::Identities;
+use crate::approvals::api::ApiError;
+use crate::config::Config;
+use crate::identity::Identity;
 
 /// What the control handlers read.
 #[derive(Debug, Clone)]
 pub struct ControlApi {
     pub plane: Arc<ControlPlane>,
-    pub identities: Arc<Identities>,
     /// The config file, for reloads.
     pub config_file: Option<PathBuf>,
 }
-
-/// Every route (method, path) this module serves, as the OpenAPI document
-/// ([`crate::approvals::api::OPENAPI`]) lists them.
-pub const ROUTES: [(&str, &str); 4] = [
-    ("post", "/v1/changes"),
-    ("get", "/v1/routing"),
-    ("delete", "/v1/routing/overlay"),
-    ("post", "/v1/reload"),
-];
 
 /// The control routes, to merge into the admin router.
 pub fn router(state: ControlApi) -> Router {
@@ -58,9 +52,9 @@ impl From<ChangeError> for ApiError {
     fn from(error: ChangeError) -> Self {
         match error {
             ChangeError::Invalid(detail) => ApiError::BadRequest(detail),
-            ChangeError::Denied { .. } | ChangeError::HeldWithoutApprovals(_) => {
-                ApiError::Forbidden(error.to_string())
-            }
+            ChangeError::Denied { .. }
+            | ChangeError::HeldWithoutApprovals(_)
+            | ChangeError::Unjudgeable(_) => ApiError::Forbidden(error.to_string()),
             ChangeError::Limit(limit) => ApiError::Limit(limit.to_string()),
             ChangeError::PolicyFailed { .. } | ChangeError::Unrecorded(_) => {
                 ApiError::Unavailable(error.to_string())
@@ -72,10 +66,9 @@ impl From<ChangeError> for ApiError {
 /// `POST /v1/changes`
 async fn change(
     State(state): State<ControlApi>,
-    headers: HeaderMap,
+    Extension(identity): Extension<Arc<Identity>>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let identity = authorized(&state.identities, &headers, Role::Admin)?;
     let change: Change = serde_json::from_slice(&body).map_err(|error| {
         ApiError::BadRequest(format!(
             "expected a change such as {{\"op\": \"shift_traffic\", \"route\": ..., \"to_pool\": ..., \"percent\": 10}}: {error}"
@@ -94,24 +87,32 @@ async fn change(
 }
 
 /// `GET /v1/routing`
-async fn routing(
-    State(state): State<ControlApi>,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    authorized(&state.identities, &headers, Role::Viewer)?;
+async fn routing(State(state): State<ControlApi>) -> Result<Response, ApiError> {
     Ok(Json(json!({ "overlay": state.plane.overlay().await })).into_response())
 }
 
 /// `DELETE /v1/routing/overlay`
-async fn reset(State(state): State<ControlApi>, headers: HeaderMap) -> Result<Response, ApiError> {
-    let identity = authorized(&state.identities, &headers, Role::Admin)?;
+async fn reset(
+    State(state): State<ControlApi>,
+    Extension(identity): Extension<Arc<Identity>>,
+) -> Result<Response, ApiError> {
+    state
+        .plane
+        .allow_unjudged("reset", &identity.subject)
+        .await?;
     let dropped = state.plane.reset(&identity.subject).await?;
     Ok(Json(json!({ "dropped": dropped })).into_response())
 }
 
 /// `POST /v1/reload`
-async fn reload(State(state): State<ControlApi>, headers: HeaderMap) -> Result<Response, ApiError> {
-    let identity = authorized(&state.identities, &headers, Role::Admin)?;
+async fn reload(
+    State(state): State<ControlApi>,
+    Extension(identity): Extension<Arc<Identity>>,
+) -> Result<Response, ApiError> {
+    state
+        .plane
+        .allow_unjudged("reload", &identity.subject)
+        .await?;
     let summary = reload_from(
         &state.plane,
         state.config_file.as_deref(),

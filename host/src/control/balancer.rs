@@ -361,6 +361,7 @@ impl ControlPlane {
                 body_size: 0,
                 body_sha256: String::new(),
                 change: serde_json::to_value(&event).ok(),
+                ..ActionSummary::default()
             },
             "airlock",
             entry.policies.clone(),

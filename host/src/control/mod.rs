@@ -150,6 +150,10 @@ pub enum ChangeError {
     /// A policy failed; changes fail closed: 503.
     #[error("policy `{policy}` failed: {detail}")]
     PolicyFailed { policy: String, detail: String },
+    /// A reset or reload asked for while `[control] policies` judge every
+    /// change, which contract 0.1 cannot put to them: 403.
+    #[error("{0}")]
+    Unjudgeable(String),
     /// Held, but approvals need the audit trail, which is off: 403.
     #[error("held by policy `{0}`, and approvals need the audit trail (it is off)")]
     HeldWithoutApprovals(String),
@@ -515,6 +519,7 @@ impl ControlPlane {
                         body_size: 0,
                         body_sha256: String::new(),
                         change: serde_json::to_value(&change).ok(),
+                        ..ActionSummary::default()
                     },
                     &identity.subject,
                     entry.policies.clone(),
@@ -701,6 +706,32 @@ impl ControlPlane {
         Ok(true)
     }
 
+    /// Whether a reset or reload (`what`) asked for over the API may go on
+    /// without a policy's verdict: only where no `[control] policies` judge
+    /// changes. Otherwise it would undo approved changes unjudged, and
+    /// contract 0.1 has no way to put it to a policy, so it is refused, and
+    /// the refusal recorded (a `change_decision` of `deny`).
+    ///
+    /// # Errors
+    /// [`ChangeError::Unjudgeable`] when policies judge changes, or the
+    /// refusal could not be recorded.
+    pub async fn allow_unjudged(&self, what: &str, actor: &str) -> Result<(), ChangeError> {
+        let policies = self.desired.lock().await.control.policies.clone();
+        if policies.is_empty() {
+            return Ok(());
+        }
+        let reason = format!(
+            "a {what} over the API is refused while [control] policies ({}) judge every change: it would undo approved changes unjudged; send the changes one by one, or reload with SIGHUP on the host",
+            policies.join(", ")
+        );
+        let mut entry = AuditEntry::new(EntryKind::ChangeDecision, actor);
+        entry.change = Some(serde_json::json!({ "op": what }));
+        entry.decision = Some("deny".to_owned());
+        entry.reason = Some(reason.clone());
+        self.record(entry).await?;
+        Err(ChangeError::Unjudgeable(reason))
+    }
+
     /// Drop the whole overlay: routing as the file has it.
     ///
     /// # Errors
@@ -871,6 +902,7 @@ fn control_chain(desired: &Desired) -> Result<PolicyChain, String> {
         shift: None,
         backup_pool: None,
         overflow_pool: None,
+        allow_method_parameter: false,
     })
 }
 

@@ -121,27 +121,18 @@ pub fn pool_figures(pool: &crate::balance::Pool) -> PoolFigures {
     }
 }
 
-/// Who sent a request: the holder of a verified client certificate (named by
-/// its first DNS name), or anonymous. Bearer tokens are read by the proxy
-/// ([`token_holder`]).
-pub fn principal_of(
+/// The name of a verified client certificate: its leaf's first DNS name
+/// (`certificate-without-dns-name` if it has none); none without one.
+pub fn certificate_name(
     client_certificates: Option<&[rustls::pki_types::CertificateDer<'static>]>,
-) -> Principal {
-    let name = client_certificates
-        .and_then(|chain| chain.first())
-        .and_then(|leaf| {
-            webpki::EndEntityCert::try_from(leaf)
-                .ok()
-                .and_then(|cert| cert.valid_dns_names().next().map(str::to_owned))
-        });
-    match (
-        client_certificates.is_some_and(|chain| !chain.is_empty()),
-        name,
-    ) {
-        (true, Some(name)) => certificate_holder(name),
-        (true, None) => certificate_holder("certificate-without-dns-name".to_owned()),
-        (false, _) => anonymous(),
-    }
+) -> Option<String> {
+    let leaf = client_certificates?.first()?;
+    Some(
+        webpki::EndEntityCert::try_from(leaf)
+            .ok()
+            .and_then(|cert| cert.valid_dns_names().next().map(str::to_owned))
+            .unwrap_or_else(|| "certificate-without-dns-name".to_owned()),
+    )
 }
 
 /// A client identified by a bearer token.
@@ -171,10 +162,17 @@ pub fn balancer() -> Principal {
     }
 }
 
-/// A client identified by its verified TLS certificate's first DNS name.
-pub fn certificate_holder(name: String) -> Principal {
+/// What the subject of a certificate no `[[principal]]` maps starts with:
+/// such a holder is never taken for a configured principal of that name
+/// (their grants, limits and votes stay apart). Config refuses subjects
+/// that start with it.
+pub const UNMAPPED_CERTIFICATE_PREFIX: &str = "cert:";
+
+/// A client identified by a verified TLS certificate no `[[principal]]`
+/// maps: `cert:` and the certificate's name.
+pub fn certificate_holder(name: &str) -> Principal {
     Principal {
-        id: name,
+        id: format!("{UNMAPPED_CERTIFICATE_PREFIX}{name}"),
         groups: Vec::new(),
         authenticated_by: Authentication::Mtls,
     }

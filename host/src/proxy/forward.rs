@@ -132,6 +132,13 @@ pub async fn forward(
                         limit: limits.max_body_bytes,
                     });
                 }
+                // The client's body broke (bad chunked framing, cut short):
+                // the client's fault, not the backend's.
+                if let UpstreamError::RequestBody(cause) = &error {
+                    return Err(ProxyError::BadRequest(format!(
+                        "the request body could not be read: {cause}"
+                    )));
+                }
                 // An idempotent request without a body may be sent again
                 // (RFC 9110 9.2.2) when the exchange broke before a response
                 // head, whether the connection failed to open or a pooled one

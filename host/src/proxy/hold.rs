@@ -20,10 +20,13 @@ use tokio::sync::watch;
 
 use super::record::{self, Held, Ruling};
 use super::route::Route;
-use super::{body, ProxyBody, ProxyError, Target};
+use super::{body, hygiene, ProxyBody, ProxyError, Target};
 use crate::approvals::tickets::new_ticket;
-use crate::approvals::{ActionSummary, Approval, ApprovalState, Approvals, RedeemError};
+use crate::approvals::{
+    ActionSummary, Approval, ApprovalState, Approvals, RedeemError, ShownHeader,
+};
 use crate::audit::AuditLog;
+use crate::policy::action::Redaction;
 use crate::secrets;
 use crate::telemetry::RequestTrace;
 
@@ -35,6 +38,10 @@ pub type Released = Request<Bytes>;
 pub struct HoldContext<'a> {
     pub approvals: &'a Arc<Approvals>,
     pub audit: &'a AuditLog,
+    /// What approvers may not see of the request's headers.
+    pub redaction: &'a Redaction,
+    /// The requester's address: an anonymous requester's limits are its own.
+    pub client: std::net::IpAddr,
     pub route: &'a Route,
     pub target: &'a Target,
     pub ruling: &'a Ruling,
@@ -106,7 +113,8 @@ async fn hold(
         body::discard(request.into_body());
         return Err(ProxyError::ClusterUnavailable);
     }
-    if let Err(limit) = approvals.admit(&at.ruling.actor) {
+    let quota = crate::approvals::quota_key(&at.ruling.actor, Some(at.client));
+    if let Err(limit) = approvals.admit(&quota) {
         body::discard(request.into_body());
         return Err(limit.into());
     }
@@ -319,6 +327,21 @@ fn summary_of(at: &HoldContext<'_>, request: &Request<Bytes>) -> ActionSummary {
         body_size: body.len() as u64,
         body_sha256: secrets::hex(&secrets::sha256(body)),
         change: None,
+        authority: target
+            .host_header
+            .as_ref()
+            .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned())
+            .unwrap_or_default(),
+        headers: at
+            .redaction
+            .headers(request.headers())
+            .into_iter()
+            .map(|header| ShownHeader {
+                name: header.name,
+                value: header.value,
+            })
+            .collect(),
+        headers_sha256: hygiene::bound_headers_digest(request.headers()),
     }
 }
 
@@ -339,6 +362,7 @@ fn approval_for(at: &HoldContext<'_>, request: &Request<Bytes>, held: &Held) -> 
     approval.body_preview =
         (preview_len > 0).then(|| String::from_utf8_lossy(&body[..preview_len]).into_owned());
     approval.trace.clone_from(&at.ruling.trace);
+    approval.client = Some(at.client.to_string());
     approval
 }
 

@@ -7,9 +7,15 @@
 //! backend might decode them into a different path than the one judged.
 //!
 //! Method-override headers (`X-HTTP-Method-Override` and kin) are refused: a
-//! backend that honours them would run a method no rule saw. Headers only
-//! Airlock may set (`Airlock-*`), and forwarding headers from clients of
-//! listeners that do not trust them, are removed.
+//! backend that honours them would run a method no rule saw; so is a
+//! `_method` query parameter on a route with policies (Rails, Laravel and
+//! Symfony honour it). Headers only Airlock may set (`Airlock-*`), URL
+//! rewrite headers (`X-Original-URL`, `X-Rewrite-URL`: some frameworks serve
+//! the URL they name instead of the one judged), header names with an
+//! underscore (CGI and WSGI turn `_` and `-` alike into `HTTP_..._...`, so
+//! `X_HTTP_METHOD_OVERRIDE` would pass as the refused override; nginx drops
+//! them too), and forwarding headers from clients of listeners that do not
+//! trust them, are removed. Two `Host` headers are refused (RFC 9112 3.2).
 
 use std::borrow::Cow;
 
@@ -23,6 +29,13 @@ const METHOD_OVERRIDE_HEADERS: [&str; 3] = [
     "x-method-override",
 ];
 
+/// Headers some frameworks read as the URL to serve instead of the
+/// request line's.
+const URL_REWRITE_HEADERS: [&str; 2] = ["x-original-url", "x-rewrite-url"];
+
+/// The query parameter (and form field) some frameworks read as the method.
+const METHOD_OVERRIDE_PARAMETER: &str = "_method";
+
 /// Forwarding headers a client could forge; kept only on trusted listeners.
 const FORWARDING_HEADERS: [&str; 5] = [
     "forwarded",
@@ -30,6 +43,27 @@ const FORWARDING_HEADERS: [&str; 5] = [
     "x-forwarded-host",
     "x-forwarded-proto",
     "x-real-ip",
+];
+
+/// Headers that do not bind an async ticket to its request: framing and
+/// hop-by-hop headers, the `Host` (bound apart, with its port), Airlock's
+/// own credential, the preference that asked for the ticket, and tracing.
+const UNBOUND_HEADERS: [&str; 15] = [
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "te",
+    "trailer",
+    "upgrade",
+    "proxy-connection",
+    "expect",
+    "proxy-authorization",
+    "prefer",
+    "traceparent",
+    "tracestate",
+    "baggage",
 ];
 
 /// Prefix of headers only Airlock sets.
@@ -124,6 +158,55 @@ fn decode_unreserved(raw: &str) -> Result<String, &'static str> {
     Ok(out)
 }
 
+/// SHA-256 (hex) of the headers an approved async request must come back
+/// with: every header the client sent but [`UNBOUND_HEADERS`] and
+/// `Airlock-*`, as `name:value` lines in name order (the values of one name
+/// in the order sent), so a ticket approved for one set of headers cannot
+/// carry another (`Authorization`, `X-Role`, `Content-Type`...).
+pub fn bound_headers_digest(headers: &HeaderMap) -> String {
+    let mut bound: Vec<(&str, &[u8])> = headers
+        .iter()
+        .map(|(name, value)| (name.as_str(), value.as_bytes()))
+        .filter(|(name, _)| {
+            !UNBOUND_HEADERS.contains(name) && !name.starts_with(AIRLOCK_HEADER_PREFIX)
+        })
+        .collect();
+    bound.sort_by(|a, b| a.0.cmp(b.0));
+    let mut lines = Vec::new();
+    for (name, value) in bound {
+        lines.extend_from_slice(name.as_bytes());
+        lines.push(b':');
+        lines.extend_from_slice(value);
+        lines.push(b'\n');
+    }
+    crate::secrets::hex(&crate::secrets::sha256(&lines))
+}
+
+/// Refuses a request with more than one `Host` header.
+pub fn check_single_host(headers: &HeaderMap) -> Result<(), String> {
+    match headers.get_all(http::header::HOST).iter().nth(1) {
+        Some(_) => Err("more than one Host header (RFC 9112 3.2)".to_owned()),
+        None => Ok(()),
+    }
+}
+
+/// Refuses a query carrying a `_method` parameter (its name compared after
+/// percent-decoding, case aside).
+pub fn check_method_parameter(query: Option<&str>) -> Result<(), String> {
+    let Some(query) = query else { return Ok(()) };
+    let overrides = query.split('&').any(|pair| {
+        let name = pair.split('=').next().unwrap_or_default();
+        let name = percent_encoding::percent_decode_str(name).decode_utf8_lossy();
+        name.eq_ignore_ascii_case(METHOD_OVERRIDE_PARAMETER)
+    });
+    if overrides {
+        return Err(format!(
+            "the `{METHOD_OVERRIDE_PARAMETER}` parameter is not accepted on this route: send the real method instead"
+        ));
+    }
+    Ok(())
+}
+
 /// Refuses requests carrying a method override.
 pub fn check_method_override(headers: &HeaderMap) -> Result<(), String> {
     match METHOD_OVERRIDE_HEADERS
@@ -170,18 +253,33 @@ pub fn prefers_respond_async(headers: &HeaderMap) -> bool {
         .any(|token| token.trim().eq_ignore_ascii_case("respond-async"))
 }
 
-/// Removes what a client must not set: `Airlock-*` always, forwarding headers
-/// unless the listener trusts its clients.
-pub fn strip_reserved_headers(headers: &mut HeaderMap, trust_forwarded: bool) {
+/// What a listener lets its clients send that others may not.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ClientTrust {
+    /// Keep forwarding headers (behind a trusted balancer).
+    pub forwarded: bool,
+    /// Keep header names with an underscore.
+    pub underscores: bool,
+}
+
+/// Removes what a client must not set: `Airlock-*` and URL rewrite
+/// headers always, names with an underscore and forwarding headers unless
+/// the listener keeps them.
+pub fn strip_reserved_headers(headers: &mut HeaderMap, trust: ClientTrust) {
     let reserved: Vec<HeaderName> = headers
         .keys()
-        .filter(|name| name.as_str().starts_with(AIRLOCK_HEADER_PREFIX))
+        .filter(|name| {
+            let name = name.as_str();
+            name.starts_with(AIRLOCK_HEADER_PREFIX)
+                || URL_REWRITE_HEADERS.contains(&name)
+                || (!trust.underscores && name.contains('_'))
+        })
         .cloned()
         .collect();
     for name in reserved {
         headers.remove(name);
     }
-    if !trust_forwarded {
+    if !trust.forwarded {
         for name in FORWARDING_HEADERS {
             headers.remove(name);
         }
@@ -210,6 +308,7 @@ pub fn is_owned_by_airlock(name: &HeaderName) -> bool {
     let name = name.as_str();
     FRAMING.contains(&name)
         || METHOD_OVERRIDE_HEADERS.contains(&name)
+        || URL_REWRITE_HEADERS.contains(&name)
         || FORWARDING_HEADERS.contains(&name)
         || name.starts_with(AIRLOCK_HEADER_PREFIX)
 }
@@ -390,12 +489,70 @@ mod tests {
         h.insert("Airlock-Principal", "admin".parse().unwrap());
         h.insert("x-forwarded-for", "1.2.3.4".parse().unwrap());
         h.insert("accept", "*/*".parse().unwrap());
+        h.insert("x-original-url", "/admin".parse().unwrap());
+        h.insert("X-Rewrite-URL", "/admin".parse().unwrap());
+        h.insert("x_http_method_override", "DELETE".parse().unwrap());
         let mut trusted = h.clone();
-        strip_reserved_headers(&mut h, false);
+        strip_reserved_headers(&mut h, ClientTrust::default());
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("accept"));
-        strip_reserved_headers(&mut trusted, true);
-        assert_eq!(trusted.len(), 2);
+        let trust = ClientTrust {
+            forwarded: true,
+            underscores: true,
+        };
+        strip_reserved_headers(&mut trusted, trust);
+        assert_eq!(trusted.len(), 3, "{trusted:?}");
         assert!(trusted.contains_key("x-forwarded-for"));
+        assert!(trusted.contains_key("x_http_method_override"));
+    }
+
+    #[test]
+    fn a_method_parameter_is_found_however_it_is_spelled() {
+        for query in [
+            "_method=DELETE",
+            "a=1&_METHOD=put",
+            "%5Fmethod=delete",
+            "x&_method",
+        ] {
+            assert!(check_method_parameter(Some(query)).is_err(), "{query}");
+        }
+        for query in ["method=DELETE", "a_method=x", "q=_method", "m=%5Fmethod"] {
+            assert!(check_method_parameter(Some(query)).is_ok(), "{query}");
+        }
+        assert!(check_method_parameter(None).is_ok());
+    }
+
+    #[test]
+    fn the_bound_headers_digest_ignores_framing_tracing_and_order_of_names() {
+        let mut sent = HeaderMap::new();
+        sent.insert("x-role", "reader".parse().unwrap());
+        sent.insert("content-type", "application/json".parse().unwrap());
+        sent.insert("prefer", "respond-async".parse().unwrap());
+        sent.insert("content-length", "7".parse().unwrap());
+        let mut again = HeaderMap::new();
+        again.insert("content-type", "application/json".parse().unwrap());
+        again.insert(
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+                .parse()
+                .unwrap(),
+        );
+        again.insert("x-role", "reader".parse().unwrap());
+        again.insert("airlock-ticket", "tkt_x".parse().unwrap());
+        assert_eq!(bound_headers_digest(&sent), bound_headers_digest(&again));
+        again.insert("x-role", "admin".parse().unwrap());
+        assert_ne!(bound_headers_digest(&sent), bound_headers_digest(&again));
+        let mut added = sent.clone();
+        added.insert("authorization", "Bearer backend-superuser".parse().unwrap());
+        assert_ne!(bound_headers_digest(&sent), bound_headers_digest(&added));
+    }
+
+    #[test]
+    fn two_host_headers_are_refused() {
+        let mut h = HeaderMap::new();
+        h.insert("host", "a.example".parse().unwrap());
+        assert!(check_single_host(&h).is_ok());
+        h.append("host", "b.example".parse().unwrap());
+        assert!(check_single_host(&h).is_err());
     }
 }

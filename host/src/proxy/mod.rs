@@ -101,8 +101,9 @@ pub struct Proxy {
 pub struct ConnectionInfo {
     /// The listener's name.
     pub listener: Arc<str>,
-    /// Whether the listener trusts forwarding headers from its clients.
-    pub trust_forwarded: bool,
+    /// What the listener keeps of its clients' headers that others may not
+    /// send (forwarding headers, underscored names).
+    pub trust: hygiene::ClientTrust,
     /// Whether the connection is TLS.
     pub tls: bool,
     /// The client's address.
@@ -224,6 +225,8 @@ impl Proxy {
             let at = hold::HoldContext {
                 approvals,
                 audit,
+                redaction: &routing.redaction,
+                client: conn.remote.ip(),
                 route,
                 target: &target,
                 ruling: &ruling,
@@ -303,6 +306,10 @@ impl Proxy {
         if let Some(steps) = steps.as_deref_mut() {
             steps.matched = Some(Instant::now());
         }
+        if route.refuses_method_parameter() {
+            hygiene::check_method_parameter(target.path_and_query.query())
+                .map_err(ProxyError::BadRequest)?;
+        }
         if request
             .body()
             .size_hint()
@@ -341,17 +348,17 @@ impl Proxy {
         {
             return Ok(action::token_holder(&identity));
         }
-        let principal = action::principal_of(conn.client_certificates.as_deref());
-        if principal.authenticated_by == contract::Authentication::Mtls {
-            if let Some(identity) = self.identities.by_certificate(&principal.id) {
-                return Ok(contract::Principal {
-                    id: identity.subject.clone(),
-                    groups: identity.groups.clone(),
-                    authenticated_by: contract::Authentication::Mtls,
-                });
-            }
-        }
-        Ok(principal)
+        let Some(name) = action::certificate_name(conn.client_certificates.as_deref()) else {
+            return Ok(action::anonymous());
+        };
+        Ok(match self.identities.by_certificate(&name) {
+            Some(identity) => contract::Principal {
+                id: identity.subject.clone(),
+                groups: identity.groups.clone(),
+                authenticated_by: contract::Authentication::Mtls,
+            },
+            None => action::certificate_holder(&name),
+        })
     }
 }
 
@@ -563,7 +570,8 @@ fn judge(
 /// normalized target.
 fn inspect(conn: &ConnectionInfo, request: &mut Request<Incoming>) -> Result<Target, ProxyError> {
     hygiene::check_method_override(request.headers()).map_err(ProxyError::BadRequest)?;
-    hygiene::strip_reserved_headers(request.headers_mut(), conn.trust_forwarded);
+    hygiene::check_single_host(request.headers()).map_err(ProxyError::BadRequest)?;
+    hygiene::strip_reserved_headers(request.headers_mut(), conn.trust);
     hygiene::strip_connection_named(request.headers_mut());
 
     let uri = request.uri();

@@ -29,9 +29,19 @@ pub struct Route {
     pub chain: PolicyChain,
     /// How its requests are recorded.
     pub audit: super::record::RouteAudit,
+    /// Whether a `_method` query parameter is let through to its backend
+    /// (`allow_method_parameter`); refused by default where policies judge.
+    method_parameter: bool,
 }
 
 impl Route {
+    /// Whether a method-override query parameter is refused on this route:
+    /// where policies judge, unless the route allows it (a backend reading
+    /// `_method` would run a method no policy saw).
+    pub fn refuses_method_parameter(&self) -> bool {
+        !self.chain.is_empty() && !self.method_parameter
+    }
+
     /// The pool this request goes to: the shift's pool for its share of
     /// requests (spread evenly: `percent` of every 100 in a row), the
     /// route's pool for the rest.
@@ -100,6 +110,7 @@ impl RouteTable {
                 ),
                 chain,
                 audit: config.audit,
+                method_parameter: config.allow_method_parameter,
             };
             let host = config.host.to_ascii_lowercase();
             if host == "*" {

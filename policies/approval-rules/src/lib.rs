@@ -5,8 +5,8 @@
 //! `approvers` who may let a matching request through. A rule matches when
 //! every field it gives matches. The first matching rule holds the request
 //! (`DELETE /x needs approval from oncall`); with `grant_seconds` set, the
-//! approval also lets the same principal's `METHOD PATH` pass for that long.
-//! A request no rule matches passes. Bad parameters deny everything with a 500.
+//! approval also lets the same principal's `METHOD HOST/PATH` (any query and
+//! body) pass for that long. A request no rule matches passes. Bad parameters deny everything with a 500.
 //!
 //! ```toml
 //! [[rules]]
@@ -74,11 +74,15 @@ impl Policy for ApprovalRules {
         };
         match parameters.rules.iter().find(|rule| rule.matches(request)) {
             Some(rule) => {
-                let scope = format!("{} {}", request.method, request.path);
                 let reason = format!(
-                    "{scope} needs approval from {}",
+                    "{} {} needs approval from {}",
+                    request.method,
+                    request.path,
                     rule.approvers.groups.join(" or ")
                 );
+                // A grant covers this method on this host and path, any query
+                // and body: `POST api.example.com/admin/users`.
+                let scope = format!("{} {}{}", request.method, request.host, request.path);
                 rule.approvers.hold(reason, &scope)
             }
             None => Decision::allow(),
@@ -123,7 +127,7 @@ mod tests {
                 1,
                 900_000
             )
-            .with_grant("POST /admin/users", 600_000)
+            .with_grant("POST example.com/admin/users", 600_000)
         );
     }
 

@@ -4,7 +4,7 @@
 //! `airlock_sdk::time::Window`) read in the IANA time zone `zone`. Reads
 //! (GET, HEAD, OPTIONS, TRACE) always pass; writes pass inside any window
 //! and are held for `approvers` outside them. With `grant_seconds` set, an
-//! approval lets the same principal's `METHOD PATH` pass for that long. An
+//! approval lets the same principal's `METHOD HOST/PATH` pass for that long. An
 //! unknown zone, a malformed window or any other bad parameter denies every
 //! request, reads included, with a 500.
 //!
@@ -57,9 +57,12 @@ impl Policy for BusinessHours {
         if !request.is_write() || in_any(&hours, &now) {
             return Decision::allow();
         }
-        let scope = format!("{} {}", request.method, request.path);
+        // A grant covers this method on this host and path.
+        let scope = format!("{} {}{}", request.method, request.host, request.path);
         let reason = format!(
-            "{scope} is a write outside business hours ({} {})",
+            "{} {} is a write outside business hours ({} {})",
+            request.method,
+            request.path,
             parameters.hours.join(", "),
             parameters.zone
         );

@@ -1,22 +1,43 @@
 //! The admin listener: liveness (`/healthz`), readiness (`/readyz`, unready
-//! once draining begins, so balancers in front stop sending), and the live
-//! figures of every pool (`/v1/pools`), the policies (`/v1/policies`), the audit trail (`/v1/audit`) and
-//! the approval API ([`crate::approvals::api`]). Answers are JSON; unknown paths get a JSON 404.
+//! once draining begins, so balancers in front stop sending), metrics, the
+//! live figures of every pool (`/v1/pools`), the policies (`/v1/policies`),
+//! the audit trail (`/v1/audit`), the approval API
+//! ([`crate::approvals::api`]) and the control API ([`crate::control::api`]).
+//! Who may call what is one table, [`access::ROUTES`], enforced before any
+//! handler runs; the OpenAPI document ([`OPENAPI`]) describes every route.
+//! Its connections are bounded and timed like the proxy's
+//! ([`crate::accept`]), and the trail's expensive reads run one at a time,
+//! so callers of this port cannot take the proxy's CPU or file handles.
+//! Answers are JSON; unknown paths get a JSON 404.
+
+pub mod access;
 
 use std::sync::Arc;
 
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
+use axum::extract::{DefaultBodyLimit, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
+use tokio::sync::Semaphore;
 
 use crate::audit::{self, query::AuditFilter, query::QueryError};
 use crate::proxy::Proxy;
 use crate::shutdown::{Phase, Shutdown};
 use crate::store::Store;
+
+/// The OpenAPI 3.1 document of every admin route ([`access::ROUTES`]).
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+/// The largest request body the admin API reads (changes and comments are
+/// small JSON); above it: 413. Read only after the caller is authorized.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// Audit queries and verifications running at once; more wait their turn,
+/// so the trail's readers use at most one CPU between them.
+const AUDIT_READERS: usize = 1;
 
 /// What admin handlers read.
 #[derive(Debug, Clone)]
@@ -35,10 +56,27 @@ pub struct AdminState {
     pub control: Option<crate::control::api::ControlApi>,
     /// This node's cluster, if it shares its state through etcd.
     pub cluster: Option<Arc<crate::cluster::Cluster>>,
+    /// The signer of this node's chain heads, whose heads verify checks.
+    pub heads: Option<Arc<crate::audit::heads::HeadSigner>>,
+    /// Turns for the audit trail's readers ([`AUDIT_READERS`]).
+    pub audit_readers: Arc<Semaphore>,
 }
 
-/// The admin API.
-pub fn router(state: AdminState) -> Router {
+impl AdminState {
+    /// A turn for one audit query or verification, waiting for one if all
+    /// are taken.
+    async fn audit_turn(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        self.audit_readers.acquire().await.ok()
+    }
+}
+
+/// A fresh set of turns for the audit trail's readers.
+pub fn audit_readers() -> Arc<Semaphore> {
+    Arc::new(Semaphore::new(AUDIT_READERS))
+}
+
+/// The admin API, behind its host check and access table.
+pub fn router(state: AdminState, gate: access::Gate) -> Router {
     let approvals = match &state.approvals {
         Some(api) => crate::approvals::api::router(api.clone()),
         None => Router::new(),
@@ -47,6 +85,7 @@ pub fn router(state: AdminState) -> Router {
         Some(api) => crate::control::api::router(api.clone()),
         None => Router::new(),
     };
+    let gate = Arc::new(gate);
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -56,10 +95,29 @@ pub fn router(state: AdminState) -> Router {
         .route("/v1/audit", get(audit_query))
         .route("/v1/audit/verify", get(audit_verify))
         .route("/v1/cluster", get(cluster))
+        .route("/v1/openapi.json", get(openapi))
         .with_state(state)
         .merge(approvals)
         .merge(control)
+        .route_layer(axum::middleware::from_fn_with_state(
+            gate.clone(),
+            access::authorize,
+        ))
         .fallback(not_found)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn_with_state(
+            gate,
+            access::check_host,
+        ))
+}
+
+/// `GET /v1/openapi.json`
+async fn openapi() -> Response {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        OPENAPI,
+    )
+        .into_response()
 }
 
 /// `GET /v1/policies`: each policy's name, version, hash, load time, the
@@ -158,9 +216,10 @@ async fn audit_query(
         Ok(query) => query,
         Err(rejection) => return bad_request(&rejection.body_text()).into_response(),
     };
-    let Some(store) = state.store else {
+    let Some(store) = state.store.clone() else {
         return audit_off().into_response();
     };
+    let _turn = state.audit_turn().await;
     let result = tokio::task::spawn_blocking(move || audit::query::query(&*store, &filter)).await;
     match result {
         Ok(Ok(page)) => (StatusCode::OK, Json(page)).into_response(),
@@ -172,19 +231,9 @@ async fn audit_query(
     }
 }
 
-/// `GET /v1/cluster` (viewer role): this node and the live members (none
-/// listed without etcd).
-async fn cluster(State(state): State<AdminState>, headers: axum::http::HeaderMap) -> Response {
-    if let Some(control) = &state.control {
-        let viewer = crate::approvals::api::authorized(
-            &control.identities,
-            &headers,
-            crate::config::Role::Viewer,
-        );
-        if let Err(refused) = viewer {
-            return refused.into_response();
-        }
-    }
+/// `GET /v1/cluster`: this node and the live members (none listed
+/// without etcd).
+async fn cluster(State(state): State<AdminState>) -> Response {
     match &state.cluster {
         Some(cluster) => Json(json!({
             "node": cluster.node(),
@@ -196,12 +245,14 @@ async fn cluster(State(state): State<AdminState>, headers: axum::http::HeaderMap
     }
 }
 
-/// `GET /v1/audit/verify`: walk the chain; in a cluster, also check it
-/// against this node's anchor in etcd (`anchor_checked`).
+/// `GET /v1/audit/verify`: walk the chain, check it against this node's
+/// signed heads (`heads_checked`, with the `public_key` they are signed
+/// with) and, in a cluster, against its anchor in etcd (`anchor_checked`).
 async fn audit_verify(State(state): State<AdminState>) -> impl IntoResponse {
-    let Some(store) = state.store else {
+    let Some(store) = state.store.clone() else {
         return audit_off();
     };
+    let _turn = state.audit_turn().await;
     let anchor = match &state.cluster {
         Some(cluster) => match crate::cluster::anchor_of(cluster.etcd(), cluster.node()).await {
             Ok(anchor) => anchor,
@@ -213,21 +264,48 @@ async fn audit_verify(State(state): State<AdminState>) -> impl IntoResponse {
         .cluster
         .as_ref()
         .and_then(|cluster| cluster.anchor_key().copied());
+    let signer = state.heads.clone();
     let checked = tokio::task::spawn_blocking(move || {
         let verification = audit::verify(&*store)?;
         let against_anchor = match &anchor {
             Some(anchor) => crate::cluster::check_anchor(&*store, anchor, trusted.as_ref())?,
             None => None,
         };
-        Ok::<_, crate::store::StoreError>((verification, anchor.is_some(), against_anchor))
+        let against_heads = match signer
+            .as_ref()
+            .and_then(|signer| Some((signer.heads_file()?, signer.public_key())))
+        {
+            Some((file, key)) if file.exists() => {
+                let heads = audit::heads::read_heads(file).map_err(|error| {
+                    crate::store::StoreError::new("read the signed heads", error)
+                })?;
+                audit::heads::check_heads(&*store, &heads, Some(&key), verification.first)?
+            }
+            _ => None,
+        };
+        Ok::<_, crate::store::StoreError>((
+            verification,
+            anchor.is_some(),
+            against_anchor,
+            against_heads,
+        ))
     })
     .await;
     match checked {
-        Ok(Ok((verification, anchor_checked, against_anchor))) => {
+        Ok(Ok((verification, anchor_checked, against_anchor, against_heads))) => {
             let mut answer = json!(verification);
             answer["anchor_checked"] = json!(anchor_checked);
+            answer["heads_checked"] = json!(state.heads.is_some());
+            if let Some(signer) = &state.heads {
+                answer["public_key"] = json!(crate::secrets::hex(signer.public_key().as_bytes()));
+            }
             if let Some(problem) = against_anchor {
                 answer["ok"] = json!(false);
+                answer["problem"] = json!(problem);
+            }
+            if let (true, Some((seq, problem))) = (verification.ok, against_heads) {
+                answer["ok"] = json!(false);
+                answer["broken_at"] = json!(seq);
                 answer["problem"] = json!(problem);
             }
             (StatusCode::OK, Json(answer))
@@ -240,14 +318,14 @@ async fn audit_verify(State(state): State<AdminState>) -> impl IntoResponse {
 fn unavailable(message: &str) -> (StatusCode, Json<serde_json::Value>) {
     (
         StatusCode::SERVICE_UNAVAILABLE,
-        Json(json!({ "error": "store_unavailable", "message": message })),
+        Json(json!({ "error": "store_unavailable", "detail": message })),
     )
 }
 
 fn bad_request(message: &str) -> (StatusCode, Json<serde_json::Value>) {
     (
         StatusCode::BAD_REQUEST,
-        Json(json!({ "error": "bad_request", "message": message })),
+        Json(json!({ "error": "bad_request", "detail": message })),
     )
 }
 
@@ -255,7 +333,7 @@ fn audit_off() -> (StatusCode, Json<serde_json::Value>) {
     (
         StatusCode::NOT_FOUND,
         Json(
-            json!({ "error": "audit_disabled", "message": "the audit trail is off ([audit] enabled = false)" }),
+            json!({ "error": "audit_disabled", "detail": "the audit trail is off ([audit] enabled = false)" }),
         ),
     )
 }
@@ -264,7 +342,7 @@ fn internal(message: &str) -> (StatusCode, Json<serde_json::Value>) {
     tracing::error!("admin: {message}");
     (
         StatusCode::INTERNAL_SERVER_ERROR,
-        Json(json!({ "error": "internal", "message": "see the log" })),
+        Json(json!({ "error": "internal", "detail": "see the log" })),
     )
 }
 
@@ -272,7 +350,51 @@ async fn not_found(uri: axum::http::Uri) -> impl IntoResponse {
     (
         StatusCode::NOT_FOUND,
         Json(
-            json!({ "error": "not_found", "message": format!("no admin endpoint at `{}`", uri.path()) }),
+            json!({ "error": "not_found", "detail": format!("no admin endpoint at `{}`", uri.path()) }),
         ),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_openapi_document_describes_exactly_the_routes_of_the_access_table() {
+        let doc: serde_json::Value = serde_json::from_str(OPENAPI).expect("valid JSON");
+        assert_eq!(doc["openapi"], "3.1.0");
+        let mut described: Vec<(String, String)> = doc["paths"]
+            .as_object()
+            .expect("paths")
+            .iter()
+            .flat_map(|(path, operations)| {
+                operations
+                    .as_object()
+                    .expect("operations")
+                    .keys()
+                    .map(move |method| (method.clone(), path.clone()))
+            })
+            .collect();
+        let mut listed: Vec<(String, String)> = access::ROUTES
+            .iter()
+            .map(|(method, path, _)| ((*method).to_owned(), (*path).to_owned()))
+            .collect();
+        described.sort();
+        listed.sort();
+        assert_eq!(described, listed);
+    }
+
+    #[test]
+    fn the_openapi_document_names_the_role_the_access_table_asks() {
+        let doc: serde_json::Value = serde_json::from_str(OPENAPI).expect("valid JSON");
+        for (method, path, access) in access::ROUTES {
+            let named = &doc["paths"][path][method]["x-airlock-role"];
+            let expected = match access {
+                access::Access::Open => "open",
+                access::Access::Metrics => "metrics",
+                access::Access::Role(role) => role.name(),
+            };
+            assert_eq!(named, expected, "{method} {path}");
+        }
+    }
 }

@@ -1,0 +1,471 @@
+//! Accepting and serving connections on a listening socket, for the proxy's
+//! listeners and the admin listener alike, so both get the same protection
+//! from clients that connect and do nothing: at most `max_connections` at
+//! once (more wait in the kernel backlog) and at most
+//! `max_connections_per_client` from one address (more are closed at once);
+//! a TLS handshake within [`TLS_HANDSHAKE_TIMEOUT`]; an HTTP/1.1 request head
+//! within `header_read_timeout` (hyper's timer, which also ends a
+//! keep-alive connection waiting for its next request); HTTP/2 pings every
+//! `http2_keepalive_interval`, answered within as long; and any connection
+//! with no request or response in flight for `idle_timeout`, HTTP/2
+//! included (which has no head timer), closed gracefully (and dropped if it
+//! does not finish closing). When `stop` begins draining, the accept
+//! loop ends and each connection closes after its current requests.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use rustls::pki_types::CertificateDer;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
+
+use crate::config::Limits;
+use crate::shutdown::Shutdown;
+
+/// Time a client has to complete the TLS handshake.
+pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Pause after an accept error (out of file descriptors, say) before retrying.
+const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
+
+/// Dropped by each connection when it ends; whoever holds the receiver
+/// learns when all of them have.
+pub type ConnectionToken = mpsc::Sender<()>;
+
+/// A connection as accepted, before its first request.
+#[derive(Debug, Clone)]
+pub struct Accepted {
+    /// The client's address.
+    pub remote: SocketAddr,
+    /// Whether the connection is TLS.
+    pub tls: bool,
+    /// The client's verified certificate chain, where one was asked for.
+    pub client_certificates: Option<Vec<CertificateDer<'static>>>,
+}
+
+/// How many connections a listener serves, and how long an idle one lives.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionBounds {
+    /// Connections at once.
+    pub max_connections: usize,
+    /// Connections at once from one client address.
+    pub max_per_client: usize,
+    /// No request in flight for this long: the connection is closed.
+    pub idle_timeout: Duration,
+}
+
+/// A bound socket and what it takes to serve it.
+pub struct Acceptor {
+    /// For logs: the listener's name, or `admin`.
+    name: Arc<str>,
+    socket: TcpListener,
+    tls: Option<TlsAcceptor>,
+    bounds: ConnectionBounds,
+    slots: Arc<Semaphore>,
+    clients: Arc<ClientCounts>,
+}
+
+impl std::fmt::Debug for Acceptor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Acceptor")
+            .field("name", &self.name)
+            .field("socket", &self.socket)
+            .field("tls", &self.tls.is_some())
+            .field("bounds", &self.bounds)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Acceptor {
+    /// Wraps a bound socket.
+    pub fn new(
+        name: &str,
+        socket: TcpListener,
+        tls: Option<TlsAcceptor>,
+        bounds: ConnectionBounds,
+    ) -> Acceptor {
+        Acceptor {
+            name: name.into(),
+            socket,
+            tls,
+            slots: Arc::new(Semaphore::new(bounds.max_connections)),
+            clients: Arc::default(),
+            bounds,
+        }
+    }
+
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.socket.local_addr()
+    }
+
+    /// Whether connections are TLS.
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// Accepts connections until `stop` begins draining, serving each
+    /// request of a connection with the handler `connect` made for it once
+    /// it was accepted (and its TLS handshake done). `token` is held by every
+    /// connection until it ends.
+    pub async fn serve<C, H, F, B>(
+        self,
+        http: Arc<auto::Builder<TokioExecutor>>,
+        stop: Shutdown,
+        token: Option<ConnectionToken>,
+        connect: C,
+    ) where
+        C: Fn(Accepted) -> H + Send + Sync + 'static,
+        H: Fn(Request<Incoming>) -> F + Send + Sync + 'static,
+        F: Future<Output = Response<B>> + Send + 'static,
+        B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let connect = Arc::new(connect);
+        loop {
+            let slot = tokio::select! {
+                slot = self.slots.clone().acquire_owned() => slot,
+                () = stop.draining() => break,
+            };
+            let Ok(slot) = slot else { break };
+            let accepted = tokio::select! {
+                accepted = self.socket.accept() => accepted,
+                () = stop.draining() => break,
+            };
+            let (stream, remote) = match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    tracing::warn!(listener = %self.name, error = %e, "accept failed");
+                    tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
+                    continue;
+                }
+            };
+            let Some(client) = self.clients.admit(remote.ip(), self.bounds.max_per_client) else {
+                tracing::debug!(listener = %self.name, %remote, "closed at once: this address holds max_connections_per_client");
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            let connection = Connection {
+                _slot: slot,
+                _client: client,
+                _token: token.clone(),
+                http: http.clone(),
+                stop: stop.clone(),
+                idle_timeout: self.bounds.idle_timeout,
+            };
+            let (tls, connect) = (self.tls.clone(), connect.clone());
+            tokio::spawn(async move {
+                let mut accepted = Accepted {
+                    remote,
+                    tls: tls.is_some(),
+                    client_certificates: None,
+                };
+                match tls {
+                    None => connection.serve(stream, (*connect)(accepted)).await,
+                    Some(acceptor) => {
+                        let Some(stream) = handshake(acceptor, stream, remote).await else {
+                            return;
+                        };
+                        accepted.client_certificates =
+                            stream.get_ref().1.peer_certificates().map(|chain| {
+                                chain.iter().map(|c| c.clone().into_owned()).collect()
+                            });
+                        connection.serve(stream, (*connect)(accepted)).await;
+                    }
+                }
+            });
+        }
+        tracing::info!(listener = %self.name, "stopped accepting connections");
+    }
+}
+
+/// What one connection holds while it is served: its slot among the
+/// listener's connections and its client's, and the drain token.
+struct Connection {
+    _slot: OwnedSemaphorePermit,
+    _client: ClientSlot,
+    _token: Option<ConnectionToken>,
+    http: Arc<auto::Builder<TokioExecutor>>,
+    stop: Shutdown,
+    idle_timeout: Duration,
+}
+
+impl Connection {
+    /// Serves requests with `handler` until the client leaves, the
+    /// connection has been idle for `idle_timeout`, or draining closes it.
+    async fn serve<I, H, F, B>(self, io: I, handler: H)
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        H: Fn(Request<Incoming>) -> F + Send + Sync + 'static,
+        F: Future<Output = Response<B>> + Send + 'static,
+        B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let activity = Arc::new(Activity::new());
+        let service = {
+            let activity = activity.clone();
+            let handler = Arc::new(handler);
+            service_fn(move |request| {
+                let in_flight = activity.begin();
+                let response = (*handler)(request);
+                async move {
+                    // In flight until the response body has been sent.
+                    let response = response.await.map(|body| Tracked {
+                        body,
+                        in_flight: Some(in_flight),
+                    });
+                    Ok::<_, Infallible>(response)
+                }
+            })
+        };
+        let connection = self
+            .http
+            .serve_connection_with_upgrades(TokioIo::new(io), service);
+        tokio::pin!(connection);
+        let result = loop {
+            let idle_at = activity.idle_deadline(self.idle_timeout);
+            tokio::select! {
+                result = connection.as_mut() => break result,
+                () = self.stop.draining() => {
+                    connection.as_mut().graceful_shutdown();
+                    break connection.await;
+                }
+                () = tokio::time::sleep_until(idle_at) => {
+                    if activity.idle_deadline(self.idle_timeout) <= Instant::now() {
+                        connection.as_mut().graceful_shutdown();
+                        // An HTTP/2 client that never answers the goodbye's
+                        // ping would hold it open: once nothing is in
+                        // flight another idle_timeout later, it is dropped.
+                        break loop {
+                            tokio::select! {
+                                result = connection.as_mut() => break result,
+                                () = tokio::time::sleep(self.idle_timeout) => {
+                                    if activity.idle_deadline(self.idle_timeout) <= Instant::now() {
+                                        break Ok(());
+                                    }
+                                }
+                            }
+                        };
+                    }
+                }
+            }
+        };
+        if let Err(e) = result {
+            tracing::debug!(error = %e, "connection ended with an error");
+        }
+    }
+}
+
+/// Whether a connection has requests in flight, and since when it has not.
+#[derive(Debug)]
+struct Activity {
+    opened: Instant,
+    in_flight: AtomicUsize,
+    /// Milliseconds after `opened` when the last request ended.
+    last_ended_ms: AtomicU64,
+}
+
+/// One request in flight; ends when dropped (answered or abandoned).
+struct InFlight(Arc<Activity>);
+
+/// A response body that keeps its request in flight until it has ended
+/// (or hyper dropped it), so a long download is not an idle connection.
+struct Tracked<B> {
+    body: B,
+    in_flight: Option<InFlight>,
+}
+
+impl<B: http_body::Body + Unpin> http_body::Body for Tracked<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<B::Data>, B::Error>>> {
+        let polled = std::pin::Pin::new(&mut self.body).poll_frame(cx);
+        if let std::task::Poll::Ready(None) = polled {
+            self.in_flight = None;
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+impl Activity {
+    fn new() -> Activity {
+        Activity {
+            opened: Instant::now(),
+            in_flight: AtomicUsize::new(0),
+            last_ended_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn begin(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        InFlight(self.clone())
+    }
+
+    /// When the connection will have been idle for `timeout`; while a
+    /// request is in flight, `timeout` from now (to look again then).
+    fn idle_deadline(&self, timeout: Duration) -> Instant {
+        if self.in_flight.load(Ordering::SeqCst) > 0 {
+            return Instant::now() + timeout;
+        }
+        self.opened + Duration::from_millis(self.last_ended_ms.load(Ordering::SeqCst)) + timeout
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let activity = &self.0;
+        let now_ms = u64::try_from(activity.opened.elapsed().as_millis()).unwrap_or(u64::MAX);
+        // The time first, so a watcher that sees nothing in flight sees it.
+        activity.last_ended_ms.store(now_ms, Ordering::SeqCst);
+        activity.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Connections per client address.
+#[derive(Debug, Default)]
+struct ClientCounts(Mutex<HashMap<IpAddr, usize>>);
+
+/// One connection's place in its client's count; given back when dropped.
+struct ClientSlot {
+    counts: Arc<ClientCounts>,
+    ip: IpAddr,
+}
+
+impl ClientCounts {
+    /// A slot for one more connection from `ip`, unless it holds `max`.
+    fn admit(self: &Arc<Self>, ip: IpAddr, max: usize) -> Option<ClientSlot> {
+        let mut counts = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let count = counts.entry(ip).or_insert(0);
+        if *count >= max {
+            return None;
+        }
+        *count += 1;
+        Some(ClientSlot {
+            counts: self.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        let mut counts = self
+            .counts
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(count) = counts.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&self.ip);
+            }
+        }
+    }
+}
+
+async fn handshake(
+    acceptor: TlsAcceptor,
+    stream: TcpStream,
+    remote: SocketAddr,
+) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+        Ok(Ok(stream)) => Some(stream),
+        Ok(Err(e)) => {
+            tracing::debug!(%remote, error = %e, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            tracing::debug!(%remote, "TLS handshake timed out");
+            None
+        }
+    }
+}
+
+/// The hyper connection settings a listener's connections share, from the
+/// limits.
+pub fn http_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        // hyper refuses a request head larger than its read buffer with 431.
+        .max_buf_size(limits.max_header_bytes.max(8192) as usize);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(limits.max_header_bytes.min(u64::from(u32::MAX)) as u32)
+        .max_concurrent_streams(256)
+        .keep_alive_interval(limits.http2_keepalive_interval)
+        .keep_alive_timeout(limits.http2_keepalive_interval);
+    builder
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_client_address_holds_at_most_its_share_and_gets_slots_back() {
+        let counts = Arc::new(ClientCounts::default());
+        let (a, b): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        let first = counts.admit(a, 2).unwrap();
+        let second = counts.admit(a, 2).unwrap();
+        assert!(counts.admit(a, 2).is_none(), "a third from one address");
+        assert!(
+            counts.admit(b, 2).is_some(),
+            "another address is not affected"
+        );
+        drop(first);
+        assert!(
+            counts.admit(a, 2).is_some(),
+            "a slot given back is free again"
+        );
+        drop(second);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idleness_counts_from_the_last_request_and_not_while_one_runs() {
+        let activity = Arc::new(Activity::new());
+        let timeout = Duration::from_secs(60);
+        assert_eq!(activity.idle_deadline(timeout), activity.opened + timeout);
+        let request = activity.begin();
+        tokio::time::advance(Duration::from_secs(90)).await;
+        assert!(
+            activity.idle_deadline(timeout) > Instant::now(),
+            "a connection with a request in flight is not idle"
+        );
+        drop(request);
+        let deadline = activity.idle_deadline(timeout);
+        assert!(deadline >= Instant::now() + timeout - Duration::from_millis(1));
+    }
+}
