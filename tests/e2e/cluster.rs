@@ -491,6 +491,9 @@ async fn when_b_dies_a_cancels_its_held_request_and_its_async_approval_is_redeem
     assert_eq!(asked.status, 202, "{}", asked.text());
     let ticket = asked.json()["ticket"].as_str().unwrap().to_owned();
     let async_id = asked.json()["approval"].as_str().unwrap().to_owned();
+    // The ticket binds the Host with its port: behind one name for the
+    // cluster that is the same through any node; here, b's address.
+    let host = cluster.b.proxy().to_string();
     let held_id = pending_for(&cluster.a, "/items/sync", Duration::from_secs(10)).await;
     pending_for(&cluster.a, "/items/async", Duration::from_secs(10)).await;
 
@@ -528,7 +531,11 @@ async fn when_b_dies_a_cancels_its_held_request_and_its_async_approval_is_redeem
     assert_eq!(voted.json()["state"], "approved", "{}", voted.text());
     let redeem = || {
         with_header(
-            from("client", "DELETE", &a.url("/items/async"), "payload"),
+            with_header(
+                from("client", "DELETE", &a.url("/items/async"), "payload"),
+                "host",
+                &host,
+            ),
             "airlock-ticket",
             &ticket,
         )
