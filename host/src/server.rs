@@ -81,6 +81,9 @@ pub enum StartError {
     /// A webhook could not be set up.
     #[error(transparent)]
     Notify(#[from] crate::approvals::notify::NotifyError),
+    /// The audit reader's thread could not start.
+    #[error("audit reader thread: {0}")]
+    Reader(std::io::Error),
     /// Spans could not be exported where `[tracing]` or `OTEL_*` say.
     #[error("tracing: {0:#}")]
     Tracing(anyhow::Error),
@@ -97,6 +100,8 @@ pub struct Server {
     admin: Acceptor,
     /// Who is who, for the admin API.
     identities: Arc<Identities>,
+    /// Where the admin API reads the trail.
+    audit_reader: admin::reader::AuditReader,
     certificates: Vec<Arc<ReloadingCertificates>>,
     /// Webhook delivery tasks, running from bind on.
     notifiers: Vec<JoinHandle<()>>,
@@ -278,6 +283,7 @@ impl Server {
             listeners,
             admin,
             identities,
+            audit_reader: admin::reader::AuditReader::start().map_err(StartError::Reader)?,
             certificates,
             notifiers,
             reloader,
@@ -322,6 +328,7 @@ impl Server {
             listeners,
             admin,
             identities,
+            audit_reader,
             certificates,
             notifiers,
             reloader,
@@ -393,7 +400,7 @@ impl Server {
                 control: Some(control.clone()),
                 cluster: cluster.clone(),
                 heads: audit.as_ref().and_then(|audit| audit.signer.clone()),
-                audit_readers: admin::audit_readers(),
+                audit_reader,
             },
             admin::access::Gate::new(&config.admin, identities),
         );

@@ -6,11 +6,13 @@
 //! Who may call what is one table, [`access::ROUTES`], enforced before any
 //! handler runs; the OpenAPI document ([`OPENAPI`]) describes every route.
 //! Its connections are bounded and timed like the proxy's
-//! ([`crate::accept`]), and the trail's expensive reads run one at a time,
-//! so callers of this port cannot take the proxy's CPU or file handles.
+//! ([`crate::accept`]), and the trail's expensive reads run on one
+//! low-priority thread ([`reader`]), so callers of this port cannot take
+//! the proxy's CPU or file handles.
 //! Answers are JSON; unknown paths get a JSON 404.
 
 pub mod access;
+pub mod reader;
 
 use std::sync::Arc;
 
@@ -21,7 +23,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
-use tokio::sync::Semaphore;
 
 use crate::audit::{self, query::AuditFilter, query::QueryError};
 use crate::proxy::Proxy;
@@ -34,10 +35,6 @@ pub const OPENAPI: &str = include_str!("openapi.json");
 /// The largest request body the admin API reads (changes and comments are
 /// small JSON); above it: 413. Read only after the caller is authorized.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
-
-/// Audit queries and verifications running at once; more wait their turn,
-/// so the trail's readers use at most one CPU between them.
-const AUDIT_READERS: usize = 1;
 
 /// What admin handlers read.
 #[derive(Debug, Clone)]
@@ -58,21 +55,8 @@ pub struct AdminState {
     pub cluster: Option<Arc<crate::cluster::Cluster>>,
     /// The signer of this node's chain heads, whose heads verify checks.
     pub heads: Option<Arc<crate::audit::heads::HeadSigner>>,
-    /// Turns for the audit trail's readers ([`AUDIT_READERS`]).
-    pub audit_readers: Arc<Semaphore>,
-}
-
-impl AdminState {
-    /// A turn for one audit query or verification, waiting for one if all
-    /// are taken.
-    async fn audit_turn(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
-        self.audit_readers.acquire().await.ok()
-    }
-}
-
-/// A fresh set of turns for the audit trail's readers.
-pub fn audit_readers() -> Arc<Semaphore> {
-    Arc::new(Semaphore::new(AUDIT_READERS))
+    /// Where the trail's queries and verifications run ([`reader`]).
+    pub audit_reader: reader::AuditReader,
 }
 
 /// The admin API, behind its host check and access table.
@@ -219,15 +203,17 @@ async fn audit_query(
     let Some(store) = state.store.clone() else {
         return audit_off().into_response();
     };
-    let _turn = state.audit_turn().await;
-    let result = tokio::task::spawn_blocking(move || audit::query::query(&*store, &filter)).await;
+    let result = state
+        .audit_reader
+        .run(move || audit::query::query(&*store, &filter))
+        .await;
     match result {
-        Ok(Ok(page)) => (StatusCode::OK, Json(page)).into_response(),
-        Ok(Err(QueryError::BadFilter { field, message })) => {
+        Some(Ok(page)) => (StatusCode::OK, Json(page)).into_response(),
+        Some(Err(QueryError::BadFilter { field, message })) => {
             bad_request(&format!("{field}: {message}")).into_response()
         }
-        Ok(Err(error)) => internal(&error.to_string()).into_response(),
-        Err(error) => internal(&error.to_string()).into_response(),
+        Some(Err(error)) => internal(&error.to_string()).into_response(),
+        None => reader_busy().into_response(),
     }
 }
 
@@ -248,15 +234,14 @@ async fn cluster(State(state): State<AdminState>) -> Response {
 /// `GET /v1/audit/verify`: walk the chain, check it against this node's
 /// signed heads (`heads_checked`, with the `public_key` they are signed
 /// with) and, in a cluster, against its anchor in etcd (`anchor_checked`).
-async fn audit_verify(State(state): State<AdminState>) -> impl IntoResponse {
+async fn audit_verify(State(state): State<AdminState>) -> Response {
     let Some(store) = state.store.clone() else {
-        return audit_off();
+        return audit_off().into_response();
     };
-    let _turn = state.audit_turn().await;
     let anchor = match &state.cluster {
         Some(cluster) => match crate::cluster::anchor_of(cluster.etcd(), cluster.node()).await {
             Ok(anchor) => anchor,
-            Err(error) => return unavailable(&error.to_string()),
+            Err(error) => return unavailable(&error.to_string()).into_response(),
         },
         None => None,
     };
@@ -265,34 +250,36 @@ async fn audit_verify(State(state): State<AdminState>) -> impl IntoResponse {
         .as_ref()
         .and_then(|cluster| cluster.anchor_key().copied());
     let signer = state.heads.clone();
-    let checked = tokio::task::spawn_blocking(move || {
-        let verification = audit::verify(&*store)?;
-        let against_anchor = match &anchor {
-            Some(anchor) => crate::cluster::check_anchor(&*store, anchor, trusted.as_ref())?,
-            None => None,
-        };
-        let against_heads = match signer
-            .as_ref()
-            .and_then(|signer| Some((signer.heads_file()?, signer.public_key())))
-        {
-            Some((file, key)) if file.exists() => {
-                let heads = audit::heads::read_heads(file).map_err(|error| {
-                    crate::store::StoreError::new("read the signed heads", error)
-                })?;
-                audit::heads::check_heads(&*store, &heads, Some(&key), verification.first)?
-            }
-            _ => None,
-        };
-        Ok::<_, crate::store::StoreError>((
-            verification,
-            anchor.is_some(),
-            against_anchor,
-            against_heads,
-        ))
-    })
-    .await;
+    let checked = state
+        .audit_reader
+        .run(move || {
+            let verification = audit::verify(&*store)?;
+            let against_anchor = match &anchor {
+                Some(anchor) => crate::cluster::check_anchor(&*store, anchor, trusted.as_ref())?,
+                None => None,
+            };
+            let against_heads = match signer
+                .as_ref()
+                .and_then(|signer| Some((signer.heads_file()?, signer.public_key())))
+            {
+                Some((file, key)) if file.exists() => {
+                    let heads = audit::heads::read_heads(file).map_err(|error| {
+                        crate::store::StoreError::new("read the signed heads", error)
+                    })?;
+                    audit::heads::check_heads(&*store, &heads, Some(&key), verification.first)?
+                }
+                _ => None,
+            };
+            Ok::<_, crate::store::StoreError>((
+                verification,
+                anchor.is_some(),
+                against_anchor,
+                against_heads,
+            ))
+        })
+        .await;
     match checked {
-        Ok(Ok((verification, anchor_checked, against_anchor, against_heads))) => {
+        Some(Ok((verification, anchor_checked, against_anchor, against_heads))) => {
             let mut answer = json!(verification);
             answer["anchor_checked"] = json!(anchor_checked);
             answer["heads_checked"] = json!(state.heads.is_some());
@@ -308,11 +295,28 @@ async fn audit_verify(State(state): State<AdminState>) -> impl IntoResponse {
                 answer["broken_at"] = json!(seq);
                 answer["problem"] = json!(problem);
             }
-            (StatusCode::OK, Json(answer))
+            (StatusCode::OK, Json(answer)).into_response()
         }
-        Ok(Err(error)) => internal(&error.to_string()),
-        Err(error) => internal(&error.to_string()),
+        Some(Err(error)) => internal(&error.to_string()).into_response(),
+        None => reader_busy().into_response(),
     }
+}
+
+/// The reader's queue is full: 429, come back shortly.
+fn reader_busy() -> Response {
+    let mut response = (
+        StatusCode::TOO_MANY_REQUESTS,
+        Json(json!({
+            "error": "too_many",
+            "detail": "the audit trail's reader is busy with other queries and verifications; try again shortly"
+        })),
+    )
+        .into_response();
+    response.headers_mut().insert(
+        axum::http::header::RETRY_AFTER,
+        axum::http::HeaderValue::from_static("5"),
+    );
+    response
 }
 
 fn unavailable(message: &str) -> (StatusCode, Json<serde_json::Value>) {
