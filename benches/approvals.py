@@ -44,7 +44,7 @@ class Events:
         self.cond = threading.Condition()
         self.sock = socket.create_connection(("127.0.0.1", admin_port))
         self.sock.sendall(
-            f"GET /v1/approvals/stream HTTP/1.1\r\nHost: admin\r\nAuthorization: Bearer {token}\r\n\r\n".encode()
+            f"GET /v1/approvals/stream HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n\r\n".encode()
         )
         threading.Thread(target=self.read, daemon=True).start()
 

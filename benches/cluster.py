@@ -179,7 +179,7 @@ class Events:
         self.sock = socket.create_connection(("127.0.0.1", admin_port), timeout=10)
         self.sock.settimeout(None)
         self.sock.sendall(
-            f"GET /v1/approvals/stream HTTP/1.1\r\nHost: admin\r\nAuthorization: Bearer {token}\r\n\r\n".encode()
+            f"GET /v1/approvals/stream HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n\r\n".encode()
         )
         threading.Thread(target=self.read, daemon=True).start()
         # the node subscribes before it answers: from here on no event is missed

@@ -16,6 +16,7 @@ developers: BENCHMARKS.md comes from benches/run alone.
 """
 
 import argparse
+import hashlib
 import re
 import shutil
 import subprocess
@@ -50,7 +51,16 @@ backends = [{{ address = "127.0.0.1:{upstream}" }}]
 [[route]]
 pool = "bench"
 {route}
+
+# Reads /metrics (it needs the viewer role).
+[[principal]]
+subject = "bench"
+token_sha256 = "{token_sha256}"
+roles = ["viewer"]
 """
+
+# The bench principal's token; only its SHA-256 is in the config.
+TOKEN = "side-by-side-bench-token"
 
 
 def histogram_mean(metrics: str, name: str) -> str:
@@ -71,6 +81,7 @@ def run(binary: Path, audit: str, seconds: int, upstream: int, work: Path) -> tu
         port=port,
         upstream=upstream,
         route='audit = "durable"' if audit == "durable" else "",
+        token_sha256=hashlib.sha256(TOKEN.encode()).hexdigest(),
     )
     pinned = work / "airlock"
     pinned.write_text(f'#!/bin/sh\nexec taskset -c 0 "{binary.resolve()}" "$@"\n')
@@ -81,7 +92,10 @@ def run(binary: Path, audit: str, seconds: int, upstream: int, work: Path) -> tu
         url = f"http://127.0.0.1:{port}/"
         subprocess.run(wrk + ["-d2s", url], check=True, capture_output=True)
         out = subprocess.run(wrk + [f"-d{seconds}s", url], check=True, capture_output=True, text=True).stdout
-        metrics = urllib.request.urlopen(f"http://127.0.0.1:{admin}/metrics").read().decode()
+        scrape = urllib.request.Request(
+            f"http://127.0.0.1:{admin}/metrics", headers={"Authorization": f"Bearer {TOKEN}"}
+        )
+        metrics = urllib.request.urlopen(scrape).read().decode()
     finally:
         stop(proxy)
     rps = float(re.search(r"Requests/sec:\s+(\S+)", out).group(1))

@@ -604,10 +604,9 @@ pub struct ListenerConfig {
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
     /// Connections one client address may hold at once; more are closed at
-    /// once. Behind a balancer (every connection from its address), raise it
-    /// to `max_connections`.
-    #[serde(default = "default_max_connections_per_client")]
-    pub max_connections_per_client: usize,
+    /// once. Default: 256, or `max_connections` with `trust_forwarded` (behind
+    /// a balancer every connection comes from its address).
+    pub max_connections_per_client: Option<usize>,
     /// Keep `X-Forwarded-*`, `Forwarded` and `X-Real-IP` from clients (only for
     /// listeners behind a trusted balancer); otherwise they are removed.
     #[serde(default)]
@@ -626,8 +625,16 @@ fn default_max_connections() -> usize {
     10_000
 }
 
-fn default_max_connections_per_client() -> usize {
-    256
+impl ListenerConfig {
+    /// `max_connections_per_client`, or its default.
+    pub fn connections_per_client(&self) -> usize {
+        const DEFAULT: usize = 256;
+        match self.max_connections_per_client {
+            Some(bound) => bound,
+            None if self.trust_forwarded => self.max_connections,
+            None => DEFAULT.min(self.max_connections),
+        }
+    }
 }
 
 /// A listener's connection bounds and TLS material (`at`: `listener[0]`,
@@ -1072,7 +1079,7 @@ impl Config {
             validate_connections(
                 &format!("listener[{i}]"),
                 l.max_connections,
-                l.max_connections_per_client,
+                l.connections_per_client(),
                 l.tls.as_ref(),
             )?;
         }
@@ -1902,6 +1909,31 @@ pool = "web"
         assert_eq!(
             config.pools[1].hash_key,
             Some(HashKey::Cookie("session".into()))
+        );
+    }
+
+    #[test]
+    fn a_client_may_hold_256_connections_unless_behind_a_balancer() {
+        let config = parse(
+            "[[listener]]\nname = \"edge\"\naddress = \"127.0.0.1:0\"\n\n\
+             [[listener]]\nname = \"behind-lb\"\naddress = \"127.0.0.1:0\"\ntrust_forwarded = true\nmax_connections = 5000\n\n\
+             [[listener]]\nname = \"small\"\naddress = \"127.0.0.1:0\"\nmax_connections = 10\n\n\
+             [[listener]]\nname = \"set\"\naddress = \"127.0.0.1:0\"\ntrust_forwarded = true\nmax_connections_per_client = 3\n",
+        )
+        .unwrap();
+        let bounds: Vec<usize> = config
+            .listeners
+            .iter()
+            .map(ListenerConfig::connections_per_client)
+            .collect();
+        assert_eq!(bounds, [256, 5000, 10, 3]);
+        let zero = parse(
+            "[[listener]]\nname = \"a\"\naddress = \"127.0.0.1:0\"\nmax_connections_per_client = 0\n",
+        )
+        .unwrap_err();
+        assert!(
+            zero.contains("listener[0].max_connections_per_client"),
+            "{zero}"
         );
     }
 

@@ -35,7 +35,7 @@ impl Listener {
     ) -> Self {
         let bounds = ConnectionBounds {
             max_connections: config.max_connections,
-            max_per_client: config.max_connections_per_client,
+            max_per_client: config.connections_per_client(),
             idle_timeout: limits.idle_timeout,
         };
         Self {
