@@ -885,9 +885,10 @@ pub struct RouteConfig {
     /// Where the balancer spills a share of the route's requests during a
     /// surge (a `spill-surge` event; `[control] spill_in_flight`).
     pub overflow_pool: Option<String>,
-    /// Let a `_method` query parameter through to the backend on a route
-    /// with policies. By default such a request is refused with 400: Rails,
-    /// Laravel and Symfony read it as the method, which no policy judged.
+    /// Let a `_method` query parameter or form field through to the backend
+    /// on a route with policies. By default such a request is refused with
+    /// 400: Rails, Laravel and Symfony read it as the method, which no
+    /// policy judged.
     #[serde(default)]
     pub allow_method_parameter: bool,
 }

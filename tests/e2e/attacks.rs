@@ -410,6 +410,54 @@ async fn a_method_parameter_is_refused_where_policies_judge() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_method_form_field_is_refused_where_policies_judge() {
+    let up = Upstream::start("a").await;
+    let folder = policy_folder(&[("allow-all", "")]);
+    let airlock = Airlock::start(&format!(
+        "[policies]\ndirectory = {:?}\n\n{PUBLIC_LISTENER}\n{}\n\
+         [[route]]\npath = \"/judged\"\npool = \"web\"\npolicies = [\"allow-all\"]\n\n\
+         [[route]]\npool = \"web\"\n",
+        folder.path().display().to_string(),
+        pool("web", &[&up], "")
+    ));
+    let post = |path: &str, content_type: &str, body: &str| {
+        Request::post(airlock.url(path))
+            .header("content-type", content_type)
+            .body(full(body.to_owned()))
+            .unwrap()
+    };
+    let form = "application/x-www-form-urlencoded";
+    let multipart = "multipart/form-data; boundary=b";
+    let smuggled =
+        "--b\r\nContent-Disposition: form-data; name=\"_method\"\r\n\r\nDELETE\r\n--b--\r\n";
+    let client = Client::http1();
+    for (content_type, body) in [
+        (form, "id=7&_method=DELETE"),
+        (form, "%5Fmethod=delete"),
+        (multipart, smuggled),
+    ] {
+        let reply = client
+            .send(post("/judged/users/7", content_type, body))
+            .await;
+        assert_eq!(reply.status, 400, "{body}: {}", reply.text());
+        assert!(reply.text().contains("_method"), "{}", reply.text());
+    }
+    // An ordinary form passes; so does any form where no policy judges.
+    let fine = client
+        .send(post("/judged/users", form, "name=ann&role=reader"))
+        .await;
+    assert_eq!(fine.status, 200, "{}", fine.text());
+    assert_eq!(fine.json()["body_len"], 20);
+    let unjudged = client
+        .send(post("/open/users/7", form, "_method=DELETE"))
+        .await;
+    assert_eq!(unjudged.status, 200, "{}", unjudged.text());
+    // A refused body costs the backend nothing in its health.
+    let (_, pools) = airlock.admin_json("/v1/pools").await;
+    assert_eq!(pools["pools"][0]["backends"][0]["healthy"], true, "{pools}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn anonymous_clients_each_have_their_own_approval_quota() {
     let up = Upstream::start("a").await;
     let (airlock, _folder) = node(

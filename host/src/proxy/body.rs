@@ -11,6 +11,7 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::{combinators::BoxBody, BodyExt, Empty, Full};
 use hyper::body::Incoming;
 
+use super::hygiene::{FormKind, MethodFieldScanner};
 use crate::balance::figures::InFlight;
 
 /// An error from a body stream (client, upstream, or a limit).
@@ -65,6 +66,71 @@ impl Body for Counted {
     fn size_hint(&self) -> SizeHint {
         self.body.size_hint()
     }
+}
+
+/// A form body carried a `_method` field on a route with policies.
+#[derive(Debug, thiserror::Error)]
+#[error("the `_method` form field is not accepted on this route: send the real method instead")]
+pub struct MethodFieldRefused;
+
+/// A form body that fails with [`MethodFieldRefused`] as soon as a
+/// `_method` field shows (the piece holding it does not go on).
+pub fn method_field_guarded(body: ProxyBody, kind: FormKind) -> ProxyBody {
+    Guarded {
+        body,
+        scanner: MethodFieldScanner::new(kind),
+        ended: false,
+    }
+    .boxed()
+}
+
+struct Guarded {
+    body: ProxyBody,
+    scanner: MethodFieldScanner,
+    ended: bool,
+}
+
+impl Body for Guarded {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if self.ended {
+            return Poll::Ready(None);
+        }
+        let polled = std::task::ready!(Pin::new(&mut self.body).poll_frame(cx));
+        let refused = match &polled {
+            Some(Ok(frame)) => frame.data_ref().is_some_and(|data| self.scanner.feed(data)),
+            Some(Err(_)) => false,
+            None => {
+                self.ended = true;
+                self.scanner.finish()
+            }
+        };
+        if refused {
+            self.ended = true;
+            return Poll::Ready(Some(Err(MethodFieldRefused.into())));
+        }
+        Poll::Ready(polled)
+    }
+
+    // Never ends early: the end is where the last field is looked at.
+    fn is_end_stream(&self) -> bool {
+        self.ended
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// Whether a whole form body carries a `_method` field.
+pub fn has_method_field(body: &[u8], kind: FormKind) -> bool {
+    let mut scanner = MethodFieldScanner::new(kind);
+    scanner.feed(body) || scanner.finish()
 }
 
 /// How long an unread request body is drained after Airlock answered early.

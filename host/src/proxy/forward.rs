@@ -79,9 +79,23 @@ pub async fn forward(
     // Most requests have no body: an empty one costs no allocation.
     let mut body = match incoming {
         RequestBody::Streaming(incoming) if incoming.is_end_stream() => body::empty(),
-        RequestBody::Streaming(incoming) => body::limited(incoming, limits.max_body_bytes),
+        RequestBody::Streaming(incoming) => {
+            let limited = body::limited(incoming, limits.max_body_bytes);
+            match target.form_guard {
+                Some(kind) => body::method_field_guarded(limited, kind),
+                None => limited,
+            }
+        }
         RequestBody::Held(bytes) if bytes.is_empty() => body::empty(),
-        RequestBody::Held(bytes) => body::full(bytes),
+        RequestBody::Held(bytes) => {
+            if target
+                .form_guard
+                .is_some_and(|kind| body::has_method_field(&bytes, kind))
+            {
+                return Err(ProxyError::BadRequest(body::MethodFieldRefused.to_string()));
+            }
+            body::full(bytes)
+        }
     };
     let mut replayable = upstream::replayable(&parts, &body);
     let mut index = pool
@@ -124,13 +138,19 @@ pub async fn forward(
             Ok(Err(error)) => {
                 // A client that sent too much or went away says nothing about
                 // the backend: only the backend's own failures count against it.
-                if error.is_backend_fault() {
+                let clients_fault = !error.is_backend_fault()
+                    || caused_by::<body::BodyTooLarge>(&error)
+                    || caused_by::<body::MethodFieldRefused>(&error);
+                if !clients_fault {
                     pool.record_outcome(index, true, latency);
                 }
-                if body_limit_exceeded(&error) {
+                if caused_by::<body::BodyTooLarge>(&error) {
                     return Err(ProxyError::BodyTooLarge {
                         limit: limits.max_body_bytes,
                     });
+                }
+                if caused_by::<body::MethodFieldRefused>(&error) {
+                    return Err(ProxyError::BadRequest(body::MethodFieldRefused.to_string()));
                 }
                 // The client's body broke (bad chunked framing, cut short):
                 // the client's fault, not the backend's.
@@ -295,10 +315,12 @@ fn relay_response(
 }
 
 /// Whether the client's body grew over the limit while it was being sent.
-fn body_limit_exceeded(error: &UpstreamError) -> bool {
+/// Whether `T` is among the causes of `error` (through HTTP/1.1's and
+/// hyper's wrappings alike).
+fn caused_by<T: std::error::Error + 'static>(error: &UpstreamError) -> bool {
     let mut cause = error.source();
     while let Some(e) = cause {
-        if e.is::<body::BodyTooLarge>() {
+        if e.is::<T>() {
             return true;
         }
         cause = e.source();

@@ -8,8 +8,9 @@
 //!
 //! Method-override headers (`X-HTTP-Method-Override` and kin) are refused: a
 //! backend that honours them would run a method no rule saw; so is a
-//! `_method` query parameter on a route with policies (Rails, Laravel and
-//! Symfony honour it). Headers only Airlock may set (`Airlock-*`), URL
+//! `_method` query parameter or form field on a route with policies (Rails,
+//! Laravel and Symfony honour it; [`MethodFieldScanner`] finds the field as
+//! the body streams). Headers only Airlock may set (`Airlock-*`), URL
 //! rewrite headers (`X-Original-URL`, `X-Rewrite-URL`: some frameworks serve
 //! the URL they name instead of the one judged), header names with an
 //! underscore (CGI and WSGI turn `_` and `-` alike into `HTTP_..._...`, so
@@ -205,6 +206,126 @@ pub fn check_method_parameter(query: Option<&str>) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// How a request body that may carry a `_method` form field is laid out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FormKind {
+    /// `application/x-www-form-urlencoded`: `name=value&...`.
+    UrlEncoded,
+    /// `multipart/form-data`: parts named by `Content-Disposition`.
+    Multipart,
+}
+
+impl FormKind {
+    /// The form a `Content-Type` names, if any.
+    pub fn of(headers: &HeaderMap) -> Option<FormKind> {
+        let content_type = headers.get(http::header::CONTENT_TYPE)?.to_str().ok()?;
+        let essence = content_type.split(';').next()?.trim();
+        if essence.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
+            Some(FormKind::UrlEncoded)
+        } else if essence.eq_ignore_ascii_case("multipart/form-data") {
+            Some(FormKind::Multipart)
+        } else {
+            None
+        }
+    }
+}
+
+/// Finds a `_method` field in a form body fed in pieces (as it streams):
+/// in a URL-encoded body, a field whose name decodes to `_method` (case
+/// aside); in a multipart body, `name="_method"` (or unquoted) anywhere.
+#[derive(Debug)]
+pub struct MethodFieldScanner {
+    kind: FormKind,
+    /// URL-encoded: the raw name of the field being read, while it may
+    /// still be `_method`; multipart: the last bytes, for a match split
+    /// across pieces.
+    pending: Vec<u8>,
+    /// URL-encoded: inside a field's value, or a name too long to matter.
+    skipping: bool,
+}
+
+/// The longest raw spelling of `_method` worth keeping: every byte
+/// percent-encoded.
+const RAW_NAME_MAX: usize = 3 * METHOD_OVERRIDE_PARAMETER.len();
+
+/// What multipart bodies are searched for (lower-cased).
+const MULTIPART_NAMES: [&[u8]; 2] = [b"name=\"_method\"", b"name=_method"];
+
+impl MethodFieldScanner {
+    /// A scanner for a body of `kind`.
+    pub fn new(kind: FormKind) -> MethodFieldScanner {
+        MethodFieldScanner {
+            kind,
+            pending: Vec::new(),
+            skipping: false,
+        }
+    }
+
+    /// Feeds the next piece; true once a `_method` field was seen.
+    pub fn feed(&mut self, piece: &[u8]) -> bool {
+        match self.kind {
+            FormKind::UrlEncoded => piece.iter().any(|&byte| self.url_encoded(byte)),
+            FormKind::Multipart => self.multipart(piece),
+        }
+    }
+
+    /// Feeds the end of the body; true if its last field is `_method`.
+    pub fn finish(&mut self) -> bool {
+        self.kind == FormKind::UrlEncoded && !self.skipping && self.name_is_method()
+    }
+
+    fn url_encoded(&mut self, byte: u8) -> bool {
+        match byte {
+            b'&' => {
+                let found = !self.skipping && self.name_is_method();
+                self.pending.clear();
+                self.skipping = false;
+                found
+            }
+            b'=' if !self.skipping => {
+                let found = self.name_is_method();
+                self.pending.clear();
+                self.skipping = true;
+                found
+            }
+            _ if self.skipping => false,
+            _ => {
+                self.pending.push(byte);
+                if self.pending.len() > RAW_NAME_MAX {
+                    self.pending.clear();
+                    self.skipping = true;
+                }
+                false
+            }
+        }
+    }
+
+    fn name_is_method(&self) -> bool {
+        !self.pending.is_empty()
+            && percent_encoding::percent_decode(&self.pending)
+                .decode_utf8_lossy()
+                .eq_ignore_ascii_case(METHOD_OVERRIDE_PARAMETER)
+    }
+
+    fn multipart(&mut self, piece: &[u8]) -> bool {
+        let longest = MULTIPART_NAMES
+            .iter()
+            .map(|name| name.len())
+            .max()
+            .unwrap_or(0);
+        self.pending
+            .extend(piece.iter().map(u8::to_ascii_lowercase));
+        let found = MULTIPART_NAMES.iter().any(|name| {
+            self.pending
+                .windows(name.len())
+                .any(|window| window == *name)
+        });
+        let keep = self.pending.len().saturating_sub(longest - 1);
+        self.pending.drain(..keep);
+        found
+    }
 }
 
 /// Refuses requests carrying a method override.
@@ -545,6 +666,71 @@ mod tests {
         let mut added = sent.clone();
         added.insert("authorization", "Bearer backend-superuser".parse().unwrap());
         assert_ne!(bound_headers_digest(&sent), bound_headers_digest(&added));
+    }
+
+    /// Whether `body`, fed in pieces of `size` bytes, carries `_method`.
+    fn scanned(kind: FormKind, body: &str, size: usize) -> bool {
+        let mut scanner = MethodFieldScanner::new(kind);
+        let mut found = false;
+        for piece in body.as_bytes().chunks(size) {
+            found |= scanner.feed(piece);
+        }
+        found | scanner.finish()
+    }
+
+    #[test]
+    fn a_method_form_field_is_found_however_the_body_is_cut() {
+        for size in [1, 2, 3, 7, 1000] {
+            for body in [
+                "_method=DELETE",
+                "id=7&_method=delete&x=1",
+                "id=7&%5Fmethod=put",
+                "a=b&_METHOD",
+                "x=1&_method=",
+            ] {
+                assert!(
+                    scanned(FormKind::UrlEncoded, body, size),
+                    "{body} by {size}"
+                );
+            }
+            for body in [
+                "method=DELETE",
+                "a_method=x",
+                "q=_method",
+                "q=x&_methods=1",
+                "note=_method%3DDELETE",
+                "",
+            ] {
+                assert!(
+                    !scanned(FormKind::UrlEncoded, body, size),
+                    "{body} by {size}"
+                );
+            }
+            let multipart =
+                "--b\r\nContent-Disposition: form-data; NAME=\"_method\"\r\n\r\nDELETE\r\n--b--";
+            assert!(scanned(FormKind::Multipart, multipart, size), "by {size}");
+            let innocent =
+                "--b\r\nContent-Disposition: form-data; name=\"title\"\r\n\r\n_method\r\n--b--";
+            assert!(!scanned(FormKind::Multipart, innocent, size), "by {size}");
+        }
+    }
+
+    #[test]
+    fn form_kinds_come_from_the_content_type() {
+        let kind = |value: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert("content-type", value.parse().unwrap());
+            FormKind::of(&headers)
+        };
+        assert_eq!(
+            kind("application/x-www-form-urlencoded; charset=utf-8"),
+            Some(FormKind::UrlEncoded)
+        );
+        assert_eq!(
+            kind("Multipart/Form-Data; boundary=x"),
+            Some(FormKind::Multipart)
+        );
+        assert_eq!(kind("application/json"), None);
     }
 
     #[test]

@@ -125,6 +125,9 @@ pub struct Target {
     pub host_header: Option<HeaderValue>,
     /// Normalized path and the original query.
     pub path_and_query: PathAndQuery,
+    /// A form body to search for a `_method` field (on a route with
+    /// policies that does not allow one), and how it is laid out.
+    pub form_guard: Option<hygiene::FormKind>,
 }
 
 impl Proxy {
@@ -295,7 +298,7 @@ impl Proxy {
         mut steps: Option<&mut Steps>,
     ) -> Result<(&'r route::Route, Target, record::Ruling), ProxyError> {
         let limits = &self.limits;
-        let target = inspect(conn, request)?;
+        let mut target = inspect(conn, request)?;
         let route = routing
             .routes
             .find(&target.host, target.path_and_query.path())
@@ -309,6 +312,7 @@ impl Proxy {
         if route.refuses_method_parameter() {
             hygiene::check_method_parameter(target.path_and_query.query())
                 .map_err(ProxyError::BadRequest)?;
+            target.form_guard = hygiene::FormKind::of(request.headers());
         }
         if request
             .body()
@@ -607,6 +611,7 @@ fn inspect(conn: &ConnectionInfo, request: &mut Request<Incoming>) -> Result<Tar
         host,
         host_header,
         path_and_query,
+        form_guard: None,
     })
 }
 
