@@ -120,7 +120,8 @@ impl Acceptor {
 
     /// Accepts connections until `stop` begins draining, serving each
     /// request of a connection with the handler `connect` made for it once
-    /// it was accepted (and its TLS handshake done). `token` is held by every
+    /// it was accepted (and its TLS handshake done). The handler answers
+    /// through the request's [`RequestGuard`]. `token` is held by every
     /// connection until it ends.
     pub async fn serve<C, H, F, B>(
         self,
@@ -130,8 +131,8 @@ impl Acceptor {
         connect: C,
     ) where
         C: Fn(Accepted) -> H + Send + Sync + 'static,
-        H: Fn(Request<Incoming>) -> F + Send + Sync + 'static,
-        F: Future<Output = Response<B>> + Send + 'static,
+        H: Fn(Request<Incoming>, RequestGuard) -> F + Send + Sync + 'static,
+        F: Future<Output = Result<Response<Tracked<B>>, Infallible>> + Send + 'static,
         B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
@@ -210,27 +211,15 @@ impl Connection {
     async fn serve<I, H, F, B>(self, io: I, handler: H)
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-        H: Fn(Request<Incoming>) -> F + Send + Sync + 'static,
-        F: Future<Output = Response<B>> + Send + 'static,
+        H: Fn(Request<Incoming>, RequestGuard) -> F + Send + Sync + 'static,
+        F: Future<Output = Result<Response<Tracked<B>>, Infallible>> + Send + 'static,
         B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let activity = Arc::new(Activity::new());
         let service = {
             let activity = activity.clone();
-            let handler = Arc::new(handler);
-            service_fn(move |request| {
-                let in_flight = activity.begin();
-                let response = (*handler)(request);
-                async move {
-                    // In flight until the response body has been sent.
-                    let response = response.await.map(|body| Tracked {
-                        body,
-                        in_flight: Some(in_flight),
-                    });
-                    Ok::<_, Infallible>(response)
-                }
-            })
+            service_fn(move |request| handler(request, RequestGuard(activity.begin())))
         };
         let connection = self
             .http
@@ -280,11 +269,29 @@ struct Activity {
 }
 
 /// One request in flight; ends when dropped (answered or abandoned).
+#[derive(Debug)]
 struct InFlight(Arc<Activity>);
+
+/// A request being served: the connection is not idle while it lives.
+/// Its handler answers through [`RequestGuard::track`], so that the
+/// response body keeps the request in flight until it has been sent.
+#[derive(Debug)]
+pub struct RequestGuard(InFlight);
+
+impl RequestGuard {
+    /// `response`, its body holding this request in flight.
+    pub fn track<B>(self, response: Response<B>) -> Response<Tracked<B>> {
+        response.map(|body| Tracked {
+            body,
+            in_flight: Some(self.0),
+        })
+    }
+}
 
 /// A response body that keeps its request in flight until it has ended
 /// (or hyper dropped it), so a long download is not an idle connection.
-struct Tracked<B> {
+#[derive(Debug)]
+pub struct Tracked<B> {
     body: B,
     in_flight: Option<InFlight>,
 }

@@ -406,14 +406,12 @@ impl Server {
         );
         let admin_task = tokio::spawn(admin.serve(http, admin_phase, None, move |_| {
             let app = admin_app.clone();
-            move |request: http::Request<hyper::body::Incoming>| {
+            move |request: http::Request<hyper::body::Incoming>, guard: accept::RequestGuard| {
                 let app = app.clone();
                 async move {
                     use tower::ServiceExt as _;
-                    match app.oneshot(request.map(axum::body::Body::new)).await {
-                        Ok(response) => response,
-                        Err(never) => match never {},
-                    }
+                    let response = app.oneshot(request.map(axum::body::Body::new)).await?;
+                    Ok::<_, std::convert::Infallible>(guard.track(response))
                 }
             }
         }));

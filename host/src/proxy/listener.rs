@@ -4,6 +4,7 @@
 //! each request handed to [`Proxy::handle`] with what is known of its
 //! connection.
 
+use std::convert::Infallible;
 use std::sync::Arc;
 
 use hyper_util::rt::TokioExecutor;
@@ -13,7 +14,7 @@ use tokio_rustls::TlsAcceptor;
 
 use super::hygiene::ClientTrust;
 use super::{ConnectionInfo, Proxy};
-use crate::accept::{Acceptor, ConnectionBounds, ConnectionToken};
+use crate::accept::{Acceptor, ConnectionBounds, ConnectionToken, RequestGuard};
 use crate::config::{Limits, ListenerConfig};
 use crate::shutdown::Shutdown;
 
@@ -74,9 +75,9 @@ impl Listener {
                     client_certificates: accepted.client_certificates,
                 });
                 let proxy = proxy.clone();
-                move |request| {
+                move |request, guard: RequestGuard| {
                     let (proxy, info) = (proxy.clone(), info.clone());
-                    async move { proxy.handle(&info, request).await }
+                    async move { Ok::<_, Infallible>(guard.track(proxy.handle(&info, request).await)) }
                 }
             })
             .await;

@@ -173,9 +173,14 @@ impl Proxy {
             clock: Clock::start(),
             ..Progress::default()
         };
+        // The request's steps make a future of several KiB: boxed once
+        // here, what hyper and the listener move around per request is
+        // small (measured with callgrind: 2 to 9 copies of it per request
+        // otherwise, the largest item of a request's instructions).
+        let steps = Box::pin(self.route_and_forward(conn, request, &mut progress));
         let result = tokio::select! {
             biased;
-            result = self.route_and_forward(conn, request, &mut progress) => result,
+            result = steps => result,
             () = self.shutdown.deadline_passed() => Err(ProxyError::ShuttingDown),
         };
         let error = result.as_ref().err().map(ProxyError::code);
