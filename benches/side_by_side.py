@@ -16,7 +16,7 @@ the per-round ratio AFTER / BEFORE. With --prefill S, S seconds of unrecorded
 load first grow the audit trail; with --verify-load N, N clients loop on
 GET /v1/audit/verify (as an admin) while wrk measures, so the figures show
 what auditors cost the proxy (the line adds the verifications answered 200
-and refused). Needs nginx, wrk and taskset. A tool for developers:
+and refused); --backoff makes them wait as a 429's Retry-After says. Needs nginx, wrk and taskset. A tool for developers:
 BENCHMARKS.md comes from benches/run alone.
 """
 
@@ -79,9 +79,10 @@ def histogram_mean(metrics: str, name: str) -> str:
     return f"{int(float(count.group(1)))} x {float(total.group(1)) / float(count.group(1)) * 1000:.2f} ms"
 
 
-def verify_loop(admin: int, stop: threading.Event, statuses: list) -> None:
+def verify_loop(admin: int, stop: threading.Event, statuses: list, backoff: bool) -> None:
     """GET /v1/audit/verify again and again until `stop`, noting each status
-    (0: the connection failed)."""
+    (0: the connection failed); with `backoff`, waiting as a 429's
+    Retry-After says (as a well-behaved client would), else at once."""
     while not stop.is_set():
         try:
             c = http.client.HTTPConnection("127.0.0.1", admin, timeout=60)
@@ -90,13 +91,22 @@ def verify_loop(admin: int, stop: threading.Event, statuses: list) -> None:
             response.read()
             statuses.append(response.status)
             c.close()
+            if backoff and response.status == 429:
+                stop.wait(float(response.getheader("retry-after") or 1))
         except OSError:
             statuses.append(0)
             time.sleep(0.05)
 
 
 def run(
-    binary: Path, audit: str, seconds: int, upstream: int, work: Path, prefill: int = 0, verifiers: int = 0
+    binary: Path,
+    audit: str,
+    seconds: int,
+    upstream: int,
+    work: Path,
+    prefill: int = 0,
+    verifiers: int = 0,
+    backoff: bool = False,
 ) -> tuple[float, str]:
     port, admin = free_port(), free_port()
     work.mkdir(parents=True)
@@ -119,7 +129,7 @@ def run(
         subprocess.run(wrk + [f"-d{2 + prefill}s", url], check=True, capture_output=True)
         stop_verifying, statuses = threading.Event(), []
         threads = [
-            threading.Thread(target=verify_loop, args=(admin, stop_verifying, statuses), daemon=True)
+            threading.Thread(target=verify_loop, args=(admin, stop_verifying, statuses, backoff), daemon=True)
             for _ in range(verifiers)
         ]
         for thread in threads:
@@ -152,6 +162,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=8)
     parser.add_argument("--prefill", type=int, default=0, help="seconds of load to grow the trail first")
     parser.add_argument("--verify-load", type=int, default=0, help="clients looping on /v1/audit/verify")
+    parser.add_argument("--backoff", action="store_true", help="verify clients wait as a 429's Retry-After says")
     parser.add_argument("before", type=Path)
     parser.add_argument("after", type=Path)
     args = parser.parse_args()
@@ -181,6 +192,7 @@ def main() -> None:
                         tmp / f"{round_}-{label}",
                         args.prefill,
                         args.verify_load,
+                        args.backoff,
                     )
                     figures.append(rps)
                     print(f"round {round_} {label:6} {line}", flush=True)
