@@ -10,15 +10,15 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{header, Method, StatusCode};
+use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
-use crate::approvals::api::{authorized, ApiError};
+use crate::approvals::api::ApiError;
 use crate::config::{AdminConfig, MetricsAccess, Role};
-use crate::identity::Identities;
+use crate::identity::{Identities, Identity};
 
 /// What a caller needs to call an admin route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -187,6 +187,29 @@ pub async fn authorize(
         }
     }
     next.run(request).await
+}
+
+/// Who sent `headers` (`Authorization: Bearer`), if they hold `role`.
+///
+/// # Errors
+/// 401 without a known token, 403 without the role.
+fn authorized(
+    identities: &Identities,
+    headers: &HeaderMap,
+    role: Role,
+) -> Result<Arc<Identity>, ApiError> {
+    let identity = identities
+        .bearer(headers, "authorization")
+        .map_err(|error| ApiError::Unauthorized(error.to_string()))?
+        .ok_or_else(|| ApiError::Unauthorized("send `Authorization: Bearer TOKEN`".to_owned()))?;
+    if !identity.holds(role) {
+        return Err(ApiError::Forbidden(format!(
+            "`{}` needs the {} role",
+            identity.subject,
+            role.name()
+        )));
+    }
+    Ok(identity)
 }
 
 fn refusal(status: StatusCode, code: &str, detail: &str) -> Response {

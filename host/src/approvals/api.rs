@@ -13,7 +13,7 @@ use std::sync::Arc;
 use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
@@ -24,7 +24,7 @@ use serde_json::json;
 
 use super::{Approval, ApprovalError, ApprovalState, Approvals, Verdict};
 use crate::config::Role;
-use crate::identity::{Identities, Identity};
+use crate::identity::Identity;
 
 /// What the approval handlers read.
 #[derive(Debug, Clone)]
@@ -120,29 +120,6 @@ impl IntoResponse for ApiError {
         }
         response
     }
-}
-
-/// Who sent `headers` (`Authorization: Bearer`), if they hold at least `role`.
-///
-/// # Errors
-/// 401 without a known token, 403 without the role.
-pub fn authorized(
-    identities: &Identities,
-    headers: &HeaderMap,
-    role: Role,
-) -> Result<Arc<Identity>, ApiError> {
-    let identity = identities
-        .bearer(headers, "authorization")
-        .map_err(|error| ApiError::Unauthorized(error.to_string()))?
-        .ok_or_else(|| ApiError::Unauthorized("send `Authorization: Bearer TOKEN`".to_owned()))?;
-    if !identity.holds(role) {
-        return Err(ApiError::Forbidden(format!(
-            "`{}` needs the {} role",
-            identity.subject,
-            role.name()
-        )));
-    }
-    Ok(identity)
 }
 
 #[derive(Debug, Deserialize)]
