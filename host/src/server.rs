@@ -401,6 +401,7 @@ impl Server {
                 cluster: cluster.clone(),
                 heads: audit.as_ref().and_then(|audit| audit.signer.clone()),
                 audit_reader,
+                verified: Arc::default(),
             },
             admin::access::Gate::new(&config.admin, identities),
         );

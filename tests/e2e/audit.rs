@@ -437,9 +437,27 @@ async fn a_trail_rewritten_with_recomputed_hashes_is_refused_at_startup() {
     }
     let (_, verified) = airlock.admin_json("/v1/audit/verify").await;
     assert_eq!(verified["ok"], true, "{verified}");
+    assert_eq!(verified["checked_from"], 1, "{verified}");
     assert_eq!(verified["heads_checked"], true, "{verified}");
     let public_key = verified["public_key"].as_str().unwrap().to_owned();
     assert_eq!(public_key.len(), 64, "{verified}");
+    // The next walk goes on from where this one ended; full=true walks all.
+    let post = Request::post(airlock.url("/p/more"))
+        .body(full("x"))
+        .unwrap();
+    assert_eq!(client.send(post).await.status, 200);
+    let (_, again) = airlock.admin_json("/v1/audit/verify").await;
+    let walked_to = verified["first"].as_u64().unwrap() + verified["entries"].as_u64().unwrap();
+    assert_eq!(again["checked_from"], walked_to, "{again}");
+    assert!(
+        again["entries"].as_u64() > verified["entries"].as_u64(),
+        "{again}"
+    );
+    let (_, whole) = airlock.admin_json("/v1/audit/verify?full=true").await;
+    assert_eq!(whole["checked_from"], 1, "{whole}");
+    assert_eq!(whole["head"], again["head"], "{whole}");
+    let (status, _) = airlock.admin_json("/v1/audit/verify?ful=1").await;
+    assert_eq!(status, 400);
     airlock.terminate();
     assert_eq!(airlock.wait(Duration::from_secs(10)), Some(true));
 

@@ -57,6 +57,18 @@ pub struct AdminState {
     pub heads: Option<Arc<crate::audit::heads::HeadSigner>>,
     /// Where the trail's queries and verifications run ([`reader`]).
     pub audit_reader: reader::AuditReader,
+    /// The last verification that passed: the next one walks only what
+    /// came after it (unless asked for a full walk).
+    pub verified: Arc<std::sync::Mutex<Option<audit::Verification>>>,
+}
+
+/// `GET /v1/audit/verify`'s query.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VerifyQuery {
+    /// Walk the whole trail, not only what came after the last walk.
+    #[serde(default)]
+    full: bool,
 }
 
 /// The admin API, behind its host check and access table.
@@ -231,10 +243,19 @@ async fn cluster(State(state): State<AdminState>) -> Response {
     }
 }
 
-/// `GET /v1/audit/verify`: walk the chain, check it against this node's
-/// signed heads (`heads_checked`, with the `public_key` they are signed
-/// with) and, in a cluster, against its anchor in etcd (`anchor_checked`).
-async fn audit_verify(State(state): State<AdminState>) -> Response {
+/// `GET /v1/audit/verify[?full=true]`: walk the chain from where the last
+/// passing walk ended (`checked_from`; the whole chain with `full=true`, or
+/// when the past changed since), check it against this node's signed heads
+/// (`heads_checked`, with the `public_key` they are signed with) and, in a
+/// cluster, against its anchor in etcd (`anchor_checked`).
+async fn audit_verify(
+    State(state): State<AdminState>,
+    query: Result<Query<VerifyQuery>, QueryRejection>,
+) -> Response {
+    let Query(query) = match query {
+        Ok(query) => query,
+        Err(rejection) => return bad_request(&rejection.body_text()).into_response(),
+    };
     let Some(store) = state.store.clone() else {
         return audit_off().into_response();
     };
@@ -250,10 +271,19 @@ async fn audit_verify(State(state): State<AdminState>) -> Response {
         .as_ref()
         .and_then(|cluster| cluster.anchor_key().copied());
     let signer = state.heads.clone();
+    let verified = state.verified.clone();
     let checked = state
         .audit_reader
         .run(move || {
-            let verification = audit::verify(&*store)?;
+            let mut last = verified
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let verification = match (&*last, query.full) {
+                (Some(earlier), false) => audit::verify_since(&*store, earlier)?,
+                _ => audit::verify(&*store)?,
+            };
+            *last = verification.ok.then(|| verification.clone());
+            drop(last);
             let against_anchor = match &anchor {
                 Some(anchor) => crate::cluster::check_anchor(&*store, anchor, trusted.as_ref())?,
                 None => None,

@@ -261,6 +261,9 @@ pub struct Verification {
     pub first: u64,
     /// Hash of the last good entry.
     pub head: String,
+    /// The first entry this walk checked: `first`, or for a walk that went
+    /// on from an earlier one ([`verify_since`]), the entry after it.
+    pub checked_from: u64,
     /// The first sequence number where the chain breaks, and why.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub broken_at: Option<u64>,
@@ -286,12 +289,12 @@ impl Verification {
 /// When the store cannot be read (a broken chain is not an error, it is the
 /// answer).
 pub fn verify(store: &dyn Store) -> Result<Verification, StoreError> {
-    const PAGE: usize = 1024;
     let mut found = Verification {
         ok: true,
         entries: 0,
         first: 1,
         head: GENESIS_HASH.to_owned(),
+        checked_from: 1,
         broken_at: None,
         problem: None,
     };
@@ -309,81 +312,149 @@ pub fn verify(store: &dyn Store) -> Result<Verification, StoreError> {
         return Ok(found);
     };
     found.first = start;
+    found.checked_from = start;
     if start > 1 {
         // Taken on trust until a checkpoint vouches for it.
         found.head = decode(&bytes)
             .map(|entry| entry.prev_hash)
             .unwrap_or_default();
     }
-    let start_head = found.head.clone();
-    let mut vouched = start == 1;
-    // The newest checkpoint before this start: where the unexplained gap begins.
-    let mut gap_from = 1;
-    let mut expected_seq = start;
-    loop {
-        let page = match store.audit_from(expected_seq, PAGE) {
-            Err(StoreError {
-                damaged_at: Some(at),
-                cause,
-                ..
-            }) => return Ok(found.broken(at, cause)),
-            read => read?,
-        };
-        let full = page.len() == PAGE;
-        for (seq, bytes) in page {
-            if seq != expected_seq {
-                return Ok(found.broken(
-                    expected_seq,
-                    format!("entry {expected_seq} is missing (next is {seq})"),
-                ));
-            }
-            let entry = match decode(&bytes) {
-                Ok(entry) => entry,
-                Err(error) => {
-                    return Ok(found.broken(seq, format!("entry {seq} does not parse: {error}")))
-                }
-            };
-            let problem = if entry.seq != seq {
-                Some(format!("entry stored as {seq} says it is {}", entry.seq))
-            } else if entry.prev_hash != found.head {
-                Some(format!(
-                    "entry {seq} does not follow the entry before it (prev_hash differs)"
-                ))
-            } else if entry.compute_hash() != entry.hash {
-                Some(format!(
-                    "entry {seq} was altered (its hash does not match its content)"
-                ))
-            } else {
-                None
-            };
-            if let Some(problem) = problem {
-                return Ok(found.broken(seq, problem));
-            }
-            if let Some(checkpoint) = &entry.checkpoint {
-                if checkpoint.first_kept == start && checkpoint.continues_from == start_head {
-                    vouched = true;
-                } else if checkpoint.first_kept < start {
-                    gap_from = gap_from.max(checkpoint.first_kept);
-                }
-            }
-            found.head = entry.hash;
-            found.entries += 1;
-            expected_seq += 1;
-        }
-        if !full {
-            break;
-        }
+    let walk = Walk {
+        start,
+        start_head: found.head.clone(),
+        vouched: start == 1,
+        next: start,
+    };
+    walk.check(store, found)
+}
+
+/// Check only what was added since `earlier`, a verification of the same
+/// store that passed: the entry it ended on must still hold the hash it
+/// ended with, and the trail must still start where it did; then each later
+/// link is checked as [`verify`] checks it. Otherwise (the trail changed at
+/// or before that entry, or was pruned since) the whole trail is walked.
+/// What the answer's `checked_from` says.
+///
+/// # Errors
+/// When the store cannot be read.
+pub fn verify_since(store: &dyn Store, earlier: &Verification) -> Result<Verification, StoreError> {
+    let Some(last) = (earlier.first + earlier.entries).checked_sub(1) else {
+        return verify(store);
+    };
+    // Whether entry `seq` is stored (with `hash`, if given). A read that
+    // fails, damage included, is a no: the full walk says what is wrong.
+    let holds = |seq: u64, hash: &str| match store.audit_from(seq, 1) {
+        Ok(page) => page.first().is_some_and(|(found, bytes)| {
+            *found == seq && decode(bytes).is_ok_and(|entry| entry.hash == hash)
+        }),
+        Err(_) => false,
+    };
+    let starts_as_before = match store.audit_from(0, 1) {
+        Ok(page) => page.first().is_some_and(|(seq, _)| *seq == earlier.first),
+        Err(_) => false,
+    };
+    if !earlier.ok || !starts_as_before || !holds(last, &earlier.head) {
+        return verify(store);
     }
-    if !vouched {
-        return Ok(found.broken(
-            gap_from,
-            format!(
-                "entries {gap_from} to {} are gone and no checkpoint records pruning them",
-                start - 1
-            ),
-        ));
+    // The same start, already vouched for; the same entries up to `last`.
+    let mut found = earlier.clone();
+    found.checked_from = last + 1;
+    let walk = Walk {
+        start: earlier.first,
+        start_head: String::new(),
+        vouched: true,
+        next: last + 1,
+    };
+    walk.check(store, found)
+}
+
+/// Where a walk along the chain stands: the trail's first entry and the
+/// hash it continues from, whether a checkpoint has vouched for that start,
+/// and the next entry to check.
+struct Walk {
+    start: u64,
+    start_head: String,
+    vouched: bool,
+    next: u64,
+}
+
+impl Walk {
+    /// Check every link from `next` on, adding to `found`.
+    fn check(self, store: &dyn Store, mut found: Verification) -> Result<Verification, StoreError> {
+        const PAGE: usize = 1024;
+        let Walk {
+            start,
+            start_head,
+            mut vouched,
+            next: mut expected_seq,
+        } = self;
+        // The newest checkpoint before this start: where the unexplained gap begins.
+        let mut gap_from = 1;
+        loop {
+            let page = match store.audit_from(expected_seq, PAGE) {
+                Err(StoreError {
+                    damaged_at: Some(at),
+                    cause,
+                    ..
+                }) => return Ok(found.broken(at, cause)),
+                read => read?,
+            };
+            let full = page.len() == PAGE;
+            for (seq, bytes) in page {
+                if seq != expected_seq {
+                    return Ok(found.broken(
+                        expected_seq,
+                        format!("entry {expected_seq} is missing (next is {seq})"),
+                    ));
+                }
+                let entry = match decode(&bytes) {
+                    Ok(entry) => entry,
+                    Err(error) => {
+                        return Ok(found.broken(seq, format!("entry {seq} does not parse: {error}")))
+                    }
+                };
+                let problem = if entry.seq != seq {
+                    Some(format!("entry stored as {seq} says it is {}", entry.seq))
+                } else if entry.prev_hash != found.head {
+                    Some(format!(
+                        "entry {seq} does not follow the entry before it (prev_hash differs)"
+                    ))
+                } else if entry.compute_hash() != entry.hash {
+                    Some(format!(
+                        "entry {seq} was altered (its hash does not match its content)"
+                    ))
+                } else {
+                    None
+                };
+                if let Some(problem) = problem {
+                    return Ok(found.broken(seq, problem));
+                }
+                if let Some(checkpoint) = &entry.checkpoint {
+                    if checkpoint.first_kept == start && checkpoint.continues_from == start_head {
+                        vouched = true;
+                    } else if checkpoint.first_kept < start {
+                        gap_from = gap_from.max(checkpoint.first_kept);
+                    }
+                }
+                found.head = entry.hash;
+                found.entries += 1;
+                expected_seq += 1;
+            }
+            if !full {
+                break;
+            }
+        }
+        if !vouched {
+            return Ok(found.broken(
+                gap_from,
+                format!(
+                    "entries {gap_from} to {} are gone and no checkpoint records pruning them",
+                    start - 1
+                ),
+            ));
+        }
+        Ok(found)
     }
-    Ok(found)
 }
 
 /// What [`prune`] did.
@@ -559,6 +630,56 @@ mod tests {
     fn raw(entries: &mut [crate::store::blocks::Entry], seq: u64) -> &mut Vec<u8> {
         let found = entries.iter_mut().find(|(stored, _)| *stored == seq);
         &mut found.unwrap().1
+    }
+
+    fn verify_file_since(file: &std::path::Path, earlier: &Verification) -> Verification {
+        let store = crate::store::RedbStore::open(file.parent().unwrap()).unwrap();
+        verify_since(&store, earlier).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_walk_since_an_earlier_one_checks_only_what_came_after() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = trail(dir.path(), 10).await;
+        let earlier = verify_file(&file);
+        assert!(earlier.ok && earlier.checked_from == 1, "{earlier:?}");
+        let last = earlier.first + earlier.entries - 1;
+        trail(dir.path(), 5).await;
+
+        let since = verify_file_since(&file, &earlier);
+        let whole = verify_file(&file);
+        assert!(since.ok, "{since:?}");
+        assert_eq!(since.checked_from, last + 1);
+        assert_eq!((since.entries, &since.head), (whole.entries, &whole.head));
+
+        // A new entry altered: found by the short walk.
+        tamper(&file, |entries| {
+            let bytes = raw(entries, last + 2);
+            *bytes = String::from_utf8(bytes.clone())
+                .unwrap()
+                .replace("\"user1\"", "\"mallory\"")
+                .into_bytes();
+        });
+        let since = verify_file_since(&file, &earlier);
+        assert_eq!(since.broken_at, Some(last + 2), "{since:?}");
+
+        // The entry the earlier walk ended on no longer holds its hash (the
+        // past was rewritten): the whole trail is walked again.
+        tamper(&file, |entries| {
+            let mut prev_hash = String::new();
+            for (seq, bytes) in entries.iter_mut() {
+                let mut entry = decode(bytes).unwrap();
+                if *seq == 3 {
+                    entry.actor = "mallory".to_owned();
+                }
+                if *seq >= 3 {
+                    *bytes = entry.seal(*seq, &prev_hash);
+                }
+                prev_hash = entry.hash;
+            }
+        });
+        let since = verify_file_since(&file, &earlier);
+        assert_eq!(since.checked_from, 1, "{since:?}");
     }
 
     #[tokio::test]
