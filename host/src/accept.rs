@@ -7,9 +7,10 @@
 //! within `header_read_timeout` (hyper's timer, which also ends a
 //! keep-alive connection waiting for its next request); HTTP/2 pings every
 //! `http2_keepalive_interval`, answered within as long; and any connection
-//! with no request or response in flight for `idle_timeout`, HTTP/2
-//! included (which has no head timer), closed gracefully (and dropped if it
-//! does not finish closing). When `stop` begins draining, the accept
+//! on which no handler is at work and no response body has moved for
+//! `idle_timeout`, HTTP/2 included (which has no head timer), closed
+//! gracefully, and dropped if it does not finish closing: a client that
+//! stops reading a response (an HTTP/2 window of zero) holds no slot. When `stop` begins draining, the accept
 //! loop ends and each connection closes after its current requests.
 
 use std::collections::HashMap;
@@ -263,37 +264,43 @@ impl Connection {
 #[derive(Debug)]
 struct Activity {
     opened: Instant,
-    in_flight: AtomicUsize,
-    /// Milliseconds after `opened` when the last request ended.
-    last_ended_ms: AtomicU64,
+    /// Requests whose handler has not answered yet (held for approval,
+    /// waiting on the backend...): the connection is not idle meanwhile.
+    handling: AtomicUsize,
+    /// Milliseconds after `opened` of the last sign of life: a request
+    /// begun or answered, a piece of a response body sent or ended.
+    last_progress_ms: AtomicU64,
 }
 
-/// One request in flight; ends when dropped (answered or abandoned).
+/// One request being handled; ends when dropped (answered or abandoned).
 #[derive(Debug)]
-struct InFlight(Arc<Activity>);
+struct Handling(Arc<Activity>);
 
-/// A request being served: the connection is not idle while it lives.
-/// Its handler answers through [`RequestGuard::track`], so that the
-/// response body keeps the request in flight until it has been sent.
+/// A request being served: the connection is not idle while its handler
+/// works. The handler answers through [`RequestGuard::track`]; from then on
+/// the response body counts as life only while it moves, so a client that
+/// stops reading it (an HTTP/2 window of zero, a full TCP window) leaves
+/// the connection idle.
 #[derive(Debug)]
-pub struct RequestGuard(InFlight);
+pub struct RequestGuard(Handling);
 
 impl RequestGuard {
-    /// `response`, its body holding this request in flight.
+    /// `response`, its body marking each piece sent as progress.
     pub fn track<B>(self, response: Response<B>) -> Response<Tracked<B>> {
+        let activity = self.0 .0.clone();
         response.map(|body| Tracked {
             body,
-            in_flight: Some(self.0),
+            activity: Some(activity),
         })
     }
 }
 
-/// A response body that keeps its request in flight until it has ended
-/// (or hyper dropped it), so a long download is not an idle connection.
+/// A response body whose pieces, as they go, keep its connection from
+/// being idle (a long download is not idle; a stuck one is).
 #[derive(Debug)]
 pub struct Tracked<B> {
     body: B,
-    in_flight: Option<InFlight>,
+    activity: Option<Arc<Activity>>,
 }
 
 impl<B: http_body::Body + Unpin> http_body::Body for Tracked<B> {
@@ -305,8 +312,13 @@ impl<B: http_body::Body + Unpin> http_body::Body for Tracked<B> {
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<http_body::Frame<B::Data>, B::Error>>> {
         let polled = std::pin::Pin::new(&mut self.body).poll_frame(cx);
-        if let std::task::Poll::Ready(None) = polled {
-            self.in_flight = None;
+        if let std::task::Poll::Ready(piece) = &polled {
+            if let Some(activity) = &self.activity {
+                activity.progressed();
+            }
+            if piece.is_none() {
+                self.activity = None;
+            }
         }
         polled
     }
@@ -324,33 +336,38 @@ impl Activity {
     fn new() -> Activity {
         Activity {
             opened: Instant::now(),
-            in_flight: AtomicUsize::new(0),
-            last_ended_ms: AtomicU64::new(0),
+            handling: AtomicUsize::new(0),
+            last_progress_ms: AtomicU64::new(0),
         }
     }
 
-    fn begin(self: &Arc<Self>) -> InFlight {
-        self.in_flight.fetch_add(1, Ordering::SeqCst);
-        InFlight(self.clone())
+    fn begin(self: &Arc<Self>) -> Handling {
+        self.progressed();
+        self.handling.fetch_add(1, Ordering::SeqCst);
+        Handling(self.clone())
+    }
+
+    /// Notes a sign of life now.
+    fn progressed(&self) {
+        let now_ms = u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_progress_ms.store(now_ms, Ordering::SeqCst);
     }
 
     /// When the connection will have been idle for `timeout`; while a
-    /// request is in flight, `timeout` from now (to look again then).
+    /// handler works, `timeout` from now (to look again then).
     fn idle_deadline(&self, timeout: Duration) -> Instant {
-        if self.in_flight.load(Ordering::SeqCst) > 0 {
+        if self.handling.load(Ordering::SeqCst) > 0 {
             return Instant::now() + timeout;
         }
-        self.opened + Duration::from_millis(self.last_ended_ms.load(Ordering::SeqCst)) + timeout
+        self.opened + Duration::from_millis(self.last_progress_ms.load(Ordering::SeqCst)) + timeout
     }
 }
 
-impl Drop for InFlight {
+impl Drop for Handling {
     fn drop(&mut self) {
-        let activity = &self.0;
-        let now_ms = u64::try_from(activity.opened.elapsed().as_millis()).unwrap_or(u64::MAX);
-        // The time first, so a watcher that sees nothing in flight sees it.
-        activity.last_ended_ms.store(now_ms, Ordering::SeqCst);
-        activity.in_flight.fetch_sub(1, Ordering::SeqCst);
+        // The time first, so a watcher that sees no handler sees it.
+        self.0.progressed();
+        self.0.handling.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -461,18 +478,35 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn idleness_counts_from_the_last_request_and_not_while_one_runs() {
+    async fn idleness_counts_from_the_last_progress_and_not_while_a_handler_works() {
+        use http_body::Body as _;
         let activity = Arc::new(Activity::new());
         let timeout = Duration::from_secs(60);
         assert_eq!(activity.idle_deadline(timeout), activity.opened + timeout);
-        let request = activity.begin();
+        let request = RequestGuard(activity.begin());
         tokio::time::advance(Duration::from_secs(90)).await;
         assert!(
             activity.idle_deadline(timeout) > Instant::now(),
-            "a connection with a request in flight is not idle"
+            "a connection whose handler works is not idle"
         );
-        drop(request);
-        let deadline = activity.idle_deadline(timeout);
-        assert!(deadline >= Instant::now() + timeout - Duration::from_millis(1));
+        // Answered: from now on only the body's pieces are progress.
+        let body = http_body_util::StreamBody::new(futures_util::stream::iter(vec![Ok::<
+            _,
+            std::convert::Infallible,
+        >(
+            http_body::Frame::data(Bytes::from_static(b"x")),
+        )]));
+        let mut response = request.track(Response::new(body));
+        let answered = Instant::now();
+        assert_eq!(activity.idle_deadline(timeout), answered + timeout);
+        tokio::time::advance(Duration::from_secs(70)).await;
+        assert!(
+            activity.idle_deadline(timeout) <= Instant::now(),
+            "a response that does not move is idle"
+        );
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        let piece = std::pin::Pin::new(response.body_mut()).poll_frame(&mut cx);
+        assert!(matches!(piece, std::task::Poll::Ready(Some(Ok(_)))));
+        assert_eq!(activity.idle_deadline(timeout), Instant::now() + timeout);
     }
 }

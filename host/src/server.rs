@@ -719,9 +719,10 @@ fn refuse_a_rewritten_trail(store: &dyn Store, signer: &HeadSigner) -> Result<()
         Some((seq, problem)) => Err(StartError::Store(StoreError::new(
             format!("check the trail against its last signed head ({})", heads.display()),
             format!(
-                "entry {seq}: {problem}; refusing to start over it (see `airlock audit verify --heads {} --public-key {}`)",
+                "entry {seq}: {problem}; refusing to start over it (see `airlock audit verify --heads {} --public-key {}`; to start a new trail on purpose, move {} aside first)",
                 heads.display(),
-                crate::secrets::hex(signer.public_key().as_bytes())
+                crate::secrets::hex(signer.public_key().as_bytes()),
+                heads.display()
             ),
         ))),
     }

@@ -78,6 +78,38 @@ async fn an_idle_h2c_connection_is_closed_after_the_idle_timeout() {
     assert_eq!(Client::h2c().get(&airlock.url("/")).await.status, 200);
 }
 
+/// A client that opens a window of zero never lets its response through:
+/// the connection is idle, not busy, and is let go.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_h2c_response_nobody_reads_does_not_hold_its_connection() {
+    let up = Upstream::start("a").await;
+    let airlock = Airlock::start(&format!(
+        "[limits]\nidle_timeout = \"1s\"\nhttp2_keepalive_interval = \"60s\"\n\n{}",
+        simple_config(&[&up], "")
+    ));
+    for addr in [airlock.proxy(), airlock.admin()] {
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let (mut client, connection) = h2::client::Builder::new()
+            .initial_window_size(0)
+            .handshake::<_, bytes::Bytes>(tcp)
+            .await
+            .unwrap();
+        let connection = tokio::spawn(connection);
+        let request = Request::get(format!("http://{addr}/healthz"))
+            .body(())
+            .unwrap();
+        let (response, _) = client.send_request(request, true).unwrap();
+        let response = response.await.unwrap();
+        assert_eq!(response.status(), 200);
+        let ended = tokio::time::timeout(Duration::from_secs(8), connection).await;
+        assert!(
+            ended.is_ok(),
+            "{addr}: a response stuck behind a zero window kept its connection"
+        );
+        drop(client);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn an_h2c_client_that_does_not_answer_pings_is_closed() {
     let up = Upstream::start("a").await;

@@ -487,28 +487,33 @@ async fn a_trail_rewritten_with_recomputed_hashes_is_refused_at_startup() {
     let (ok, text) = airlock_audit(&["verify"], &data_dir);
     assert!(ok, "the chain alone is fooled: {text}");
 
-    let log = airlock.dir.path().join("refused.log");
-    let mut refused = Command::new(env!("CARGO_BIN_EXE_airlock"))
-        .args(["run", "-c"])
-        .arg(&airlock.config_path)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let mut exited = None;
-    for _ in 0..400 {
-        exited = refused.try_wait().unwrap();
-        if exited.is_some() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let _ = refused.kill();
-    let stderr = std::fs::read_to_string(&log).unwrap();
-    assert!(
-        exited.is_some_and(|status| !status.success()),
-        "started over a rewritten trail: {stderr}"
-    );
+    let (started, stderr) = run_until_exit(&airlock.config_path, Duration::from_secs(20));
+    assert!(!started, "started over a rewritten trail: {stderr}");
     assert!(stderr.contains("refusing to start"), "{stderr}");
     assert!(stderr.contains("rewritten"), "{stderr}");
+}
+
+/// A trail removed whole (its files deleted, the signed heads kept) is not
+/// a fresh start: the node refuses and says how to start anew on purpose.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_removed_trail_is_refused_at_startup() {
+    let up = Upstream::start("a").await;
+    let mut airlock = Airlock::start(&simple_config(&[&up], ""));
+    let post = Request::post(airlock.url("/p")).body(full("x")).unwrap();
+    assert_eq!(Client::http1().send(post).await.status, 200);
+    airlock.terminate();
+    assert_eq!(airlock.wait(Duration::from_secs(10)), Some(true));
+    let data_dir = airlock.dir.path().join("airlock-data");
+    for name in std::fs::read_dir(&data_dir).unwrap() {
+        let path = name.unwrap().path();
+        if path.is_dir() {
+            std::fs::remove_dir_all(&path).unwrap();
+        } else {
+            std::fs::remove_file(&path).unwrap();
+        }
+    }
+    let (started, stderr) = run_until_exit(&airlock.config_path, Duration::from_secs(20));
+    assert!(!started, "started over a removed trail: {stderr}");
+    assert!(stderr.contains("the trail is empty"), "{stderr}");
+    assert!(stderr.contains("aside"), "{stderr}");
 }

@@ -11,7 +11,7 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use http::Request;
@@ -776,42 +776,6 @@ async fn anchored_seq(cluster: &Cluster, node: &str) -> u64 {
         assert_eq!(anchor["node"], node, "{anchor}");
         anchor["seq"].as_u64().unwrap()
     })
-}
-
-/// `airlock run -c CONFIG` until it exits by itself (within `within`):
-/// whether it succeeded, and what it printed.
-fn run_until_exit(config: &Path, within: Duration) -> (bool, String) {
-    let out = tempfile::tempdir().unwrap();
-    let (stdout, stderr) = (out.path().join("stdout"), out.path().join("stderr"));
-    let mut child = Command::new(env!("CARGO_BIN_EXE_airlock"))
-        .args(["run", "-c"])
-        .arg(config)
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&stdout).unwrap())
-        .stderr(std::fs::File::create(&stderr).unwrap())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + within;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "airlock run still running after {within:?}:\n{}",
-                std::fs::read_to_string(&stderr).unwrap_or_default()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let printed = format!(
-        "{}{}",
-        std::fs::read_to_string(&stdout).unwrap_or_default(),
-        std::fs::read_to_string(&stderr).unwrap_or_default()
-    );
-    (status.success(), printed)
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -292,10 +292,16 @@ pub fn check_last_head(
     let Some(head) = last_head(heads_file)? else {
         return Ok(None);
     };
-    let first = store
-        .audit_from(0, 1)?
-        .first()
-        .map_or(u64::MAX, |(seq, _)| *seq);
+    let Some(first) = store.audit_from(0, 1)?.first().map(|(seq, _)| *seq) else {
+        // Heads were signed, so a trail existed: an empty one was removed.
+        return Ok(Some((
+            head.seq,
+            format!(
+                "entry {} was signed as the head but the trail is empty: it was removed",
+                head.seq
+            ),
+        )));
+    };
     Ok(check_heads(store, &[head], Some(trusted), first)?)
 }
 
