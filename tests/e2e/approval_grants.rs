@@ -250,6 +250,8 @@ async fn an_async_ticket_passes_once_and_only_for_the_approved_request() {
     for (name, value, field) in [
         ("authorization", "Bearer backend-superuser", "headers"),
         ("x-role", "admin", "headers"),
+        ("baggage", "role=admin", "headers"),
+        ("upgrade", "websocket", "headers"),
         ("host", "127.0.0.1:9999", "host and port"),
     ] {
         let reply = Client::http1()

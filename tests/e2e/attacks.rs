@@ -279,6 +279,23 @@ async fn every_admin_route_answers_only_the_roles_its_table_names() {
         }
     }
     assert!(walked >= 16, "only {walked} protected operations walked");
+    // A method a route does not take is 405, for anyone, and no alarm.
+    for (method, path) in [
+        ("OPTIONS", "/healthz"),
+        ("PUT", "/v1/changes"),
+        ("DELETE", "/v1/audit"),
+    ] {
+        assert_eq!(
+            status_of(airlock.admin(), method, path, "").await,
+            405,
+            "{method} {path}"
+        );
+    }
+    assert!(
+        !airlock.log().contains("without an access rule"),
+        "{}",
+        airlock.log()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -463,10 +480,15 @@ async fn a_method_form_field_is_refused_where_policies_judge() {
     let smuggled =
         "--b\r\nContent-Disposition: form-data; name=\"_method\"\r\n\r\nDELETE\r\n--b--\r\n";
     let client = Client::http1();
+    let single_quoted = smuggled.replace("\"_method\"", "'_method'");
     for (content_type, body) in [
         (form, "id=7&_method=DELETE"),
         (form, "%5Fmethod=delete"),
+        (form, ".method=DELETE"),
+        ("application/x-www-form-urlencoded, x", "_method=DELETE"),
         (multipart, smuggled),
+        (multipart, single_quoted.as_str()),
+        ("application/json", r#"{"_method": "DELETE"}"#),
     ] {
         let reply = client
             .send(post("/judged/users/7", content_type, body))
@@ -474,6 +496,11 @@ async fn a_method_form_field_is_refused_where_policies_judge() {
         assert_eq!(reply.status, 400, "{body}: {}", reply.text());
         assert!(reply.text().contains("_method"), "{}", reply.text());
     }
+    // With no Content-Type at all, Rack reads a body as a form too.
+    let untyped = Request::post(airlock.url("/judged/users/7"))
+        .body(full("_method=DELETE"))
+        .unwrap();
+    assert_eq!(client.send(untyped).await.status, 400);
     // An ordinary form passes; so does any form where no policy judges.
     let fine = client
         .send(post("/judged/users", form, "name=ann&role=reader"))

@@ -170,6 +170,14 @@ pub async fn authorize(
 ) -> Response {
     let path = matched.as_ref().map_or("", MatchedPath::as_str);
     let needed = match rule_for(request.method(), path) {
+        // A method the route does not serve.
+        None if ROUTES.iter().any(|(_, listed, _)| *listed == path) => {
+            return refusal(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                &format!("`{path}` does not take {}", request.method()),
+            );
+        }
         None => {
             tracing::error!(%path, method = %request.method(), "admin route without an access rule: refused");
             return ApiError::Forbidden(format!("`{path}` has no access rule")).into_response();

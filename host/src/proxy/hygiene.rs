@@ -32,24 +32,32 @@ const METHOD_OVERRIDE_HEADERS: [&str; 3] = [
 
 /// Headers some frameworks read as the URL to serve instead of the
 /// request line's.
-const URL_REWRITE_HEADERS: [&str; 2] = ["x-original-url", "x-rewrite-url"];
+const URL_REWRITE_HEADERS: [&str; 4] = [
+    "x-original-url",
+    "x-rewrite-url",
+    "x-original-uri",
+    "x-envoy-original-path",
+];
 
 /// The query parameter (and form field) some frameworks read as the method.
 const METHOD_OVERRIDE_PARAMETER: &str = "_method";
 
 /// Forwarding headers a client could forge; kept only on trusted listeners.
-const FORWARDING_HEADERS: [&str; 5] = [
+const FORWARDING_HEADERS: [&str; 6] = [
     "forwarded",
     "x-forwarded-for",
     "x-forwarded-host",
     "x-forwarded-proto",
+    "x-forwarded-prefix",
     "x-real-ip",
 ];
 
 /// Headers that do not bind an async ticket to its request: framing and
-/// hop-by-hop headers, the `Host` (bound apart, with its port), Airlock's
-/// own credential, the preference that asked for the ticket, and tracing.
-const UNBOUND_HEADERS: [&str; 15] = [
+/// hop-by-hop headers (but `Upgrade`, which turns the request into another
+/// protocol), the `Host` (bound apart, with its port), Airlock's own
+/// credential, the preference that asked for the ticket, and the trace
+/// context (but `baggage`, which carries the application's own data).
+const UNBOUND_HEADERS: [&str; 13] = [
     "host",
     "content-length",
     "transfer-encoding",
@@ -57,14 +65,12 @@ const UNBOUND_HEADERS: [&str; 15] = [
     "keep-alive",
     "te",
     "trailer",
-    "upgrade",
     "proxy-connection",
     "expect",
     "proxy-authorization",
     "prefer",
     "traceparent",
     "tracestate",
-    "baggage",
 ];
 
 /// Prefix of headers only Airlock sets.
@@ -191,14 +197,30 @@ pub fn check_single_host(headers: &HeaderMap) -> Result<(), String> {
     }
 }
 
-/// Refuses a query carrying a `_method` parameter (its name compared after
-/// percent-decoding, case aside).
+/// Whether a raw (percent-encoded) parameter or field name reads as
+/// `_method` to some framework: decoded (`+` as a space), case aside, and
+/// with a space, `.` or `[` taken for `_`, as PHP does to request variable
+/// names (Laravel and Symfony then read `.method` as `_method`).
+fn names_method_override(raw: &[u8]) -> bool {
+    let plus_as_space: Vec<u8> = raw
+        .iter()
+        .map(|&b| if b == b'+' { b' ' } else { b })
+        .collect();
+    let decoded = percent_encoding::percent_decode(&plus_as_space).decode_utf8_lossy();
+    let mangled: String = decoded
+        .chars()
+        .map(|c| if matches!(c, ' ' | '.' | '[') { '_' } else { c })
+        .collect();
+    mangled.eq_ignore_ascii_case(METHOD_OVERRIDE_PARAMETER)
+}
+
+/// Refuses a query carrying a `_method` parameter (its name read as
+/// [`names_method_override`] reads it).
 pub fn check_method_parameter(query: Option<&str>) -> Result<(), String> {
     let Some(query) = query else { return Ok(()) };
     let overrides = query.split('&').any(|pair| {
         let name = pair.split('=').next().unwrap_or_default();
-        let name = percent_encoding::percent_decode_str(name).decode_utf8_lossy();
-        name.eq_ignore_ascii_case(METHOD_OVERRIDE_PARAMETER)
+        names_method_override(name.as_bytes())
     });
     if overrides {
         return Err(format!(
@@ -208,41 +230,57 @@ pub fn check_method_parameter(query: Option<&str>) -> Result<(), String> {
     Ok(())
 }
 
-/// How a request body that may carry a `_method` form field is laid out.
+/// How a request body that may carry a `_method` field is laid out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FormKind {
-    /// `application/x-www-form-urlencoded`: `name=value&...`.
+    /// `application/x-www-form-urlencoded`, or no `Content-Type` at all
+    /// (Rack reads such a body as a form): `name=value&...`.
     UrlEncoded,
     /// `multipart/form-data`: parts named by `Content-Disposition`.
     Multipart,
+    /// JSON (`application/json`, `*+json`): Laravel reads its top-level
+    /// keys as input, `_method` among them.
+    Json,
 }
 
 impl FormKind {
-    /// The form a `Content-Type` names, if any.
+    /// The layout a request's `Content-Type` names, if a framework could
+    /// find a `_method` in it.
     pub fn of(headers: &HeaderMap) -> Option<FormKind> {
-        let content_type = headers.get(http::header::CONTENT_TYPE)?.to_str().ok()?;
-        let essence = content_type.split(';').next()?.trim();
+        let Some(content_type) = headers.get(http::header::CONTENT_TYPE) else {
+            return Some(FormKind::UrlEncoded);
+        };
+        let content_type = content_type.to_str().ok()?;
+        // Rack splits on `,` as well as `;`.
+        let essence = content_type.split([';', ',']).next()?.trim();
         if essence.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
             Some(FormKind::UrlEncoded)
         } else if essence.eq_ignore_ascii_case("multipart/form-data") {
             Some(FormKind::Multipart)
+        } else if essence.eq_ignore_ascii_case("application/json")
+            || essence.to_ascii_lowercase().ends_with("+json")
+        {
+            Some(FormKind::Json)
         } else {
             None
         }
     }
 }
 
-/// Finds a `_method` field in a form body fed in pieces (as it streams):
-/// in a URL-encoded body, a field whose name decodes to `_method` (case
-/// aside); in a multipart body, `name="_method"` (or unquoted) anywhere.
+/// Finds a `_method` field in a body fed in pieces (as it streams): in a
+/// URL-encoded body, a field whose name reads as `_method`
+/// ([`names_method_override`]); in a multipart body, a part whose
+/// `Content-Disposition` names it so (quoted, single-quoted, unquoted or
+/// `name*=`); in JSON, a `"_method"` key (or `"\u005fmethod"`).
 #[derive(Debug)]
 pub struct MethodFieldScanner {
     kind: FormKind,
     /// URL-encoded: the raw name of the field being read, while it may
-    /// still be `_method`; multipart: the last bytes, for a match split
-    /// across pieces.
+    /// still be `_method`; multipart: the line being read, up to
+    /// [`LINE_MAX`]; JSON: the last bytes, for a key split across pieces.
     pending: Vec<u8>,
-    /// URL-encoded: inside a field's value, or a name too long to matter.
+    /// URL-encoded: inside a field's value, or a name too long to matter;
+    /// multipart: a line longer than [`LINE_MAX`], not a part header.
     skipping: bool,
 }
 
@@ -250,8 +288,13 @@ pub struct MethodFieldScanner {
 /// percent-encoded.
 const RAW_NAME_MAX: usize = 3 * METHOD_OVERRIDE_PARAMETER.len();
 
-/// What multipart bodies are searched for (lower-cased).
-const MULTIPART_NAMES: [&[u8]; 2] = [b"name=\"_method\"", b"name=_method"];
+/// The longest multipart line read as a possible part header.
+const LINE_MAX: usize = 2048;
+
+/// The JSON keys looked for (lower-cased), and how much of the body's end
+/// is kept for one split across pieces.
+const JSON_KEYS: [&[u8]; 2] = [b"\"_method\"", b"\"\\u005fmethod\""];
+const JSON_TAIL: usize = 64;
 
 impl MethodFieldScanner {
     /// A scanner for a body of `kind`.
@@ -267,25 +310,30 @@ impl MethodFieldScanner {
     pub fn feed(&mut self, piece: &[u8]) -> bool {
         match self.kind {
             FormKind::UrlEncoded => piece.iter().any(|&byte| self.url_encoded(byte)),
-            FormKind::Multipart => self.multipart(piece),
+            FormKind::Multipart => piece.iter().any(|&byte| self.multipart(byte)),
+            FormKind::Json => self.json(piece),
         }
     }
 
     /// Feeds the end of the body; true if its last field is `_method`.
     pub fn finish(&mut self) -> bool {
-        self.kind == FormKind::UrlEncoded && !self.skipping && self.name_is_method()
+        match self.kind {
+            FormKind::UrlEncoded => !self.skipping && names_method_override(&self.pending),
+            FormKind::Multipart => !self.skipping && names_method_in_disposition(&self.pending),
+            FormKind::Json => false,
+        }
     }
 
     fn url_encoded(&mut self, byte: u8) -> bool {
         match byte {
             b'&' => {
-                let found = !self.skipping && self.name_is_method();
+                let found = !self.skipping && names_method_override(&self.pending);
                 self.pending.clear();
                 self.skipping = false;
                 found
             }
             b'=' if !self.skipping => {
-                let found = self.name_is_method();
+                let found = names_method_override(&self.pending);
                 self.pending.clear();
                 self.skipping = true;
                 found
@@ -302,30 +350,71 @@ impl MethodFieldScanner {
         }
     }
 
-    fn name_is_method(&self) -> bool {
-        !self.pending.is_empty()
-            && percent_encoding::percent_decode(&self.pending)
-                .decode_utf8_lossy()
-                .eq_ignore_ascii_case(METHOD_OVERRIDE_PARAMETER)
+    fn multipart(&mut self, byte: u8) -> bool {
+        if byte == b'\n' {
+            let found = !self.skipping && names_method_in_disposition(&self.pending);
+            self.pending.clear();
+            self.skipping = false;
+            return found;
+        }
+        if !self.skipping {
+            self.pending.push(byte);
+            if self.pending.len() > LINE_MAX {
+                self.pending.clear();
+                self.skipping = true;
+            }
+        }
+        false
     }
 
-    fn multipart(&mut self, piece: &[u8]) -> bool {
-        let longest = MULTIPART_NAMES
-            .iter()
-            .map(|name| name.len())
-            .max()
-            .unwrap_or(0);
+    fn json(&mut self, piece: &[u8]) -> bool {
         self.pending
             .extend(piece.iter().map(u8::to_ascii_lowercase));
-        let found = MULTIPART_NAMES.iter().any(|name| {
+        let found = JSON_KEYS.iter().any(|key| {
             self.pending
-                .windows(name.len())
-                .any(|window| window == *name)
+                .windows(key.len())
+                .enumerate()
+                .filter(|(_, window)| window == key)
+                .any(|(at, _)| {
+                    let after = &self.pending[at + key.len()..];
+                    after
+                        .iter()
+                        .find(|byte| !byte.is_ascii_whitespace())
+                        .is_some_and(|&byte| byte == b':')
+                })
         });
-        let keep = self.pending.len().saturating_sub(longest - 1);
+        let keep = self.pending.len().saturating_sub(JSON_TAIL);
         self.pending.drain(..keep);
         found
     }
+}
+
+/// Whether a multipart line is a `Content-Disposition` header whose `name`
+/// (or `name*`) reads as `_method`.
+fn names_method_in_disposition(line: &[u8]) -> bool {
+    let line = String::from_utf8_lossy(line);
+    let Some((header, params)) = line.split_once(':') else {
+        return false;
+    };
+    if !header.trim().eq_ignore_ascii_case("content-disposition") {
+        return false;
+    }
+    params.split(';').any(|param| {
+        let Some((key, value)) = param.split_once('=') else {
+            return false;
+        };
+        let key = key.trim().to_ascii_lowercase();
+        if key != "name" && key != "name*" {
+            return false;
+        }
+        let value = value.trim().trim_matches(['"', '\'']);
+        // RFC 5987: `charset'language'value`.
+        let value = match key.as_str() {
+            "name*" => value.rsplit('\'').next().unwrap_or(value),
+            _ => value,
+        };
+        names_method_override(value.as_bytes())
+    })
 }
 
 /// Refuses requests carrying a method override.
@@ -634,6 +723,9 @@ mod tests {
             "a=1&_METHOD=put",
             "%5Fmethod=delete",
             "x&_method",
+            ".method=DELETE",
+            "%20method=DELETE",
+            "%5Bmethod=DELETE",
         ] {
             assert!(check_method_parameter(Some(query)).is_err(), "{query}");
         }
@@ -687,6 +779,10 @@ mod tests {
                 "id=7&%5Fmethod=put",
                 "a=b&_METHOD",
                 "x=1&_method=",
+                ".method=DELETE",
+                "%20method=DELETE",
+                "+method=DELETE",
+                "%5Bmethod=DELETE",
             ] {
                 assert!(
                     scanned(FormKind::UrlEncoded, body, size),
@@ -706,12 +802,41 @@ mod tests {
                     "{body} by {size}"
                 );
             }
-            let multipart =
-                "--b\r\nContent-Disposition: form-data; NAME=\"_method\"\r\n\r\nDELETE\r\n--b--";
-            assert!(scanned(FormKind::Multipart, multipart, size), "by {size}");
-            let innocent =
-                "--b\r\nContent-Disposition: form-data; name=\"title\"\r\n\r\n_method\r\n--b--";
-            assert!(!scanned(FormKind::Multipart, innocent, size), "by {size}");
+            for disposition in [
+                "form-data; NAME=\"_method\"",
+                "form-data; name='_method'",
+                "form-data; name = \"_method\"",
+                "form-data; name*=UTF-8''_method",
+                "form-data; name=\"%5Fmethod\"",
+                "form-data; name=.method",
+            ] {
+                let multipart =
+                    format!("--b\r\nContent-Disposition: {disposition}\r\n\r\nDELETE\r\n--b--");
+                assert!(
+                    scanned(FormKind::Multipart, &multipart, size),
+                    "{disposition} by {size}"
+                );
+            }
+            for innocent in [
+                "--b\r\nContent-Disposition: form-data; name=\"title\"\r\n\r\n_method\r\n--b--",
+                "--b\r\nContent-Disposition: form-data; name=\"f\"; filename=\"_method\"\r\n\r\nx\r\n--b--",
+            ] {
+                assert!(!scanned(FormKind::Multipart, innocent, size), "{innocent} by {size}");
+            }
+            for json in [
+                r#"{"_method":"DELETE"}"#,
+                r#"{"a":1, "_METHOD" : "put"}"#,
+                r#"{"\u005fmethod":"x"}"#,
+            ] {
+                assert!(scanned(FormKind::Json, json, size), "{json} by {size}");
+            }
+            for json in [
+                r#"{"note":"_method"}"#,
+                r#"{"m":"\"_method\": x"}"#,
+                r#"{"_methods":1}"#,
+            ] {
+                assert!(!scanned(FormKind::Json, json, size), "{json} by {size}");
+            }
         }
     }
 
@@ -722,15 +847,24 @@ mod tests {
             headers.insert("content-type", value.parse().unwrap());
             FormKind::of(&headers)
         };
+        let url_encoded = Some(FormKind::UrlEncoded);
         assert_eq!(
             kind("application/x-www-form-urlencoded; charset=utf-8"),
-            Some(FormKind::UrlEncoded)
+            url_encoded
+        );
+        assert_eq!(kind("application/x-www-form-urlencoded, x"), url_encoded);
+        assert_eq!(
+            FormKind::of(&HeaderMap::new()),
+            url_encoded,
+            "no type: a form to Rack"
         );
         assert_eq!(
             kind("Multipart/Form-Data; boundary=x"),
             Some(FormKind::Multipart)
         );
-        assert_eq!(kind("application/json"), None);
+        assert_eq!(kind("application/json"), Some(FormKind::Json));
+        assert_eq!(kind("application/vnd.api+json"), Some(FormKind::Json));
+        assert_eq!(kind("text/plain"), None);
     }
 
     #[test]
