@@ -208,12 +208,9 @@ async fn audit_query(
     State(state): State<AdminState>,
     query: Result<Query<AuditFilter>, QueryRejection>,
 ) -> Response {
-    let Query(filter) = match query {
-        Ok(query) => query,
-        Err(rejection) => return bad_request(&rejection.body_text()).into_response(),
-    };
-    let Some(store) = state.store.clone() else {
-        return audit_off().into_response();
+    let (filter, store) = match audit_call(&state, query) {
+        Ok(call) => call,
+        Err(refused) => return refused,
     };
     let result = state
         .audit_reader
@@ -227,6 +224,21 @@ async fn audit_query(
         Some(Err(error)) => internal(&error.to_string()).into_response(),
         None => reader_busy().into_response(),
     }
+}
+
+/// What an audit call needs, its query and the store, or the answer that
+/// says why it cannot run: a bad query (400), the trail off (404).
+fn audit_call<Q>(
+    state: &AdminState,
+    query: Result<Query<Q>, QueryRejection>,
+) -> Result<(Q, Arc<dyn Store>), Response> {
+    let Query(query) =
+        query.map_err(|rejection| bad_request(&rejection.body_text()).into_response())?;
+    let store = state
+        .store
+        .clone()
+        .ok_or_else(|| audit_off().into_response())?;
+    Ok((query, store))
 }
 
 /// `GET /v1/cluster`: this node and the live members (none listed
@@ -252,12 +264,9 @@ async fn audit_verify(
     State(state): State<AdminState>,
     query: Result<Query<VerifyQuery>, QueryRejection>,
 ) -> Response {
-    let Query(query) = match query {
-        Ok(query) => query,
-        Err(rejection) => return bad_request(&rejection.body_text()).into_response(),
-    };
-    let Some(store) = state.store.clone() else {
-        return audit_off().into_response();
+    let (query, store) = match audit_call(&state, query) {
+        Ok(call) => call,
+        Err(refused) => return refused,
     };
     let anchor = match &state.cluster {
         Some(cluster) => match crate::cluster::anchor_of(cluster.etcd(), cluster.node()).await {
