@@ -3,9 +3,10 @@
 //! from clients that connect and do nothing: at most `max_connections` at
 //! once (more wait in the kernel backlog) and at most
 //! `max_connections_per_client` from one address (more are closed at once);
-//! a TLS handshake within [`TLS_HANDSHAKE_TIMEOUT`]; an HTTP/1.1 request head
-//! within `header_read_timeout` (hyper's timer, which also ends a
-//! keep-alive connection waiting for its next request); HTTP/2 pings every
+//! a TLS handshake within [`TLS_HANDSHAKE_TIMEOUT`]; a first request, and
+//! an HTTP/1.1 request head, within `header_read_timeout` (for the head,
+//! hyper's timer, which also ends a keep-alive connection waiting for its
+//! next request); HTTP/2 pings every
 //! `http2_keepalive_interval`, answered within as long; and any connection
 //! on which no handler is at work and no response body has moved for
 //! `idle_timeout`, HTTP/2 included (which has no head timer), closed
@@ -67,6 +68,9 @@ pub struct ConnectionBounds {
     pub max_per_client: usize,
     /// No request in flight for this long: the connection is closed.
     pub idle_timeout: Duration,
+    /// No first request within this long (`header_read_timeout`): the
+    /// connection is closed, HTTP/2 ones included, which have no head timer.
+    pub first_request_timeout: Duration,
 }
 
 /// A bound socket and what it takes to serve it.
@@ -168,6 +172,7 @@ impl Acceptor {
                 http: http.clone(),
                 stop: stop.clone(),
                 idle_timeout: self.bounds.idle_timeout,
+                first_request_timeout: self.bounds.first_request_timeout,
             };
             let (tls, connect) = (self.tls.clone(), connect.clone());
             tokio::spawn(async move {
@@ -204,6 +209,7 @@ struct Connection {
     http: Arc<auto::Builder<TokioExecutor>>,
     stop: Shutdown,
     idle_timeout: Duration,
+    first_request_timeout: Duration,
 }
 
 impl Connection {
@@ -227,7 +233,7 @@ impl Connection {
             .serve_connection_with_upgrades(TokioIo::new(io), service);
         tokio::pin!(connection);
         let result = loop {
-            let idle_at = activity.idle_deadline(self.idle_timeout);
+            let idle_at = activity.idle_deadline(self.idle_timeout, self.first_request_timeout);
             tokio::select! {
                 result = connection.as_mut() => break result,
                 () = self.stop.draining() => {
@@ -235,16 +241,17 @@ impl Connection {
                     break connection.await;
                 }
                 () = tokio::time::sleep_until(idle_at) => {
-                    if activity.idle_deadline(self.idle_timeout) <= Instant::now() {
+                    if activity.idle_deadline(self.idle_timeout, self.first_request_timeout) <= Instant::now() {
                         connection.as_mut().graceful_shutdown();
                         // An HTTP/2 client that never answers the goodbye's
-                        // ping would hold it open: once nothing is in
-                        // flight another idle_timeout later, it is dropped.
+                        // ping would hold it open: still idle a head timeout
+                        // later, it is dropped.
+                        let grace = self.first_request_timeout.min(self.idle_timeout);
                         break loop {
                             tokio::select! {
                                 result = connection.as_mut() => break result,
-                                () = tokio::time::sleep(self.idle_timeout) => {
-                                    if activity.idle_deadline(self.idle_timeout) <= Instant::now() {
+                                () = tokio::time::sleep(grace) => {
+                                    if activity.idle_deadline(self.idle_timeout, self.first_request_timeout) <= Instant::now() {
                                         break Ok(());
                                     }
                                 }
@@ -270,6 +277,8 @@ struct Activity {
     /// Milliseconds after `opened` of the last sign of life: a request
     /// begun or answered, a piece of a response body sent or ended.
     last_progress_ms: AtomicU64,
+    /// Whether a request has begun at all.
+    served: std::sync::atomic::AtomicBool,
 }
 
 /// One request being handled; ends when dropped (answered or abandoned).
@@ -338,10 +347,12 @@ impl Activity {
             opened: Instant::now(),
             handling: AtomicUsize::new(0),
             last_progress_ms: AtomicU64::new(0),
+            served: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
     fn begin(self: &Arc<Self>) -> Handling {
+        self.served.store(true, Ordering::SeqCst);
         self.progressed();
         self.handling.fetch_add(1, Ordering::SeqCst);
         Handling(self.clone())
@@ -353,11 +364,15 @@ impl Activity {
         self.last_progress_ms.store(now_ms, Ordering::SeqCst);
     }
 
-    /// When the connection will have been idle for `timeout`; while a
-    /// handler works, `timeout` from now (to look again then).
-    fn idle_deadline(&self, timeout: Duration) -> Instant {
+    /// When the connection will have been idle for `timeout` (or, before
+    /// its first request, for `first_request`); while a handler works,
+    /// `timeout` from now (to look again then).
+    fn idle_deadline(&self, timeout: Duration, first_request: Duration) -> Instant {
         if self.handling.load(Ordering::SeqCst) > 0 {
             return Instant::now() + timeout;
+        }
+        if !self.served.load(Ordering::SeqCst) {
+            return self.opened + first_request.min(timeout);
         }
         self.opened + Duration::from_millis(self.last_progress_ms.load(Ordering::SeqCst)) + timeout
     }
@@ -482,11 +497,20 @@ mod tests {
         use http_body::Body as _;
         let activity = Arc::new(Activity::new());
         let timeout = Duration::from_secs(60);
-        assert_eq!(activity.idle_deadline(timeout), activity.opened + timeout);
+        let first_request = Duration::from_secs(10);
+        assert_eq!(
+            activity.idle_deadline(timeout, first_request),
+            activity.opened + first_request,
+            "a connection that never asked anything gets the head timeout"
+        );
+        assert_eq!(
+            activity.idle_deadline(timeout, timeout),
+            activity.opened + timeout
+        );
         let request = RequestGuard(activity.begin());
         tokio::time::advance(Duration::from_secs(90)).await;
         assert!(
-            activity.idle_deadline(timeout) > Instant::now(),
+            activity.idle_deadline(timeout, timeout) > Instant::now(),
             "a connection whose handler works is not idle"
         );
         // Answered: from now on only the body's pieces are progress.
@@ -498,15 +522,18 @@ mod tests {
         )]));
         let mut response = request.track(Response::new(body));
         let answered = Instant::now();
-        assert_eq!(activity.idle_deadline(timeout), answered + timeout);
+        assert_eq!(activity.idle_deadline(timeout, timeout), answered + timeout);
         tokio::time::advance(Duration::from_secs(70)).await;
         assert!(
-            activity.idle_deadline(timeout) <= Instant::now(),
+            activity.idle_deadline(timeout, timeout) <= Instant::now(),
             "a response that does not move is idle"
         );
         let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
         let piece = std::pin::Pin::new(response.body_mut()).poll_frame(&mut cx);
         assert!(matches!(piece, std::task::Poll::Ready(Some(Ok(_)))));
-        assert_eq!(activity.idle_deadline(timeout), Instant::now() + timeout);
+        assert_eq!(
+            activity.idle_deadline(timeout, timeout),
+            Instant::now() + timeout
+        );
     }
 }

@@ -553,7 +553,8 @@ pub struct Limits {
     /// Largest request body accepted; above it: 413.
     #[serde(deserialize_with = "byte_size")]
     pub max_body_bytes: u64,
-    /// Time to read a request head from a client.
+    /// Time to read a request head from a client, and for a new connection
+    /// (HTTP/2 included) to ask its first request.
     #[serde(with = "duration")]
     pub header_read_timeout: Duration,
     /// Time to open a connection to a backend.

@@ -251,6 +251,7 @@ impl Server {
                 max_connections: config.admin.max_connections,
                 max_per_client: config.admin.max_connections_per_client,
                 idle_timeout: config.limits.idle_timeout,
+                first_request_timeout: config.limits.header_read_timeout,
             },
         );
         let cluster = match (&audit, &approvals) {

@@ -78,6 +78,33 @@ async fn an_idle_h2c_connection_is_closed_after_the_idle_timeout() {
     assert_eq!(Client::h2c().get(&airlock.url("/")).await.status, 200);
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_connection_that_asks_nothing_is_closed_after_the_header_timeout() {
+    let up = Upstream::start("a").await;
+    let airlock = Airlock::start(&format!(
+        "[limits]\nheader_read_timeout = \"1s\"\nidle_timeout = \"60s\"\nhttp2_keepalive_interval = \"60s\"\n\n{}",
+        simple_config(&[&up], "")
+    ));
+    for addr in [airlock.proxy(), airlock.admin()] {
+        let mut silent = TcpStream::connect(addr).await.unwrap();
+        let mut preface_only = TcpStream::connect(addr).await.unwrap();
+        preface_only
+            .write_all(H2_PREFACE_AND_SETTINGS)
+            .await
+            .unwrap();
+        assert!(
+            closed_within(&mut silent, Duration::from_secs(5)).await,
+            "{addr}: a connection that sent nothing outlived header_read_timeout"
+        );
+        assert!(
+            closed_within(&mut preface_only, Duration::from_secs(5)).await,
+            "{addr}: an h2c connection with no request outlived header_read_timeout"
+        );
+    }
+    // One that asked something keeps idle_timeout between requests.
+    assert_eq!(Client::h2c().get(&airlock.url("/")).await.status, 200);
+}
+
 /// A client that opens a window of zero never lets its response through:
 /// the connection is idle, not busy, and is let go.
 #[tokio::test(flavor = "multi_thread")]

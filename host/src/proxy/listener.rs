@@ -38,6 +38,7 @@ impl Listener {
             max_connections: config.max_connections,
             max_per_client: config.connections_per_client(),
             idle_timeout: limits.idle_timeout,
+            first_request_timeout: limits.header_read_timeout,
         };
         Self {
             name: config.name.as_str().into(),
