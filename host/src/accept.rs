@@ -275,11 +275,13 @@ struct Activity {
     /// waiting on the backend...): the connection is not idle meanwhile.
     handling: AtomicUsize,
     /// Milliseconds after `opened` of the last sign of life: a request
-    /// begun or answered, a piece of a response body sent or ended.
+    /// answered, a piece of a response body sent or ended; [`NEVER`] before
+    /// the first request.
     last_progress_ms: AtomicU64,
-    /// Whether a request has begun at all.
-    served: std::sync::atomic::AtomicBool,
 }
+
+/// `last_progress_ms` of a connection that has asked nothing yet.
+const NEVER: u64 = u64::MAX;
 
 /// One request being handled; ends when dropped (answered or abandoned).
 #[derive(Debug)]
@@ -346,21 +348,20 @@ impl Activity {
         Activity {
             opened: Instant::now(),
             handling: AtomicUsize::new(0),
-            last_progress_ms: AtomicU64::new(0),
-            served: std::sync::atomic::AtomicBool::new(false),
+            last_progress_ms: AtomicU64::new(NEVER),
         }
     }
 
     fn begin(self: &Arc<Self>) -> Handling {
-        self.served.store(true, Ordering::SeqCst);
-        self.progressed();
+        // No time noted: while it is handled, the connection is not idle,
+        // and its end is noted as progress.
         self.handling.fetch_add(1, Ordering::SeqCst);
         Handling(self.clone())
     }
 
     /// Notes a sign of life now.
     fn progressed(&self) {
-        let now_ms = u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let now_ms = u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(NEVER - 1);
         self.last_progress_ms.store(now_ms, Ordering::SeqCst);
     }
 
@@ -371,10 +372,10 @@ impl Activity {
         if self.handling.load(Ordering::SeqCst) > 0 {
             return Instant::now() + timeout;
         }
-        if !self.served.load(Ordering::SeqCst) {
-            return self.opened + first_request.min(timeout);
+        match self.last_progress_ms.load(Ordering::SeqCst) {
+            NEVER => self.opened + first_request.min(timeout),
+            last => self.opened + Duration::from_millis(last) + timeout,
         }
-        self.opened + Duration::from_millis(self.last_progress_ms.load(Ordering::SeqCst)) + timeout
     }
 }
 

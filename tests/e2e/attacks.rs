@@ -75,6 +75,22 @@ async fn an_idle_h2c_connection_is_closed_after_the_idle_timeout() {
         closed_within(&mut idle, Duration::from_secs(5)).await,
         "an h2c connection that sent only its preface stayed open past idle_timeout"
     );
+    // One that was answered, then asks nothing more, goes too.
+    let tcp = TcpStream::connect(airlock.proxy()).await.unwrap();
+    let (mut client, connection) = h2::client::handshake(tcp).await.unwrap();
+    let connection = tokio::spawn(connection);
+    let request = Request::get(airlock.url("/")).body(()).unwrap();
+    let (response, _) = client.send_request(request, true).unwrap();
+    let mut body = response.await.unwrap().into_body();
+    while let Some(piece) = body.data().await {
+        let piece = piece.unwrap();
+        let _ = body.flow_control().release_capacity(piece.len());
+    }
+    let ended = tokio::time::timeout(Duration::from_secs(5), connection).await;
+    assert!(
+        ended.is_ok(),
+        "an answered h2c connection stayed open past idle_timeout"
+    );
     assert_eq!(Client::h2c().get(&airlock.url("/")).await.status, 200);
 }
 

@@ -202,16 +202,16 @@ pub fn check_single_host(headers: &HeaderMap) -> Result<(), String> {
 /// with a space, `.` or `[` taken for `_`, as PHP does to request variable
 /// names (Laravel and Symfony then read `.method` as `_method`).
 fn names_method_override(raw: &[u8]) -> bool {
-    let plus_as_space: Vec<u8> = raw
-        .iter()
-        .map(|&b| if b == b'+' { b' ' } else { b })
-        .collect();
-    let decoded = percent_encoding::percent_decode(&plus_as_space).decode_utf8_lossy();
-    let mangled: String = decoded
-        .chars()
-        .map(|c| if matches!(c, ' ' | '.' | '[') { '_' } else { c })
-        .collect();
-    mangled.eq_ignore_ascii_case(METHOD_OVERRIDE_PARAMETER)
+    // Compared byte by byte as it decodes: no allocation per name.
+    let wanted = METHOD_OVERRIDE_PARAMETER.as_bytes();
+    raw.len() <= RAW_NAME_MAX
+        && percent_encoding::percent_decode(raw)
+            .map(|byte| match byte {
+                b' ' | b'+' | b'.' | b'[' => b'_',
+                byte => byte.to_ascii_lowercase(),
+            })
+            .take(wanted.len() + 1)
+            .eq(wanted.iter().copied())
 }
 
 /// Refuses a query carrying a `_method` parameter (its name read as
@@ -288,6 +288,9 @@ pub struct MethodFieldScanner {
 /// percent-encoded.
 const RAW_NAME_MAX: usize = 3 * METHOD_OVERRIDE_PARAMETER.len();
 
+/// How a multipart part header naming the field starts.
+const DISPOSITION: &[u8] = b"content-disposition";
+
 /// The longest multipart line read as a possible part header.
 const LINE_MAX: usize = 2048;
 
@@ -359,7 +362,11 @@ impl MethodFieldScanner {
         }
         if !self.skipping {
             self.pending.push(byte);
-            if self.pending.len() > LINE_MAX {
+            // Only a part header is kept whole, not a file's lines.
+            let opening = self.pending.len().min(DISPOSITION.len());
+            if self.pending.len() > LINE_MAX
+                || !self.pending[..opening].eq_ignore_ascii_case(&DISPOSITION[..opening])
+            {
                 self.pending.clear();
                 self.skipping = true;
             }
