@@ -442,7 +442,7 @@ impl Server {
         let _ = admin_task.await;
         if let Some(audit) = &audit {
             let stopped = AuditEntry::new(EntryKind::NodeStopped, "airlock");
-            if let Err(error) = audit.log.record(stopped, Durability::Durable).await {
+            if let Err(error) = audit.log.record_last(stopped).await {
                 tracing::error!("audit: node stop not recorded: {error}");
             }
             // The last head: the stop itself is covered.

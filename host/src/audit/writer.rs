@@ -112,6 +112,9 @@ struct Pending {
     /// State written in the same transaction as the entries.
     changes: Vec<StateChange>,
     done: Option<oneshot::Sender<Result<u64, AuditError>>>,
+    /// The node's last entry: the writer finishes sealing, commits it, and
+    /// stops.
+    last: bool,
 }
 
 /// A handle to the writer; cheap to clone.
@@ -159,7 +162,7 @@ impl AuditLog {
             }),
             None => None,
         };
-        let seal = start_sealer(store.clone())?;
+        let mut sealer = Some(Sealer::start(store.clone())?);
         let shared = store.shared();
         let (queue, mut receiver) = mpsc::channel::<Pending>(QUEUE);
         let writer = std::thread::Builder::new()
@@ -167,12 +170,22 @@ impl AuditLog {
             .spawn(move || {
                 while let Some(first) = receiver.blocking_recv() {
                     let batch = gather(first, &mut receiver);
+                    if batch.iter().any(|pending| pending.last) {
+                        // No segment is left half-written when the process exits.
+                        if let Some(sealer) = sealer.take() {
+                            sealer.finish();
+                        }
+                        commit(&*store, batch, &mut seq, &mut head);
+                        return;
+                    }
                     let Some(committed) = commit(&*store, batch, &mut seq, &mut head) else {
                         continue;
                     };
                     let start = *live.get_or_insert(committed);
                     // A busy sealer takes this range with its next request.
-                    if sealing.due(start, seq, now_ms()) && seal.try_send(seq).is_ok() {
+                    if sealing.due(start, seq, now_ms())
+                        && sealer.as_ref().is_some_and(|sealer| sealer.ask(seq))
+                    {
                         live = None;
                     }
                 }
@@ -213,6 +226,7 @@ impl AuditLog {
                         entries: vec![entry],
                         changes: Vec::new(),
                         done: None,
+                        last: false,
                     })
                     .await
                     .map_err(|_| AuditError::Stopped)?;
@@ -245,8 +259,27 @@ impl AuditLog {
     /// for the shared-store case said there).
     pub async fn record_all(
         &self,
+        entries: Vec<AuditEntry>,
+        changes: Vec<StateChange>,
+    ) -> Result<u64, AuditError> {
+        self.commit_and_wait(entries, changes, false).await
+    }
+
+    /// Record the node's last entry durably and stop the writer once a
+    /// segment being sealed is complete; later records fail with
+    /// [`AuditError::Stopped`].
+    ///
+    /// # Errors
+    /// As [`record`](Self::record) for a durable entry.
+    pub async fn record_last(&self, entry: AuditEntry) -> Result<u64, AuditError> {
+        self.commit_and_wait(vec![entry], Vec::new(), true).await
+    }
+
+    async fn commit_and_wait(
+        &self,
         mut entries: Vec<AuditEntry>,
         mut changes: Vec<StateChange>,
+        last: bool,
     ) -> Result<u64, AuditError> {
         // Shared state first: a change other nodes refused is not recorded
         // as done. If the local commit then fails, the change stands without
@@ -270,6 +303,7 @@ impl AuditLog {
                 entries,
                 changes,
                 done: Some(done),
+                last,
             })
             .await
             .map_err(|_| AuditError::Stopped)?;
@@ -350,27 +384,48 @@ fn check_replaces(
 }
 
 /// The sealer thread: seals the live trail through each sequence number it
-/// is sent. Failures are logged; the entries stay live and the next request
-/// seals them too.
-fn start_sealer(store: Arc<dyn Store>) -> Result<std::sync::mpsc::SyncSender<u64>, StoreError> {
-    let (requests, receiver) = std::sync::mpsc::sync_channel::<u64>(1);
-    std::thread::Builder::new()
-        .name("airlock-audit-sealer".to_owned())
-        .spawn(move || {
-            for through in receiver {
-                match store.seal_audit(through) {
-                    Ok(Some(range)) => tracing::info!(
-                        first = range.first,
-                        last = range.last,
-                        "sealed an audit segment"
-                    ),
-                    Ok(None) => {}
-                    Err(error) => tracing::error!("sealing the audit trail failed: {error}"),
+/// is asked to. Failures are logged; the entries stay live and the next
+/// request seals them too.
+struct Sealer {
+    requests: std::sync::mpsc::SyncSender<u64>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Sealer {
+    fn start(store: Arc<dyn Store>) -> Result<Sealer, StoreError> {
+        let (requests, receiver) = std::sync::mpsc::sync_channel::<u64>(1);
+        let thread = std::thread::Builder::new()
+            .name("airlock-audit-sealer".to_owned())
+            .spawn(move || {
+                for through in receiver {
+                    match store.seal_audit(through) {
+                        Ok(Some(range)) => tracing::info!(
+                            first = range.first,
+                            last = range.last,
+                            "sealed an audit segment"
+                        ),
+                        Ok(None) => {}
+                        Err(error) => tracing::error!("sealing the audit trail failed: {error}"),
+                    }
                 }
-            }
-        })
-        .map_err(|error| StoreError::new("start the audit sealer", error))?;
-    Ok(requests)
+            })
+            .map_err(|error| StoreError::new("start the audit sealer", error))?;
+        Ok(Sealer { requests, thread })
+    }
+
+    /// Ask for the trail to be sealed through `through`; false if the
+    /// sealer is still busy with an earlier request.
+    fn ask(&self, through: u64) -> bool {
+        self.requests.try_send(through).is_ok()
+    }
+
+    /// Wait for the request being sealed, if any, and end the thread.
+    fn finish(self) {
+        drop(self.requests);
+        if self.thread.join().is_err() {
+            tracing::error!("the audit sealer panicked");
+        }
+    }
 }
 
 /// Chain and commit one batch; tell the waiting callers how it went. On
@@ -523,6 +578,36 @@ mod tests {
         );
         assert_eq!(store.state_get(StateTable::Approvals, "a").unwrap(), None);
         assert!(store.last_audit().unwrap().is_none());
+    }
+
+    /// The node's last entry waits for a segment being sealed: when it has
+    /// been recorded, the segment is whole (nothing half-written is left
+    /// for the process's exit to cut), and the writer takes nothing more.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_last_entry_waits_for_sealing_and_stops_the_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(RedbStore::open(dir.path()).unwrap());
+        let log = AuditLog::start(store.clone(), "n1", Sealing { max_entries: 2000 }).unwrap();
+        let entries = (0..2000)
+            .map(|i| AuditEntry::new(EntryKind::ApprovalVote, &format!("voter{i}")))
+            .collect();
+        log.record_all(entries, Vec::new()).await.unwrap();
+        let last = AuditEntry::new(EntryKind::NodeStopped, "airlock");
+        assert_eq!(log.record_last(last).await.unwrap(), 2001);
+
+        let sealed = store.audit_segments();
+        assert_eq!(sealed.len(), 1, "{sealed:?}");
+        assert_eq!((sealed[0].first, sealed[0].last), (1, 2000));
+        let files: Vec<_> = std::fs::read_dir(dir.path().join("audit"))
+            .unwrap()
+            .map(|item| item.unwrap().file_name())
+            .collect();
+        assert_eq!(files.len(), 1, "{files:?}");
+        let late = AuditEntry::new(EntryKind::ApprovalVote, "late");
+        assert!(matches!(
+            log.record(late, Durability::Durable).await,
+            Err(AuditError::Stopped)
+        ));
     }
 
     #[test]
