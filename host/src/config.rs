@@ -904,6 +904,26 @@ pub struct ShiftConfig {
     pub percent: u8,
 }
 
+impl ControlConfig {
+    /// The chain that judges changes, as a route that matches nothing.
+    pub fn as_route(&self) -> RouteConfig {
+        RouteConfig {
+            name: Some("control".to_owned()),
+            host: "*".to_owned(),
+            path: "/".to_owned(),
+            pool: String::new(),
+            policies: self.policies.clone(),
+            on_policy_error: crate::policy::OnPolicyError::Deny,
+            audit: crate::proxy::record::RouteAudit::Durable,
+            parameters: self.parameters.clone(),
+            shift: None,
+            backup_pool: None,
+            overflow_pool: None,
+            allow_method_parameter: false,
+        }
+    }
+}
+
 impl RouteConfig {
     /// The route's name: `name`, else host and path (`*/`, `api.example.com/v1`).
     pub fn display_name(&self) -> String {
@@ -983,6 +1003,18 @@ impl Config {
             .validate()
             .map_err(|v| source.invalid(&v.key, v.message))?;
         Ok(config)
+    }
+
+    /// An error at `key` (a path like `route[0].parameters.NAME.KEY`) found
+    /// after loading, located in the file this config was read from.
+    pub fn invalid(&self, key: &str, message: String) -> ConfigError {
+        let file = self
+            .source
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("(config)"));
+        let text = std::fs::read_to_string(&file).unwrap_or_default();
+        let source = SourceMap::new(&text, &file);
+        source.invalid(key, message)
     }
 
     /// Relative file paths in the config are relative to the config file.
@@ -1522,6 +1554,27 @@ impl Violation {
             key: key.into(),
             message: message.into(),
         }
+    }
+}
+
+/// The 1-based line of `key` (a path like `rules[0].methods`) in the TOML
+/// `text`, or of the nearest enclosing key found (0 if none). A `message`
+/// naming an unknown field (serde's ``unknown field `x` ``) under `key`
+/// points at that field's own line.
+pub fn line_of_key(text: &str, key: &str, message: &str) -> usize {
+    let source = SourceMap::new(text, Path::new(""));
+    let unknown = message
+        .strip_prefix("unknown field `")
+        .and_then(|rest| rest.split_once('`'))
+        .map(|(field, _)| field);
+    let probe = match unknown {
+        Some(field) if key.is_empty() => field.to_owned(),
+        Some(field) if !key.ends_with(field) => format!("{key}.{field}"),
+        _ => key.to_owned(),
+    };
+    match source.invalid(&probe, String::new()) {
+        ConfigError::Invalid { line, .. } => line,
+        ConfigError::Read { .. } => 0,
     }
 }
 

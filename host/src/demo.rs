@@ -85,6 +85,25 @@ windows = ["Mon,Tue,Wed,Thu,Fri,Sat,Sun 00:00-24:00"]
 approvers = { groups = ["oncall"], quorum = 1, timeout_seconds = 900 }
 "#;
 
+/// Parameters of the bundled policies the demo's routes do not name: every
+/// policy in the folder is set up at load, and these are refused without
+/// them (a missing key is a mistake, not a default).
+const OTHER_PARAMETERS: [(&str, &str); 4] = [
+    ("deny-list", "# Parameters of the deny-list policy: nothing denied yet.\nrules = []\n"),
+    (
+        "business-hours",
+        "# Parameters of the business-hours policy.\nzone = \"UTC\"\nhours = [\"Mon-Fri 09:00-17:00\"]\napprovers = { groups = [\"oncall\"] }\n",
+    ),
+    (
+        "canary-guard",
+        "# Parameters of the canary-guard policy.\nmax_percent = 25\napprovers = { groups = [\"oncall\"] }\n",
+    ),
+    (
+        "failover-guard",
+        "# Parameters of the failover-guard policy.\napprovers = { groups = [\"oncall\"] }\n",
+    ),
+];
+
 /// Write the bundled policies, and the demo's parameters, into `directory`.
 ///
 /// # Errors
@@ -93,6 +112,9 @@ pub fn write_policies(directory: &Path) -> std::io::Result<()> {
     std::fs::create_dir_all(directory)?;
     for (name, component) in crate::policy::bundled::BUNDLED {
         std::fs::write(directory.join(format!("{name}.wasm")), component)?;
+    }
+    for (name, parameters) in OTHER_PARAMETERS {
+        std::fs::write(directory.join(format!("{name}.toml")), parameters)?;
     }
     std::fs::write(directory.join("approval-rules.toml"), APPROVAL_RULES)?;
     std::fs::write(directory.join("change-freeze.toml"), CHANGE_FREEZE)

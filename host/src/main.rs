@@ -271,6 +271,8 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
             let loaded = Config::load(&config)?;
             // Compile and check every policy too (without touching the cache).
             let policies = airlock::policy::PolicySet::load(&loaded.policies, None)?;
+            // ...and set up with each route's parameter overrides.
+            policies.check_chains(&loaded)?;
             println!(
                 "{}: ok ({}, {}, {}, {})",
                 config.display(),

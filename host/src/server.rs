@@ -161,10 +161,13 @@ impl Server {
         let cache = PolicySet::cache_directory(&config.policies, &config.server.data_dir);
         let folder = config.policies.directory.as_deref().map(reload::snapshot);
         let policies = PolicySet::load(&config.policies, Some(cache))?;
+        policies
+            .check_chains(&config)
+            .map_err(|error| StartError::Chain(error.to_string()))?;
         let routes = RouteTable::build(
             &config.routes,
             |name| pools.iter().find(|p| p.name == name).cloned(),
-            |route| policies.chain(route),
+            |route| Ok(policies.chain(route)?),
         )
         .map_err(StartError::Chain)?;
         let redaction =

@@ -7,8 +7,10 @@
 // A rule matches when every field it gives matches. The first matching rule
 // holds the request (`DELETE /x needs approval from oncall`); with
 // `grant_seconds` set, the approval also lets the same principal's
-// `METHOD HOST/PATH` pass for that long. A request no rule matches passes. Bad
-// parameters deny everything with a 500.
+// `METHOD HOST/PATH` pass for that long. A request no rule matches passes.
+// Bad parameters (an unknown or missing key, a value of the wrong type,
+// approvers without a group or with a quorum of 0) are refused when Airlock
+// loads the policy, with the key at fault (`rules[0].method`).
 //
 //	[[rules]]
 //	methods = ["DELETE"]
@@ -26,7 +28,6 @@
 package main
 
 import (
-	"strconv"
 	"strings"
 
 	"airlock.example/sdk"
@@ -34,10 +35,7 @@ import (
 
 func main() {}
 
-func init() { airlock.Register(ApprovalRules{}) }
-
-// ApprovalRules is the policy.
-type ApprovalRules struct{}
+func init() { airlock.Register(airlock.Requests("approval-rules-go", "0.1.0"), setup) }
 
 type parameters struct {
 	Rules []rule `json:"rules"`
@@ -55,39 +53,29 @@ func (r *rule) matches(request *airlock.Request) bool {
 	return airlock.RequestMatches(r.Methods, r.Paths, r.Hosts, request)
 }
 
-// memo keeps the decoded parameters while they stay the same.
-var memo airlock.ParametersMemo[parameters]
-
-func readParameters() (parameters, error) {
-	var p parameters
-	if err := airlock.DecodeParameters(&p); err != nil {
-		return parameters{}, err
-	}
-	for index := range p.Rules {
-		if err := p.Rules[index].Approvers.Check("rules[" + strconv.Itoa(index) + "].approvers"); err != nil {
-			return parameters{}, err
-		}
-	}
-	return p, nil
+// ApprovalRules is the policy, set up with its rules.
+type ApprovalRules struct {
+	rules []rule
 }
 
-// Describe says the policy judges requests.
-func (ApprovalRules) Describe() airlock.Metadata {
-	return airlock.Requests("approval-rules-go", "0.1.0")
+// setup checks what decoding cannot: every rule's approvers.
+func setup(p parameters) (airlock.Policy, error) {
+	for index := range p.Rules {
+		if err := p.Rules[index].Approvers.Check(airlock.KeyIndex("rules", index) + ".approvers"); err != nil {
+			return nil, err
+		}
+	}
+	return &ApprovalRules{rules: p.Rules}, nil
 }
 
 // Evaluate holds a request for the first rule it matches.
-func (ApprovalRules) Evaluate(action airlock.Action) airlock.Decision {
-	p, err := memo.Get(readParameters)
-	if err != nil {
-		return airlock.Deny{Status: 500, Reason: err.Error()}
-	}
+func (a *ApprovalRules) Evaluate(action airlock.Action) airlock.Decision {
 	request := action.Request()
 	if request == nil {
 		return airlock.Allow{}
 	}
-	for index := range p.Rules {
-		rule := &p.Rules[index]
+	for index := range a.rules {
+		rule := &a.rules[index]
 		if rule.matches(request) {
 			reason := request.Method + " " + request.Path + " needs approval from " + strings.Join(rule.Approvers.Groups, " or ")
 			// A grant covers this method on this host and path, any query

@@ -33,10 +33,7 @@ import (
 
 func main() {}
 
-func init() { airlock.Register(BusinessHours{}) }
-
-// BusinessHours is the policy.
-type BusinessHours struct{}
+func init() { airlock.Register(airlock.Requests("business-hours-go", "0.1.0"), setup) }
 
 type parameters struct {
 	Zone      string            `json:"zone"`
@@ -44,55 +41,44 @@ type parameters struct {
 	Approvers airlock.Approvers `json:"approvers"`
 }
 
-// checked is the parameters, checked, with their windows parsed.
-type checked struct {
+// BusinessHours is the policy, set up with its parameters and their windows
+// parsed.
+type BusinessHours struct {
 	parameters
 	hours []airlock.Window
 }
 
-// memo keeps them while the parameters stay the same.
-var memo airlock.ParametersMemo[checked]
-
-func readParameters() (checked, error) {
-	var p parameters
-	if err := airlock.DecodeParameters(&p); err != nil {
-		return checked{}, err
-	}
+// setup checks what decoding cannot, in the Rust version's order: the
+// approvers, the zone (Airlock's tz database must know it), the windows.
+func setup(p parameters) (airlock.Policy, error) {
 	if err := p.Approvers.Check("approvers"); err != nil {
-		return checked{}, err
+		return nil, err
 	}
-	hours, err := airlock.ParseWindows(p.Hours)
+	if _, ok := airlock.ToLocalTime(p.Zone, 0); !ok {
+		return nil, airlock.BadParameter("zone", "unknown time zone "+strconv.Quote(p.Zone))
+	}
+	hours, err := airlock.ParseWindows("hours", p.Hours)
 	if err != nil {
-		return checked{}, err
+		return nil, err
 	}
-	return checked{p, hours}, nil
-}
-
-// Describe says the policy judges requests.
-func (BusinessHours) Describe() airlock.Metadata {
-	return airlock.Requests("business-hours-go", "0.1.0")
+	return &BusinessHours{parameters: p, hours: hours}, nil
 }
 
 // Evaluate holds writes made outside the windows.
-func (BusinessHours) Evaluate(action airlock.Action) airlock.Decision {
-	p, err := memo.Get(readParameters)
-	hours := p.hours
-	if err != nil {
-		return airlock.Deny{Status: 500, Reason: err.Error()}
-	}
-	now, ok := airlock.LocalNow(p.Zone)
-	if !ok {
-		return airlock.Deny{Status: 500, Reason: "bad parameters: unknown time zone " + strconv.Quote(p.Zone)}
+func (b *BusinessHours) Evaluate(action airlock.Action) airlock.Decision {
+	now, ok := airlock.LocalNow(b.Zone)
+	if !ok { // setup checked the zone: this would be the host's fault
+		return airlock.Deny{Status: 500, Reason: "unknown time zone " + strconv.Quote(b.Zone)}
 	}
 	request := action.Request()
 	if request == nil {
 		return airlock.Allow{}
 	}
-	if !request.IsWrite() || airlock.InAnyWindow(hours, now) {
+	if !request.IsWrite() || airlock.InAnyWindow(b.hours, now) {
 		return airlock.Allow{}
 	}
-	reason := request.Method + " " + request.Path + " is a write outside business hours (" + strings.Join(p.Hours, ", ") + " " + p.Zone + ")"
+	reason := request.Method + " " + request.Path + " is a write outside business hours (" + strings.Join(b.Hours, ", ") + " " + b.Zone + ")"
 	// A grant covers this method on this host and path.
 	scope := request.Method + " " + request.Host + request.Path
-	return p.Approvers.Hold(reason, scope)
+	return b.Approvers.Hold(reason, scope)
 }

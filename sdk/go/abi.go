@@ -4,7 +4,7 @@ package airlock
 // and lowering the answers into it, exactly as the Component Model's
 // canonical ABI lays them out for wasm32 (pointers and lengths are u32,
 // little-endian). This file is plain Go over a `memory`, so `go test` checks
-// it natively against a byte buffer; host_wasm.go supplies the real linear
+// it natively against a byte buffer; component_wasm.go supplies the real linear
 // memory.
 //
 // Layouts (offset@, size/align). Every record's fields are placed in order,
@@ -21,8 +21,8 @@ package airlock
 //	pool-figures              pool@0 healthy@8 total@12 in-flight@16
 //	                          error-rate@24 latency-p99 option<f64>@32   48/8
 //	request                   method@0 scheme@8 host@16 path@24 query@32
-//	                          headers@44 client-address@52 route@60 pool@68
-//	                          body-size option<u64>@80 content-type@96  112/8
+//	                          client-address@44 route@52 pool@60
+//	                          body-size option<u64>@72 content-type@88  104/8
 //	backend-change            pool@0 backend@8                    16/4
 //	backend-weight            backend@0 weight@8                  12/4
 //	weights-change            pool@0 weights@8                    16/4
@@ -30,8 +30,8 @@ package airlock
 //	failover                  route@0 from@8 to@16                24/4
 //	outlier                   pool@0 backend@8 evidence@16        24/4
 //	change, event             disc@0 payload@4                    32/4
-//	subject                   disc@0 payload@8                   120/8
-//	action                    subject@0 principal@120 figures@140 152/8
+//	subject                   disc@0 payload@8                   112/8
+//	action                    subject@0 principal@112            136/8
 //	allow                     set-headers@0 remove-headers@8      16/4
 //	deny                      status u16@0 reason@4 headers@12    20/4
 //	grant                     scope@0 lifetime-ms@8               16/8
@@ -43,11 +43,32 @@ package airlock
 //	                          weekday@9 utc-offset@12 abbreviation@16 24/4
 //	option<local-time>        disc@0 local-time@4                 28/4
 //	option<pool-figures>      disc@0 pool-figures@8               56/8
+//	parameter-error           key@0 message@8                     16/4
+//	result<_, parameter-error> disc@0 (0 ok, 1 error) error@4      20/4
 //
-// evaluate's parameter (an action) flattens to more than 16 core values, so
-// the host stores it in memory it got from cabi_realloc and passes a pointer;
-// every result here flattens to more than one value, so it goes back as a
-// pointer to a return area.
+// The core signatures follow from flattening (at most 16 parameters and 1
+// result are passed as core values; beyond that, memory):
+//
+//	export judge@0.2.0#setup     (params-ptr i32, params-len i32) -> i32
+//	                             the result (1 + 4 flat values) goes back as
+//	                             a pointer to a result<_, parameter-error>
+//	export judge@0.2.0#evaluate  (action-ptr i32) -> i32
+//	                             the action flattens to far more than 16
+//	                             values, so the host stores it in memory it
+//	                             got from cabi_realloc and passes a pointer;
+//	                             the result is a pointer to a decision
+//	export judge@0.2.0#describe  () -> i32, a pointer to a metadata
+//	export cabi_post_<each of the three> (i32), releasing what the result pinned
+//	import host@0.2.0 request-header  (name-ptr i32, name-len i32, ret i32),
+//	                                  ret an option<string> area (12/4)
+//	import host@0.2.0 request-headers (ret i32), ret a list<header> area (8/4)
+//	import host@0.2.0 live-figures  (pool-ptr, pool-len, ret), option<pool-figures>
+//	import host@0.2.0 to-local-time (zone-ptr, zone-len, unix-ms i64, ret),
+//	                                option<local-time>
+//	import host@0.2.0 now-unix-ms   () -> i64; log (level i32, ptr, len)
+//
+// For an import the caller (Go) supplies the return area and the host fills
+// it, allocating strings and lists through cabi_realloc.
 
 import (
 	"encoding/binary"
@@ -57,9 +78,12 @@ import (
 
 // Sizes of the return areas and records the glue allocates.
 const (
-	actionSize          = 152
+	actionSize          = 136
 	decisionSize        = 64
 	metadataSize        = 20
+	setupResultSize     = 20
+	optionStringSize    = 12
+	listSize            = 8
 	optionLocalTimeSize = 28
 	optionFiguresSize   = 56
 )
@@ -140,12 +164,11 @@ func liftRequest(m memory, p uint32) Request {
 		Host:          liftString(m, p+16),
 		Path:          liftString(m, p+24),
 		Query:         liftOption(m, p+32, 4, liftString),
-		Headers:       liftList(m, p+44, 16, liftHeader),
-		ClientAddress: liftString(m, p+52),
-		Route:         liftString(m, p+60),
-		Pool:          liftString(m, p+68),
-		BodySize:      liftOption(m, p+80, 8, liftU64),
-		ContentType:   liftOption(m, p+96, 4, liftString),
+		ClientAddress: liftString(m, p+44),
+		Route:         liftString(m, p+52),
+		Pool:          liftString(m, p+60),
+		BodySize:      liftOption(m, p+72, 8, liftU64),
+		ContentType:   liftOption(m, p+88, 4, liftString),
 	}
 }
 
@@ -253,9 +276,24 @@ func liftPoolFigures(m memory, p uint32) PoolFigures {
 func liftAction(m memory, p uint32) Action {
 	return Action{
 		Subject:   liftSubject(m, p),
-		Principal: liftPrincipal(m, p+120),
-		Figures:   liftList(m, p+140, 48, liftPoolFigures),
+		Principal: liftPrincipal(m, p+112),
 	}
+}
+
+// liftHeaderResult lifts what host.request-header left in its return area,
+// an option<string>.
+func liftHeaderResult(m memory, ret uint32) (string, bool) {
+	value := liftOption(m, ret, 4, liftString)
+	if value == nil {
+		return "", false
+	}
+	return *value, true
+}
+
+// liftHeadersResult lifts what host.request-headers left in its return
+// area, a list<header>.
+func liftHeadersResult(m memory, ret uint32) []Header {
+	return liftList(m, ret, 16, liftHeader)
 }
 
 func liftLocalTime(m memory, p uint32) LocalTime {
@@ -332,6 +370,18 @@ func lowerDecision(m memory, ret uint32, d Decision) {
 	default:
 		panic("the policy returned an unknown Decision type (use airlock.Allow, Deny or Hold)")
 	}
+}
+
+// lowerSetupResult writes setup's result<_, parameter-error> into the
+// 20-byte return area at ret: ok when err is nil.
+func lowerSetupResult(m memory, ret uint32, err *ParameterError) {
+	if err == nil {
+		store8(m, ret, 0)
+		return
+	}
+	store8(m, ret, 1)
+	lowerString(m, ret+4, err.Key)
+	lowerString(m, ret+12, err.Message)
 }
 
 // lowerMetadata writes md into the 20-byte return area at ret.

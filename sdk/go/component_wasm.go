@@ -62,8 +62,8 @@ func cabiArenaChunk(size uint32) uint32 {
 }
 
 // cabiRealloc is the canonical ABI's allocator; the host calls it to lower
-// the action and the results of host imports (re-entrantly, while Go is
-// inside the import).
+// the parameters, the action and the results of host imports (re-entrantly,
+// while Go is inside the import).
 //
 //go:wasmexport cabi_realloc
 func cabiRealloc(old, oldSize, align, newSize uint32) uint32 {
@@ -75,29 +75,59 @@ func cabiRealloc(old, oldSize, align, newSize uint32) uint32 {
 	return p
 }
 
-//go:wasmexport airlock:policy/judge@0.1.0#evaluate
+// active is the Policy setup returned: what every evaluation, in an
+// instance started from the memory image the host took after setup, calls.
+var active Policy
+
+// exportSetup takes the parameters (a JSON object text) once, when the host
+// loads the policy: it decodes them into the registered type, runs the
+// policy's setup and keeps the Policy in active. The host snapshots memory
+// afterwards, so the decoded parameters are part of every instance's image.
+//
+//go:wasmexport airlock:policy/judge@0.2.0#setup
+func exportSetup(parameters, length uint32) uint32 {
+	defer trapOnPanic()
+	text := string(mem.bytes(parameters, length)) // a copy: the host's bytes are recycled
+	policy, err := registeredPolicy().setup(text)
+	active = policy
+	ret := mem.alloc(setupResultSize, 4)
+	lowerSetupResult(mem, ret, err)
+	return ret
+}
+
+//go:wasmexport cabi_post_airlock:policy/judge@0.2.0#setup
+func postSetup(ret uint32) { release() }
+
+//go:wasmexport airlock:policy/judge@0.2.0#evaluate
 func exportEvaluate(action uint32) uint32 {
 	defer trapOnPanic()
-	a := liftAction(mem, action)
-	decision := policy().Evaluate(a)
+	var decision Decision
+	if active == nil {
+		// Airlock always sets a policy up first. Fail closed, with a deny
+		// rather than a trap, which a fail-open route may skip (as in the
+		// Rust SDK).
+		decision = Deny{Status: 500, Reason: "the policy was not set up"}
+	} else {
+		decision = active.Evaluate(liftAction(mem, action))
+	}
 	ret := mem.alloc(decisionSize, 8)
 	lowerDecision(mem, ret, decision)
 	return ret
 }
 
-//go:wasmexport cabi_post_airlock:policy/judge@0.1.0#evaluate
+//go:wasmexport cabi_post_airlock:policy/judge@0.2.0#evaluate
 func postEvaluate(ret uint32) { release() }
 
-//go:wasmexport airlock:policy/judge@0.1.0#describe
+//go:wasmexport airlock:policy/judge@0.2.0#describe
 func exportDescribe() uint32 {
 	defer trapOnPanic()
-	metadata := policy().Describe()
+	metadata := registeredPolicy().metadata
 	ret := mem.alloc(metadataSize, 4)
 	lowerMetadata(mem, ret, metadata)
 	return ret
 }
 
-//go:wasmexport cabi_post_airlock:policy/judge@0.1.0#describe
+//go:wasmexport cabi_post_airlock:policy/judge@0.2.0#describe
 func postDescribe(ret uint32) { release() }
 
 // trap ends the call with a wasm trap: the componentizer turns this import
@@ -134,22 +164,26 @@ func panicSite() string {
 	}
 }
 
-//go:wasmimport airlock:policy/host@0.1.0 log
+//go:wasmimport airlock:policy/host@0.2.0 log
 func hostLog(level uint32, message string)
 
-//go:wasmimport airlock:policy/host@0.1.0 now-unix-ms
+//go:wasmimport airlock:policy/host@0.2.0 now-unix-ms
 func hostNowUnixMs() int64
 
-//go:wasmimport airlock:policy/host@0.1.0 to-local-time
+//go:wasmimport airlock:policy/host@0.2.0 to-local-time
 func hostToLocalTime(zone string, unixMs int64, ret unsafe.Pointer)
 
-//go:wasmimport airlock:policy/host@0.1.0 parameters
-func hostParameters(ret unsafe.Pointer)
-
-//go:wasmimport airlock:policy/host@0.1.0 live-figures
+//go:wasmimport airlock:policy/host@0.2.0 live-figures
 func hostLiveFigures(pool string, ret unsafe.Pointer)
 
-// A return area lives on the heap (Go stacks may move) and is 8-aligned.
+//go:wasmimport airlock:policy/host@0.2.0 request-header
+func hostRequestHeader(name string, ret unsafe.Pointer)
+
+//go:wasmimport airlock:policy/host@0.2.0 request-headers
+func hostRequestHeaders(ret unsafe.Pointer)
+
+// A return area lives on the heap (Go stacks may move) and is 8-aligned;
+// it is as large as the largest result (option<pool-figures>).
 type returnArea [optionFiguresSize / 8]uint64
 
 func (r *returnArea) address() uint32 { return uint32(uintptr(unsafe.Pointer(r))) }
@@ -169,14 +203,6 @@ func toLocalTime(zone string, unixMs int64) (LocalTime, bool) {
 	return *found, true
 }
 
-func parametersJSON() string {
-	ret := new(returnArea)
-	hostParameters(unsafe.Pointer(ret))
-	json := liftString(mem, ret.address())
-	runtime.KeepAlive(ret)
-	return json
-}
-
 func liveFigures(pool string) (PoolFigures, bool) {
 	ret := new(returnArea)
 	hostLiveFigures(pool, unsafe.Pointer(ret))
@@ -186,4 +212,20 @@ func liveFigures(pool string) (PoolFigures, bool) {
 		return PoolFigures{}, false
 	}
 	return *found, true
+}
+
+func requestHeader(name string) (string, bool) {
+	ret := new(returnArea)
+	hostRequestHeader(name, unsafe.Pointer(ret))
+	value, found := liftHeaderResult(mem, ret.address())
+	runtime.KeepAlive(ret)
+	return value, found
+}
+
+func requestHeaders() []Header {
+	ret := new(returnArea)
+	hostRequestHeaders(unsafe.Pointer(ret))
+	headers := liftHeadersResult(mem, ret.address())
+	runtime.KeepAlive(ret)
+	return headers
 }

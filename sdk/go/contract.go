@@ -4,11 +4,11 @@ package airlock
 // types and canonical-ABI glue were written against.
 //
 // When the WIT changes, update the types (types.go), the canonical-ABI glue
-// (abi.go, component_wasm.go, host.go) and its layout test (abi_test.go),
-// then this constant. A Rust
-// test in the host compares it with the file, so a contract change cannot
-// silently leave the Go SDK behind.
-const ContractSHA256 = "df5c20977b6f0c36130ed4624550c914df32ca15fe70aa014cb2ca63e628667e"
+// (abi.go, component_wasm.go, host.go, testhost.go) and its tests
+// (abi_test.go, wasm_test.go), then this constant and ContractPackage. A
+// Rust test in the host compares it with the file, so a contract change
+// cannot silently leave the Go SDK behind.
+const ContractSHA256 = "ae1f8952e3038f6cf514b77556bbc25289d5fbd9768ab22c67e55bb72c064b02"
 
 // ContractPackage is the WIT package the SDK implements.
-const ContractPackage = "airlock:policy@0.1.0"
+const ContractPackage = "airlock:policy@0.2.0"

@@ -1,8 +1,10 @@
 package airlock
 
-// What Airlock offers a policy: log, clock, local time, parameters and live
-// pool figures. In a component these call the host's imports; natively
-// (go test) they are answered by the TestHost installed with TestHost.Run.
+// What Airlock offers a policy: log, clock, local time, live pool figures and
+// the judged request's headers. In a component these call the host's
+// imports; natively (go test) they are answered by the TestHost installed
+// with TestHost.Run, Setup or Evaluate. (The parameters are not asked for:
+// they arrive once, decoded, in the setup function given to Register.)
 
 import "strconv"
 
@@ -23,12 +25,19 @@ func ToLocalTime(zone string, unixMs int64) (LocalTime, bool) {
 // LocalNow returns the current time in the IANA zone; false for an unknown zone.
 func LocalNow(zone string) (LocalTime, bool) { return toLocalTime(zone, nowUnixMs()) }
 
-// ParametersJSON returns the policy's parameters as a JSON object: the TOML
-// file beside the .wasm, with the route's overrides applied.
-func ParametersJSON() string { return parametersJSON() }
-
-// LiveFigures returns the live figures of pool; false if there is no such pool.
+// LiveFigures returns the live figures of pool, as the balancer sees them
+// now; false if there is no such pool.
 func LiveFigures(pool string) (PoolFigures, bool) { return liveFigures(pool) }
+
+// RequestHeader returns the first value of the judged request's header name
+// (any case); false when absent, when the action is not a request, or during
+// setup. Credentials arrive as `[redacted]`. Request.Header is the same.
+func RequestHeader(name string) (string, bool) { return requestHeader(name) }
+
+// RequestHeaders returns every header of the judged request, in order, names
+// in lower case; empty when the action is not a request, or during setup.
+// Request.Headers is the same.
+func RequestHeaders() []Header { return requestHeaders() }
 
 // panicMessage renders a recovered panic value without fmt (which would add
 // half a megabyte to every policy).

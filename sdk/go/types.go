@@ -1,14 +1,16 @@
 package airlock
 
-// The types of the `airlock:policy@0.1.0` contract (wit/policy.wit), one Go
+// The types of the `airlock:policy@0.2.0` contract (wit/policy.wit), one Go
 // type per WIT type. Variants are sealed interfaces holding values: a type
 // switch over Action.Subject has the cases Request, AddBackend, ...,
 // SpillSurge, and the interface cases Change and Event match any change or
 // any event. Options are pointers (nil = none).
 
-// Header is an HTTP header. Credentials (`authorization`, `cookie`,
-// `proxy-authorization` and headers the operator names) arrive with the value
-// `[redacted]`: a policy sees that they were present and nothing more.
+// Header is an HTTP header of the request being judged (Request.Header,
+// Request.Headers) or one a decision sets. Credentials (`authorization`,
+// `cookie`, `proxy-authorization` and headers the operator names) arrive
+// with the value `[redacted]`: a policy sees that they were present and
+// nothing more.
 type Header struct {
 	// Name is lower case.
 	Name  string
@@ -80,7 +82,9 @@ type PoolFigures struct {
 // (Failover, EjectOutlier, SpillSurge).
 type Subject interface{ isSubject() }
 
-// Request is a client request that matched a route and is about to be forwarded.
+// Request is a client request that matched a route and is about to be
+// forwarded. Its headers are not copied in: ask Header or Headers, which call
+// the host.
 type Request struct {
 	Method string
 	// Scheme is `http` or `https`.
@@ -90,8 +94,7 @@ type Request struct {
 	// Path is normalized: what is judged is what is forwarded.
 	Path string
 	// Query is the raw query string without `?`; nil when absent.
-	Query   *string
-	Headers []Header
+	Query *string
 	// ClientAddress is the client's IP address.
 	ClientAddress string
 	Route         string
@@ -101,23 +104,22 @@ type Request struct {
 	ContentType *string
 }
 
-// Header returns the first value of header name (case-insensitive).
-// Credentials arrive as `[redacted]`.
-func (r *Request) Header(name string) (string, bool) {
-	for _, header := range r.Headers {
-		if equalFoldASCII(header.Name, name) {
-			return header.Value, true
-		}
-	}
-	return "", false
-}
+// Header returns the first value of the judged request's header name (any
+// case), asking the host (RequestHeader); false when absent. Credentials
+// arrive as `[redacted]`.
+func (r *Request) Header(name string) (string, bool) { return RequestHeader(name) }
+
+// Headers returns every header of the judged request, in order, names in
+// lower case, asking the host (RequestHeaders).
+func (r *Request) Headers() []Header { return RequestHeaders() }
 
 // IsWrite reports whether the method changes state: anything but GET, HEAD,
-// OPTIONS and TRACE.
+// OPTIONS and TRACE, in any case.
 func (r *Request) IsWrite() bool {
-	switch r.Method {
-	case "GET", "HEAD", "OPTIONS", "TRACE":
-		return false
+	for _, safe := range [...]string{"GET", "HEAD", "OPTIONS", "TRACE"} {
+		if equalFoldASCII(r.Method, safe) {
+			return false
+		}
 	}
 	return true
 }
@@ -216,11 +218,11 @@ func (Failover) isEvent()     {}
 func (EjectOutlier) isEvent() {}
 func (SpillSurge) isEvent()   {}
 
-// Action is what a policy judges: what, who, and the figures of the pools it touches.
+// Action is what a policy judges: what, and who asks. The live figures of
+// the pools it touches are one LiveFigures call away.
 type Action struct {
 	Subject   Subject
 	Principal Principal
-	Figures   []PoolFigures
 }
 
 // Request returns the request being judged, or nil if the action is not one.
@@ -229,17 +231,6 @@ func (a *Action) Request() *Request {
 		return &request
 	}
 	return nil
-}
-
-// PoolFigures returns the figures of pool carried with the action, if it
-// touches that pool.
-func (a *Action) PoolFigures(pool string) (PoolFigures, bool) {
-	for _, figures := range a.Figures {
-		if figures.Pool == pool {
-			return figures, true
-		}
-	}
-	return PoolFigures{}, false
 }
 
 // Decision is a policy's answer: Allow, Deny or Hold.
@@ -304,7 +295,8 @@ const (
 	JudgesEvents
 )
 
-// Metadata is what describe() returns.
+// Metadata is what describe() returns: given to Register, it does not
+// depend on the parameters.
 type Metadata struct {
 	Name    string
 	Version string

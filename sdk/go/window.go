@@ -68,14 +68,15 @@ func (w Window) Contains(t LocalTime) bool {
 		(slices.Contains(w.days, previousDay) && minute < w.end)
 }
 
-// ParseWindows parses a list of windows from parameters; the error is a
-// `bad parameters: ...` message naming the first bad window.
-func ParseWindows(texts []string) ([]Window, error) {
+// ParseWindows parses the windows of a parameter at key (e.g. `hours`); the
+// error is a *ParameterError at the first bad window (`hours[1]`), for
+// setup to return.
+func ParseWindows(key string, texts []string) ([]Window, error) {
 	windows := make([]Window, 0, len(texts))
-	for _, text := range texts {
+	for index, text := range texts {
 		window, err := ParseWindow(text)
 		if err != nil {
-			return nil, errors.New("bad parameters: " + err.Error())
+			return nil, &ParameterError{Key: KeyIndex(key, index), Message: err.Error()}
 		}
 		windows = append(windows, window)
 	}

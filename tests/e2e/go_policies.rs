@@ -49,7 +49,7 @@ fn a_scaffolded_go_policy_builds_and_passes_its_own_tests() {
         module.join("cases.toml").to_str().unwrap(),
     ]);
     assert!(ok, "{text}");
-    assert!(text.contains("2 passed, 0 failed"), "{text}");
+    assert!(text.contains("3 passed, 0 failed"), "{text}");
 }
 
 /// `go test ./...` in `directory`; panics with Go's output if it fails.

@@ -238,6 +238,27 @@ fn a_route_naming_a_missing_policy_is_a_config_error_with_its_line() {
     );
 }
 
+/// A route's parameter override the policy refuses is a config error at
+/// its own key and line, for `check` and for `run` alike.
+#[test]
+fn a_route_override_the_policy_refuses_is_a_config_error_with_its_line() {
+    let folder = policy_folder(&[("deny-list", "[[rules]]\npaths = [\"/x\"]\n")]);
+    let config = format!(
+        "[policies]\ndirectory = {:?}\n\n[[pool]]\nname = \"web\"\nbackends = [{{ address = \"127.0.0.1:1\" }}]\n\n[[route]]\npool = \"web\"\npolicies = [\"deny-list\"]\n\n[route.parameters.deny-list]\nrules = [\n  {{ paths = [\"/y\"] }},\n  {{ status = 200 }},\n]\n",
+        folder.path().display().to_string()
+    );
+    for command in ["check", "run"] {
+        let (ok, stderr) = airlock_with_config(command, &config);
+        assert!(!ok, "{command}");
+        assert!(
+            stderr.contains(
+                "airlock.toml:15:route[0].parameters.deny-list.rules[1].status: 200 is not a 4xx or 5xx status"
+            ),
+            "{command}: {stderr}"
+        );
+    }
+}
+
 #[test]
 fn a_bad_component_in_the_folder_stops_startup_with_its_name() {
     let folder = policy_folder(&[]);

@@ -222,3 +222,92 @@ async fn the_demo_reloads_a_policy_dropped_into_its_folder() {
     );
     assert!(rules["last_error"].is_null(), "{policies}");
 }
+
+/// A misspelled key in a hot-reloaded parameters file (`method` for
+/// `methods`) is refused with its file and line: the previous rules keep
+/// judging, and not one request fails while it is tried. Under contract 0.1
+/// this was logged as "policy reloaded" and every request got a 500.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_misspelled_parameter_is_refused_and_no_request_fails() {
+    let up = Upstream::start("a").await;
+    let folder = policy_folder(&[("deny-list", &deny_path("/denied"))]);
+    let config = format!(
+        "[policies]\ndirectory = {:?}\n\n{PUBLIC_LISTENER}\n{}\n[[route]]\npool = \"web\"\npolicies = [\"deny-list\"]\n",
+        folder.path().display().to_string(),
+        pool("web", &[&up], ""),
+    );
+    let airlock = Airlock::start(&config);
+    let serving = policy_status(&airlock).await["parameters_sha256"].clone();
+
+    // Requests in a loop, counted, for as long as the bad file is tried.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (sent, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let load = {
+        let (url, stop, sent, failed) = (
+            airlock.url("/ok"),
+            stop.clone(),
+            sent.clone(),
+            failed.clone(),
+        );
+        tokio::spawn(async move {
+            let client = Client::http1();
+            while !stop.load(Ordering::Relaxed) {
+                sent.fetch_add(1, Ordering::Relaxed);
+                if client.get(&url).await.status != 200 {
+                    failed.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        })
+    };
+    replace(
+        &folder.path().join("deny-list.toml"),
+        b"# a typo on line 3\n[[rules]]\nmethod = [\"GET\"]\n",
+    );
+    let refused = eventually(Duration::from_secs(10), || async {
+        policy_status(&airlock).await["last_error"].is_string()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    stop.store(true, Ordering::Relaxed);
+    load.await.unwrap();
+    let status = policy_status(&airlock).await;
+    assert!(refused, "{status}");
+    let error = status["last_error"].as_str().unwrap();
+    assert!(
+        error.contains("deny-list.toml:3:rules[0].method: unknown field `method`"),
+        "{error}"
+    );
+    assert_eq!(status["parameters_sha256"], serving, "the old rules serve");
+    assert!(sent.load(Ordering::Relaxed) > 10);
+    assert_eq!(
+        failed.load(Ordering::Relaxed),
+        0,
+        "{} sent",
+        sent.load(Ordering::Relaxed)
+    );
+    assert_eq!(
+        Client::http1().get(&airlock.url("/denied")).await.status,
+        403
+    );
+    let (_, trail) = airlock.admin_json("/v1/audit?kind=policy_rejected").await;
+    assert!(
+        trail["entries"][0]["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("unknown field")
+            || trail.to_string().contains("unknown field"),
+        "{trail}"
+    );
+
+    // The fix applies: the new rule judges.
+    replace(
+        &folder.path().join("deny-list.toml"),
+        b"[[rules]]\nmethods = [\"GET\"]\npaths = [\"/ok\"]\n",
+    );
+    assert!(
+        answers(&airlock, "/ok", 403).await,
+        "{}",
+        policy_status(&airlock).await
+    );
+    assert!(policy_status(&airlock).await["last_error"].is_null());
+}

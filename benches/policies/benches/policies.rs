@@ -86,7 +86,7 @@ struct Case {
     name: &'static str,
     /// What the action is, for the report.
     summary: &'static str,
-    action: Action,
+    action: Judged,
     /// Parameters of the component (its case table's, made explicit).
     parameters: &'static str,
     /// The clock the decision sees.
@@ -97,6 +97,16 @@ struct Case {
     cedar_hold: Option<&'static str>,
     /// The zone whose local time goes into `context.local`, if the rules need it.
     zone: Option<&'static str>,
+}
+
+/// An action with what the host answers about it: the request's headers
+/// (`request-header`) and the figures of the pools it touches
+/// (`live-figures`). Cedar gets them all in its request.
+#[derive(Clone)]
+struct Judged {
+    action: Action,
+    headers: Vec<Header>,
+    figures: Vec<PoolFigures>,
 }
 
 fn header(name: &str, value: &str) -> Header {
@@ -128,7 +138,7 @@ fn figures(pool: &str, healthy: u32, total: u32, in_flight: u32, error_rate: f64
 /// A client request with the headers a browser or API client sends (eight,
 /// the credential already redacted as the host does), from an authenticated
 /// principal in three groups, with its pool's figures.
-fn request(method: &str, path: &str, query: Option<&str>, body: Option<u64>) -> Action {
+fn request(method: &str, path: &str, query: Option<&str>, body: Option<u64>) -> Judged {
     let mut headers = vec![
         header("host", "shop.example.com"),
         header(
@@ -148,14 +158,13 @@ fn request(method: &str, path: &str, query: Option<&str>, body: Option<u64>) -> 
             "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
         ),
     });
-    Action {
+    let action = Action {
         subject: Subject::Request(HttpRequest {
             method: method.to_owned(),
             scheme: "https".to_owned(),
             host: "shop.example.com".to_owned(),
             path: path.to_owned(),
             query: query.map(str::to_owned),
-            headers,
             client_address: "203.0.113.57".to_owned(),
             route: "shop-api".to_owned(),
             pool: "shop".to_owned(),
@@ -163,7 +172,20 @@ fn request(method: &str, path: &str, query: Option<&str>, body: Option<u64>) -> 
             content_type: body.map(|_| "application/json".to_owned()),
         }),
         principal: alice(&["dev", "payments", "eu-staff"]),
+    };
+    Judged {
+        action,
+        headers,
         figures: vec![figures("shop", 4, 4, 17, 0.002)],
+    }
+}
+
+/// An action that is not a request: no headers.
+fn unheaded(action: Action, figures: Vec<PoolFigures>) -> Judged {
+    Judged {
+        action,
+        headers: Vec::new(),
+        figures,
     }
 }
 
@@ -176,46 +198,55 @@ fn cases() -> Vec<Case> {
     );
     let post = request("POST", "/api/v1/orders", None, Some(1834));
     let delete = request("DELETE", "/api/v1/orders/8812", None, None);
-    let shift = Action {
-        subject: Subject::Change(Change::ShiftTraffic(TrafficShift {
-            route: "shop-api".to_owned(),
-            from_pool: "shop".to_owned(),
-            to_pool: "shop-canary".to_owned(),
-            percent: 50,
-        })),
-        principal: alice(&["ops", "release", "eu-staff"]),
-        figures: vec![
+    let shift = unheaded(
+        Action {
+            subject: Subject::Change(Change::ShiftTraffic(TrafficShift {
+                route: "shop-api".to_owned(),
+                from_pool: "shop".to_owned(),
+                to_pool: "shop-canary".to_owned(),
+                percent: 50,
+            })),
+            principal: alice(&["ops", "release", "eu-staff"]),
+        },
+        vec![
             figures("shop", 4, 4, 17, 0.002),
             figures("shop-canary", 2, 2, 5, 0.004),
         ],
-    };
-    let remove = Action {
-        subject: Subject::Change(Change::RemoveBackend(BackendChange {
-            pool: "shop".to_owned(),
-            backend: "10.0.3.14:8080".to_owned(),
-        })),
-        principal: alice(&["ops", "release", "eu-staff"]),
-        figures: vec![figures("shop", 4, 4, 17, 0.002)],
-    };
-    let failover = Action {
-        subject: Subject::Event(Event::Failover(Failover {
-            route: "shop-api".to_owned(),
-            from_pool: "shop".to_owned(),
-            to_pool: "shop-backup".to_owned(),
-        })),
-        principal: Principal {
-            id: "airlock".to_owned(),
-            groups: Vec::new(),
-            authenticated_by: Authentication::Balancer,
+    );
+
+    let remove = unheaded(
+        Action {
+            subject: Subject::Change(Change::RemoveBackend(BackendChange {
+                pool: "shop".to_owned(),
+                backend: "10.0.3.14:8080".to_owned(),
+            })),
+            principal: alice(&["ops", "release", "eu-staff"]),
         },
-        figures: vec![
+        vec![figures("shop", 4, 4, 17, 0.002)],
+    );
+
+    let failover = unheaded(
+        Action {
+            subject: Subject::Event(Event::Failover(Failover {
+                route: "shop-api".to_owned(),
+                from_pool: "shop".to_owned(),
+                to_pool: "shop-backup".to_owned(),
+            })),
+            principal: Principal {
+                id: "airlock".to_owned(),
+                groups: Vec::new(),
+                authenticated_by: Authentication::Balancer,
+            },
+        },
+        vec![
             PoolFigures {
                 latency_p99_ms: Some(950.0),
                 ..figures("shop", 1, 3, 41, 0.6)
             },
             figures("shop-backup", 3, 3, 0, 0.0),
         ],
-    };
+    );
+
     vec![
         Case {
             name: "allow-all",
@@ -498,7 +529,8 @@ impl CedarPolicy {
     }
 
     /// The request and entities a host builds from `action`.
-    fn request(&self, action: &Action, now_unix_ms: i64) -> (Request, Entities) {
+    fn request(&self, judged: &Judged, now_unix_ms: i64) -> (Request, Entities) {
+        let action = &judged.action;
         let principal = &action.principal;
         let principal_uid =
             EntityUid::from_type_name_and_id(self.user.clone(), EntityId::new(&principal.id));
@@ -513,7 +545,7 @@ impl CedarPolicy {
             Authentication::Mtls => "mtls",
             Authentication::Balancer => "balancer",
         };
-        let mut entities = Vec::with_capacity(1 + action.figures.len());
+        let mut entities = Vec::with_capacity(1 + judged.figures.len());
         entities.push(
             Entity::new(
                 principal_uid.clone(),
@@ -523,7 +555,7 @@ impl CedarPolicy {
             .expect("a valid principal entity"),
         );
         // Every pool the action carries figures for, its figures as attributes.
-        for figures in &action.figures {
+        for figures in &judged.figures {
             let mut attributes = HashMap::from([
                 (
                     "healthy_backends".to_owned(),
@@ -558,9 +590,9 @@ impl CedarPolicy {
                     field("query", string(query));
                 }
                 let mut headers: Vec<(String, RestrictedExpression)> =
-                    Vec::with_capacity(request.headers.len());
-                let mut seen: Vec<(&str, String)> = Vec::with_capacity(request.headers.len());
-                for header in &request.headers {
+                    Vec::with_capacity(judged.headers.len());
+                let mut seen: Vec<(&str, String)> = Vec::with_capacity(judged.headers.len());
+                for header in &judged.headers {
                     match seen.iter_mut().find(|(name, _)| *name == header.name) {
                         // A repeated header: one entry, values joined as HTTP allows.
                         Some((_, value)) => {
@@ -676,7 +708,7 @@ impl CedarPolicy {
     }
 
     /// One decision, as a host makes it: main set, then `needs-approval`.
-    fn decide(&self, action: &Action, now_unix_ms: i64) -> CedarVerdict {
+    fn decide(&self, action: &Judged, now_unix_ms: i64) -> CedarVerdict {
         let (request, entities) = self.request(action, now_unix_ms);
         let response = self
             .authorizer
@@ -784,10 +816,10 @@ fn policy_index(id: &PolicyId) -> usize {
 fn context(case: &Case) -> CallContext {
     CallContext {
         policy: Arc::from(case.name),
-        parameters: Arc::from(case.parameters),
         fixed_now_unix_ms: Some(case.now_unix_ms),
         // The live figures the balancer would answer `live-figures` with.
         figures: Arc::new(case.action.figures.clone()),
+        headers: Arc::new(case.action.headers.clone()),
     }
 }
 
@@ -800,6 +832,7 @@ const GO_TWINS: [(&str, &str); 2] = [
 /// A Go port, loaded fresh and reused, checked against its Rust twin.
 struct GoTwin {
     name: &'static str,
+    parameters: &'static str,
     wasm: Vec<u8>,
     fresh: LoadedPolicy,
     reused: LoadedPolicy,
@@ -811,8 +844,13 @@ fn go_twin(engine: &PolicyEngine, rust: &Prepared, directory: &str) -> GoTwin {
         .join(directory);
     let wasm = airlock::policy::go::build(&directory, &airlock::policy::go::toolchain())
         .unwrap_or_else(|error| panic!("building {}: {error}", directory.display()));
-    let fresh = engine.load(&wasm, false).expect("the Go policy loads");
-    let reused = engine.load(&wasm, true).expect("the Go policy loads");
+    let parameters = rust.case.parameters;
+    let fresh = engine
+        .load(&wasm, parameters, false)
+        .expect("the Go policy loads");
+    let reused = engine
+        .load(&wasm, parameters, true)
+        .expect("the Go policy loads");
     for go in [&fresh, &reused] {
         assert_eq!(
             decide(go, &rust.case),
@@ -823,6 +861,7 @@ fn go_twin(engine: &PolicyEngine, rust: &Prepared, directory: &str) -> GoTwin {
     }
     GoTwin {
         name: rust.case.name,
+        parameters,
         wasm,
         fresh,
         reused,
@@ -846,7 +885,7 @@ struct Prepared {
 fn decide(policy: &LoadedPolicy, case: &Case) -> Verdict {
     let mut last = None;
     for _ in 0..5 {
-        match policy.evaluate(&case.action, context(case)) {
+        match policy.evaluate(&case.action.action, context(case)) {
             Ok(verdict) => return verdict,
             Err(failure) => last = Some(failure),
         }
@@ -856,8 +895,12 @@ fn decide(policy: &LoadedPolicy, case: &Case) -> Verdict {
 
 fn prepare(engine: &PolicyEngine, case: Case) -> Prepared {
     let wasm = bundled::component(case.name).expect("a bundled policy");
-    let fresh = engine.load(wasm, false).expect("the policy loads");
-    let reused = engine.load(wasm, true).expect("the policy loads");
+    let fresh = engine
+        .load(wasm, case.parameters, false)
+        .expect("the policy loads");
+    let reused = engine
+        .load(wasm, case.parameters, true)
+        .expect("the policy loads");
     let cedar = CedarPolicy::new(&case);
     let verdict = decide(&fresh, &case);
     let again = decide(&reused, &case);
@@ -992,7 +1035,7 @@ fn main() {
             let context = context(&p.case);
             group.bench_function(p.case.name, |b| {
                 b.iter(|| {
-                    let result = policy.evaluate(black_box(&p.case.action), context.clone());
+                    let result = policy.evaluate(black_box(&p.case.action.action), context.clone());
                     if let Err(failure) = &result {
                         *failures.borrow_mut().entry(failure.code()).or_default() += 1;
                     }
@@ -1012,7 +1055,7 @@ fn main() {
             let policy = if mode { &twin.reused } else { &twin.fresh };
             let context = context(&p.case);
             group.bench_function(twin.name, |b| {
-                b.iter(|| policy.evaluate(black_box(&p.case.action), context.clone()));
+                b.iter(|| policy.evaluate(black_box(&p.case.action.action), context.clone()));
             });
         }
         group.finish();
@@ -1027,7 +1070,7 @@ fn main() {
             group.bench_function(twin.name, |b| {
                 b.iter_with_large_drop(|| {
                     engine
-                        .load(black_box(&twin.wasm), false)
+                        .load(black_box(&twin.wasm), twin.parameters, false)
                         .expect("the Go policy loads")
                 });
             });
@@ -1056,7 +1099,11 @@ fn main() {
         group.bench_function("deny-list", |b| {
             b.iter_with_large_drop(|| {
                 engine
-                    .load(black_box(wasm), false)
+                    .load(
+                        black_box(wasm),
+                        r#"{"rules": [{"paths": ["/internal/**"]}]}"#,
+                        false,
+                    )
                     .expect("the policy loads")
             });
         });

@@ -110,19 +110,6 @@ impl BalancerEvent {
         }
     }
 
-    /// The pools whose figures go with the event.
-    fn pools(&self) -> Vec<&str> {
-        match self {
-            BalancerEvent::Failover {
-                from_pool, to_pool, ..
-            }
-            | BalancerEvent::SpillSurge {
-                from_pool, to_pool, ..
-            } => vec![from_pool, to_pool],
-            BalancerEvent::EjectOutlier { pool, .. } => vec![pool],
-        }
-    }
-
     /// Where it moves a route, and what share: a failover or spill.
     fn destination(&self) -> Option<(&str, (String, u8))> {
         match self {
@@ -285,11 +272,6 @@ impl ControlPlane {
                 groups: Vec::new(),
                 authenticated_by: contract::Authentication::Balancer,
             },
-            figures: event
-                .pools()
-                .into_iter()
-                .filter_map(|pool| routing.pool_figures(pool))
-                .collect(),
         };
         let source: Arc<dyn FiguresSource> = routing.clone();
         let clock = Clock::start();

@@ -227,7 +227,7 @@ fn build_routing(
     let table = RouteTable::build(
         routes,
         |name| pools.iter().find(|pool| pool.name == name).cloned(),
-        |route| policies.chain(route),
+        |route| Ok(policies.chain(route)?),
     )?;
     Ok(Routing {
         routes: table,
@@ -447,7 +447,6 @@ impl ControlPlane {
                 groups: identity.groups.clone(),
                 authenticated_by: contract::Authentication::Token,
             },
-            figures: Vec::new(),
         };
         let figures: Arc<dyn FiguresSource> = self.proxy.routing();
         let clock = Clock::start();
@@ -890,20 +889,7 @@ impl ControlPlane {
 
 /// The chain that judges changes: `[control] policies`.
 fn control_chain(desired: &Desired) -> Result<PolicyChain, String> {
-    desired.policies.chain(&RouteConfig {
-        name: Some("control".to_owned()),
-        host: "*".to_owned(),
-        path: "/".to_owned(),
-        pool: String::new(),
-        policies: desired.control.policies.clone(),
-        on_policy_error: crate::policy::OnPolicyError::Deny,
-        audit: crate::proxy::record::RouteAudit::Durable,
-        parameters: desired.control.parameters.clone(),
-        shift: None,
-        backup_pool: None,
-        overflow_pool: None,
-        allow_method_parameter: false,
-    })
+    Ok(desired.policies.chain(&desired.control.as_route())?)
 }
 
 fn new_change_id() -> Result<String, StoreError> {

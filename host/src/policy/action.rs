@@ -7,6 +7,7 @@ use std::net::IpAddr;
 use http::{header, HeaderMap, HeaderName, Method};
 
 use super::bindings::{Action, Authentication, Header, PoolFigures, Principal, Request, Subject};
+use super::engine::HeaderSource;
 
 /// What a redacted header's value becomes: the policy sees that it was there.
 pub const REDACTED: &str = "[redacted]";
@@ -22,7 +23,7 @@ const ALWAYS_REDACTED: [HeaderName; 3] = [
 /// operator's `[policies] redact_headers`.
 #[derive(Debug, Clone, Default)]
 pub struct Redaction {
-    extra: Vec<HeaderName>,
+    extra: std::sync::Arc<[HeaderName]>,
 }
 
 impl Redaction {
@@ -37,8 +38,10 @@ impl Redaction {
                 HeaderName::from_bytes(name.as_bytes())
                     .map_err(|_| format!("`{name}` is not a header name"))
             })
-            .collect::<Result<_, _>>()?;
-        Ok(Redaction { extra })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Redaction {
+            extra: extra.into(),
+        })
     }
 
     fn hides(&self, name: &HeaderName) -> bool {
@@ -51,13 +54,44 @@ impl Redaction {
             .iter()
             .map(|(name, value)| Header {
                 name: name.as_str().to_owned(),
-                value: if self.hides(name) {
-                    REDACTED.to_owned()
-                } else {
-                    String::from_utf8_lossy(value.as_bytes()).into_owned()
-                },
+                value: self.value(name, value),
             })
             .collect()
+    }
+
+    fn value(&self, name: &HeaderName, value: &http::HeaderValue) -> String {
+        if self.hides(name) {
+            REDACTED.to_owned()
+        } else {
+            String::from_utf8_lossy(value.as_bytes()).into_owned()
+        }
+    }
+
+    /// `headers` as a policy may ask for them, redacted when asked: a
+    /// policy that reads no header costs no copy of them.
+    pub fn source(&self, headers: &HeaderMap) -> std::sync::Arc<dyn HeaderSource> {
+        std::sync::Arc::new(RedactedHeaders {
+            headers: headers.clone(),
+            redaction: self.clone(),
+        })
+    }
+}
+
+/// A request's headers behind [`Redaction`], read on demand.
+struct RedactedHeaders {
+    headers: HeaderMap,
+    redaction: Redaction,
+}
+
+impl HeaderSource for RedactedHeaders {
+    fn header(&self, name: &str) -> Option<String> {
+        let name = HeaderName::from_bytes(name.as_bytes()).ok()?;
+        let value = self.headers.get(&name)?;
+        Some(self.redaction.value(&name, value))
+    }
+
+    fn headers(&self) -> Vec<Header> {
+        self.redaction.headers(&self.headers)
     }
 }
 
@@ -76,12 +110,9 @@ pub struct RequestFacts<'a> {
     pub principal: Principal,
 }
 
-/// The `request` action for `facts`, carrying the figures of its pool.
-pub fn request_action(
-    facts: RequestFacts<'_>,
-    redaction: &Redaction,
-    figures: PoolFigures,
-) -> Action {
+/// The `request` action for `facts` (its headers and its pool's figures
+/// are asked for through the host, not carried).
+pub fn request_action(facts: RequestFacts<'_>) -> Action {
     let headers = facts.headers;
     let text = |name: header::HeaderName| {
         headers
@@ -96,7 +127,6 @@ pub fn request_action(
             host: facts.host.to_owned(),
             path: facts.path.to_owned(),
             query: facts.query.map(str::to_owned),
-            headers: redaction.headers(headers),
             client_address: facts.client.to_string(),
             route: facts.route.to_owned(),
             pool: facts.pool.to_owned(),
@@ -104,7 +134,6 @@ pub fn request_action(
             content_type: text(header::CONTENT_TYPE),
         }),
         principal: facts.principal,
-        figures: vec![figures],
     }
 }
 

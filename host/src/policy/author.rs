@@ -128,23 +128,50 @@ serde = {{ version = "1", features = ["derive"] }}
     )
 }
 
-const SCAFFOLD_LIB: &str = r#"//! {{name}}: holds deletes for approval by `oncall`, allows everything else.
+const SCAFFOLD_LIB: &str = r##"//! {{name}}: holds deletes (any case of the method) for approval by the
+//! groups in its parameters (`{{name}}.toml`, default `oncall`), allows
+//! everything else.
 //!
 //! Build: `airlock policy build .`   Test: `cargo test` and
 //! `airlock policy test {{name}}.wasm cases.toml`.
 
-use airlock_sdk::{Action, Approvers, Decision, Metadata, Policy};
+use airlock_sdk::{matching, Action, Approvers, Decision, Metadata, ParameterError, Policy};
 
-struct ThisPolicy;
+/// `{{name}}.toml`, checked once when Airlock loads the policy: an unknown
+/// key is refused with its line, and the previous version keeps serving.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Parameters {
+    #[serde(default = "oncall")]
+    groups: Vec<String>,
+}
+
+fn oncall() -> Vec<String> {
+    vec!["oncall".to_owned()]
+}
+
+pub struct ThisPolicy {
+    approvers: Approvers,
+}
 
 impl Policy for ThisPolicy {
+    type Parameters = Parameters;
+
     fn describe() -> Metadata {
         Metadata::requests("{{name}}", env!("CARGO_PKG_VERSION"))
     }
 
-    fn evaluate(action: Action) -> Decision {
+    fn setup(parameters: Parameters) -> Result<Self, ParameterError> {
+        let groups: Vec<&str> = parameters.groups.iter().map(String::as_str).collect();
+        let approvers = Approvers::groups(&groups);
+        approvers.check("")?;
+        Ok(ThisPolicy { approvers })
+    }
+
+    fn evaluate(&self, action: Action) -> Decision {
         match action.request() {
-            Some(request) if request.method == "DELETE" => Approvers::groups(&["oncall"])
+            Some(request) if matching::method("DELETE", &request.method) => self
+                .approvers
                 .hold(format!("DELETE {} needs approval", request.path), "DELETE"),
             _ => Decision::allow(),
         }
@@ -156,17 +183,26 @@ airlock_sdk::export!(ThisPolicy);
 #[cfg(test)]
 mod tests {
     use super::*;
+    use airlock_sdk::set_up;
     use airlock_sdk::testing::{request, TestHost};
 
     #[test]
-    fn deletes_are_held_and_reads_pass() {
+    fn deletes_are_held_in_any_case_and_reads_pass() {
+        let policy = set_up::<ThisPolicy>("{}").unwrap();
         TestHost::new().run(|| {
-            assert_eq!(ThisPolicy::evaluate(request("DELETE", "/x")).kind(), "hold");
-            assert_eq!(ThisPolicy::evaluate(request("GET", "/x")), Decision::allow());
+            assert_eq!(policy.evaluate(request("DELETE", "/x")).kind(), "hold");
+            assert_eq!(policy.evaluate(request("delete", "/x")).kind(), "hold");
+            assert_eq!(policy.evaluate(request("GET", "/x")), Decision::allow());
         });
     }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let refusal = set_up::<ThisPolicy>(r#"{"group": ["oncall"]}"#).err().unwrap();
+        assert_eq!(refusal.key, "group");
+    }
 }
-"#;
+"##;
 
 const SCAFFOLD_GO_MOD: &str = r#"module {{name}}
 
@@ -178,7 +214,9 @@ require airlock.example/sdk v0.0.0
 replace airlock.example/sdk => {{sdk}}
 "#;
 
-const SCAFFOLD_GO_MAIN: &str = r#"// {{name}}: holds deletes for approval by `oncall`, allows everything else.
+const SCAFFOLD_GO_MAIN: &str = r#"// {{name}}: holds deletes (any case of the method) for approval by the
+// groups in its parameters ({{name}}.toml, default oncall), allows
+// everything else.
 //
 // Build: `airlock policy build .`   Test: `go test ./...` and
 // `airlock policy test {{name}}.wasm cases.toml`.
@@ -189,16 +227,31 @@ import "airlock.example/sdk"
 // main is never called: the policy is a library the host calls into.
 func main() {}
 
-func init() { airlock.Register(thisPolicy{}) }
+func init() { airlock.Register(airlock.Requests("{{name}}", "0.1.0"), setup) }
 
-type thisPolicy struct{}
+// parameters is {{name}}.toml, checked once when Airlock loads the policy:
+// an unknown key is refused with its line, and the previous version keeps
+// serving.
+type parameters struct {
+	Groups []string `json:"groups,omitempty"` // optional: oncall when absent
+}
 
-func (thisPolicy) Describe() airlock.Metadata { return airlock.Requests("{{name}}", "0.1.0") }
+type thisPolicy struct{ groups []string }
 
-func (thisPolicy) Evaluate(action airlock.Action) airlock.Decision {
-	if request := action.Request(); request != nil && request.Method == "DELETE" {
-		// Quorum 1 of group oncall, waiting at most 15 minutes.
-		return airlock.NewHold("DELETE "+request.Path+" needs approval", []string{"oncall"}, 1, 15*60*1000)
+func setup(p parameters) (airlock.Policy, error) {
+	if p.Groups == nil {
+		p.Groups = []string{"oncall"}
+	}
+	if len(p.Groups) == 0 {
+		return nil, airlock.BadParameter("groups", "needs at least one group")
+	}
+	return &thisPolicy{groups: p.Groups}, nil
+}
+
+func (p *thisPolicy) Evaluate(action airlock.Action) airlock.Decision {
+	if request := action.Request(); request != nil && airlock.MethodMatches("DELETE", request.Method) {
+		// Quorum 1, waiting at most 15 minutes.
+		return airlock.NewHold("DELETE "+request.Path+" needs approval", p.groups, 1, 15*60*1000)
 	}
 	return airlock.Allow{}
 }
@@ -214,13 +267,23 @@ import (
 	"airlock.example/sdk"
 )
 
-func TestDeletesAreHeldAndReadsPass(t *testing.T) {
+func TestDeletesAreHeldInAnyCaseAndReadsPass(t *testing.T) {
 	host := &airlock.TestHost{}
-	if kind := host.Evaluate(thisPolicy{}, airlock.TestRequest("DELETE", "/x")).Kind(); kind != "hold" {
-		t.Errorf("DELETE: %s, want hold", kind)
+	policy, refusal := host.Setup("{}")
+	if refusal != nil {
+		t.Fatalf("setup: %v", refusal)
 	}
-	if kind := host.Evaluate(thisPolicy{}, airlock.TestRequest("GET", "/x")).Kind(); kind != "allow" {
-		t.Errorf("GET: %s, want allow", kind)
+	for method, want := range map[string]string{"DELETE": "hold", "delete": "hold", "GET": "allow"} {
+		if kind := host.Evaluate(policy, airlock.TestRequest(method, "/x")).Kind(); kind != want {
+			t.Errorf("%s: %s, want %s", method, kind, want)
+		}
+	}
+}
+
+func TestUnknownKeysAreRefused(t *testing.T) {
+	host := &airlock.TestHost{}
+	if _, refusal := host.Setup(`{"group": ["oncall"]}`); refusal == nil || refusal.Key != "group" {
+		t.Errorf("refusal %v, want one at key group", refusal)
 	}
 }
 "#;
@@ -234,6 +297,11 @@ expect = "allow"
 [[case]]
 name = "deletes wait for oncall"
 request = { method = "DELETE", path = "/x" }
+expect = { decision = "hold", groups = ["oncall"], quorum = 1 }
+
+[[case]]
+name = "a lower-case delete waits too"
+request = { method = "delete", path = "/x" }
 expect = { decision = "hold", groups = ["oncall"], quorum = 1 }
 "#;
 
@@ -258,8 +326,10 @@ pub fn build_policy(directory: &Path, output: Option<&Path>) -> Result<BuiltPoli
         path: artifact.clone(),
         cause,
     })?;
+    // Compiled and checked against the contract; its parameters are checked
+    // when it is loaded, by `airlock policy test` and `airlock check`.
     let policy = engine
-        .load(&wasm, false)
+        .compile(&wasm)
         .map_err(|cause| AuthorError::Contract {
             path: artifact.clone(),
             cause,

@@ -17,7 +17,7 @@ use serde::Deserialize;
 
 use super::action::Redaction;
 use super::bindings::{
-    Action, Authentication, BackendChange, BackendWeight, Change, Event, Failover, Outlier,
+    Action, Authentication, BackendChange, BackendWeight, Change, Event, Failover, Header, Outlier,
     PoolFigures, Principal, Request, Spill, Subject, TrafficShift, WeightsChange,
 };
 use super::chain::kind_of;
@@ -219,6 +219,8 @@ enum Outcome {
     NotJudged,
     Decided(Verdict),
     Failed(PolicyFailure),
+    /// The policy refused the case's parameters at setup.
+    Refused(String),
 }
 
 /// The result of one case table.
@@ -278,12 +280,12 @@ pub fn run(
         file: policy_file.to_owned(),
         cause,
     })?;
-    let policy = engine
-        .load(&wasm, false)
-        .map_err(|cause| CasesError::Policy {
-            file: policy_file.to_owned(),
-            cause,
-        })?;
+    let component = engine.compile(&wasm).map_err(|cause| CasesError::Policy {
+        file: policy_file.to_owned(),
+        cause,
+    })?;
+    // Cases that share parameters share one setup.
+    let mut prepared_policies = BTreeMap::new();
     let parameters_file = policy_file.with_extension("toml");
     let base_parameters =
         super::read_parameters(&parameters_file).map_err(|cause| CasesError::Table {
@@ -302,7 +304,18 @@ pub fn run(
     for case in &table.cases {
         let prepared = prepare(case, &table.defaults, &base_parameters)
             .map_err(|cause| table_error(format!("case {:?}: {cause}", case.name)))?;
-        let outcome = run_case(&policy, prepared);
+        let policy = prepared_policies
+            .entry(prepared.parameters.clone())
+            .or_insert_with(|| {
+                component
+                    .prepare(&prepared.parameters, false)
+                    .map(Arc::new)
+                    .map_err(|error| error.to_string())
+            });
+        let outcome = match policy {
+            Ok(policy) => run_case(policy, prepared),
+            Err(refusal) => Outcome::Refused(refusal.clone()),
+        };
         let expectation = expectation(&case.expect)
             .map_err(|cause| table_error(format!("case {:?}: {cause}", case.name)))?;
         let differences = compare(&expectation, &outcome);
@@ -330,6 +343,8 @@ pub fn run(
 
 /// A case turned into what the engine takes.
 struct PreparedCase {
+    /// The policy's parameters with the case's applied, as JSON.
+    parameters: String,
     action: Action,
     context: CallContext,
 }
@@ -356,8 +371,13 @@ fn prepare(
         Some(spec) => principal(spec)?,
         None => super::action::anonymous(),
     };
+    let mut headers = Vec::new();
     let subject = match (&case.request, &case.change, &case.event) {
-        (Some(request), None, None) => Subject::Request(request_subject(request)?),
+        (Some(request), None, None) => {
+            let (request, seen) = request_subject(request)?;
+            headers = seen;
+            Subject::Request(request)
+        }
         (None, Some(change), None) => Subject::Change(change_subject(change)),
         (None, None, Some(event)) => Subject::Event(event_subject(event)),
         _ => return Err("give exactly one of `request`, `change` or `event`".to_owned()),
@@ -375,16 +395,13 @@ fn prepare(
         })
         .collect();
     Ok(PreparedCase {
-        action: Action {
-            subject,
-            principal,
-            figures: figures.clone(),
-        },
+        parameters: serde_json::Value::Object(parameters).to_string(),
+        action: Action { subject, principal },
         context: CallContext {
             policy: Arc::from(case.name.as_str()),
-            parameters: Arc::from(serde_json::Value::Object(parameters).to_string().as_str()),
             fixed_now_unix_ms: now,
             figures: Arc::new(figures),
+            headers: Arc::new(headers),
         },
     })
 }
@@ -399,8 +416,10 @@ fn run_case(policy: &LoadedPolicy, case: PreparedCase) -> Outcome {
     }
 }
 
-/// Which expectation fields apply to which decision.
-const FIELDS_BY_DECISION: [(&str, &[&str]); 5] = [
+/// Which expectation fields apply to which decision. `refused`: the policy
+/// refused the case's parameters at setup (Airlock would keep serving the
+/// previous version).
+const FIELDS_BY_DECISION: [(&str, &[&str]); 6] = [
     ("allow", &["set_headers"]),
     ("deny", &["status", "reason_contains"]),
     (
@@ -415,6 +434,7 @@ const FIELDS_BY_DECISION: [(&str, &[&str]); 5] = [
     ),
     ("not-judged", &[]),
     ("error", &["code"]),
+    ("refused", &["reason_contains"]),
 ];
 
 fn expectation(expect: &toml::Value) -> Result<Expectation, String> {
@@ -478,6 +498,7 @@ fn compare(expected: &Expectation, outcome: &Outcome) -> Vec<String> {
         Outcome::NotJudged => "not-judged",
         Outcome::Decided(verdict) => verdict.kind(),
         Outcome::Failed(_) => "error",
+        Outcome::Refused(_) => "refused",
     };
     differ(
         "decision",
@@ -556,6 +577,17 @@ fn compare(expected: &Expectation, outcome: &Outcome) -> Vec<String> {
                 differ("code", code.clone(), failure.code().to_owned());
             }
         }
+        Outcome::Refused(refusal) => {
+            if let Some(part) = &expected.reason_contains {
+                if !refusal.contains(part.as_str()) {
+                    differ(
+                        "reason",
+                        format!("to contain {part:?}"),
+                        format!("{refusal:?}"),
+                    );
+                }
+            }
+        }
         Outcome::NotJudged => {}
     }
     differences
@@ -581,6 +613,7 @@ fn describe(outcome: &Outcome) -> String {
             hold.reason
         ),
         Outcome::Failed(failure) => format!("error {}: {failure}", failure.code()),
+        Outcome::Refused(refusal) => format!("refused its parameters: {refusal}"),
     }
 }
 
@@ -609,7 +642,8 @@ fn principal(spec: &PrincipalSpec) -> Result<Principal, String> {
     })
 }
 
-fn request_subject(spec: &RequestSpec) -> Result<Request, String> {
+/// The request of a case, and its headers as a policy sees them.
+fn request_subject(spec: &RequestSpec) -> Result<(Request, Vec<Header>), String> {
     let mut headers = HeaderMap::new();
     for (name, value) in &spec.headers {
         let name = HeaderName::from_bytes(name.as_bytes())
@@ -618,20 +652,20 @@ fn request_subject(spec: &RequestSpec) -> Result<Request, String> {
             HeaderValue::from_str(value).map_err(|_| format!("bad value for header {name}"))?;
         headers.append(name, value);
     }
-    Ok(Request {
+    let request = Request {
         method: spec.method.clone(),
         scheme: spec.scheme.clone(),
         host: spec.host.clone(),
         path: spec.path.clone(),
         query: spec.query.clone(),
-        // The same redaction as in production, so a table shows what a policy really sees.
-        headers: Redaction::default().headers(&headers),
         client_address: spec.client_address.clone(),
         route: spec.route.clone(),
         pool: spec.pool.clone(),
         body_size: spec.body_size,
         content_type: spec.content_type.clone(),
-    })
+    };
+    // The same redaction as in production, so a table shows what a policy really sees.
+    Ok((request, Redaction::default().headers(&headers)))
 }
 
 fn change_subject(spec: &ChangeSpec) -> Change {

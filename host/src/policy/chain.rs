@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use super::bindings::{Action, ActionKinds, Subject};
 use super::decision::{HeaderEdits, HoldRequest, Refusal, Verdict};
-use super::engine::{CallContext, FiguresSource, LoadedPolicy, PolicyFailure};
+use super::engine::{CallContext, FiguresSource, HeaderSource, LoadedPolicy, PolicyFailure};
 
 /// What a route does when one of its policies fails.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
@@ -27,13 +27,11 @@ pub enum OnPolicyError {
     Allow,
 }
 
-/// One policy in a chain, with the parameters it gets on this route.
+/// One policy in a chain, set up with the parameters it gets on this route.
 #[derive(Debug, Clone)]
 pub struct ChainLink {
     pub name: Arc<str>,
     pub policy: Arc<LoadedPolicy>,
-    /// The policy's parameters with this route's overrides, as JSON.
-    pub parameters: Arc<str>,
 }
 
 /// The policies a route runs, in order.
@@ -115,16 +113,18 @@ impl PolicyChain {
         if self.is_empty() {
             Judgement::Allow(HeaderEdits::default())
         } else {
-            self.judge(action, figures, evaluations)
+            self.judge(action, figures, &no_headers(), evaluations)
         }
     }
 
-    /// Run the chain on `action`; each policy's run goes into `evaluations`
-    /// if given.
+    /// Run the chain on `action`, whose request headers (if it is a
+    /// request) policies read from `headers`; each policy's run goes into
+    /// `evaluations` if given.
     pub fn judge(
         &self,
         action: &Action,
         figures: &Arc<dyn FiguresSource>,
+        headers: &Arc<dyn HeaderSource>,
         mut evaluations: Option<&mut Vec<Evaluation>>,
     ) -> Judgement {
         let kind = kind_of(action);
@@ -136,9 +136,9 @@ impl PolicyChain {
             }
             let context = CallContext {
                 policy: link.name.clone(),
-                parameters: link.parameters.clone(),
                 fixed_now_unix_ms: None,
                 figures: figures.clone(),
+                headers: headers.clone(),
             };
             let started = Instant::now();
             let verdict = link.policy.evaluate(action, context);
@@ -188,6 +188,11 @@ impl PolicyChain {
     }
 }
 
+/// The headers of an action that is not a request: none.
+pub fn no_headers() -> Arc<dyn HeaderSource> {
+    Arc::new(Vec::new())
+}
+
 /// The kind flag an action belongs to, as policies declare in `describe()`.
 pub fn kind_of(action: &Action) -> ActionKinds {
     match action.subject {
@@ -201,13 +206,13 @@ pub fn kind_of(action: &Action) -> ActionKinds {
 mod tests {
     use super::super::decision::Verdict;
     use super::super::engine::tests::{engine, fixture, get};
+    use super::super::engine::PolicyComponent;
     use super::*;
 
-    fn link(policy: &Arc<LoadedPolicy>, name: &str, parameters: &str) -> ChainLink {
+    fn link(policy: &Arc<PolicyComponent>, name: &str, parameters: &str) -> ChainLink {
         ChainLink {
             name: Arc::from(name),
-            policy: policy.clone(),
-            parameters: Arc::from(parameters),
+            policy: Arc::new(policy.prepare(parameters, false).unwrap()),
         }
     }
 
@@ -221,19 +226,19 @@ mod tests {
 
     fn judge(links: Vec<ChainLink>, on_error: OnPolicyError, action: &Action) -> Judgement {
         let figures: Arc<dyn FiguresSource> = Arc::new(Vec::new());
-        PolicyChain { links, on_error }.judge(action, &figures, None)
+        PolicyChain { links, on_error }.judge(action, &figures, &no_headers(), None)
     }
 
     struct Policies {
-        approval_rules: Arc<LoadedPolicy>,
-        deny_list: Arc<LoadedPolicy>,
-        hostile: Arc<LoadedPolicy>,
-        change_freeze: Arc<LoadedPolicy>,
+        approval_rules: Arc<PolicyComponent>,
+        deny_list: Arc<PolicyComponent>,
+        hostile: Arc<PolicyComponent>,
+        change_freeze: Arc<PolicyComponent>,
     }
 
     fn policies() -> Policies {
         let engine = engine();
-        let load = |name: &str| Arc::new(engine.load(&fixture(name), false).unwrap());
+        let load = |name: &str| engine.compile(&fixture(name)).unwrap();
         Policies {
             approval_rules: load("approval-rules"),
             deny_list: load("deny-list"),
@@ -294,11 +299,15 @@ mod tests {
     fn allow_passes_when_nothing_objects_and_unjudged_kinds_are_skipped() {
         let p = policies();
         let links = vec![
-            link(&p.change_freeze, "change-freeze", "{}"),
+            link(
+                &p.change_freeze,
+                "change-freeze",
+                r#"{"zone": "UTC", "windows": ["Mon-Sun 00:00-24:00"], "approvers": {"groups": ["r"]}}"#,
+            ),
             link(&p.approval_rules, "approval-rules", HOLD_DELETES_ONCALL),
         ];
-        // change-freeze judges changes only: with its (missing) parameters it
-        // would deny, so being skipped for a request is visible.
+        // change-freeze judges changes only: frozen all week, it would hold,
+        // so being skipped for a request is visible.
         assert!(matches!(
             judge(links, OnPolicyError::Deny, &get("/x")),
             Judgement::Allow(_)
@@ -361,14 +370,15 @@ mod tests {
             judge(links, OnPolicyError::Allow, &get("/x")),
             Judgement::Deny { .. }
         ));
+        let deny_list = link(&p.deny_list, "deny-list", r#"{"rules":[{"paths":["/x"]}]}"#);
         assert!(matches!(
-            p.deny_list.evaluate(
+            deny_list.policy.evaluate(
                 &get("/y"),
                 CallContext {
                     policy: Arc::from("deny-list"),
-                    parameters: Arc::from(r#"{"rules":[{"paths":["/x"]}]}"#),
                     fixed_now_unix_ms: None,
                     figures: Arc::new(Vec::new()),
+                    headers: no_headers(),
                 }
             ),
             Ok(Verdict::Allow(_))

@@ -1,8 +1,11 @@
 //! The sandbox: one wasmtime `Engine` with a pooling allocator, an epoch
-//! ticker, and a compile cache; a [`LoadedPolicy`] per component, checked
-//! against the contract at load; and [`LoadedPolicy::evaluate`], which runs
-//! one evaluation in a fresh instance (or a reused one, if the operator opted
-//! in) under a deadline and a memory cap.
+//! ticker, and a compile cache; a [`PolicyComponent`] per component, checked
+//! against the contract at load; a [`LoadedPolicy`] per component and set of
+//! parameters, pre-initialized ([`super::snapshot`]): its `setup` ran once
+//! and every instance starts from the memory it left; and
+//! [`LoadedPolicy::evaluate`], which runs one evaluation in a fresh instance
+//! (or a reused one, if the operator opted in) under a deadline and a memory
+//! cap.
 //!
 //! Containment: a policy that loops is interrupted by the epoch deadline, one
 //! that allocates without end hits the memory cap and traps, one that panics
@@ -14,15 +17,15 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sha2::{Digest, Sha256};
-use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::component::{Component, HasSelf, InstancePre, Linker};
 use wasmtime::{
     Cache, CacheConfig, Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig,
     ResourceLimiter, Store, Trap,
 };
 
 use super::bindings::{
-    Action, HostImports, Level, LocalTime, Metadata, PolicyBindings, PolicyPre, PoolFigures,
-    TypesHost, CONTRACT_PACKAGE, CONTRACT_VERSION,
+    Action, Header, HostImports, Level, LocalTime, Metadata, PolicyBindings, PolicyPre,
+    PoolFigures, TypesHost, CONTRACT_PACKAGE, CONTRACT_VERSION,
 };
 use super::decision::{self, Verdict};
 
@@ -65,6 +68,13 @@ pub enum LoadError {
     Describe(PolicyFailure),
     #[error("describe() returned an unusable answer: {0}")]
     BadMetadata(String),
+    /// The policy's `setup` refused its parameters.
+    #[error("{}{message}", key_prefix(.key))]
+    Parameters { key: String, message: String },
+    #[error("setup() failed: {0}")]
+    Setup(PolicyFailure),
+    #[error("cannot pre-initialize the policy: {0}")]
+    Snapshot(String),
     #[error("cannot set up the policy engine: {0}")]
     Engine(String),
 }
@@ -89,6 +99,14 @@ pub enum PolicyFailure {
     InvalidDecision(String),
     #[error("no sandbox available: {0}")]
     Unavailable(String),
+}
+
+fn key_prefix(key: &str) -> String {
+    if key.is_empty() {
+        String::new()
+    } else {
+        format!("{key}: ")
+    }
 }
 
 fn last_words(log: &Option<String>) -> String {
@@ -217,46 +235,210 @@ impl PolicyEngine {
             .map(|cache| (cache.cache_hits(), cache.cache_misses()))
     }
 
-    /// Compile and check a component: it must be a component, speak this
-    /// contract version, implement the world, and describe itself.
+    /// Compile, check and set up a component with `parameters` (a JSON
+    /// object): [`compile`](Self::compile), then
+    /// [`PolicyComponent::prepare`].
     ///
     /// # Errors
     /// A [`LoadError`] saying what is wrong; nothing is kept.
-    pub fn load(&self, wasm: &[u8], reuse_instances: bool) -> Result<LoadedPolicy, LoadError> {
-        let component = Component::from_binary(&self.engine, wasm)
-            .map_err(|error| LoadError::NotAComponent(root_cause(&error)))?;
+    pub fn load(
+        &self,
+        wasm: &[u8],
+        parameters: &str,
+        reuse_instances: bool,
+    ) -> Result<LoadedPolicy, LoadError> {
+        self.compile(wasm)?.prepare(parameters, reuse_instances)
+    }
+
+    /// Compile and check a component: it must be a component, speak this
+    /// contract version, implement the world, and describe itself. It is
+    /// compiled as [`super::snapshot`] instruments it, ready to be set up.
+    ///
+    /// # Errors
+    /// A [`LoadError`] saying what is wrong; nothing is kept.
+    pub fn compile(&self, wasm: &[u8]) -> Result<Arc<PolicyComponent>, LoadError> {
+        let compile = |bytes: &[u8]| {
+            Component::from_binary(&self.engine, bytes)
+                .map_err(|error| LoadError::NotAComponent(root_cause(&error)))
+        };
+        let component = match super::snapshot::instrument(wasm) {
+            Ok(instrumented) => compile(&instrumented)?,
+            // Not a component, or not one of this contract: the plain bytes
+            // say which. Otherwise Wizer's own reason.
+            Err(error) => {
+                check_contract(&self.engine, &compile(wasm)?)?;
+                return Err(error);
+            }
+        };
         check_contract(&self.engine, &component)?;
-        let instance_pre = self
-            .linker
-            .instantiate_pre(&component)
-            .map_err(|error| LoadError::WrongWorld(root_cause(&error)))?;
-        let pre = PolicyPre::new(instance_pre)
-            .map_err(|error| LoadError::WrongWorld(root_cause(&error)))?;
-        let mut policy = LoadedPolicy {
-            pre,
+        let mut policy = PolicyComponent {
             engine: self.clone(),
+            wasm: Arc::from(wasm),
+            instrumented: self.instance_pre(&component)?,
             hash: hex_sha256(wasm),
             metadata: Metadata {
                 name: String::new(),
                 version: String::new(),
                 judges: super::bindings::ActionKinds::empty(),
             },
-            reuse: reuse_instances.then(|| Mutex::new(Vec::new())),
         };
         let metadata = policy.describe().map_err(LoadError::Describe)?;
         decision::check_metadata(&metadata).map_err(LoadError::BadMetadata)?;
         policy.metadata = metadata;
-        Ok(policy)
+        Ok(Arc::new(policy))
+    }
+
+    fn instance_pre(&self, component: &Component) -> Result<PolicyPre<Sandbox>, LoadError> {
+        let instance_pre = self
+            .linker
+            .instantiate_pre(component)
+            .map_err(|error| LoadError::WrongWorld(root_cause(&error)))?;
+        PolicyPre::new(instance_pre).map_err(|error| LoadError::WrongWorld(root_cause(&error)))
+    }
+
+    /// A store for one instance, with its limits and a deadline armed.
+    fn store(&self, context: CallContext, deadline: Duration) -> Store<Sandbox> {
+        let mut store = Store::new(
+            &self.engine,
+            Sandbox::new(self.settings.memory_limit, context),
+        );
+        store.limiter(|sandbox| &mut sandbox.limits);
+        store.set_hostcall_fuel(MAX_ANSWER_BYTES);
+        store.set_epoch_deadline(deadline_ticks(deadline));
+        store
+    }
+
+    fn instantiate(
+        &self,
+        pre: &InstancePre<Sandbox>,
+        store: &mut Store<Sandbox>,
+    ) -> Result<wasmtime::component::Instance, PolicyFailure> {
+        match pre.instantiate(&mut *store) {
+            Ok(instance) => Ok(instance),
+            Err(error)
+                if error
+                    .downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
+                    .is_some() =>
+            {
+                Err(PolicyFailure::Unavailable(format!(
+                    "all {} sandbox slots are busy; raise [policies] max_instances",
+                    self.settings.max_instances
+                )))
+            }
+            Err(error) => Err(self.classify(&error, store.data())),
+        }
+    }
+
+    fn classify(&self, error: &wasmtime::Error, sandbox: &Sandbox) -> PolicyFailure {
+        let last_log = sandbox.last_error_log.clone();
+        if sandbox.limits.memory_exceeded {
+            return PolicyFailure::Memory {
+                limit: self.settings.memory_limit,
+                last_log,
+            };
+        }
+        match error.downcast_ref::<Trap>() {
+            Some(Trap::Interrupt) => PolicyFailure::Timeout(self.settings.deadline),
+            _ => PolicyFailure::Trap {
+                message: root_cause(error),
+                last_log,
+            },
+        }
     }
 }
 
-/// A compiled, checked policy, ready to evaluate from any thread.
-pub struct LoadedPolicy {
-    pre: PolicyPre<Sandbox>,
+/// A compiled component that fits the contract, not yet given parameters.
+pub struct PolicyComponent {
     engine: PolicyEngine,
+    wasm: Arc<[u8]>,
+    /// The component as instrumented for the snapshot after `setup`.
+    instrumented: PolicyPre<Sandbox>,
     /// SHA-256 of the component bytes, hex: what the audit trail records.
     hash: String,
     metadata: Metadata,
+}
+
+impl std::fmt::Debug for PolicyComponent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PolicyComponent")
+            .field("name", &self.metadata.name)
+            .field("hash", &self.hash)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PolicyComponent {
+    /// Name, version and judged kinds, as the policy described itself.
+    pub fn metadata(&self) -> &Metadata {
+        &self.metadata
+    }
+
+    /// SHA-256 of the component, hex.
+    pub fn hash(&self) -> &str {
+        &self.hash
+    }
+
+    fn describe(&self) -> Result<Metadata, PolicyFailure> {
+        let engine = &self.engine;
+        let mut store = engine.store(CallContext::loading(), LOAD_DEADLINE);
+        let instance = engine.instantiate(self.instrumented.instance_pre(), &mut store)?;
+        PolicyBindings::new(&mut store, &instance)
+            .and_then(|bindings| bindings.airlock_policy_judge().call_describe(&mut store))
+            .map_err(|error| engine.classify(&error, store.data()))
+    }
+
+    /// Give the policy its `parameters` (a JSON object): run its `setup`
+    /// once, under the load deadline, and keep the memory it leaves as the
+    /// image every instance of the returned policy starts from.
+    ///
+    /// # Errors
+    /// [`LoadError::Parameters`] when the policy refuses them,
+    /// [`LoadError::Setup`] when setup traps, loops or runs out of memory.
+    pub fn prepare(
+        self: &Arc<Self>,
+        parameters: &str,
+        reuse_instances: bool,
+    ) -> Result<LoadedPolicy, LoadError> {
+        let engine = &self.engine;
+        let mut store = engine.store(CallContext::loading(), LOAD_DEADLINE);
+        let instance = engine
+            .instantiate(self.instrumented.instance_pre(), &mut store)
+            .map_err(LoadError::Setup)?;
+        let answer = PolicyBindings::new(&mut store, &instance).and_then(|bindings| {
+            bindings
+                .airlock_policy_judge()
+                .call_setup(&mut store, parameters)
+        });
+        match answer {
+            Ok(Ok(())) => {}
+            Ok(Err(refusal)) => {
+                return Err(LoadError::Parameters {
+                    key: decision::printable(&refusal.key, 256),
+                    message: decision::printable(&refusal.message, MAX_LOG_LINE_BYTES),
+                })
+            }
+            Err(error) => return Err(LoadError::Setup(engine.classify(&error, store.data()))),
+        }
+        let image = super::snapshot::snapshot(&self.wasm, &mut store, instance)?;
+        let component = Component::from_binary(&engine.engine, &image)
+            .map_err(|error| LoadError::Snapshot(root_cause(&error)))?;
+        Ok(LoadedPolicy {
+            pre: engine.instance_pre(&component)?,
+            component: self.clone(),
+            parameters_sha256: hex_sha256(parameters.as_bytes()),
+            reuse: reuse_instances.then(|| Mutex::new(Vec::new())),
+        })
+    }
+}
+
+/// A component set up with its parameters, ready to evaluate from any
+/// thread.
+pub struct LoadedPolicy {
+    /// The pre-initialized component.
+    pre: PolicyPre<Sandbox>,
+    component: Arc<PolicyComponent>,
+    /// SHA-256 of the parameters it was set up with (JSON), hex.
+    parameters_sha256: String,
     /// Idle instances kept for reuse; `None` in the default fresh-instance mode.
     reuse: Option<Mutex<Vec<ReusableInstance>>>,
 }
@@ -264,9 +446,9 @@ pub struct LoadedPolicy {
 impl std::fmt::Debug for LoadedPolicy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LoadedPolicy")
-            .field("name", &self.metadata.name)
-            .field("version", &self.metadata.version)
-            .field("hash", &self.hash)
+            .field("name", &self.component.metadata.name)
+            .field("version", &self.component.metadata.version)
+            .field("hash", &self.component.hash)
             .field("reuse", &self.reuse.is_some())
             .finish_non_exhaustive()
     }
@@ -282,12 +464,24 @@ struct ReusableInstance {
 pub struct CallContext {
     /// The policy's name, as the log shows it.
     pub policy: Arc<str>,
-    /// Parameters as a JSON object.
-    pub parameters: Arc<str>,
     /// A fixed time for `now-unix-ms`, or `None` for the wall clock.
     pub fixed_now_unix_ms: Option<i64>,
     /// Live pool figures.
     pub figures: Arc<dyn FiguresSource>,
+    /// The judged request's headers, credentials redacted.
+    pub headers: Arc<dyn HeaderSource>,
+}
+
+impl CallContext {
+    /// The context of `setup` and `describe` at load: no action, no figures.
+    fn loading() -> Self {
+        CallContext {
+            policy: Arc::from("(loading)"),
+            fixed_now_unix_ms: None,
+            figures: Arc::new(Vec::new()),
+            headers: Arc::new(Vec::new()),
+        }
+    }
 }
 
 impl std::fmt::Debug for CallContext {
@@ -310,15 +504,50 @@ impl FiguresSource for Vec<PoolFigures> {
     }
 }
 
+/// Where `header` and `headers` get their answers: the judged request, or
+/// a test's list. Read only when a policy asks.
+pub trait HeaderSource: Send + Sync {
+    /// The first value of header `name` (any case), if present.
+    fn header(&self, name: &str) -> Option<String>;
+    /// Every header, in order, names in lower case.
+    fn headers(&self) -> Vec<Header>;
+}
+
+impl HeaderSource for Vec<Header> {
+    fn header(&self, name: &str) -> Option<String> {
+        self.iter()
+            .find(|header| header.name.eq_ignore_ascii_case(name))
+            .map(|header| header.value.clone())
+    }
+
+    fn headers(&self) -> Vec<Header> {
+        self.clone()
+    }
+}
+
 impl LoadedPolicy {
     /// Name, version and judged kinds, as the policy described itself.
     pub fn metadata(&self) -> &Metadata {
-        &self.metadata
+        &self.component.metadata
     }
 
     /// SHA-256 of the component, hex.
     pub fn hash(&self) -> &str {
-        &self.hash
+        self.component.hash()
+    }
+
+    /// SHA-256 of the parameters it was set up with (JSON), hex.
+    pub fn parameters_sha256(&self) -> &str {
+        &self.parameters_sha256
+    }
+
+    /// The same component set up with other `parameters`, e.g. a route's
+    /// overrides, in the same instance mode.
+    ///
+    /// # Errors
+    /// As [`PolicyComponent::prepare`].
+    pub fn with_parameters(&self, parameters: &str) -> Result<LoadedPolicy, LoadError> {
+        self.component.prepare(parameters, self.reuse.is_some())
     }
 
     /// Judge `action`. Any misbehaviour of the policy comes back as a
@@ -335,9 +564,10 @@ impl LoadedPolicy {
             }
             None => self.instantiate(context)?,
         };
+        let engine = &self.component.engine;
         instance
             .store
-            .set_epoch_deadline(self.deadline_ticks(self.engine.settings.deadline));
+            .set_epoch_deadline(deadline_ticks(engine.settings.deadline));
         let result = instance
             .bindings
             .airlock_policy_judge()
@@ -352,7 +582,7 @@ impl LoadedPolicy {
                     root_cause(&error)
                 )))
             }
-            Err(error) => return Err(self.classify(&error, instance.store.data())),
+            Err(error) => return Err(engine.classify(&error, instance.store.data())),
         };
         let verdict = decision::check(decision).map_err(PolicyFailure::InvalidDecision);
         if verdict.is_ok() {
@@ -361,49 +591,15 @@ impl LoadedPolicy {
         verdict
     }
 
-    fn describe(&self) -> Result<Metadata, PolicyFailure> {
-        let context = CallContext {
-            policy: Arc::from("(loading)"),
-            parameters: Arc::from("{}"),
-            fixed_now_unix_ms: None,
-            figures: Arc::new(Vec::new()),
-        };
-        let mut instance = self.instantiate(context)?;
-        instance
-            .store
-            .set_epoch_deadline(self.deadline_ticks(LOAD_DEADLINE));
-        let result = instance
-            .bindings
-            .airlock_policy_judge()
-            .call_describe(&mut instance.store);
-        result.map_err(|error| self.classify(&error, instance.store.data()))
-    }
-
     fn instantiate(&self, context: CallContext) -> Result<ReusableInstance, PolicyFailure> {
-        let settings = &self.engine.settings;
-        let mut store = Store::new(
-            &self.engine.engine,
-            Sandbox::new(settings.memory_limit, context),
-        );
-        store.limiter(|sandbox| &mut sandbox.limits);
-        store.set_hostcall_fuel(MAX_ANSWER_BYTES);
+        let engine = &self.component.engine;
         // Instantiation runs no policy code (no start function), but arm the
         // deadline anyway: a store must never run without one.
-        store.set_epoch_deadline(self.deadline_ticks(LOAD_DEADLINE));
-        match self.pre.instantiate(&mut store) {
-            Ok(bindings) => Ok(ReusableInstance { store, bindings }),
-            Err(error)
-                if error
-                    .downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
-                    .is_some() =>
-            {
-                Err(PolicyFailure::Unavailable(format!(
-                    "all {} sandbox slots are busy; raise [policies] max_instances",
-                    settings.max_instances
-                )))
-            }
-            Err(error) => Err(self.classify(&error, store.data())),
-        }
+        let mut store = engine.store(context, LOAD_DEADLINE);
+        let instance = engine.instantiate(self.pre.instance_pre(), &mut store)?;
+        let bindings = PolicyBindings::new(&mut store, &instance)
+            .map_err(|error| engine.classify(&error, store.data()))?;
+        Ok(ReusableInstance { store, bindings })
     }
 
     fn take_idle_instance(&self) -> Option<ReusableInstance> {
@@ -422,29 +618,12 @@ impl LoadedPolicy {
             }
         }
     }
+}
 
-    fn deadline_ticks(&self, deadline: Duration) -> u64 {
-        let ticks = deadline.as_micros().div_ceil(TICK.as_micros());
-        // One tick more: the next tick may land right after arming.
-        u64::try_from(ticks).unwrap_or(u64::MAX).saturating_add(1)
-    }
-
-    fn classify(&self, error: &wasmtime::Error, sandbox: &Sandbox) -> PolicyFailure {
-        let last_log = sandbox.last_error_log.clone();
-        if sandbox.limits.memory_exceeded {
-            return PolicyFailure::Memory {
-                limit: self.engine.settings.memory_limit,
-                last_log,
-            };
-        }
-        match error.downcast_ref::<Trap>() {
-            Some(Trap::Interrupt) => PolicyFailure::Timeout(self.engine.settings.deadline),
-            _ => PolicyFailure::Trap {
-                message: root_cause(error),
-                last_log,
-            },
-        }
-    }
+fn deadline_ticks(deadline: Duration) -> u64 {
+    let ticks = deadline.as_micros().div_ceil(TICK.as_micros());
+    // One tick more: the next tick may land right after arming.
+    u64::try_from(ticks).unwrap_or(u64::MAX).saturating_add(1)
 }
 
 /// The store's data: the limits and what the host imports answer.
@@ -550,12 +729,16 @@ impl HostImports for Sandbox {
         local_time(&zone, unix_ms)
     }
 
-    fn parameters(&mut self) -> String {
-        self.context.parameters.to_string()
-    }
-
     fn live_figures(&mut self, pool: String) -> Option<PoolFigures> {
         self.context.figures.pool_figures(&pool)
+    }
+
+    fn request_header(&mut self, name: String) -> Option<String> {
+        self.context.headers.header(&name)
+    }
+
+    fn request_headers(&mut self) -> Vec<Header> {
+        self.context.headers.headers()
     }
 }
 
@@ -617,9 +800,11 @@ fn check_contract(engine: &Engine, component: &Component) -> Result<(), LoadErro
     if exports_judge {
         return Ok(());
     }
+    // What the component itself exports, not what instrumenting it added.
     let exports: Vec<_> = component_type
         .exports(engine)
         .map(|(name, _)| name.to_owned())
+        .filter(|name| !name.starts_with("wasmtime:wizer/"))
         .collect();
     Err(LoadError::WrongWorld(format!(
         "it exports {} instead of `{judge}`",
@@ -684,7 +869,6 @@ pub(crate) mod tests {
                 host: "example.com".into(),
                 path: path.into(),
                 query: None,
-                headers: Vec::new(),
                 client_address: "127.0.0.1".into(),
                 route: "default".into(),
                 pool: "app".into(),
@@ -692,16 +876,25 @@ pub(crate) mod tests {
                 content_type: None,
             }),
             principal: action::anonymous(),
-            figures: Vec::new(),
         }
     }
 
-    pub(crate) fn context(parameters: &str) -> CallContext {
+    pub(crate) fn context() -> CallContext {
         CallContext {
             policy: Arc::from("test"),
-            parameters: Arc::from(parameters),
             fixed_now_unix_ms: None,
             figures: Arc::new(Vec::new()),
+            headers: Arc::new(Vec::new()),
+        }
+    }
+
+    fn with_header(name: &str, value: &str) -> CallContext {
+        CallContext {
+            headers: Arc::new(vec![Header {
+                name: name.to_owned(),
+                value: value.to_owned(),
+            }]),
+            ..context()
         }
     }
 
@@ -717,15 +910,16 @@ pub(crate) mod tests {
         .unwrap()
     }
 
-    fn mode(mode: &str) -> CallContext {
-        context(&format!(r#"{{"mode": "{mode}"}}"#))
+    fn mode(mode: &str) -> String {
+        format!(r#"{{"mode": "{mode}"}}"#)
     }
 
     #[test]
     fn hostile_policies_are_contained_and_the_policy_keeps_serving() {
         let engine = engine();
+        let hostile = engine.compile(&fixture("hostile")).unwrap();
         for reuse in [false, true] {
-            let hostile = engine.load(&fixture("hostile"), reuse).unwrap();
+            let peaceful = hostile.prepare(&mode("none"), reuse).unwrap();
             let expectations = [
                 ("loop", "policy_timeout", "interrupted"),
                 ("allocate", "policy_memory", "memory limit of 4194304"),
@@ -750,7 +944,8 @@ pub(crate) mod tests {
                 ("zero-quorum", "policy_invalid_decision", "quorum 0"),
             ];
             for (misbehaviour, code, message) in expectations {
-                let failure = hostile.evaluate(&get("/"), mode(misbehaviour)).unwrap_err();
+                let policy = hostile.prepare(&mode(misbehaviour), reuse).unwrap();
+                let failure = policy.evaluate(&get("/"), context()).unwrap_err();
                 assert_eq!(
                     failure.code(),
                     code,
@@ -760,8 +955,8 @@ pub(crate) mod tests {
                     failure.to_string().contains(message),
                     "{misbehaviour}: {failure}"
                 );
-                // The same policy, right after, in peace.
-                let verdict = hostile.evaluate(&get("/"), mode("none")).unwrap();
+                // The same component, right after, in peace.
+                let verdict = peaceful.evaluate(&get("/"), context()).unwrap();
                 assert_eq!(
                     verdict.kind(),
                     "allow",
@@ -774,11 +969,11 @@ pub(crate) mod tests {
     #[test]
     fn reuse_keeps_an_instance_and_fresh_mode_does_not() {
         let engine = engine();
-        let reused = engine.load(&fixture("allow-all"), true).unwrap();
-        let fresh = engine.load(&fixture("allow-all"), false).unwrap();
+        let reused = engine.load(&fixture("allow-all"), "{}", true).unwrap();
+        let fresh = engine.load(&fixture("allow-all"), "{}", false).unwrap();
         for _ in 0..3 {
-            reused.evaluate(&get("/"), context("{}")).unwrap();
-            fresh.evaluate(&get("/"), context("{}")).unwrap();
+            reused.evaluate(&get("/"), context()).unwrap();
+            fresh.evaluate(&get("/"), context()).unwrap();
         }
         assert_eq!(reused.reuse.as_ref().unwrap().lock().unwrap().len(), 1);
         assert!(fresh.reuse.is_none());
@@ -787,7 +982,7 @@ pub(crate) mod tests {
     #[test]
     fn components_that_do_not_fit_the_contract_are_refused_with_a_reason() {
         let engine = engine();
-        let refuse = |bytes: &[u8]| engine.load(bytes, false).unwrap_err().to_string();
+        let refuse = |bytes: &[u8]| engine.load(bytes, "{}", false).unwrap_err().to_string();
         assert!(
             refuse(b"not wasm at all").contains("magic header"),
             "{}",
@@ -801,11 +996,11 @@ pub(crate) mod tests {
         );
         let empty_component = wat::parse_str("(component)").unwrap();
         assert!(refuse(&empty_component)
-            .contains("exports nothing instead of `airlock:policy/judge@0.1.0`"));
+            .contains("exports nothing instead of `airlock:policy/judge@0.2.0`"));
         let future = refuse(&fixture("other-version"));
         assert!(
             future.contains("airlock:policy@9.0.0")
-                && future.contains("speaks airlock:policy@0.1.0"),
+                && future.contains("speaks airlock:policy@0.2.0"),
             "{future}"
         );
         let real = fixture("allow-all");
@@ -814,7 +1009,9 @@ pub(crate) mod tests {
 
     #[test]
     fn describe_is_read_at_load() {
-        let policy = engine().load(&fixture("approval-rules"), false).unwrap();
+        let policy = engine()
+            .load(&fixture("approval-rules"), r#"{"rules": []}"#, false)
+            .unwrap();
         assert_eq!(policy.metadata().name, "approval-rules");
         assert!(policy
             .metadata()
@@ -831,11 +1028,73 @@ pub(crate) mod tests {
             ..EngineSettings::default()
         };
         let first = PolicyEngine::new(settings.clone()).unwrap();
-        first.load(&fixture("deny-list"), false).unwrap();
-        assert_eq!(first.cache_counts(), Some((0, 1)));
+        let rules = r#"{"rules": []}"#;
+        first.load(&fixture("deny-list"), rules, false).unwrap();
+        // The instrumented component and its pre-initialized image.
+        assert_eq!(first.cache_counts(), Some((0, 2)));
         let second = PolicyEngine::new(settings).unwrap();
-        second.load(&fixture("deny-list"), false).unwrap();
-        assert_eq!(second.cache_counts(), Some((1, 0)));
+        second.load(&fixture("deny-list"), rules, false).unwrap();
+        assert_eq!(second.cache_counts(), Some((2, 0)));
+    }
+
+    /// Setup runs once, at load: a refusal names the key, a setup that
+    /// traps or loops is refused under the load deadline, and what setup
+    /// left is what every fresh instance starts from.
+    #[test]
+    fn parameters_are_checked_once_at_load() {
+        let engine = engine();
+        let rules = engine.compile(&fixture("approval-rules")).unwrap();
+        let misspelt =
+            r#"{"rules": [{"method": ["DELETE"], "approvers": {"groups": ["oncall"]}}]}"#;
+        match rules.prepare(misspelt, false).unwrap_err() {
+            LoadError::Parameters { key, message } => {
+                assert_eq!(key, "rules[0].method");
+                assert!(message.starts_with("unknown field `method`"), "{message}");
+            }
+            other => panic!("expected a refusal, got {other}"),
+        }
+        let hostile = engine.compile(&fixture("hostile")).unwrap();
+        for (mode_name, code) in [
+            ("setup-loop", "policy_timeout"),
+            ("setup-panic", "policy_trap"),
+        ] {
+            match hostile.prepare(&mode(mode_name), false).unwrap_err() {
+                LoadError::Setup(failure) => assert_eq!(failure.code(), code, "{failure}"),
+                other => panic!("{mode_name}: expected a setup failure, got {other}"),
+            }
+        }
+        let refused = hostile.prepare(&mode("setup-refuse"), false).unwrap_err();
+        assert_eq!(refused.to_string(), "mode: refused on purpose");
+    }
+
+    /// A fresh instance per evaluation sees nothing an earlier evaluation
+    /// left in memory; a reused one does (that is what reuse trades).
+    #[test]
+    fn a_fresh_instance_sees_no_other_evaluations_memory() {
+        let engine = engine();
+        let hostile = engine.compile(&fixture("hostile")).unwrap();
+        let fresh = hostile.prepare(&mode("remember"), false).unwrap();
+        for secret in ["alice-secret", "bob-secret"] {
+            let verdict = fresh
+                .evaluate(&get("/"), with_header("x-secret", secret))
+                .unwrap();
+            assert_eq!(verdict.kind(), "allow", "{secret}: {verdict:?}");
+        }
+        let reused = hostile.prepare(&mode("remember"), true).unwrap();
+        reused
+            .evaluate(&get("/"), with_header("x-secret", "alice-secret"))
+            .unwrap();
+        let Verdict::Deny(refusal) = reused
+            .evaluate(&get("/"), with_header("x-secret", "bob-secret"))
+            .unwrap()
+        else {
+            panic!("a reused instance forgot");
+        };
+        assert!(
+            refusal.reason.contains("alice-secret"),
+            "{}",
+            refusal.reason
+        );
     }
 
     #[test]

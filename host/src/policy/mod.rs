@@ -23,6 +23,7 @@ pub mod engine;
 pub mod go;
 pub mod guest_build;
 pub mod reload;
+mod snapshot;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -31,11 +32,11 @@ use std::sync::Arc;
 pub use chain::{ChainLink, Judgement, OnPolicyError, PolicyChain};
 pub use decision::Verdict;
 pub use engine::{
-    CallContext, EngineSettings, FiguresSource, LoadError, LoadedPolicy, PolicyEngine,
-    PolicyFailure,
+    CallContext, EngineSettings, FiguresSource, HeaderSource, LoadError, LoadedPolicy,
+    PolicyComponent, PolicyEngine, PolicyFailure,
 };
 
-use crate::config::{PoliciesConfig, RouteConfig};
+use crate::config::{Config, ConfigError, PoliciesConfig, RouteConfig};
 
 /// The policies compiled into this binary, for `airlock demo` and
 /// `airlock policy export` (built from `policies/` by `build.rs`).
@@ -68,13 +69,22 @@ pub enum PolicySetError {
     Load { file: PathBuf, cause: LoadError },
     #[error("policy parameters {}: {cause}", .file.display())]
     Parameters { file: PathBuf, cause: String },
+    /// The policy refused its parameters file: where, and why.
+    #[error("policy parameters {}{}", .file.display(), located(*.line, .key, .message))]
+    Refused {
+        file: PathBuf,
+        /// 1-based line of the key (0 if not found).
+        line: usize,
+        key: String,
+        message: String,
+    },
     #[error(transparent)]
     Engine(LoadError),
 }
 
-/// Every loaded policy by name (the file stem of its `.wasm`), with the
-/// parameters from the TOML file beside it. Cloning shares the engine and
-/// the compiled policies.
+/// Every loaded policy by name (the file stem of its `.wasm`), set up with
+/// the parameters from the TOML file beside it. Cloning shares the engine
+/// and the compiled policies.
 #[derive(Debug, Clone)]
 pub struct PolicySet {
     engine: PolicyEngine,
@@ -85,6 +95,45 @@ pub struct PolicySet {
             serde_json::Map<String, serde_json::Value>,
         ),
     >,
+    /// Policies set up with a chain's overrides, by name, component hash
+    /// and parameters (JSON): routes are rebuilt on every change, and each
+    /// set of parameters is set up once.
+    overridden: Arc<std::sync::Mutex<Overridden>>,
+}
+
+/// Policies set up with overrides, by (name, component hash, parameters).
+type Overridden = BTreeMap<(String, String, String), Arc<LoadedPolicy>>;
+
+/// Why a chain could not be built.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ChainError {
+    #[error("route names policy `{0}`, which is not loaded")]
+    Missing(String),
+    /// The policy refused the parameters the chain's overrides give it.
+    #[error("policy `{policy}` refuses the parameters given here: {}{message}", if .key.is_empty() { String::new() } else { format!("{}: ", .key) })]
+    Refused {
+        policy: String,
+        /// Path of the key at fault inside the parameters (may be empty).
+        key: String,
+        message: String,
+    },
+}
+
+/// `:LINE:KEY: MESSAGE`, or `: MESSAGE` for the file as a whole.
+fn located(line: usize, key: &str, message: &str) -> String {
+    if key.is_empty() {
+        format!(": {message}")
+    } else if line == 0 {
+        format!(": {key}: {message}")
+    } else {
+        format!(":{line}:{key}: {message}")
+    }
+}
+
+impl From<ChainError> for String {
+    fn from(error: ChainError) -> String {
+        error.to_string()
+    }
 }
 
 impl PolicySet {
@@ -119,6 +168,7 @@ impl PolicySet {
         Ok(PolicySet {
             engine,
             policies: BTreeMap::new(),
+            overridden: Arc::default(),
         })
     }
 
@@ -180,15 +230,28 @@ impl PolicySet {
         let parameters_file = file.with_extension("toml");
         let parameters =
             read_parameters(&parameters_file).map_err(|cause| PolicySetError::Parameters {
-                file: parameters_file,
+                file: parameters_file.clone(),
                 cause,
             })?;
+        let json = serde_json::Value::Object(parameters.clone()).to_string();
         let policy = self
             .engine
-            .load(&wasm, reuse)
-            .map_err(|cause| PolicySetError::Load {
-                file: file.to_owned(),
-                cause,
+            .load(&wasm, &json, reuse)
+            .map_err(|cause| match cause {
+                LoadError::Parameters { key, message } => {
+                    let text = std::fs::read_to_string(&parameters_file).unwrap_or_default();
+                    let line = crate::config::line_of_key(&text, &key, &message);
+                    PolicySetError::Refused {
+                        file: parameters_file,
+                        line,
+                        key,
+                        message,
+                    }
+                }
+                cause => PolicySetError::Load {
+                    file: file.to_owned(),
+                    cause,
+                },
             })?;
         tracing::info!(
             policy = name,
@@ -197,9 +260,16 @@ impl PolicySet {
             reuse,
             "policy loaded"
         );
+        self.forget_overrides(name);
         self.policies
             .insert(name.to_owned(), (Arc::new(policy), parameters));
         Ok(())
+    }
+
+    fn forget_overrides(&self, name: &str) {
+        if let Ok(mut overridden) = self.overridden.lock() {
+            overridden.retain(|(policy, _, _), _| policy != name);
+        }
     }
 
     /// Names of the loaded policies.
@@ -214,6 +284,7 @@ impl PolicySet {
 
     /// Unload `name`; whether it was loaded.
     pub fn remove(&mut self, name: &str) -> bool {
+        self.forget_overrides(name);
         self.policies.remove(name).is_some()
     }
 
@@ -222,12 +293,13 @@ impl PolicySet {
         self.policies.get(name).map(|(policy, _)| policy)
     }
 
-    /// The chain a route runs: its policies in order, each with the route's
-    /// parameter overrides applied over the policy's file.
+    /// The chain a route runs: its policies in order, each set up with the
+    /// route's parameter overrides applied over the policy's file.
     ///
     /// # Errors
-    /// The name of a policy the route names but the folder lacks.
-    pub fn chain(&self, route: &RouteConfig) -> Result<PolicyChain, String> {
+    /// A policy the route names but the folder lacks, or one that refuses
+    /// the overrides.
+    pub fn chain(&self, route: &RouteConfig) -> Result<PolicyChain, ChainError> {
         let links = route
             .policies
             .iter()
@@ -235,19 +307,98 @@ impl PolicySet {
                 let (policy, base) = self
                     .policies
                     .get(name)
-                    .ok_or_else(|| format!("route names policy `{name}`, which is not loaded"))?;
-                let overrides = route.parameters.get(name);
+                    .ok_or_else(|| ChainError::Missing(name.clone()))?;
+                let policy = match route.parameters.get(name) {
+                    Some(overrides) => self.overridden(name, policy, base, overrides)?,
+                    None => policy.clone(),
+                };
                 Ok(ChainLink {
                     name: Arc::from(name.as_str()),
-                    policy: policy.clone(),
-                    parameters: Arc::from(merged_parameters(base, overrides).as_str()),
+                    policy,
                 })
             })
-            .collect::<Result<_, String>>()?;
+            .collect::<Result<_, ChainError>>()?;
         Ok(PolicyChain {
             links,
             on_error: route.on_policy_error,
         })
+    }
+
+    /// `policy` set up with `overrides` over `base`, once per distinct set.
+    fn overridden(
+        &self,
+        name: &str,
+        policy: &LoadedPolicy,
+        base: &serde_json::Map<String, serde_json::Value>,
+        overrides: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<Arc<LoadedPolicy>, ChainError> {
+        let parameters = merged_parameters(base, Some(overrides));
+        let key = (name.to_owned(), policy.hash().to_owned(), parameters);
+        if let Some(prepared) = self
+            .overridden
+            .lock()
+            .ok()
+            .and_then(|cache| cache.get(&key).cloned())
+        {
+            return Ok(prepared);
+        }
+        let prepared =
+            policy
+                .with_parameters(&key.2)
+                .map(Arc::new)
+                .map_err(|error| match error {
+                    LoadError::Parameters { key, message } => ChainError::Refused {
+                        policy: name.to_owned(),
+                        key,
+                        message,
+                    },
+                    other => ChainError::Refused {
+                        policy: name.to_owned(),
+                        key: String::new(),
+                        message: other.to_string(),
+                    },
+                })?;
+        if let Ok(mut cache) = self.overridden.lock() {
+            cache.insert(key, prepared.clone());
+        }
+        Ok(prepared)
+    }
+
+    /// Set up every chain of `config` (routes and `[control]`): an override
+    /// a policy refuses is a config error at its key in the config file.
+    ///
+    /// # Errors
+    /// The first chain that cannot be built, located in `config`'s file.
+    pub fn check_chains(&self, config: &Config) -> Result<(), ConfigError> {
+        let chains = config
+            .routes
+            .iter()
+            .enumerate()
+            .map(|(i, route)| (format!("route[{i}]"), self.chain(route)))
+            .chain(std::iter::once((
+                "control".to_owned(),
+                self.chain(&config.control.as_route()),
+            )));
+        for (at, chain) in chains {
+            match chain {
+                Ok(_) => {}
+                Err(ChainError::Refused {
+                    policy,
+                    key,
+                    message,
+                }) => {
+                    let key = [at, "parameters".to_owned(), policy, key]
+                        .into_iter()
+                        .filter(|part| !part.is_empty())
+                        .collect::<Vec<_>>()
+                        .join(".")
+                        .replace(".[", "[");
+                    return Err(config.invalid(&key, message));
+                }
+                Err(missing) => return Err(config.invalid(&at, missing.to_string())),
+            }
+        }
+        Ok(())
     }
 }
 

@@ -531,10 +531,11 @@ fn judge(
         pool: &pool.name,
         principal,
     };
-    let action = action::request_action(facts, &routing.redaction, action::pool_figures(&pool));
+    let action = action::request_action(facts);
     let figures: Arc<dyn FiguresSource> = routing.clone();
+    let headers = routing.redaction.source(request.headers());
     let mut held = None;
-    let verdict = match route.chain.judge(&action, &figures, evaluations) {
+    let verdict = match route.chain.judge(&action, &figures, &headers, evaluations) {
         Judgement::Allow(edits) => {
             edits.apply(request.headers_mut());
             Ok(())

@@ -1,24 +1,30 @@
 //! allow-all: allow every request, change and event.
 //!
 //! The identity policy: useful as a placeholder on a route, as the smallest
-//! example of a policy, and to measure what judging costs. It takes no
+//! example of a policy, and to measure what judging costs. It accepts any
 //! parameters and reads none:
 //!
 //! ```toml
 //! # allow-all.toml: empty
 //! ```
 
-use airlock_sdk::{Action, ActionKinds, Decision, Metadata, Policy};
+use airlock_sdk::{Action, ActionKinds, Decision, Metadata, NoParameters, ParameterError, Policy};
 
 /// The policy.
 pub struct AllowAll;
 
 impl Policy for AllowAll {
+    type Parameters = NoParameters;
+
     fn describe() -> Metadata {
         Metadata::judging("allow-all", env!("CARGO_PKG_VERSION"), ActionKinds::all())
     }
 
-    fn evaluate(_action: Action) -> Decision {
+    fn setup(_parameters: NoParameters) -> Result<Self, ParameterError> {
+        Ok(AllowAll)
+    }
+
+    fn evaluate(&self, _action: Action) -> Decision {
         Decision::allow()
     }
 }
@@ -50,9 +56,10 @@ mod tests {
             from_pool: "primary".to_owned(),
             to_pool: "backup".to_owned(),
         }));
-        TestHost::new().parameters(r#"{"anything": 1}"#).run(|| {
+        let policy = airlock_sdk::set_up::<AllowAll>(r#"{"anything": 1}"#).unwrap();
+        TestHost::new().run(|| {
             for action in [request("DELETE", "/admin"), change, event] {
-                assert_eq!(AllowAll::evaluate(action), Decision::allow());
+                assert_eq!(policy.evaluate(action), Decision::allow());
             }
         });
     }

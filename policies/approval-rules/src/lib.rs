@@ -6,7 +6,8 @@
 //! every field it gives matches. The first matching rule holds the request
 //! (`DELETE /x needs approval from oncall`); with `grant_seconds` set, the
 //! approval also lets the same principal's `METHOD HOST/PATH` (any query and
-//! body) pass for that long. A request no rule matches passes. Bad parameters deny everything with a 500.
+//! body) pass for that long. A request no rule matches passes. Parameters
+//! are checked when Airlock loads them: a bad key is refused with its path.
 //!
 //! ```toml
 //! [[rules]]
@@ -20,14 +21,17 @@
 //! ```
 
 use airlock_sdk::matching::request_matches;
-use airlock_sdk::{host, Action, Approvers, Decision, Metadata, Policy, Request};
+use airlock_sdk::{Action, Approvers, Decision, Metadata, ParameterError, Policy, Request};
 
-/// The policy.
-pub struct ApprovalRules;
+/// The policy, set up with its rules.
+pub struct ApprovalRules {
+    rules: Vec<Rule>,
+}
 
+/// `rules`, in order.
 #[derive(Debug, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Parameters {
+pub struct Parameters {
     rules: Vec<Rule>,
 }
 
@@ -51,28 +55,27 @@ impl Rule {
     }
 }
 
-fn parameters() -> Result<Parameters, String> {
-    let parameters: Parameters = host::parameters()?;
-    for (index, rule) in parameters.rules.iter().enumerate() {
-        rule.approvers.check(&format!("rules[{index}].approvers"))?;
-    }
-    Ok(parameters)
-}
-
 impl Policy for ApprovalRules {
+    type Parameters = Parameters;
+
     fn describe() -> Metadata {
         Metadata::requests("approval-rules", env!("CARGO_PKG_VERSION"))
     }
 
-    fn evaluate(action: Action) -> Decision {
-        let parameters = match parameters() {
-            Ok(parameters) => parameters,
-            Err(message) => return Decision::deny(500, message),
-        };
+    fn setup(parameters: Parameters) -> Result<Self, ParameterError> {
+        for (index, rule) in parameters.rules.iter().enumerate() {
+            rule.approvers.check(&format!("rules[{index}].approvers"))?;
+        }
+        Ok(ApprovalRules {
+            rules: parameters.rules,
+        })
+    }
+
+    fn evaluate(&self, action: Action) -> Decision {
         let Some(request) = action.request() else {
             return Decision::allow();
         };
-        match parameters.rules.iter().find(|rule| rule.matches(request)) {
+        match self.rules.iter().find(|rule| rule.matches(request)) {
             Some(rule) => {
                 let reason = format!(
                     "{} {} needs approval from {}",
@@ -95,6 +98,7 @@ airlock_sdk::export!(ApprovalRules);
 #[cfg(test)]
 mod tests {
     use super::*;
+    use airlock_sdk::set_up;
     use airlock_sdk::testing::{request, TestHost};
 
     const QUICKSTART: &str = r#"{"rules": [
@@ -103,9 +107,8 @@ mod tests {
     ]}"#;
 
     fn judge(parameters: &str, action: Action) -> Decision {
-        TestHost::new()
-            .parameters(parameters)
-            .run(|| ApprovalRules::evaluate(action))
+        let policy = set_up::<ApprovalRules>(parameters).unwrap();
+        TestHost::new().run(|| policy.evaluate(action))
     }
 
     #[test]
@@ -144,18 +147,41 @@ mod tests {
     }
 
     #[test]
-    fn bad_parameters_fail_closed() {
-        for parameters in [
-            "{}",
-            r#"{"rules": [{"methods": ["DELETE"]}]}"#,
-            r#"{"rules": [{"approvers": {"groups": []}}]}"#,
-            r#"{"rules": [{"approvers": {"groups": ["oncall"], "quorum": 0}}]}"#,
+    fn bad_parameters_are_refused_with_their_key() {
+        for (parameters, key, message) in [
+            ("{}", "", "missing field `rules`"),
+            (
+                r#"{"rules": [{"methods": ["DELETE"]}]}"#,
+                "rules[0]",
+                "missing field `approvers`",
+            ),
+            (
+                r#"{"rules": [{"method": ["DELETE"], "approvers": {"groups": ["oncall"]}}]}"#,
+                "rules[0].method",
+                "unknown field `method`",
+            ),
+            (
+                r#"{"rules": [{"approvers": {"groups": []}}]}"#,
+                "rules[0].approvers.groups",
+                "at least one group",
+            ),
+            (
+                r#"{"rules": [{"approvers": {"groups": ["oncall"], "quorum": 0}}]}"#,
+                "rules[0].approvers.quorum",
+                "at least 1",
+            ),
+            (
+                r#"{"rules": [{"methods": "DELETE", "approvers": {"groups": ["oncall"]}}]}"#,
+                "rules[0].methods",
+                "invalid type",
+            ),
         ] {
-            let decision = judge(parameters, request("GET", "/"));
-            assert!(
-                matches!(&decision, Decision::Deny(deny) if deny.status == 500),
-                "{parameters}: {decision:?}"
-            );
+            let Err(refusal) = set_up::<ApprovalRules>(parameters) else {
+                panic!("{parameters} was accepted");
+            };
+            assert_eq!(refusal.key, key, "{parameters}: {refusal}");
+            assert!(refusal.message.contains(message), "{parameters}: {refusal}");
+            assert!(!refusal.message.contains("column"), "{refusal}");
         }
     }
 }

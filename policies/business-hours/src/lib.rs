@@ -14,47 +14,48 @@
 //! approvers = { groups = ["oncall"], timeout_seconds = 600 }
 //! ```
 
-use airlock_sdk::time::{in_any, parse_windows, Window};
-use airlock_sdk::{host, Action, Approvers, Decision, Metadata, Policy};
+use airlock_sdk::time::{check_zone, in_any, parse_windows, Window};
+use airlock_sdk::{host, Action, Approvers, Decision, Metadata, ParameterError, Policy};
 
-/// The policy.
-pub struct BusinessHours;
+/// The policy, set up with its parsed windows.
+pub struct BusinessHours {
+    parameters: Parameters,
+    hours: Vec<Window>,
+}
 
+/// The zone, the weekly windows and who approves writes outside them.
 #[derive(Debug, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Parameters {
+pub struct Parameters {
     zone: String,
     hours: Vec<String>,
     approvers: Approvers,
 }
 
-fn parameters() -> Result<(Parameters, Vec<Window>), String> {
-    let parameters: Parameters = host::parameters()?;
-    parameters.approvers.check("approvers")?;
-    let hours = parse_windows(&parameters.hours)?;
-    Ok((parameters, hours))
-}
-
 impl Policy for BusinessHours {
+    type Parameters = Parameters;
+
     fn describe() -> Metadata {
         Metadata::requests("business-hours", env!("CARGO_PKG_VERSION"))
     }
 
-    fn evaluate(action: Action) -> Decision {
-        let (parameters, hours) = match parameters() {
-            Ok(parsed) => parsed,
-            Err(message) => return Decision::deny(500, message),
-        };
+    fn setup(parameters: Parameters) -> Result<Self, ParameterError> {
+        parameters.approvers.check("approvers")?;
+        check_zone("zone", &parameters.zone)?;
+        let hours =
+            parse_windows(&parameters.hours).map_err(|error| ParameterError::at("hours", error))?;
+        Ok(BusinessHours { parameters, hours })
+    }
+
+    fn evaluate(&self, action: Action) -> Decision {
+        let parameters = &self.parameters;
         let Some(now) = host::local_now(&parameters.zone) else {
-            return Decision::deny(
-                500,
-                format!("bad parameters: unknown time zone {:?}", parameters.zone),
-            );
+            return Decision::deny(500, format!("unknown time zone {:?}", parameters.zone));
         };
         let Some(request) = action.request() else {
             return Decision::allow();
         };
-        if !request.is_write() || in_any(&hours, &now) {
+        if !request.is_write() || in_any(&self.hours, &now) {
             return Decision::allow();
         }
         // A grant covers this method on this host and path.
@@ -75,16 +76,15 @@ airlock_sdk::export!(BusinessHours);
 #[cfg(test)]
 mod tests {
     use super::*;
+    use airlock_sdk::set_up;
     use airlock_sdk::testing::{request, TestHost};
 
     const BERLIN: &str = r#"{"zone": "Europe/Berlin", "hours": ["Mon-Fri 09:00-17:00"],
         "approvers": {"groups": ["oncall"], "quorum": 2, "timeout_seconds": 60}}"#;
 
     fn judge(parameters: &str, now: &str, action: Action) -> Decision {
-        TestHost::new()
-            .parameters(parameters)
-            .now(now)
-            .run(|| BusinessHours::evaluate(action))
+        let policy = TestHost::new().run(|| set_up::<BusinessHours>(parameters).unwrap());
+        TestHost::new().now(now).run(|| policy.evaluate(action))
     }
 
     #[test]
@@ -130,15 +130,22 @@ mod tests {
     }
 
     #[test]
-    fn bad_parameters_fail_closed_even_for_reads() {
-        let unknown =
-            r#"{"zone": "Nowhere/Special", "hours": [], "approvers": {"groups": ["oncall"]}}"#;
-        let decision = judge(unknown, "2026-11-23T10:00:00Z", request("GET", "/"));
-        assert!(
-            matches!(&decision, Decision::Deny(deny) if deny.status == 500 && deny.reason.contains("Nowhere/Special"))
+    fn bad_parameters_are_refused_with_their_key() {
+        let refusal = |parameters: &str| {
+            TestHost::new().run(|| set_up::<BusinessHours>(parameters).err().unwrap())
+        };
+        let unknown = refusal(
+            r#"{"zone": "Nowhere/Special", "hours": [], "approvers": {"groups": ["oncall"]}}"#,
         );
-        let misspelt = r#"{"zone": "UTC", "hour": ["Mon-Fri 09:00-17:00"], "approvers": {"groups": ["oncall"]}}"#;
-        let decision = judge(misspelt, "2026-11-23T10:00:00Z", request("GET", "/"));
-        assert!(matches!(&decision, Decision::Deny(deny) if deny.status == 500));
+        assert_eq!(unknown.key, "zone");
+        assert!(unknown.message.contains("Nowhere/Special"), "{unknown}");
+        let misspelt = refusal(
+            r#"{"zone": "UTC", "hour": ["Mon-Fri 09:00-17:00"], "approvers": {"groups": ["oncall"]}}"#,
+        );
+        assert_eq!(misspelt.key, "hour");
+        let window = refusal(
+            r#"{"zone": "UTC", "hours": ["Mon 25:00-26:00"], "approvers": {"groups": ["oncall"]}}"#,
+        );
+        assert_eq!(window.key, "hours");
     }
 }

@@ -18,15 +18,20 @@
 //! ```
 
 use airlock_sdk::{
-    host, Action, ActionKinds, Approvers, Change, Decision, Metadata, Policy, Subject,
+    host, Action, ActionKinds, Approvers, Change, Decision, Metadata, ParameterError, Policy,
+    Subject,
 };
 
-/// The policy.
-pub struct CanaryGuard;
+/// The policy, set up with its checked parameters.
+pub struct CanaryGuard {
+    parameters: Parameters,
+}
 
+/// The share a shift may move unseen, the error rate a target must stay
+/// under, and who approves the rest.
 #[derive(Debug, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Parameters {
+pub struct Parameters {
     #[serde(default = "Parameters::default_max_percent")]
     max_percent: u8,
     #[serde(default = "Parameters::default_max_error_rate")]
@@ -44,25 +49,9 @@ impl Parameters {
     }
 }
 
-fn parameters() -> Result<Parameters, String> {
-    let parameters: Parameters = host::parameters()?;
-    if parameters.max_percent > 100 {
-        return Err(format!(
-            "bad parameters: max_percent {} is above 100",
-            parameters.max_percent
-        ));
-    }
-    if !(0.0..=1.0).contains(&parameters.max_error_rate) {
-        return Err(format!(
-            "bad parameters: max_error_rate {} is not between 0.0 and 1.0",
-            parameters.max_error_rate
-        ));
-    }
-    parameters.approvers.check("approvers")?;
-    Ok(parameters)
-}
-
 impl Policy for CanaryGuard {
+    type Parameters = Parameters;
+
     fn describe() -> Metadata {
         Metadata::judging(
             "canary-guard",
@@ -71,21 +60,32 @@ impl Policy for CanaryGuard {
         )
     }
 
-    fn evaluate(action: Action) -> Decision {
-        let parameters = match parameters() {
-            Ok(parameters) => parameters,
-            Err(message) => return Decision::deny(500, message),
-        };
+    fn setup(parameters: Parameters) -> Result<Self, ParameterError> {
+        if parameters.max_percent > 100 {
+            return Err(ParameterError::at(
+                "max_percent",
+                format!("{} is above 100", parameters.max_percent),
+            ));
+        }
+        if !(0.0..=1.0).contains(&parameters.max_error_rate) {
+            return Err(ParameterError::at(
+                "max_error_rate",
+                format!("{} is not between 0.0 and 1.0", parameters.max_error_rate),
+            ));
+        }
+        parameters.approvers.check("approvers")?;
+        Ok(CanaryGuard { parameters })
+    }
+
+    fn evaluate(&self, action: Action) -> Decision {
+        let parameters = &self.parameters;
         let Subject::Change(Change::ShiftTraffic(shift)) = &action.subject else {
             return Decision::allow();
         };
         if shift.percent <= parameters.max_percent {
             return Decision::allow();
         }
-        let figures = action
-            .figures(&shift.to_pool)
-            .cloned()
-            .or_else(|| host::pool_figures(&shift.to_pool));
+        let figures = host::pool_figures(&shift.to_pool);
         let trouble = match figures {
             None => format!("the figures of {} are unknown", shift.to_pool),
             Some(figures) if figures.healthy_backends == 0 => {
@@ -117,12 +117,12 @@ airlock_sdk::export!(CanaryGuard);
 mod tests {
     use super::*;
     use airlock_sdk::testing::{healthy_pool, request, TestHost};
-    use airlock_sdk::{PoolFigures, TrafficShift};
+    use airlock_sdk::{set_up, PoolFigures, TrafficShift};
 
     const PARAMETERS: &str = r#"{"max_percent": 25, "max_error_rate": 0.01,
         "approvers": {"groups": ["release"]}}"#;
 
-    fn shift(percent: u8, figures: Option<PoolFigures>) -> Action {
+    fn shift(percent: u8) -> Action {
         let mut action = request("POST", "/");
         action.subject = Subject::Change(Change::ShiftTraffic(TrafficShift {
             route: "web".to_owned(),
@@ -130,7 +130,6 @@ mod tests {
             to_pool: "canary".to_owned(),
             percent,
         }));
-        action.figures = figures.into_iter().collect();
         action
     }
 
@@ -142,22 +141,30 @@ mod tests {
         }
     }
 
-    fn judge(action: Action) -> Decision {
-        TestHost::new()
-            .parameters(PARAMETERS)
-            .run(|| CanaryGuard::evaluate(action))
+    fn judge((action, figures): (Action, Option<PoolFigures>)) -> Decision {
+        let policy = set_up::<CanaryGuard>(PARAMETERS).unwrap();
+        let host = figures.into_iter().fold(TestHost::new(), TestHost::pool);
+        host.run(|| policy.evaluate(action))
+    }
+
+    /// A shift of `percent` to `canary`, whose figures the host knows.
+    fn shift_to(percent: u8, figures: Option<PoolFigures>) -> (Action, Option<PoolFigures>) {
+        (shift(percent), figures)
     }
 
     #[test]
     fn shifts_up_to_the_threshold_pass_unseen() {
-        assert_eq!(judge(shift(25, None)), Decision::allow());
+        assert_eq!(judge(shift_to(25, None)), Decision::allow());
     }
 
     #[test]
     fn larger_shifts_need_a_healthy_target() {
-        assert_eq!(judge(shift(26, Some(canary(1, 0.0099)))), Decision::allow());
-        assert_eq!(judge(shift(100, Some(canary(0, 0.0)))).kind(), "hold");
-        let at_threshold = judge(shift(50, Some(canary(3, 0.01))));
+        assert_eq!(
+            judge(shift_to(26, Some(canary(1, 0.0099)))),
+            Decision::allow()
+        );
+        assert_eq!(judge(shift_to(100, Some(canary(0, 0.0)))).kind(), "hold");
+        let at_threshold = judge(shift_to(50, Some(canary(3, 0.01))));
         assert_eq!(
             at_threshold,
             Decision::hold(
@@ -167,34 +174,40 @@ mod tests {
                 900_000,
             )
         );
-        assert_eq!(judge(shift(50, Some(canary(3, f64::NAN)))).kind(), "hold");
+        assert_eq!(
+            judge(shift_to(50, Some(canary(3, f64::NAN)))).kind(),
+            "hold"
+        );
     }
 
     #[test]
-    fn figures_fall_back_to_the_host_and_unknown_holds() {
-        assert_eq!(judge(shift(50, None)).kind(), "hold");
-        let from_host = TestHost::new()
-            .parameters(PARAMETERS)
-            .pool(healthy_pool("canary", 2))
-            .run(|| CanaryGuard::evaluate(shift(50, None)));
-        assert_eq!(from_host, Decision::allow());
+    fn figures_come_from_the_host_and_unknown_holds() {
+        assert_eq!(judge(shift_to(50, None)).kind(), "hold");
+        assert_eq!(
+            judge(shift_to(50, Some(healthy_pool("canary", 2)))),
+            Decision::allow()
+        );
     }
 
     #[test]
-    fn bad_parameters_fail_closed() {
-        for parameters in [
-            r#"{"max_percent": 101, "approvers": {"groups": ["r"]}}"#,
-            r#"{"max_error_rate": 1.5, "approvers": {"groups": ["r"]}}"#,
-            r#"{"max_percent": -1, "approvers": {"groups": ["r"]}}"#,
-            r#"{"max_percent": 25}"#,
+    fn bad_parameters_are_refused_with_their_key() {
+        for (parameters, key) in [
+            (
+                r#"{"max_percent": 101, "approvers": {"groups": ["r"]}}"#,
+                "max_percent",
+            ),
+            (
+                r#"{"max_error_rate": 1.5, "approvers": {"groups": ["r"]}}"#,
+                "max_error_rate",
+            ),
+            (
+                r#"{"max_percent": -1, "approvers": {"groups": ["r"]}}"#,
+                "max_percent",
+            ),
+            (r#"{"max_percent": 25}"#, ""),
         ] {
-            let decision = TestHost::new()
-                .parameters(parameters)
-                .run(|| CanaryGuard::evaluate(shift(10, None)));
-            assert!(
-                matches!(&decision, Decision::Deny(deny) if deny.status == 500),
-                "{parameters}: {decision:?}"
-            );
+            let refusal = set_up::<CanaryGuard>(parameters).err().unwrap();
+            assert_eq!(refusal.key, key, "{parameters}: {refusal}");
         }
     }
 }

@@ -15,27 +15,25 @@
 //! approvers = { groups = ["release-managers"], quorum = 1, timeout_seconds = 1800 }
 //! ```
 
-use airlock_sdk::time::{parse_windows, Window};
+use airlock_sdk::time::{check_zone, parse_windows, Window};
 use airlock_sdk::{
-    host, Action, ActionKinds, Approvers, Change, Decision, Metadata, Policy, Subject,
+    host, Action, ActionKinds, Approvers, Change, Decision, Metadata, ParameterError, Policy,
+    Subject,
 };
 
-/// The policy.
-pub struct ChangeFreeze;
+/// The policy, set up with its parsed windows.
+pub struct ChangeFreeze {
+    parameters: Parameters,
+    windows: Vec<Window>,
+}
 
+/// The zone, the weekly freeze windows and who approves changes in them.
 #[derive(Debug, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Parameters {
+pub struct Parameters {
     zone: String,
     windows: Vec<String>,
     approvers: Approvers,
-}
-
-fn parameters() -> Result<(Parameters, Vec<Window>), String> {
-    let parameters: Parameters = host::parameters()?;
-    parameters.approvers.check("approvers")?;
-    let windows = parse_windows(&parameters.windows)?;
-    Ok((parameters, windows))
 }
 
 /// What the change does, and what an approval of it covers.
@@ -68,6 +66,8 @@ fn describe_change(change: &Change) -> (String, String) {
 }
 
 impl Policy for ChangeFreeze {
+    type Parameters = Parameters;
+
     fn describe() -> Metadata {
         Metadata::judging(
             "change-freeze",
@@ -76,21 +76,26 @@ impl Policy for ChangeFreeze {
         )
     }
 
-    fn evaluate(action: Action) -> Decision {
-        let (parameters, windows) = match parameters() {
-            Ok(parsed) => parsed,
-            Err(message) => return Decision::deny(500, message),
-        };
+    fn setup(parameters: Parameters) -> Result<Self, ParameterError> {
+        parameters.approvers.check("approvers")?;
+        check_zone("zone", &parameters.zone)?;
+        let windows = parse_windows(&parameters.windows)
+            .map_err(|error| ParameterError::at("windows", error))?;
+        Ok(ChangeFreeze {
+            parameters,
+            windows,
+        })
+    }
+
+    fn evaluate(&self, action: Action) -> Decision {
+        let parameters = &self.parameters;
         let Some(now) = host::local_now(&parameters.zone) else {
-            return Decision::deny(
-                500,
-                format!("bad parameters: unknown time zone {:?}", parameters.zone),
-            );
+            return Decision::deny(500, format!("unknown time zone {:?}", parameters.zone));
         };
         let Subject::Change(change) = &action.subject else {
             return Decision::allow();
         };
-        match windows.iter().position(|window| window.contains(&now)) {
+        match self.windows.iter().position(|window| window.contains(&now)) {
             Some(index) => {
                 let (what, scope) = describe_change(change);
                 let reason = format!(
@@ -110,7 +115,7 @@ airlock_sdk::export!(ChangeFreeze);
 mod tests {
     use super::*;
     use airlock_sdk::testing::{request, TestHost};
-    use airlock_sdk::TrafficShift;
+    use airlock_sdk::{set_up, TrafficShift};
 
     const WEEKENDS: &str = r#"{"zone": "Europe/Berlin",
         "windows": ["Fri 16:00-24:00", "Sat,Sun 00:00-24:00"],
@@ -127,11 +132,13 @@ mod tests {
         action
     }
 
+    fn refusal(parameters: &str) -> ParameterError {
+        TestHost::new().run(|| set_up::<ChangeFreeze>(parameters).err().unwrap())
+    }
+
     fn judge(parameters: &str, now: &str) -> Decision {
-        TestHost::new()
-            .parameters(parameters)
-            .now(now)
-            .run(|| ChangeFreeze::evaluate(shift()))
+        let policy = TestHost::new().run(|| set_up::<ChangeFreeze>(parameters).unwrap());
+        TestHost::new().now(now).run(|| policy.evaluate(shift()))
     }
 
     #[test]
@@ -155,17 +162,19 @@ mod tests {
     }
 
     #[test]
-    fn bad_parameters_fail_closed() {
-        for parameters in [
-            r#"{"zone": "Mars/Olympus", "windows": [], "approvers": {"groups": ["r"]}}"#,
-            r#"{"zone": "UTC", "windows": ["Funday 09:00-10:00"], "approvers": {"groups": ["r"]}}"#,
-            r#"{"zone": "UTC", "windows": ["Fri 16:00-24:00"]}"#,
+    fn bad_parameters_are_refused_with_their_key() {
+        for (parameters, key) in [
+            (
+                r#"{"zone": "Mars/Olympus", "windows": [], "approvers": {"groups": ["r"]}}"#,
+                "zone",
+            ),
+            (
+                r#"{"zone": "UTC", "windows": ["Funday 09:00-10:00"], "approvers": {"groups": ["r"]}}"#,
+                "windows",
+            ),
+            (r#"{"zone": "UTC", "windows": ["Fri 16:00-24:00"]}"#, ""),
         ] {
-            let decision = judge(parameters, "2026-11-23T10:00:00Z");
-            assert!(
-                matches!(&decision, Decision::Deny(deny) if deny.status == 500),
-                "{parameters}: {decision:?}"
-            );
+            assert_eq!(refusal(parameters).key, key, "{parameters}");
         }
     }
 }

@@ -19,14 +19,17 @@
 //! ```
 
 use airlock_sdk::matching::request_matches;
-use airlock_sdk::{host, Action, Decision, Metadata, Policy, Request};
+use airlock_sdk::{Action, Decision, Metadata, ParameterError, Policy, Request};
 
-/// The policy.
-pub struct DenyList;
+/// The policy, set up with its rules.
+pub struct DenyList {
+    rules: Vec<Rule>,
+}
 
+/// `rules`, in order.
 #[derive(Debug, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Parameters {
+pub struct Parameters {
     rules: Vec<Rule>,
 }
 
@@ -56,33 +59,32 @@ impl Rule {
     }
 }
 
-fn parameters() -> Result<Parameters, String> {
-    let parameters: Parameters = host::parameters()?;
-    for (index, rule) in parameters.rules.iter().enumerate() {
-        if !(400..=599).contains(&rule.status) {
-            return Err(format!(
-                "bad parameters: rules[{index}].status {} is not a 4xx or 5xx status",
-                rule.status
-            ));
-        }
-    }
-    Ok(parameters)
-}
-
 impl Policy for DenyList {
+    type Parameters = Parameters;
+
     fn describe() -> Metadata {
         Metadata::requests("deny-list", env!("CARGO_PKG_VERSION"))
     }
 
-    fn evaluate(action: Action) -> Decision {
-        let parameters = match parameters() {
-            Ok(parameters) => parameters,
-            Err(message) => return Decision::deny(500, message),
-        };
+    fn setup(parameters: Parameters) -> Result<Self, ParameterError> {
+        for (index, rule) in parameters.rules.iter().enumerate() {
+            if !(400..=599).contains(&rule.status) {
+                return Err(ParameterError::at(
+                    &format!("rules[{index}].status"),
+                    format!("{} is not a 4xx or 5xx status", rule.status),
+                ));
+            }
+        }
+        Ok(DenyList {
+            rules: parameters.rules,
+        })
+    }
+
+    fn evaluate(&self, action: Action) -> Decision {
         let Some(request) = action.request() else {
             return Decision::allow();
         };
-        match parameters.rules.iter().find(|rule| rule.matches(request)) {
+        match self.rules.iter().find(|rule| rule.matches(request)) {
             Some(rule) => {
                 let reason = rule.reason.clone().unwrap_or_else(|| {
                     format!("{} {} is on the deny list", request.method, request.path)
@@ -100,7 +102,7 @@ airlock_sdk::export!(DenyList);
 mod tests {
     use super::*;
     use airlock_sdk::testing::{request, TestHost};
-    use airlock_sdk::Subject;
+    use airlock_sdk::{set_up, Subject};
 
     const RULES: &str = r#"{"rules": [
         {"methods": ["TRACE"]},
@@ -108,9 +110,8 @@ mod tests {
     ]}"#;
 
     fn judge(parameters: &str, action: Action) -> Decision {
-        TestHost::new()
-            .parameters(parameters)
-            .run(|| DenyList::evaluate(action))
+        let policy = set_up::<DenyList>(parameters).unwrap();
+        TestHost::new().run(|| policy.evaluate(action))
     }
 
     fn on_host(mut action: Action, host: &str) -> Action {
@@ -152,18 +153,15 @@ mod tests {
     }
 
     #[test]
-    fn bad_parameters_fail_closed() {
-        let missing = judge("{}", request("GET", "/"));
-        assert!(
-            matches!(&missing, Decision::Deny(deny) if deny.status == 500 && deny.reason.contains("rules"))
+    fn bad_parameters_are_refused_with_their_key() {
+        let refusal = |parameters: &str| set_up::<DenyList>(parameters).err().unwrap();
+        assert!(refusal("{}").message.contains("rules"));
+        assert_eq!(
+            refusal(r#"{"rules": [{"method": ["GET"]}]}"#).key,
+            "rules[0].method"
         );
-        let unknown = judge(r#"{"rules": [{"method": ["GET"]}]}"#, request("GET", "/"));
-        assert!(
-            matches!(&unknown, Decision::Deny(deny) if deny.status == 500 && deny.reason.contains("method"))
-        );
-        let status = judge(r#"{"rules": [{"status": 200}]}"#, request("GET", "/"));
-        assert!(
-            matches!(&status, Decision::Deny(deny) if deny.status == 500 && deny.reason.contains("200"))
-        );
+        let status = refusal(r#"{"rules": [{"status": 200}]}"#);
+        assert_eq!(status.key, "rules[0].status");
+        assert!(status.message.contains("200"), "{status}");
     }
 }

@@ -14,25 +14,25 @@
 //! ```
 
 use airlock_sdk::{
-    host, Action, ActionKinds, Approvers, Decision, Event, Metadata, Policy, Subject,
+    host, Action, ActionKinds, Approvers, Decision, Event, Metadata, ParameterError, Policy,
+    Subject,
 };
 
-/// The policy.
-pub struct FailoverGuard;
-
-#[derive(Debug, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Parameters {
+/// The policy, set up with who approves a failover.
+pub struct FailoverGuard {
     approvers: Approvers,
 }
 
-fn parameters() -> Result<Parameters, String> {
-    let parameters: Parameters = host::parameters()?;
-    parameters.approvers.check("approvers")?;
-    Ok(parameters)
+/// Who approves a failover while the primary still has healthy backends.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Parameters {
+    approvers: Approvers,
 }
 
 impl Policy for FailoverGuard {
+    type Parameters = Parameters;
+
     fn describe() -> Metadata {
         Metadata::judging(
             "failover-guard",
@@ -41,19 +41,19 @@ impl Policy for FailoverGuard {
         )
     }
 
-    fn evaluate(action: Action) -> Decision {
-        let parameters = match parameters() {
-            Ok(parameters) => parameters,
-            Err(message) => return Decision::deny(500, message),
-        };
+    fn setup(parameters: Parameters) -> Result<Self, ParameterError> {
+        parameters.approvers.check("approvers")?;
+        Ok(FailoverGuard {
+            approvers: parameters.approvers,
+        })
+    }
+
+    fn evaluate(&self, action: Action) -> Decision {
         let Subject::Event(Event::Failover(failover)) = &action.subject else {
             return Decision::allow();
         };
         let primary = &failover.from_pool;
-        let figures = action
-            .figures(primary)
-            .cloned()
-            .or_else(|| host::pool_figures(primary));
+        let figures = host::pool_figures(primary);
         let state = match figures {
             Some(figures) if figures.healthy_backends == 0 => return Decision::allow(),
             Some(figures) => format!(
@@ -66,8 +66,7 @@ impl Policy for FailoverGuard {
             "failover of {} from {primary} to {} needs approval: {state}",
             failover.route, failover.to_pool
         );
-        parameters
-            .approvers
+        self.approvers
             .hold(reason, &format!("failover {}", failover.route))
     }
 }
@@ -78,18 +77,17 @@ airlock_sdk::export!(FailoverGuard);
 mod tests {
     use super::*;
     use airlock_sdk::testing::{healthy_pool, request, TestHost};
-    use airlock_sdk::{Failover, Outlier, PoolFigures};
+    use airlock_sdk::{set_up, Failover, Outlier, PoolFigures};
 
     const PARAMETERS: &str = r#"{"approvers": {"groups": ["oncall"], "timeout_seconds": 120}}"#;
 
-    fn failover(figures: Option<PoolFigures>) -> Action {
+    fn failover() -> Action {
         let mut action = request("GET", "/");
         action.subject = Subject::Event(Event::Failover(Failover {
             route: "web".to_owned(),
             from_pool: "primary".to_owned(),
             to_pool: "backup".to_owned(),
         }));
-        action.figures = figures.into_iter().collect();
         action
     }
 
@@ -100,21 +98,25 @@ mod tests {
         }
     }
 
+    fn judge_with(action: Action, figures: Option<PoolFigures>) -> Decision {
+        let policy = set_up::<FailoverGuard>(PARAMETERS).unwrap();
+        let host = figures.into_iter().fold(TestHost::new(), TestHost::pool);
+        host.run(|| policy.evaluate(action))
+    }
+
     fn judge(action: Action) -> Decision {
-        TestHost::new()
-            .parameters(PARAMETERS)
-            .run(|| FailoverGuard::evaluate(action))
+        judge_with(action, None)
     }
 
     #[test]
     fn a_dead_primary_fails_over_on_its_own() {
-        assert_eq!(judge(failover(Some(primary(0)))), Decision::allow());
+        assert_eq!(judge_with(failover(), Some(primary(0))), Decision::allow());
     }
 
     #[test]
     fn a_live_or_unknown_primary_holds() {
         assert_eq!(
-            judge(failover(Some(primary(1)))),
+            judge_with(failover(), Some(primary(1))),
             Decision::hold(
                 "failover of web from primary to backup needs approval: primary still has 1 of 3 backends healthy",
                 &["oncall"],
@@ -122,16 +124,11 @@ mod tests {
                 120_000,
             )
         );
-        assert_eq!(judge(failover(None)).kind(), "hold");
-        let from_host = TestHost::new()
-            .parameters(PARAMETERS)
-            .pool(primary(0))
-            .run(|| FailoverGuard::evaluate(failover(None)));
-        assert_eq!(from_host, Decision::allow());
+        assert_eq!(judge(failover()).kind(), "hold");
     }
 
     #[test]
-    fn other_events_pass_and_bad_parameters_fail_closed() {
+    fn other_events_pass_and_bad_parameters_are_refused() {
         let mut eject = request("GET", "/");
         eject.subject = Subject::Event(Event::EjectOutlier(Outlier {
             pool: "primary".to_owned(),
@@ -139,11 +136,7 @@ mod tests {
             evidence: "error rate 0.42 vs pool 0.01".to_owned(),
         }));
         assert_eq!(judge(eject), Decision::allow());
-        let decision = TestHost::new()
-            .parameters("{}")
-            .run(|| FailoverGuard::evaluate(failover(Some(primary(0)))));
-        assert!(
-            matches!(&decision, Decision::Deny(deny) if deny.status == 500 && deny.reason.contains("approvers"))
-        );
+        let refusal = set_up::<FailoverGuard>("{}").err().unwrap();
+        assert!(refusal.message.contains("approvers"), "{refusal}");
     }
 }

@@ -1,12 +1,10 @@
-//! What Airlock offers a policy: log, clock, local time, parameters and live
-//! pool figures.
+//! What Airlock offers a policy: log, clock, local time, live pool figures
+//! and the judged request's headers.
 //!
 //! In a component these call the host. Natively (unit tests) they are served
 //! by the [`TestHost`](crate::testing::TestHost) installed on the current thread.
 
-use serde::de::DeserializeOwned;
-
-use crate::{Level, LocalTime, PoolFigures};
+use crate::{Header, Level, LocalTime, PoolFigures};
 
 #[cfg(target_arch = "wasm32")]
 use crate::wit::airlock::policy::host as imports;
@@ -39,19 +37,15 @@ pub fn pool_figures(pool: &str) -> Option<PoolFigures> {
     imports::live_figures(pool)
 }
 
-/// The policy's parameters (the TOML file beside the .wasm, with the route's
-/// overrides applied) as raw JSON.
-pub fn parameters_json() -> String {
-    imports::parameters()
+/// The first value of the judged request's header `name` (any case), if
+/// present; `None` when the action is not a request.
+pub fn header(name: &str) -> Option<String> {
+    imports::request_header(name)
 }
 
-/// The policy's parameters, deserialized into `P`.
-///
-/// # Errors
-/// A message naming the field when the parameters do not fit `P`; a policy
-/// usually answers it with a deny, so a misconfiguration fails closed.
-pub fn parameters<P: DeserializeOwned>() -> Result<P, String> {
-    serde_json::from_str(&parameters_json()).map_err(|error| format!("bad parameters: {error}"))
+/// Every header of the judged request, in order, names in lower case.
+pub fn headers() -> Vec<Header> {
+    imports::request_headers()
 }
 
 /// Forward panic messages to Airlock's log: a panicking policy traps, and

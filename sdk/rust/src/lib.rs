@@ -2,21 +2,39 @@
 //!
 //! A policy is a type implementing [`Policy`], exported with [`export!`], and
 //! built with `airlock policy build` into a WebAssembly component that Airlock
-//! runs in a sandbox for every action it judges:
+//! runs in a sandbox for every action it judges. Its parameters (the TOML
+//! file beside the component) are read into [`Policy::Parameters`] and
+//! checked once, when Airlock loads it: a refusal names the key, and the
+//! previous version keeps serving.
 //!
 //! ```no_run
-//! use airlock_sdk::{Action, Decision, Metadata, Policy, Subject};
+//! use airlock_sdk::{matching, Action, Decision, Metadata, ParameterError, Policy};
 //!
-//! struct NoDeletes;
+//! #[derive(serde::Deserialize)]
+//! #[serde(deny_unknown_fields)]
+//! struct Parameters {
+//!     status: u16,
+//! }
+//!
+//! struct NoDeletes {
+//!     status: u16,
+//! }
 //!
 //! impl Policy for NoDeletes {
+//!     type Parameters = Parameters;
 //!     fn describe() -> Metadata {
 //!         Metadata::requests("no-deletes", env!("CARGO_PKG_VERSION"))
 //!     }
-//!     fn evaluate(action: Action) -> Decision {
-//!         match &action.subject {
-//!             Subject::Request(request) if request.method == "DELETE" => {
-//!                 Decision::deny(403, "deletes are not allowed here")
+//!     fn setup(parameters: Parameters) -> Result<Self, ParameterError> {
+//!         if !(400..600).contains(&parameters.status) {
+//!             return Err(ParameterError::at("status", "must be a 4xx or 5xx status"));
+//!         }
+//!         Ok(NoDeletes { status: parameters.status })
+//!     }
+//!     fn evaluate(&self, action: Action) -> Decision {
+//!         match action.request() {
+//!             Some(request) if matching::method("DELETE", &request.method) => {
+//!                 Decision::deny(self.status, "deletes are not allowed here")
 //!             }
 //!             _ => Decision::allow(),
 //!         }
@@ -57,21 +75,86 @@ pub mod wit {
 pub use wit::airlock::policy::host::Level;
 pub use wit::airlock::policy::types::{
     Action, ActionKinds, Allow, Authentication, BackendChange, BackendWeight, Change, Decision,
-    Deny, Event, Failover, Grant, Header, Hold, LocalTime, Metadata, Outlier, PoolFigures,
-    Principal, Request, Spill, Subject, TrafficShift, WeightsChange,
+    Deny, Event, Failover, Grant, Header, Hold, LocalTime, Metadata, Outlier, ParameterError,
+    PoolFigures, Principal, Request, Spill, Subject, TrafficShift, WeightsChange,
 };
 
-/// A policy: Airlock calls [`Policy::evaluate`] for every action of a kind
-/// that [`Policy::describe`] says it judges.
+/// A policy: Airlock sets it up once with its parameters
+/// ([`Policy::setup`]), then calls [`Policy::evaluate`] for every action of
+/// a kind that [`Policy::describe`] says it judges.
 ///
-/// Each evaluation runs in a fresh sandbox by default, so a policy keeps no
-/// state between calls; everything it needs arrives in the action, the
-/// parameters ([`host::parameters`]) and the clock ([`host::now_unix_ms`]).
-pub trait Policy {
+/// What `setup` returns is kept in the memory image every evaluation starts
+/// from: each evaluation runs in a fresh sandbox by default, so a policy
+/// keeps no state between calls, but it never parses its parameters again.
+/// Everything else it needs arrives in the action, from the request's
+/// headers ([`Request::header`]) and from the clock ([`host::now_unix_ms`]).
+pub trait Policy: Sized + Send + Sync + 'static {
+    /// The parameters, read from JSON (the TOML file beside the component
+    /// with a route's overrides applied). Use `#[serde(deny_unknown_fields)]`
+    /// so that a misspelled key is refused at load; a policy that takes no
+    /// parameters uses [`NoParameters`].
+    type Parameters: serde::de::DeserializeOwned;
     /// Name, version and the kinds of action this policy judges.
     fn describe() -> Metadata;
+    /// Check what serde cannot and prepare what evaluations need (parsed
+    /// windows, compiled patterns).
+    ///
+    /// # Errors
+    /// A [`ParameterError`] naming the key at fault: Airlock refuses the
+    /// parameters and the previous version keeps serving.
+    fn setup(parameters: Self::Parameters) -> Result<Self, ParameterError>;
     /// Judge one action.
-    fn evaluate(action: Action) -> Decision;
+    fn evaluate(&self, action: Action) -> Decision;
+}
+
+/// The parameters of a policy that takes none: any table is accepted and
+/// ignored.
+pub type NoParameters = serde::de::IgnoredAny;
+
+/// Read `json` into a policy's parameters and set it up: what the exported
+/// `setup` does, and what a native test calls to get a policy to evaluate.
+///
+/// # Errors
+/// A [`ParameterError`] naming the key that does not fit
+/// [`Policy::Parameters`], or the policy's own refusal.
+pub fn set_up<P: Policy>(json: &str) -> Result<P, ParameterError> {
+    let mut reader = serde_json::Deserializer::from_str(json);
+    let parameters: P::Parameters =
+        serde_path_to_error::deserialize(&mut reader).map_err(|error| {
+            ParameterError::at(&error.path().to_string(), json_message(error.inner()))
+        })?;
+    P::setup(parameters)
+}
+
+/// serde_json's message without its position: a line and column of JSON
+/// the host encoded would only mislead; the key says where.
+fn json_message(error: &serde_json::Error) -> String {
+    let message = error.to_string();
+    match message.rfind(" at line ") {
+        Some(cut) if error.line() > 0 => message[..cut].to_owned(),
+        _ => message,
+    }
+}
+
+impl ParameterError {
+    /// The parameter at `key` (a path such as `rules[2].methods`; `.` or
+    /// empty for the parameters as a whole) is wrong.
+    pub fn at(key: &str, message: impl Into<String>) -> Self {
+        ParameterError {
+            key: if key == "." {
+                String::new()
+            } else {
+                key.to_owned()
+            },
+            message: message.into(),
+        }
+    }
+}
+
+/// The policy set up by `setup`, as the exported functions find it.
+#[doc(hidden)]
+pub fn __installed<P: Policy>(slot: &std::sync::OnceLock<P>) -> Option<&P> {
+    slot.get()
 }
 
 /// Export a [`Policy`] as the component's `judge` interface.
@@ -83,17 +166,30 @@ macro_rules! export {
         #[doc(hidden)]
         #[allow(dead_code)]
         struct __AirlockExport;
+        #[doc(hidden)]
+        static __AIRLOCK_POLICY: ::std::sync::OnceLock<$policy> = ::std::sync::OnceLock::new();
         impl $crate::wit::exports::airlock::policy::judge::Guest for __AirlockExport {
+            fn setup(parameters: String) -> Result<(), $crate::ParameterError> {
+                $crate::host::install_panic_hook();
+                let policy = $crate::set_up::<$policy>(&parameters)?;
+                __AIRLOCK_POLICY
+                    .set(policy)
+                    .map_err(|_| $crate::ParameterError::at("", "setup ran twice"))
+            }
             fn evaluate(action: $crate::Action) -> $crate::Decision {
                 $crate::host::install_panic_hook();
-                <$policy as $crate::Policy>::evaluate(action)
+                match $crate::__installed(&__AIRLOCK_POLICY) {
+                    Some(policy) => <$policy as $crate::Policy>::evaluate(policy, action),
+                    // Airlock always sets a policy up first: fail closed.
+                    None => $crate::Decision::deny(500, "the policy was not set up"),
+                }
             }
             fn describe() -> $crate::Metadata {
                 <$policy as $crate::Policy>::describe()
             }
         }
         // Natively (unit tests) there is no component to export from, and the
-        // export names (`airlock:policy/judge@0.1.0#evaluate`) would not link.
+        // export names (`airlock:policy/judge@0.2.0#evaluate`) would not link.
         #[cfg(target_arch = "wasm32")]
         $crate::wit::__export_policy!(__AirlockExport with_types_in $crate::wit);
     };
@@ -183,18 +279,24 @@ impl Metadata {
 }
 
 impl Request {
-    /// The first value of header `name` (case-insensitive), if present.
+    /// The first value of header `name` (case-insensitive), if present,
+    /// asked of the host: a policy pays only for the headers it reads.
     /// Credentials arrive as `[redacted]`.
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|header| header.name.eq_ignore_ascii_case(name))
-            .map(|header| header.value.as_str())
+    pub fn header(&self, name: &str) -> Option<String> {
+        host::header(name)
     }
 
-    /// True for methods that change state: anything but GET, HEAD, OPTIONS and TRACE.
+    /// Every header of the request, in order, names in lower case.
+    pub fn headers(&self) -> Vec<Header> {
+        host::headers()
+    }
+
+    /// True for methods that change state: anything but GET, HEAD, OPTIONS
+    /// and TRACE, in any case.
     pub fn is_write(&self) -> bool {
-        !matches!(self.method.as_str(), "GET" | "HEAD" | "OPTIONS" | "TRACE")
+        !["GET", "HEAD", "OPTIONS", "TRACE"]
+            .iter()
+            .any(|safe| self.method.eq_ignore_ascii_case(safe))
     }
 }
 
@@ -207,9 +309,9 @@ impl Action {
         }
     }
 
-    /// The figures of `pool` carried with the action, if it touches that pool.
-    pub fn figures(&self, pool: &str) -> Option<&PoolFigures> {
-        self.figures.iter().find(|figures| figures.pool == pool)
+    /// The live figures of `pool`, if there is such a pool.
+    pub fn figures(&self, pool: &str) -> Option<PoolFigures> {
+        host::pool_figures(pool)
     }
 }
 
@@ -265,15 +367,23 @@ impl Approvers {
     }
 
     /// Check what serde cannot: at least one group and a quorum of at least 1.
-    /// `at` names the table in the message, e.g. `rules[2].approvers`.
+    /// `at` is the table's key, e.g. `rules[2].approvers` (empty at the top).
     ///
     /// # Errors
-    /// A `bad parameters: ...` message.
-    pub fn check(&self, at: &str) -> Result<(), String> {
-        if self.groups.is_empty() || self.quorum == 0 {
-            return Err(format!(
-                "bad parameters: {at} needs at least one group and a quorum of at least 1"
+    /// A [`ParameterError`] at `at.groups` or `at.quorum`.
+    pub fn check(&self, at: &str) -> Result<(), ParameterError> {
+        let key = |field: &str| match at {
+            "" => field.to_owned(),
+            _ => format!("{at}.{field}"),
+        };
+        if self.groups.is_empty() {
+            return Err(ParameterError::at(
+                &key("groups"),
+                "needs at least one group",
             ));
+        }
+        if self.quorum == 0 {
+            return Err(ParameterError::at(&key("quorum"), "must be at least 1"));
         }
         Ok(())
     }

@@ -1,16 +1,17 @@
 //! Unit-test a policy natively, with plain `cargo test`.
 //!
-//! Install a [`TestHost`] with [`TestHost::run`], then call the policy's
-//! `evaluate` directly; the host functions answer from the test host:
+//! Set a policy up from JSON parameters with [`crate::set_up`], install a
+//! [`TestHost`] with [`TestHost::run`], then call the policy's `evaluate`
+//! directly; the host functions answer from the test host:
 //!
 //! ```
 //! use airlock_sdk::{host, testing::TestHost};
 //!
 //! let seen = TestHost::new()
 //!     .now("2026-11-23T10:00:00Z")
-//!     .parameters(r#"{"zone": "Europe/Berlin"}"#)
-//!     .run(|| host::local_now("Europe/Berlin").map(|time| time.hour));
-//! assert_eq!(seen, Some(11));
+//!     .header("X-Team", "payments")
+//!     .run(|| (host::local_now("Europe/Berlin").map(|time| time.hour), host::header("x-team")));
+//! assert_eq!(seen, (Some(11), Some("payments".to_owned())));
 //! ```
 //!
 //! Build actions with [`request`] and adjust the fields you care about.
@@ -18,13 +19,15 @@
 
 use std::cell::RefCell;
 
-use crate::{Action, Authentication, Level, LocalTime, PoolFigures, Principal, Request, Subject};
+use crate::{
+    Action, Authentication, Header, Level, LocalTime, PoolFigures, Principal, Request, Subject,
+};
 
 /// What the host functions answer during a native test.
 #[derive(Debug, Clone)]
 pub struct TestHost {
     now_unix_ms: i64,
-    parameters: String,
+    headers: Vec<Header>,
     pools: Vec<PoolFigures>,
 }
 
@@ -35,11 +38,11 @@ impl Default for TestHost {
 }
 
 impl TestHost {
-    /// A host at the Unix epoch with no parameters (`{}`) and no pools.
+    /// A host at the Unix epoch with no request headers and no pools.
     pub fn new() -> Self {
         TestHost {
             now_unix_ms: 0,
-            parameters: "{}".to_owned(),
+            headers: Vec::new(),
             pools: Vec::new(),
         }
     }
@@ -54,9 +57,13 @@ impl TestHost {
         self
     }
 
-    /// Set the parameters, as the JSON the host would pass.
-    pub fn parameters(mut self, json: &str) -> Self {
-        json.clone_into(&mut self.parameters);
+    /// Add a header of the judged request (the name is lower-cased, as
+    /// Airlock passes names).
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        self.headers.push(Header {
+            name: name.to_ascii_lowercase(),
+            value: value.to_owned(),
+        });
         self
     }
 
@@ -89,7 +96,6 @@ pub fn request(method: &str, path: &str) -> Action {
             host: "example.com".to_owned(),
             path: path.to_owned(),
             query: None,
-            headers: Vec::new(),
             client_address: "127.0.0.1".to_owned(),
             route: "default".to_owned(),
             pool: "app".to_owned(),
@@ -101,7 +107,6 @@ pub fn request(method: &str, path: &str) -> Action {
             groups: Vec::new(),
             authenticated_by: Authentication::None,
         },
-        figures: Vec::new(),
     }
 }
 
@@ -140,8 +145,17 @@ pub(crate) mod native {
         with_host(|host| host.now_unix_ms)
     }
 
-    pub(crate) fn parameters() -> String {
-        with_host(|host| host.parameters.clone())
+    pub(crate) fn request_header(name: &str) -> Option<String> {
+        with_host(|host| {
+            host.headers
+                .iter()
+                .find(|header| header.name.eq_ignore_ascii_case(name))
+                .map(|header| header.value.clone())
+        })
+    }
+
+    pub(crate) fn request_headers() -> Vec<Header> {
+        with_host(|host| host.headers.clone())
     }
 
     pub(crate) fn live_figures(pool: &str) -> Option<PoolFigures> {

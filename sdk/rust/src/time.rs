@@ -4,7 +4,22 @@
 //! Airlock resolves the zone (the sandbox has no tz database), so a window
 //! means the same in every SDK and in `airlock policy test`.
 
-use crate::LocalTime;
+use crate::{LocalTime, ParameterError};
+
+/// Check, in `setup`, that the zone given at parameter `key` is one
+/// Airlock knows (its bundled IANA database).
+///
+/// # Errors
+/// A [`ParameterError`] at `key` naming the unknown zone.
+pub fn check_zone(key: &str, zone: &str) -> Result<(), ParameterError> {
+    match crate::host::local_time(zone, 0) {
+        Some(_) => Ok(()),
+        None => Err(ParameterError::at(
+            key,
+            format!("unknown time zone {zone:?}"),
+        )),
+    }
+}
 
 /// A weekly window: some days, and a time range on each of them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,13 +78,12 @@ impl Window {
 /// Parse a list of windows from parameters.
 ///
 /// # Errors
-/// A `bad parameters: ...` message naming the first bad window.
+/// A message naming the first bad window.
 pub fn parse_windows(windows: &[String]) -> Result<Vec<Window>, String> {
     windows
         .iter()
         .map(|window| Window::parse(window))
         .collect::<Result<_, _>>()
-        .map_err(|error| format!("bad parameters: {error}"))
 }
 
 /// True if `time` falls in any of `windows`.

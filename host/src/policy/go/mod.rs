@@ -34,7 +34,7 @@ pub fn componentize(core: &[u8]) -> anyhow::Result<Vec<u8>> {
     let stubbed = wasi_stubs::stub_wasi(core)?;
     let mut module = preinit::preinit(&stubbed).context(
         "running the policy's start-up (Go's runtime and package init) once at build time; \
-         init functions must not call host functions such as ParametersJSON: read them in Evaluate",
+         init functions must not call host functions: parameters arrive in the setup function",
     )?;
     let mut resolve = wit_parser::Resolve::default();
     let package = resolve.push_str("policy.wit", WIT)?;
@@ -165,7 +165,7 @@ mod tests {
 
     /// Build a Go policy of this repository (Go from `GO` or the `PATH`:
     /// `.ci/run` installs it) and load it, instances reused or not.
-    fn go_policy(directory: &str, reuse: bool) -> LoadedPolicy {
+    fn go_policy(directory: &str, parameters: &str, reuse: bool) -> LoadedPolicy {
         let directory = Path::new(env!("CARGO_MANIFEST_DIR")).join(directory);
         let wasm = build(&directory, &toolchain())
             .unwrap_or_else(|error| panic!("building {}: {error}", directory.display()));
@@ -174,7 +174,7 @@ mod tests {
             ..EngineSettings::default()
         })
         .unwrap();
-        engine.load(&wasm, reuse).unwrap()
+        engine.load(&wasm, parameters, reuse).unwrap()
     }
 
     fn request(method: &str, path: &str) -> Action {
@@ -187,10 +187,10 @@ mod tests {
 
     #[test]
     fn a_go_policy_decides_right_through_20000_reused_evaluations_with_garbage_collection() {
-        let policy = go_policy("policies/approval-rules-go", true);
-        // Each evaluation decodes the parameters and builds its answer on
-        // Go's heap, so the collector runs many times over the loop.
+        // Each evaluation builds its answer on Go's heap, so the collector
+        // runs many times over the loop.
         let parameters = r#"{"rules": [{"methods": ["DELETE"], "paths": ["/items/**"], "approvers": {"groups": ["oncall"], "quorum": 1}}]}"#;
+        let policy = go_policy("policies/approval-rules-go", parameters, true);
         for i in 0..20_000 {
             let (method, expected) = if i % 3 == 0 {
                 ("DELETE", "hold")
@@ -199,7 +199,7 @@ mod tests {
             };
             let path = format!("/items/{i}");
             let verdict = policy
-                .evaluate(&request(method, &path), context(parameters))
+                .evaluate(&request(method, &path), context())
                 .unwrap_or_else(|failure| panic!("evaluation {i}: {failure}"));
             assert_eq!(verdict.kind(), expected, "evaluation {i}: {method} {path}");
             if let Verdict::Hold(hold) = verdict {
@@ -213,16 +213,16 @@ mod tests {
 
     #[test]
     fn a_go_policy_that_panics_loops_or_allocates_without_end_is_contained() {
-        let probe = go_policy("sdk/go/examples/probe", true);
+        let probe = go_policy("sdk/go/examples/probe", "{}", true);
         for (path, code) in [
             ("/panic", "policy_trap"),
             ("/loop", "policy_timeout"),
             ("/allocate", "policy_memory"),
         ] {
-            let failure = probe.evaluate(&get(path), context("{}")).expect_err(path);
+            let failure = probe.evaluate(&get(path), context()).expect_err(path);
             assert_eq!(failure.code(), code, "{path}: {failure}");
             // The instance it happened in is dropped; the next call works.
-            let verdict = probe.evaluate(&get("/allow"), context("{}")).unwrap();
+            let verdict = probe.evaluate(&get("/allow"), context()).unwrap();
             assert_eq!(verdict.kind(), "allow", "after {path}");
         }
     }

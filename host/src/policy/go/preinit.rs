@@ -8,7 +8,7 @@ use anyhow::{Context as _, Result};
 use wasm_encoder::reencode::{self, Reencode};
 use wasm_encoder::ConstExpr;
 
-const HOST: &str = "airlock:policy/host@0.1.0";
+const HOST: &str = "airlock:policy/host@0.2.0";
 
 struct Snapshot {
     globals: Vec<ConstExpr>,

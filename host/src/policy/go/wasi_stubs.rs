@@ -24,7 +24,7 @@ use wasm_encoder::reencode::{self, Reencode};
 use wasm_encoder::{BlockType, Function, Instruction as I, MemArg, ValType};
 
 const WASI: &str = "wasi_snapshot_preview1";
-const HOST: &str = "airlock:policy/host@0.1.0";
+const HOST: &str = "airlock:policy/host@0.2.0";
 
 /// What the rewriter knows about the input module.
 struct Stubber {

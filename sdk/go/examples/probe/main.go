@@ -1,14 +1,20 @@
 // probe: a policy that shows, in its decisions, every value it received.
 // It proves the Go SDK end to end: each case in cases.toml checks that a
-// field of the action (request, every change and event, principal, figures)
-// or a host function's answer arrived intact, and that each kind of
-// decision goes back. Not for production use.
+// field of the action (request, every change and event, principal), the
+// parameters setup received, or a host function's answer (headers, live
+// figures, clock) arrived intact, and that each kind of decision goes back.
+// Not for production use.
+//
+// Its parameters are taken as they are (json.RawMessage), except that a
+// `refuse = { key = "...", message = "..." }` table makes setup refuse them
+// with that ParameterError.
 //
 //	airlock policy build sdk/go/examples/probe -o /tmp/probe.wasm
 //	airlock policy test /tmp/probe.wasm sdk/go/examples/probe/cases.toml
 package main
 
 import (
+	"encoding/json"
 	"strconv"
 	"strings"
 
@@ -17,19 +23,38 @@ import (
 
 func main() {}
 
-func init() { airlock.Register(probe{}) }
-
-type probe struct{}
-
-func (probe) Describe() airlock.Metadata {
-	return airlock.Metadata{
+func init() {
+	airlock.Register(airlock.Metadata{
 		Name:    "probe-go",
 		Version: "0.1.0",
 		Judges:  airlock.JudgesRequests | airlock.JudgesChanges | airlock.JudgesEvents,
-	}
+	}, setup)
 }
 
-func (probe) Evaluate(action airlock.Action) airlock.Decision {
+type probe struct {
+	// parameters is the JSON text setup received.
+	parameters string
+	// What the action-dependent host functions answered during setup.
+	setupHeader  bool
+	setupHeaders int
+}
+
+func setup(parameters json.RawMessage) (airlock.Policy, error) {
+	var refusal struct {
+		Refuse *airlock.ParameterError `json:"refuse"`
+	}
+	if err := json.Unmarshal(parameters, &refusal); err == nil && refusal.Refuse != nil {
+		return nil, refusal.Refuse
+	}
+	_, setupHeader := airlock.RequestHeader("x-a")
+	return &probe{
+		parameters:   string(parameters),
+		setupHeader:  setupHeader,
+		setupHeaders: len(airlock.RequestHeaders()),
+	}, nil
+}
+
+func (p *probe) Evaluate(action airlock.Action) airlock.Decision {
 	request := action.Request()
 	if request == nil {
 		return airlock.Deny{Status: 409, Reason: render(&action)}
@@ -46,7 +71,16 @@ func (probe) Evaluate(action airlock.Action) airlock.Decision {
 	case "/hold-no-grant":
 		return airlock.NewHold("probe hold", []string{"oncall"}, 1, 1)
 	case "/params":
-		return airlock.Deny{Status: 400, Reason: "parameters " + airlock.ParametersJSON()}
+		return airlock.Deny{Status: 400, Reason: "parameters " + p.parameters}
+	case "/setup":
+		return airlock.Deny{Status: 400, Reason: "setup header " + strconv.FormatBool(p.setupHeader) +
+			" headers " + strconv.Itoa(p.setupHeaders)}
+	case "/header":
+		value, found := request.Header("X-A")
+		authorization, _ := request.Header("Authorization")
+		_, missing := request.Header("x-missing")
+		return airlock.Deny{Status: 400, Reason: "header x-a=" + value + " (" + strconv.FormatBool(found) +
+			") authorization=" + authorization + " missing=" + strconv.FormatBool(missing)}
 	case "/clock":
 		now := airlock.NowUnixMs()
 		local, ok := airlock.LocalNow("Europe/Berlin")
@@ -74,10 +108,12 @@ func (probe) Evaluate(action airlock.Action) airlock.Decision {
 			sink = len(kept)
 		}
 	case "/parameters-strict":
+		// What setup would refuse, shown on a request (a real policy
+		// decodes its parameters once, in setup).
 		var parameters struct {
 			Zone string `json:"zone"`
 		}
-		if err := airlock.DecodeParameters(&parameters); err != nil {
+		if err := airlock.DecodeParameters(p.parameters, &parameters); err != nil {
 			return airlock.Deny{Status: 500, Reason: err.Error()}
 		}
 		return airlock.Deny{Status: 400, Reason: "zone " + parameters.Zone}
@@ -104,7 +140,7 @@ func render(action *airlock.Action) string {
 		b.WriteString("request " + s.Method + " " + s.Scheme + "://" + s.Host + s.Path)
 		b.WriteString(" query=" + optional(s.Query, quote))
 		b.WriteString(" headers=[")
-		for i, h := range s.Headers {
+		for i, h := range s.Headers() {
 			if i > 0 {
 				b.WriteString(", ")
 			}
@@ -141,8 +177,10 @@ func render(action *airlock.Action) string {
 	}
 	p := action.Principal
 	b.WriteString(" by " + p.ID + " (" + p.AuthenticatedBy.String() + ") groups=" + strings.Join(p.Groups, ","))
-	for _, f := range action.Figures {
-		b.WriteString(" figures " + renderFigures(f))
+	if request := action.Request(); request != nil {
+		if f, ok := airlock.LiveFigures(request.Pool); ok {
+			b.WriteString(" figures " + renderFigures(f))
+		}
 	}
 	return b.String()
 }

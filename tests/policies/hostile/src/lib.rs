@@ -1,17 +1,24 @@
 //! Test fixture: a policy that misbehaves on purpose, so tests can check that
 //! Airlock contains it. The parameter `mode` picks the misbehaviour; with no
 //! mode it allows, so the same component also proves the host still serves.
+//! Modes `setup-*` misbehave in `setup`, at load; `remember` keeps the
+//! request's `x-secret` header in memory and denies if it finds one kept by
+//! an earlier evaluation.
 
 // Natively (cargo test) nothing is exported, so nothing is used.
 #![cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
 
 use std::hint::black_box;
+use std::sync::Mutex;
 
 use airlock_sdk::{
-    host, Action, ActionKinds, Allow, Decision, Deny, Header, Level, Metadata, Policy,
+    host, Action, ActionKinds, Allow, Decision, Deny, Header, Level, Metadata, ParameterError,
+    Policy,
 };
 
-struct Hostile;
+struct Hostile {
+    mode: String,
+}
 
 #[derive(serde::Deserialize, Default)]
 struct Parameters {
@@ -19,14 +26,41 @@ struct Parameters {
     mode: String,
 }
 
+/// What `remember` keeps between evaluations, if anything does.
+static REMEMBERED: Mutex<Option<String>> = Mutex::new(None);
+
 impl Policy for Hostile {
+    type Parameters = Parameters;
+
     fn describe() -> Metadata {
         Metadata::judging("hostile", "0.1.0", ActionKinds::all())
     }
 
-    fn evaluate(action: Action) -> Decision {
-        let mode = host::parameters::<Parameters>().unwrap_or_default().mode;
-        match mode.as_str() {
+    fn setup(parameters: Parameters) -> Result<Self, ParameterError> {
+        match parameters.mode.as_str() {
+            "setup-loop" => loop {
+                black_box(0);
+            },
+            "setup-panic" => panic!("hostile policy panics in setup on purpose"),
+            "setup-refuse" => Err(ParameterError::at("mode", "refused on purpose")),
+            _ => Ok(Hostile {
+                mode: parameters.mode,
+            }),
+        }
+    }
+
+    fn evaluate(&self, action: Action) -> Decision {
+        match self.mode.as_str() {
+            "remember" => {
+                let mut remembered = REMEMBERED.lock().unwrap();
+                if let Some(secret) = remembered.as_ref() {
+                    return Decision::deny(403, format!("an earlier evaluation left {secret}"));
+                }
+                *remembered = action
+                    .request()
+                    .and_then(|request| request.header("x-secret"));
+                Decision::allow()
+            }
             "loop" => loop {
                 black_box(0);
             },
@@ -65,7 +99,11 @@ impl Policy for Hostile {
             // Not hostile: shows what a policy sees of the credentials.
             "show-credentials" => {
                 let request = action.request();
-                let seen = |name| request.and_then(|r| r.header(name)).unwrap_or("absent");
+                let seen = |name| {
+                    request
+                        .and_then(|r| r.header(name))
+                        .unwrap_or_else(|| "absent".to_owned())
+                };
                 Decision::deny(
                     403,
                     format!(
