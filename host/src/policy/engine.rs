@@ -313,20 +313,22 @@ impl PolicyEngine {
         pre: &InstancePre<Sandbox>,
         store: &mut Store<Sandbox>,
     ) -> Result<wasmtime::component::Instance, PolicyFailure> {
-        match pre.instantiate(&mut *store) {
-            Ok(instance) => Ok(instance),
-            Err(error)
-                if error
-                    .downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
-                    .is_some() =>
-            {
-                Err(PolicyFailure::Unavailable(format!(
-                    "all {} sandbox slots are busy; raise [policies] max_instances",
-                    self.settings.max_instances
-                )))
-            }
-            Err(error) => Err(self.classify(&error, store.data())),
+        pre.instantiate(&mut *store)
+            .map_err(|error| self.instantiation_failure(&error, store.data()))
+    }
+
+    /// Why an instance could not be made: a full pool, or the component's.
+    fn instantiation_failure(&self, error: &wasmtime::Error, sandbox: &Sandbox) -> PolicyFailure {
+        if error
+            .downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
+            .is_some()
+        {
+            return PolicyFailure::Unavailable(format!(
+                "all {} sandbox slots are busy; raise [policies] max_instances",
+                self.settings.max_instances
+            ));
         }
+        self.classify(error, sandbox)
     }
 
     fn classify(&self, error: &wasmtime::Error, sandbox: &Sandbox) -> PolicyFailure {
@@ -596,10 +598,11 @@ impl LoadedPolicy {
         // Instantiation runs no policy code (no start function), but arm the
         // deadline anyway: a store must never run without one.
         let mut store = engine.store(context, LOAD_DEADLINE);
-        let instance = engine.instantiate(self.pre.instance_pre(), &mut store)?;
-        let bindings = PolicyBindings::new(&mut store, &instance)
-            .map_err(|error| engine.classify(&error, store.data()))?;
-        Ok(ReusableInstance { store, bindings })
+        // The export indices were looked up once, when the component loaded.
+        match self.pre.instantiate(&mut store) {
+            Ok(bindings) => Ok(ReusableInstance { store, bindings }),
+            Err(error) => Err(engine.instantiation_failure(&error, store.data())),
+        }
     }
 
     fn take_idle_instance(&self) -> Option<ReusableInstance> {
