@@ -8,11 +8,66 @@ use std::path::{Path, PathBuf};
 use super::engine::{EngineSettings, PolicyEngine};
 use super::guest_build;
 
-/// Where the Rust SDK is: the scaffold depends on it by path until it is
-/// published.
-const SDK_PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/sdk/rust");
-/// Where the Go SDK is: the scaffold's `go.mod` replaces it by this path.
-const GO_SDK_PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/sdk/go");
+/// Where a new policy keeps its copy of the SDK: the binary writes it
+/// there, so a policy builds wherever Airlock was installed from (no path
+/// into Airlock's source tree, no registry).
+const SDK_DIRECTORY: &str = "airlock-sdk";
+
+/// The Rust SDK's sources, and the contract its bindings are generated
+/// from (read from `wit/` beside them in the copy).
+const RUST_SDK: [(&str, &str); 6] = [
+    ("src/lib.rs", include_str!("../../../sdk/rust/src/lib.rs")),
+    ("src/host.rs", include_str!("../../../sdk/rust/src/host.rs")),
+    (
+        "src/matching.rs",
+        include_str!("../../../sdk/rust/src/matching.rs"),
+    ),
+    (
+        "src/testing.rs",
+        include_str!("../../../sdk/rust/src/testing.rs"),
+    ),
+    ("src/time.rs", include_str!("../../../sdk/rust/src/time.rs")),
+    ("wit/policy.wit", include_str!("../../../wit/policy.wit")),
+];
+
+/// The copy's manifest: the SDK's own (`sdk/rust/Cargo.toml`) inherits
+/// from Airlock's workspace; these are the same dependencies, spelled out.
+const RUST_SDK_MANIFEST: &str = r#"[package]
+name = "airlock-sdk"
+version = "0.2.0"
+edition = "2021"
+description = "Airlock's policy SDK, as `airlock policy new` wrote it"
+
+[dependencies]
+serde = { version = "1", features = ["derive"] }
+serde_json = "1"
+serde_path_to_error = "0.1"
+wit-bindgen = "0.63.0"
+
+[target.'cfg(not(target_arch = "wasm32"))'.dependencies]
+jiff = { version = "=0.2.43", default-features = false, features = ["std", "tzdb-bundle-always"] }
+"#;
+
+/// The Go SDK's sources (not its tests).
+const GO_SDK: [(&str, &str); 11] = [
+    ("go.mod", include_str!("../../../sdk/go/go.mod")),
+    ("abi.go", include_str!("../../../sdk/go/abi.go")),
+    (
+        "component_wasm.go",
+        include_str!("../../../sdk/go/component_wasm.go"),
+    ),
+    ("contract.go", include_str!("../../../sdk/go/contract.go")),
+    ("host.go", include_str!("../../../sdk/go/host.go")),
+    ("matching.go", include_str!("../../../sdk/go/matching.go")),
+    (
+        "parameters.go",
+        include_str!("../../../sdk/go/parameters.go"),
+    ),
+    ("policy.go", include_str!("../../../sdk/go/policy.go")),
+    ("testhost.go", include_str!("../../../sdk/go/testhost.go")),
+    ("types.go", include_str!("../../../sdk/go/types.go")),
+    ("window.go", include_str!("../../../sdk/go/window.go")),
+];
 
 /// The languages a policy is written in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -79,24 +134,39 @@ pub fn new_policy(directory: &Path, language: Language) -> Result<String, Author
             directory.display()
         )));
     }
-    let files = match language {
+    let sdk = |relative: &str| format!("{SDK_DIRECTORY}/{relative}");
+    let mut files = match language {
         Language::Rust => vec![
-            ("Cargo.toml", scaffold_manifest(&name)),
-            ("src/lib.rs", SCAFFOLD_LIB.replace("{{name}}", &name)),
-            ("cases.toml", SCAFFOLD_CASES.to_owned()),
+            ("Cargo.toml".to_owned(), scaffold_manifest(&name)),
+            (
+                "src/lib.rs".to_owned(),
+                SCAFFOLD_LIB.replace("{{name}}", &name),
+            ),
+            ("cases.toml".to_owned(), SCAFFOLD_CASES.to_owned()),
+            (sdk("Cargo.toml"), RUST_SDK_MANIFEST.to_owned()),
         ],
         Language::Go => vec![
             (
-                "go.mod",
-                SCAFFOLD_GO_MOD
-                    .replace("{{name}}", &name)
-                    .replace("{{sdk}}", GO_SDK_PATH),
+                "go.mod".to_owned(),
+                SCAFFOLD_GO_MOD.replace("{{name}}", &name),
             ),
-            ("main.go", SCAFFOLD_GO_MAIN.replace("{{name}}", &name)),
-            ("main_test.go", SCAFFOLD_GO_TEST.to_owned()),
-            ("cases.toml", SCAFFOLD_CASES.to_owned()),
+            (
+                "main.go".to_owned(),
+                SCAFFOLD_GO_MAIN.replace("{{name}}", &name),
+            ),
+            ("main_test.go".to_owned(), SCAFFOLD_GO_TEST.to_owned()),
+            ("cases.toml".to_owned(), SCAFFOLD_CASES.to_owned()),
         ],
     };
+    let sources = match language {
+        Language::Rust => &RUST_SDK[..],
+        Language::Go => &GO_SDK[..],
+    };
+    for (relative, text) in sources {
+        // The copy reads the contract beside itself, not from Airlock's tree.
+        let text = text.replace(r#"path: "../../wit""#, r#"path: "wit""#);
+        files.push((sdk(relative), text));
+    }
     for (relative, text) in files {
         let path = directory.join(relative);
         if let Some(parent) = path.parent() {
@@ -119,7 +189,8 @@ edition = "2021"
 crate-type = ["cdylib", "rlib"]
 
 [dependencies]
-airlock-sdk = {{ path = {SDK_PATH:?} }}
+# The SDK as this Airlock wrote it (`{SDK_DIRECTORY}/`).
+airlock-sdk = {{ path = "{SDK_DIRECTORY}" }}
 serde = {{ version = "1", features = ["derive"] }}
 
 # A standalone crate, not part of any enclosing workspace.
@@ -210,8 +281,8 @@ go 1.24
 
 require airlock.example/sdk v0.0.0
 
-// The SDK is used from Airlock's source tree (no module proxy needed).
-replace airlock.example/sdk => {{sdk}}
+// The SDK as this Airlock wrote it (no module proxy needed).
+replace airlock.example/sdk => ./airlock-sdk
 "#;
 
 const SCAFFOLD_GO_MAIN: &str = r#"// {{name}}: holds deletes (any case of the method) for approval by the
@@ -396,4 +467,82 @@ pub struct BuiltPolicy {
     pub name: String,
     pub version: String,
     pub hash: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sources(directory: &str, keep: impl Fn(&str) -> bool) -> Vec<String> {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join(directory);
+        let mut names: Vec<String> = std::fs::read_dir(&root)
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+            .filter(|name| keep(name))
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// A source file added to an SDK reaches new policies too.
+    #[test]
+    fn new_policies_get_every_source_of_their_sdk() {
+        let mut go: Vec<String> = GO_SDK.iter().map(|(name, _)| (*name).to_owned()).collect();
+        go.sort();
+        let expected = sources("sdk/go", |name| {
+            name == "go.mod" || (name.ends_with(".go") && !name.ends_with("_test.go"))
+        });
+        assert_eq!(go, expected);
+        let mut rust: Vec<String> = RUST_SDK
+            .iter()
+            .filter_map(|(name, _)| name.strip_prefix("src/").map(str::to_owned))
+            .collect();
+        rust.sort();
+        assert_eq!(rust, sources("sdk/rust/src", |_| true));
+    }
+
+    /// The copy's manifest asks for the versions Airlock's workspace pins.
+    #[test]
+    fn the_rust_sdk_copy_uses_the_workspaces_dependency_versions() {
+        let workspace: toml::Table = toml::from_str(include_str!("../../../Cargo.toml")).unwrap();
+        let pinned = &workspace["workspace"]["dependencies"];
+        let copy: toml::Table = toml::from_str(RUST_SDK_MANIFEST).unwrap();
+        let wanted = copy["dependencies"].as_table().unwrap().iter().chain(
+            copy["target"]["cfg(not(target_arch = \"wasm32\"))"]["dependencies"]
+                .as_table()
+                .unwrap(),
+        );
+        for (name, spec) in wanted {
+            let version = |spec: &toml::Value| match spec {
+                toml::Value::String(version) => version.clone(),
+                table => table["version"].as_str().unwrap().to_owned(),
+            };
+            assert_eq!(version(spec), version(&pinned[name]), "{name}");
+        }
+    }
+
+    #[test]
+    fn a_new_policy_points_nowhere_outside_itself() {
+        let dir = tempfile::tempdir().unwrap();
+        for (language, name) in [(Language::Rust, "rusty"), (Language::Go, "gopher")] {
+            let directory = dir.path().join(name);
+            new_policy(&directory, language).unwrap();
+            let mut stack = vec![directory];
+            while let Some(next) = stack.pop() {
+                for entry in std::fs::read_dir(&next).unwrap() {
+                    let path = entry.unwrap().path();
+                    if path.is_dir() {
+                        stack.push(path);
+                        continue;
+                    }
+                    let text = std::fs::read_to_string(&path).unwrap();
+                    assert!(
+                        !text.contains(env!("CARGO_MANIFEST_DIR")) && !text.contains("../../wit"),
+                        "{} points into the source tree",
+                        path.display()
+                    );
+                }
+            }
+        }
+    }
 }
