@@ -193,9 +193,14 @@ impl PolicyEngine {
             .table_elements(10_000)
             .max_component_instance_size(1 << 20)
             .max_core_instance_size(1 << 20)
-            // Reset small memories by memset rather than madvise: faster for
-            // the few hundred KiB a policy touches.
+            // Reset memories by copying the image back rather than by
+            // madvise, after which every page an evaluation touches faults
+            // in again (measured: 2-3x a fresh decision's time); with
+            // PAGEMAP_SCAN (Linux 6.7+) only the pages the instance dirtied
+            // are copied, not all 192 KiB (measured: a Go policy's fresh
+            // decision 173 -> 32 us, a Rust one's about 1 us less).
             .linear_memory_keep_resident(192 << 10)
+            .pagemap_scan(wasmtime::Enabled::Auto)
             .table_keep_resident(64 << 10);
         let mut config = Config::new();
         config
