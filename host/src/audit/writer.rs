@@ -169,8 +169,11 @@ impl AuditLog {
             .name("airlock-audit".to_owned())
             .spawn(move || {
                 while let Some(first) = receiver.blocking_recv() {
-                    let batch = gather(first, &mut receiver);
+                    let mut batch = gather(first, &mut receiver);
                     if batch.iter().any(|pending| pending.last) {
+                        // The last entry is the last of the trail: what was
+                        // gathered with it commits before it (a stable sort).
+                        batch.sort_by_key(|pending| pending.last);
                         // No segment is left half-written when the process exits.
                         if let Some(sealer) = sealer.take() {
                             sealer.finish();
@@ -608,6 +611,38 @@ mod tests {
             log.record(late, Durability::Durable).await,
             Err(AuditError::Stopped)
         ));
+    }
+
+    /// Entries that reach the writer while the last one waits for its
+    /// commit are kept before it or refused, never after it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn nothing_is_recorded_after_the_last_entry() {
+        for round in 0..20 {
+            let dir = tempfile::tempdir().unwrap();
+            let store: Arc<dyn Store> = Arc::new(RedbStore::open(dir.path()).unwrap());
+            let log = AuditLog::start(store.clone(), "n1", Sealing::default()).unwrap();
+            let last = {
+                let log = log.clone();
+                tokio::spawn(async move {
+                    log.record_last(AuditEntry::new(EntryKind::NodeStopped, "airlock"))
+                        .await
+                })
+            };
+            let mut kept = 0;
+            for i in 0..50 {
+                let entry = AuditEntry::new(EntryKind::ApprovalVote, &format!("late{i}"));
+                if log.record(entry, Durability::Batched).await.is_ok() {
+                    kept += 1;
+                }
+            }
+            let stopped_at = last.await.unwrap().unwrap();
+            let (seq, bytes) = store.last_audit().unwrap().unwrap();
+            assert_eq!(seq, stopped_at, "round {round}: {kept} sent after it kept");
+            assert_eq!(
+                crate::audit::decode(&bytes).unwrap().kind,
+                EntryKind::NodeStopped
+            );
+        }
     }
 
     #[test]

@@ -333,6 +333,10 @@ impl ControlPlane {
     /// When `desired` does not build.
     pub fn build(&self, desired: &Desired) -> Result<Built, String> {
         let (pools, routes) = desired.effective()?;
+        // The change chain too: a policy version that refuses the
+        // `[control]` overrides must not replace the one that judges
+        // changes and balancer events.
+        control_chain(desired).map_err(|error| format!("[control]: {error}"))?;
         let current = self.proxy.routing();
         let built = self
             .built

@@ -101,6 +101,9 @@ pub struct PolicySet {
     overridden: Arc<std::sync::Mutex<Overridden>>,
 }
 
+/// Most policies kept set up with overrides at once.
+const MAX_OVERRIDDEN: usize = 64;
+
 /// Policies set up with overrides, by (name, component hash, parameters).
 type Overridden = BTreeMap<(String, String, String), Arc<LoadedPolicy>>;
 
@@ -359,6 +362,11 @@ impl PolicySet {
                     },
                 })?;
         if let Ok(mut cache) = self.overridden.lock() {
+            // Config reloads may bring new sets without end: a bound, and
+            // the sets still in use are set up again on the next build.
+            if cache.len() >= MAX_OVERRIDDEN {
+                cache.clear();
+            }
             cache.insert(key, prepared.clone());
         }
         Ok(prepared)
