@@ -311,3 +311,40 @@ async fn a_misspelled_parameter_is_refused_and_no_request_fails() {
     );
     assert!(policy_status(&airlock).await["last_error"].is_null());
 }
+
+/// A policy version whose parameters the `[control]` chain's overrides no
+/// longer fit is refused like any bad file: the change chain keeps the
+/// version that accepts them (before, the reload went through and every
+/// change and balancer event failed from then on).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reload_the_control_overrides_do_not_fit_is_refused() {
+    let up = Upstream::start("a").await;
+    let folder = policy_folder(&[("hostile", "")]);
+    let config = format!(
+        "[policies]\ndirectory = {:?}\n\n[control]\npolicies = [\"hostile\"]\n[control.parameters.hostile]\nmode = \"edit-headers\"\n\n{PUBLIC_LISTENER}\n{}\n[[route]]\npool = \"web\"\n",
+        folder.path().display().to_string(),
+        pool("web", &[&up], ""),
+    );
+    let airlock = Airlock::start(&config);
+    let serving = policy_status(&airlock).await["parameters_sha256"].clone();
+    // Fine alone (no mode), refused with the control chain's `mode`.
+    replace(
+        &folder.path().join("hostile.toml"),
+        b"refuse_any_mode = true\n",
+    );
+    let refused = eventually(Duration::from_secs(10), || async {
+        policy_status(&airlock).await["last_error"].is_string()
+    })
+    .await;
+    let status = policy_status(&airlock).await;
+    assert!(refused, "{status}");
+    let error = status["last_error"].as_str().unwrap();
+    assert!(
+        error.contains("[control]") && error.contains("refuse_any_mode"),
+        "{error}"
+    );
+    assert_eq!(
+        status["parameters_sha256"], serving,
+        "the old version serves"
+    );
+}

@@ -24,6 +24,10 @@ struct Hostile {
 struct Parameters {
     #[serde(default)]
     mode: String,
+    /// Refuse any non-empty mode: parameters the policy accepts alone but
+    /// refuses with a chain's override of `mode`.
+    #[serde(default)]
+    refuse_any_mode: bool,
 }
 
 /// What `remember` keeps between evaluations, if anything does.
@@ -37,6 +41,12 @@ impl Policy for Hostile {
     }
 
     fn setup(parameters: Parameters) -> Result<Self, ParameterError> {
+        if parameters.refuse_any_mode && !parameters.mode.is_empty() {
+            return Err(ParameterError::at(
+                "mode",
+                "refused: refuse_any_mode is set",
+            ));
+        }
         match parameters.mode.as_str() {
             "setup-loop" => loop {
                 black_box(0);
