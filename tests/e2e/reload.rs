@@ -41,6 +41,14 @@ async fn policy_status(airlock: &Airlock) -> serde_json::Value {
     body["policies"][0].clone()
 }
 
+/// Wait until `GET /v1/policies` shows a refused file's error.
+async fn refusal_shown(airlock: &Airlock) -> bool {
+    eventually(Duration::from_secs(10), || async {
+        policy_status(airlock).await["last_error"].is_string()
+    })
+    .await
+}
+
 /// Write `bytes` to `file` through a temporary name and a rename, as a
 /// deployment tool would.
 fn replace(file: &Path, bytes: &[u8]) {
@@ -141,10 +149,7 @@ async fn a_bad_or_half_written_file_is_refused_and_the_old_version_keeps_serving
 
     // Half of the component, as a slow copy leaves it.
     std::fs::write(&component, &good[..good.len() / 2]).unwrap();
-    let refused = eventually(Duration::from_secs(10), || async {
-        policy_status(&airlock).await["last_error"].is_string()
-    })
-    .await;
+    let refused = refusal_shown(&airlock).await;
     assert!(refused, "{}", policy_status(&airlock).await);
     assert_eq!(
         status(&airlock, "/one").await,
@@ -230,13 +235,7 @@ async fn the_demo_reloads_a_policy_dropped_into_its_folder() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_misspelled_parameter_is_refused_and_no_request_fails() {
     let up = Upstream::start("a").await;
-    let folder = policy_folder(&[("deny-list", &deny_path("/denied"))]);
-    let config = format!(
-        "[policies]\ndirectory = {:?}\n\n{PUBLIC_LISTENER}\n{}\n[[route]]\npool = \"web\"\npolicies = [\"deny-list\"]\n",
-        folder.path().display().to_string(),
-        pool("web", &[&up], ""),
-    );
-    let airlock = Airlock::start(&config);
+    let (airlock, folder) = node(&up, "/denied");
     let serving = policy_status(&airlock).await["parameters_sha256"].clone();
 
     // Requests in a loop, counted, for as long as the bad file is tried.
@@ -263,10 +262,7 @@ async fn a_misspelled_parameter_is_refused_and_no_request_fails() {
         &folder.path().join("deny-list.toml"),
         b"# a typo on line 3\n[[rules]]\nmethod = [\"GET\"]\n",
     );
-    let refused = eventually(Duration::from_secs(10), || async {
-        policy_status(&airlock).await["last_error"].is_string()
-    })
-    .await;
+    let refused = refusal_shown(&airlock).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     stop.store(true, Ordering::Relaxed);
     load.await.unwrap();
@@ -332,10 +328,7 @@ async fn a_reload_the_control_overrides_do_not_fit_is_refused() {
         &folder.path().join("hostile.toml"),
         b"refuse_any_mode = true\n",
     );
-    let refused = eventually(Duration::from_secs(10), || async {
-        policy_status(&airlock).await["last_error"].is_string()
-    })
-    .await;
+    let refused = refusal_shown(&airlock).await;
     let status = policy_status(&airlock).await;
     assert!(refused, "{status}");
     let error = status["last_error"].as_str().unwrap();

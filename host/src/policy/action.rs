@@ -67,8 +67,9 @@ impl Redaction {
         }
     }
 
-    /// `headers` as a policy may ask for them, redacted when asked: a
-    /// policy that reads no header costs no copy of them.
+    /// `headers` as a policy may ask for them, redacted when asked: one
+    /// clone of the map (its values are shared, not copied), and a string
+    /// only for a header a policy reads.
     pub fn source(&self, headers: &HeaderMap) -> std::sync::Arc<dyn HeaderSource> {
         std::sync::Arc::new(RedactedHeaders {
             headers: headers.clone(),

@@ -151,12 +151,6 @@ impl ParameterError {
     }
 }
 
-/// The policy set up by `setup`, as the exported functions find it.
-#[doc(hidden)]
-pub fn __installed<P: Policy>(slot: &std::sync::OnceLock<P>) -> Option<&P> {
-    slot.get()
-}
-
 /// Export a [`Policy`] as the component's `judge` interface.
 ///
 /// Use it once, at the crate root of a `cdylib` policy crate.
@@ -178,7 +172,7 @@ macro_rules! export {
             }
             fn evaluate(action: $crate::Action) -> $crate::Decision {
                 $crate::host::install_panic_hook();
-                match $crate::__installed(&__AIRLOCK_POLICY) {
+                match __AIRLOCK_POLICY.get() {
                     Some(policy) => <$policy as $crate::Policy>::evaluate(policy, action),
                     // Airlock always sets a policy up first: fail closed.
                     None => $crate::Decision::deny(500, "the policy was not set up"),
