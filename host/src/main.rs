@@ -319,10 +319,14 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
         Command::Reload { admin } => runtime(Some(1))?.block_on(async {
             let answer =
                 admin_call(&admin, http::Method::POST, "/v1/reload", String::new()).await?;
-            println!(
-                "reloaded: {}",
-                answer["reloaded"].as_str().unwrap_or_default()
-            );
+            match answer["reloaded"].as_str() {
+                Some(summary) => println!("reloaded: {summary}"),
+                None => println!(
+                    "held for approval {}: the reload happens when it passes (`airlock approvals show {}`)",
+                    answer["approval"]["id"].as_str().unwrap_or("?"),
+                    answer["approval"]["id"].as_str().unwrap_or("?")
+                ),
+            }
             Ok(())
         }),
     }

@@ -22,7 +22,7 @@ use crate::balance::Pool;
 use crate::cluster::{Cluster, Member};
 use crate::config::Config;
 use crate::config::StorageBackend;
-use crate::control::api::{reload_from, ControlApi};
+use crate::control::api::ControlApi;
 use crate::control::ControlPlane;
 use crate::identity::Identities;
 use crate::policy::action::Redaction;
@@ -212,10 +212,7 @@ impl Server {
             approvals.as_ref().map(|api| api.approvals.clone()),
         )
         .map_err(StartError::Chain)?;
-        let control = ControlApi {
-            plane: control,
-            config_file: config.source.clone(),
-        };
+        let control = ControlApi { plane: control };
         let reloader = config
             .policies
             .directory
@@ -464,15 +461,9 @@ async fn reload_on_sighup(control: ControlApi) {
         return;
     };
     while hangups.recv().await.is_some() {
-        match reload_from(
-            &control.plane,
-            control.config_file.as_deref(),
-            "airlock (SIGHUP)",
-        )
-        .await
-        {
+        match control.plane.reload_unjudged("airlock (SIGHUP)").await {
             Ok(summary) => tracing::info!("SIGHUP: reloaded: {summary}"),
-            Err(error) => tracing::error!("SIGHUP: reload refused, nothing changed: {error:?}"),
+            Err(error) => tracing::error!("SIGHUP: reload refused, nothing changed: {error}"),
         }
     }
 }

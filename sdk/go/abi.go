@@ -28,6 +28,8 @@ package airlock
 //	weights-change            pool@0 weights@8                    16/4
 //	traffic-shift, spill      route@0 from@8 to@16 percent@24     28/4
 //	failover                  route@0 from@8 to@16                24/4
+//	overlay-reset             changes u32@0                        4/4
+//	config-reload             sha256@0 summary@8                  16/4
 //	outlier                   pool@0 backend@8 evidence@16        24/4
 //	change, event             disc@0 payload@4                    32/4
 //	subject                   disc@0 payload@8                   112/8
@@ -200,6 +202,13 @@ func liftChange(m memory, p uint32) Change {
 			FromPool: liftString(m, payload+8),
 			ToPool:   liftString(m, payload+16),
 			Percent:  load8(m, payload+24),
+		}
+	case 5:
+		return ResetOverlay{Changes: load32(m, payload)}
+	case 6:
+		return ReloadConfig{
+			SHA256:  liftString(m, payload),
+			Summary: liftString(m, payload+8),
 		}
 	default:
 		badDiscriminant("change", disc)

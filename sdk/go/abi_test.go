@@ -110,20 +110,23 @@ var (
 	tWeightsChange = record(tString, tList)
 	tBackendWeight = record(tString, tU32)
 	tTrafficShift  = record(tString, tString, tString, tU8)
-	tChange        = variant(tBackendChange, tBackendChange, tBackendChange, tWeightsChange, tTrafficShift)
-	tFailover      = record(tString, tString, tString)
-	tOutlier       = record(tString, tString, tString)
-	tSpill         = record(tString, tString, tString, tU8)
-	tEvent         = variant(tFailover, tOutlier, tSpill)
-	tSubject       = variant(tRequest, tChange, tEvent)
-	tAction        = record(tSubject, tPrincipal)
-	tAllow         = record(tList, tList)
-	tDeny          = record(tU16, tString, tList)
-	tGrant         = record(tString, tU64)
-	tHold          = record(tString, tList, tU32, tU64, option(tGrant))
-	tDecision      = variant(tAllow, tDeny, tHold)
-	tMetadata      = record(tString, tString, tU8)
-	tLocalTime     = record(abiType{size: 4, align: 4, flat: 1}, tU8, tU8, tU8, tU8, tU8, tU8,
+	tOverlayReset  = record(tU32)
+	tConfigReload  = record(tString, tString)
+	tChange        = variant(tBackendChange, tBackendChange, tBackendChange, tWeightsChange, tTrafficShift,
+		tOverlayReset, tConfigReload)
+	tFailover  = record(tString, tString, tString)
+	tOutlier   = record(tString, tString, tString)
+	tSpill     = record(tString, tString, tString, tU8)
+	tEvent     = variant(tFailover, tOutlier, tSpill)
+	tSubject   = variant(tRequest, tChange, tEvent)
+	tAction    = record(tSubject, tPrincipal)
+	tAllow     = record(tList, tList)
+	tDeny      = record(tU16, tString, tList)
+	tGrant     = record(tString, tU64)
+	tHold      = record(tString, tList, tU32, tU64, option(tGrant))
+	tDecision  = variant(tAllow, tDeny, tHold)
+	tMetadata  = record(tString, tString, tU8)
+	tLocalTime = record(abiType{size: 4, align: 4, flat: 1}, tU8, tU8, tU8, tU8, tU8, tU8,
 		abiType{size: 4, align: 4, flat: 1}, tString)
 	tParameterError = record(tString, tString)
 	// result<_, parameter-error>: a variant of ok (no payload) and error.
@@ -379,6 +382,18 @@ func TestLiftsChangesAndEvents(t *testing.T) {
 	m.bytes(action+tSubject.payloadOffset(), 1)[0] = 1
 	if got, ok := liftAction(m, action).Subject.(EjectOutlier); !ok || got.Pool != "web" || got.Evidence != "canary" {
 		t.Errorf("eject-outlier: got %#v", got)
+	}
+	m.bytes(action, 1)[0] = 1 // change
+	m.bytes(action+tSubject.payloadOffset(), 1)[0] = 5
+	binary.LittleEndian.PutUint32(m.bytes(payload, 4), 3)
+	if got := liftAction(m, action).Subject; got != (ResetOverlay{Changes: 3}) {
+		t.Errorf("reset-overlay: got %#v", got)
+	}
+	m.bytes(action+tSubject.payloadOffset(), 1)[0] = 6
+	putString(m, payload, "ab12")
+	putString(m, payload+8, "pool `canary` added")
+	if got := liftAction(m, action).Subject; got != (ReloadConfig{SHA256: "ab12", Summary: "pool `canary` added"}) {
+		t.Errorf("reload-config: got %#v", got)
 	}
 }
 

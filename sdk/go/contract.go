@@ -8,7 +8,7 @@ package airlock
 // (abi_test.go, wasm_test.go), then this constant and ContractPackage. A
 // Rust test in the host compares it with the file, so a contract change
 // cannot silently leave the Go SDK behind.
-const ContractSHA256 = "ae1f8952e3038f6cf514b77556bbc25289d5fbd9768ab22c67e55bb72c064b02"
+const ContractSHA256 = "d58dda2e954e6da992ee89fe2cce4c288e68144aa06faf4c9e600945008e50d8"
 
 // ContractPackage is the WIT package the SDK implements.
 const ContractPackage = "airlock:policy@0.2.0"

@@ -78,7 +78,8 @@ type PoolFigures struct {
 }
 
 // Subject is what is about to happen: a Request, a Change (AddBackend,
-// RemoveBackend, DrainBackend, SetWeights, ShiftTraffic) or an Event
+// RemoveBackend, DrainBackend, SetWeights, ShiftTraffic, ResetOverlay,
+// ReloadConfig) or an Event
 // (Failover, EjectOutlier, SpillSurge).
 type Subject interface{ isSubject() }
 
@@ -168,6 +169,22 @@ type ShiftTraffic struct {
 	Percent uint8
 }
 
+// ResetOverlay drops every change applied over the config file: routing as
+// the file has it (WIT `overlay-reset`).
+type ResetOverlay struct {
+	// Changes is how many applied changes it would drop.
+	Changes uint32
+}
+
+// ReloadConfig reloads pools and routes from the config file (WIT
+// `config-reload`).
+type ReloadConfig struct {
+	// SHA256 is the hex SHA-256 of the file as it would be loaded.
+	SHA256 string
+	// Summary says what would change, e.g. `pool `canary` added`.
+	Summary string
+}
+
 // Event is something the balancer itself wants to do.
 type Event interface {
 	Subject
@@ -204,6 +221,8 @@ func (RemoveBackend) isSubject() {}
 func (DrainBackend) isSubject()  {}
 func (SetWeights) isSubject()    {}
 func (ShiftTraffic) isSubject()  {}
+func (ResetOverlay) isSubject()  {}
+func (ReloadConfig) isSubject()  {}
 func (Failover) isSubject()      {}
 func (EjectOutlier) isSubject()  {}
 func (SpillSurge) isSubject()    {}
@@ -213,6 +232,8 @@ func (RemoveBackend) isChange() {}
 func (DrainBackend) isChange()  {}
 func (SetWeights) isChange()    {}
 func (ShiftTraffic) isChange()  {}
+func (ResetOverlay) isChange()  {}
+func (ReloadConfig) isChange()  {}
 
 func (Failover) isEvent()     {}
 func (EjectOutlier) isEvent() {}

@@ -181,9 +181,11 @@ async fn a_denied_change_is_not_applied() {
 }
 
 /// During a freeze, an approved change cannot be undone around the
-/// policies: a reset or reload over the API is refused and recorded.
+/// policies: a reset or reload over the API is a change like any other,
+/// held by the freeze, recorded, and carried out only once approved; a
+/// held reload loads the file it was judged on, or nothing.
 #[tokio::test(flavor = "multi_thread")]
-async fn an_approved_change_is_not_undone_by_a_reset_or_reload_during_a_freeze() {
+async fn a_reset_or_reload_during_a_freeze_is_held_until_approved() {
     let (stable, canary) = (
         Upstream::start("stable").await,
         Upstream::start("canary").await,
@@ -204,37 +206,88 @@ async fn an_approved_change_is_not_undone_by_a_reset_or_reload_during_a_freeze()
         })
         .await
     );
-    for (method, path, what) in [
-        ("DELETE", "/v1/routing/overlay", "reset"),
-        ("POST", "/v1/reload", "reload"),
-    ] {
-        let refused = api(&airlock, Some("erin"), method, path, "").await;
-        assert_eq!(refused.status, 403, "{what}: {}", refused.text());
-        assert!(
-            refused.json()["detail"]
-                .as_str()
-                .unwrap()
-                .contains("change-freeze"),
-            "{}",
-            refused.text()
-        );
-    }
+
+    let reset = api(&airlock, Some("erin"), "DELETE", "/v1/routing/overlay", "").await;
+    assert_eq!(reset.status, 202, "held: {}", reset.text());
+    let reset = reset.json()["approval"].clone();
+    assert_eq!(
+        reset["action"]["change"],
+        json!({"op": "reset_overlay", "changes": 1})
+    );
+    assert!(
+        reset["holds"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("reset-overlay dropping 1 change(s)"),
+        "{reset}"
+    );
+    let reload = api(&airlock, Some("erin"), "POST", "/v1/reload", "").await;
+    assert_eq!(reload.status, 202, "held: {}", reload.text());
+    let reload = reload.json()["approval"].clone();
+    let text = std::fs::read_to_string(&airlock.config_path).unwrap();
+    let judged_sha256 = reload["action"]["change"]["sha256"].as_str().unwrap();
+    assert_eq!(judged_sha256.len(), 64, "{reload}");
+    assert_eq!(
+        reload["action"]["change"]["summary"],
+        "no change to pools or routes"
+    );
     assert_eq!(
         overlay(&airlock).await.len(),
         1,
-        "the approved change stays"
+        "nothing undone while held"
     );
     assert!(served_by(&airlock, 5).await.iter().all(|b| b == "canary"));
+
+    // The file changes after the reload was judged: approving it loads
+    // nothing, rather than a file nobody judged.
+    std::fs::write(
+        &airlock.config_path,
+        text.replace("pool = \"web\"\n\n", "pool = \"canary\"\n\n"),
+    )
+    .unwrap();
+    let reload_id = reload["id"].as_str().unwrap();
+    assert_eq!(
+        vote(&airlock, "bob", reload_id, "approve", "").await.status,
+        200
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (_, reloads) = airlock.admin_json("/v1/audit?kind=config_reloaded").await;
+    assert_eq!(reloads["entries"], json!([]), "{reloads}");
+    std::fs::write(&airlock.config_path, &text).unwrap();
+
+    // The approved reset is carried out, once, naming its approval.
+    let reset_id = reset["id"].as_str().unwrap();
+    assert_eq!(
+        vote(&airlock, "bob", reset_id, "approve", "").await.status,
+        200
+    );
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            overlay(&airlock).await.is_empty()
+        })
+        .await
+    );
+    assert!(served_by(&airlock, 5).await.iter().all(|b| b == "stable"));
+    let carried_out = crate::approvals::show(&airlock, reset_id).await.json();
+    assert!(carried_out["redeemed_ms"].is_i64(), "{carried_out}");
     let (_, trail) = airlock
-        .admin_json("/v1/audit?kind=change_decision&decision=deny")
+        .admin_json("/v1/audit?kind=change_decision&decision=hold")
         .await;
-    let refusals: Vec<&str> = trail["entries"]
+    let held: Vec<&str> = trail["entries"]
         .as_array()
         .unwrap()
         .iter()
         .map(|entry| entry["change"]["op"].as_str().unwrap())
         .collect();
-    assert_eq!(refusals, ["reset", "reload"], "{trail}");
+    assert_eq!(
+        held,
+        ["shift_traffic", "reset_overlay", "reload_config"],
+        "{trail}"
+    );
+    let (_, resets) = airlock
+        .admin_json("/v1/audit?kind=change_rolled_back")
+        .await;
+    assert_eq!(resets["entries"][0]["approval"], reset_id, "{resets}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -461,17 +461,22 @@ struct CedarPolicy {
     actions: HashMap<&'static str, EntityUid>,
 }
 
-const ACTION_KINDS: [&str; 9] = [
+const ACTION_KINDS: [&str; 11] = [
     "request",
     "add-backend",
     "remove-backend",
     "drain-backend",
     "set-weights",
     "shift-traffic",
+    "reset-overlay",
+    "reload-config",
     "failover",
     "eject-outlier",
     "spill-surge",
 ];
+
+/// The resource of an action that names no pool (a reset or reload).
+static NO_POOL: String = String::new();
 
 fn type_name(name: &str) -> EntityTypeName {
     EntityTypeName::from_str(name).expect("a valid Cedar type name")
@@ -653,6 +658,15 @@ impl CedarPolicy {
                     field("to_pool", string(&shift.to_pool));
                     field("percent", long(shift.percent));
                     ("shift-traffic", &shift.to_pool)
+                }
+                Change::ResetOverlay(reset) => {
+                    field("changes", long(reset.changes));
+                    ("reset-overlay", &NO_POOL)
+                }
+                Change::ReloadConfig(reload) => {
+                    field("sha256", string(&reload.sha256));
+                    field("summary", string(&reload.summary));
+                    ("reload-config", &NO_POOL)
                 }
             },
             Subject::Event(event) => match event {

@@ -21,10 +21,11 @@ use axum::extract::{DefaultBodyLimit, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use serde_json::json;
 
 use crate::audit::{self, query::AuditFilter, query::QueryError};
+use crate::identity::Identity;
 use crate::proxy::Proxy;
 use crate::shutdown::{Phase, Shutdown};
 use crate::store::Store;
@@ -206,6 +207,7 @@ async fn pools(State(state): State<AdminState>) -> impl IntoResponse {
 /// entry copied from this answer hashes as documented.
 async fn audit_query(
     State(state): State<AdminState>,
+    Extension(caller): Extension<Arc<Identity>>,
     query: Result<Query<AuditFilter>, QueryRejection>,
 ) -> Response {
     let (filter, store) = match audit_call(&state, query) {
@@ -214,15 +216,17 @@ async fn audit_query(
     };
     let result = state
         .audit_reader
-        .run(move || audit::query::query(&*store, &filter))
+        .run(&caller.subject, move || {
+            audit::query::query(&*store, &filter)
+        })
         .await;
     match result {
-        Some(Ok(page)) => (StatusCode::OK, Json(page)).into_response(),
-        Some(Err(QueryError::BadFilter { field, message })) => {
+        Ok(Ok(page)) => (StatusCode::OK, Json(page)).into_response(),
+        Ok(Err(QueryError::BadFilter { field, message })) => {
             bad_request(&format!("{field}: {message}")).into_response()
         }
-        Some(Err(error)) => internal(&error.to_string()).into_response(),
-        None => reader_busy().into_response(),
+        Ok(Err(error)) => internal(&error.to_string()).into_response(),
+        Err(busy) => reader_busy(busy),
     }
 }
 
@@ -262,6 +266,7 @@ async fn cluster(State(state): State<AdminState>) -> Response {
 /// cluster, against its anchor in etcd (`anchor_checked`).
 async fn audit_verify(
     State(state): State<AdminState>,
+    Extension(caller): Extension<Arc<Identity>>,
     query: Result<Query<VerifyQuery>, QueryRejection>,
 ) -> Response {
     let (query, store) = match audit_call(&state, query) {
@@ -283,7 +288,7 @@ async fn audit_verify(
     let verified = state.verified.clone();
     let checked = state
         .audit_reader
-        .run(move || {
+        .run(&caller.subject, move || {
             let mut last = verified
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -318,7 +323,7 @@ async fn audit_verify(
         })
         .await;
     match checked {
-        Some(Ok((verification, anchor_checked, against_anchor, against_heads))) => {
+        Ok(Ok((verification, anchor_checked, against_anchor, against_heads))) => {
             let mut answer = json!(verification);
             answer["anchor_checked"] = json!(anchor_checked);
             answer["heads_checked"] = json!(state.heads.is_some());
@@ -336,19 +341,24 @@ async fn audit_verify(
             }
             (StatusCode::OK, Json(answer)).into_response()
         }
-        Some(Err(error)) => internal(&error.to_string()).into_response(),
-        None => reader_busy().into_response(),
+        Ok(Err(error)) => internal(&error.to_string()).into_response(),
+        Err(busy) => reader_busy(busy),
     }
 }
 
-/// The reader's queue is full: 429, come back shortly.
-fn reader_busy() -> Response {
+/// The reader's queue is full, or the caller has its share of it queued
+/// or running: 429, come back shortly.
+fn reader_busy(busy: reader::Busy) -> Response {
+    let detail = match busy {
+        reader::Busy::Queue => "the audit trail's reader is busy with other queries and verifications; try again shortly".to_owned(),
+        reader::Busy::Caller => format!(
+            "you have {} queries or verifications of the audit trail running; wait for them to finish",
+            reader::PER_CALLER
+        ),
+    };
     let mut response = (
         StatusCode::TOO_MANY_REQUESTS,
-        Json(json!({
-            "error": "too_many",
-            "detail": "the audit trail's reader is busy with other queries and verifications; try again shortly"
-        })),
+        Json(json!({ "error": "too_many", "detail": detail })),
     )
         .into_response();
     response.headers_mut().insert(

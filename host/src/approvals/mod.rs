@@ -332,10 +332,17 @@ impl Approval {
 
 /// Whose approval limits a requester counts against: its subject, or for
 /// an anonymous requester, its address (`anonymous@192.0.2.7`), so one
-/// anonymous client cannot use up every anonymous client's share.
+/// anonymous client cannot use up every anonymous client's share. An IPv6
+/// client counts by its /64 (`anonymous@2001:db8:1:2::/64`): one host
+/// usually has a whole /64 to pick addresses from.
 pub fn quota_key(principal: &str, client: Option<std::net::IpAddr>) -> String {
-    match client {
-        Some(ip) if principal == ANONYMOUS => format!("{ANONYMOUS}@{ip}"),
+    use std::net::IpAddr;
+    match client.map(|ip| ip.to_canonical()) {
+        Some(IpAddr::V4(ip)) if principal == ANONYMOUS => format!("{ANONYMOUS}@{ip}"),
+        Some(IpAddr::V6(ip)) if principal == ANONYMOUS => {
+            let network = std::net::Ipv6Addr::from_bits(ip.to_bits() & !((1u128 << 64) - 1));
+            format!("{ANONYMOUS}@{network}/64")
+        }
         _ => principal.to_owned(),
     }
 }
@@ -1368,5 +1375,28 @@ impl Approvals {
         self.live
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn anonymous_quotas_are_kept_per_address_and_per_ipv6_64() {
+        let key = |ip: &str| quota_key(ANONYMOUS, Some(ip.parse().unwrap()));
+        assert_eq!(key("192.0.2.7"), "anonymous@192.0.2.7");
+        assert_ne!(key("192.0.2.7"), key("192.0.2.8"));
+        // One host picks any address of its /64: they all count as one.
+        assert_eq!(key("2001:db8:1:2::1"), "anonymous@2001:db8:1:2::/64");
+        assert_eq!(key("2001:db8:1:2::1"), key("2001:db8:1:2:ffff:1:2:3"));
+        assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
+        // An IPv4 client seen on a dual-stack socket is still its IPv4 address.
+        assert_eq!(key("::ffff:192.0.2.7"), key("192.0.2.7"));
+        // A known principal counts as itself, wherever it comes from.
+        assert_eq!(
+            quota_key("alice", Some("192.0.2.7".parse().unwrap())),
+            "alice"
+        );
     }
 }

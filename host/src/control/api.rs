@@ -7,13 +7,11 @@
 //!   approval API). Denied: `403`. Invalid: `400`.
 //! - `GET /v1/routing` (viewer): the changes applied over the config file.
 //! - `DELETE /v1/routing/overlay` (admin): drop them; routing as the file.
+//!   The change `reset_overlay`, answered like `POST /v1/changes`.
 //! - `POST /v1/reload` (admin): reload pools and routes from the config file
-//!   (`airlock reload` and `SIGHUP` do the same).
-//!
-//! While `[control] policies` judge changes, a reset or reload over the API
-//! is refused (403, recorded): it would undo approved changes unjudged.
+//!   (`airlock reload` does the same). The change `reload_config`, answered
+//!   like `POST /v1/changes`; `SIGHUP` on the host reloads unjudged.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -27,15 +25,12 @@ use serde_json::json;
 pub use super::Change;
 use super::{ChangeError, ControlPlane, Outcome};
 use crate::approvals::api::ApiError;
-use crate::config::Config;
 use crate::identity::Identity;
 
 /// What the control handlers read.
 #[derive(Debug, Clone)]
 pub struct ControlApi {
     pub plane: Arc<ControlPlane>,
-    /// The config file, for reloads.
-    pub config_file: Option<PathBuf>,
 }
 
 /// The control routes, to merge into the admin router.
@@ -52,9 +47,9 @@ impl From<ChangeError> for ApiError {
     fn from(error: ChangeError) -> Self {
         match error {
             ChangeError::Invalid(detail) => ApiError::BadRequest(detail),
-            ChangeError::Denied { .. }
-            | ChangeError::HeldWithoutApprovals(_)
-            | ChangeError::Unjudgeable(_) => ApiError::Forbidden(error.to_string()),
+            ChangeError::Denied { .. } | ChangeError::HeldWithoutApprovals(_) => {
+                ApiError::Forbidden(error.to_string())
+            }
             ChangeError::Limit(limit) => ApiError::Limit(limit.to_string()),
             ChangeError::PolicyFailed { .. } | ChangeError::Unrecorded(_) => {
                 ApiError::Unavailable(error.to_string())
@@ -74,16 +69,29 @@ async fn change(
             "expected a change such as {{\"op\": \"shift_traffic\", \"route\": ..., \"to_pool\": ..., \"percent\": 10}}: {error}"
         ))
     })?;
-    Ok(match state.plane.request(change, &identity).await? {
-        Outcome::Applied(applied) => {
-            Json(json!({ "state": "applied", "change": applied })).into_response()
+    request(&state, change, &identity).await
+}
+
+/// Ask for `change` as `identity`: `200` with what was done, `202` with the
+/// approval when held.
+async fn request(
+    state: &ControlApi,
+    change: Change,
+    identity: &Identity,
+) -> Result<Response, ApiError> {
+    let done = match state.plane.request(change, identity).await? {
+        Outcome::Applied(applied) => json!({ "state": "applied", "change": applied }),
+        Outcome::Reset(dropped) => json!({ "state": "applied", "dropped": dropped }),
+        Outcome::Reloaded(summary) => json!({ "state": "applied", "reloaded": summary }),
+        Outcome::Held(approval) => {
+            return Ok((
+                StatusCode::ACCEPTED,
+                Json(json!({ "state": "pending", "approval": approval.public(false) })),
+            )
+                .into_response())
         }
-        Outcome::Held(approval) => (
-            StatusCode::ACCEPTED,
-            Json(json!({ "state": "pending", "approval": approval.public(false) })),
-        )
-            .into_response(),
-    })
+    };
+    Ok(Json(done).into_response())
 }
 
 /// `GET /v1/routing`
@@ -91,53 +99,22 @@ async fn routing(State(state): State<ControlApi>) -> Result<Response, ApiError> 
     Ok(Json(json!({ "overlay": state.plane.overlay().await })).into_response())
 }
 
-/// `DELETE /v1/routing/overlay`
+/// `DELETE /v1/routing/overlay`: the change `reset_overlay`.
 async fn reset(
     State(state): State<ControlApi>,
     Extension(identity): Extension<Arc<Identity>>,
 ) -> Result<Response, ApiError> {
-    state
-        .plane
-        .allow_unjudged("reset", &identity.subject)
-        .await?;
-    let dropped = state.plane.reset(&identity.subject).await?;
-    Ok(Json(json!({ "dropped": dropped })).into_response())
+    request(&state, Change::ResetOverlay { changes: 0 }, &identity).await
 }
 
-/// `POST /v1/reload`
+/// `POST /v1/reload`: the change `reload_config` of the file as it is now.
 async fn reload(
     State(state): State<ControlApi>,
     Extension(identity): Extension<Arc<Identity>>,
 ) -> Result<Response, ApiError> {
-    state
-        .plane
-        .allow_unjudged("reload", &identity.subject)
-        .await?;
-    let summary = reload_from(
-        &state.plane,
-        state.config_file.as_deref(),
-        &identity.subject,
-    )
-    .await?;
-    Ok(Json(json!({ "reloaded": summary })).into_response())
-}
-
-/// Reload pools and routes from `file`, as `actor`.
-///
-/// # Errors
-/// No file, a file that does not load (naming file:line:key), or one that
-/// does not build with the overlay; nothing changes then.
-pub async fn reload_from(
-    plane: &ControlPlane,
-    file: Option<&std::path::Path>,
-    actor: &str,
-) -> Result<String, ApiError> {
-    let file = file.ok_or_else(|| {
-        ApiError::BadRequest("this node was not started from a config file".to_owned())
-    })?;
-    let config = Config::load(file).map_err(|error| ApiError::BadRequest(error.to_string()))?;
-    plane
-        .reload(&config, actor)
-        .await
-        .map_err(ApiError::BadRequest)
+    let change = Change::ReloadConfig {
+        sha256: None,
+        summary: String::new(),
+    };
+    request(&state, change, &identity).await
 }

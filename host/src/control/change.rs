@@ -1,5 +1,10 @@
 //! Operators' routing changes: what the API takes, how each one edits the
 //! pools and routes, and how policies see it (the contract's `change`).
+//!
+//! Two changes edit no pool or route but the state as a whole: a reset of
+//! the overlay and a reload of the config file. They are judged, held and
+//! recorded like the edits (an unjudged reset would undo approved changes);
+//! the control plane carries them out ([`super::ControlPlane::request`]).
 
 use serde::{Deserialize, Serialize};
 
@@ -33,6 +38,23 @@ pub enum Change {
         to_pool: String,
         percent: u8,
     },
+    /// Drop every applied change: routing as the config file has it.
+    /// `changes` is how many that drops, filled in by Airlock.
+    ResetOverlay {
+        #[serde(default)]
+        changes: u32,
+    },
+    /// Reload pools and routes from the config file. `sha256` pins the file
+    /// (hex): given, the file must be exactly that; left out, Airlock fills
+    /// in the file's as it reads it, and loads exactly that file or nothing,
+    /// also after an approval. `summary`, what would change, is filled in
+    /// by Airlock.
+    ReloadConfig {
+        #[serde(default)]
+        sha256: Option<String>,
+        #[serde(default)]
+        summary: String,
+    },
 }
 
 /// A backend's new weight.
@@ -48,9 +70,20 @@ fn one() -> u32 {
 }
 
 impl Change {
-    /// Pools whose behaviour this change affects, for approvers.
+    /// Whether this change edits the overlay (as opposed to resetting it or
+    /// reloading the file under it).
+    pub fn is_edit(&self) -> bool {
+        !matches!(
+            self,
+            Change::ResetOverlay { .. } | Change::ReloadConfig { .. }
+        )
+    }
+
+    /// Pools whose behaviour this change affects, for approvers (none named
+    /// for a reset or reload: they may touch any).
     pub fn pools(&self, routes: &[RouteConfig]) -> Vec<String> {
         match self {
+            Change::ResetOverlay { .. } | Change::ReloadConfig { .. } => Vec::new(),
             Change::AddBackend { pool, .. }
             | Change::RemoveBackend { pool, .. }
             | Change::DrainBackend { pool, .. }
@@ -78,13 +111,15 @@ impl Change {
             | Change::DrainBackend { pool, .. }
             | Change::SetWeights { pool, .. } => vec![pool.clone()],
             Change::ShiftTraffic { to_pool, .. } => vec![to_pool.clone()],
+            Change::ResetOverlay { .. } | Change::ReloadConfig { .. } => Vec::new(),
         }
     }
 
     /// Apply this change to `pools` and `routes`.
     ///
     /// # Errors
-    /// What it names does not exist, or the result would be invalid.
+    /// What it names does not exist, the result would be invalid, or it is
+    /// not an edit (a reset or reload is carried out by the control plane).
     pub fn apply(
         &self,
         pools: &mut [PoolConfig],
@@ -171,6 +206,9 @@ impl Change {
                     percent: *percent,
                 });
             }
+            Change::ResetOverlay { .. } | Change::ReloadConfig { .. } => {
+                return Err("a reset or reload is not an edit of pools or routes".to_owned());
+            }
         }
         Ok(())
     }
@@ -214,6 +252,15 @@ impl Change {
                 to_pool: to_pool.clone(),
                 percent: *percent,
             }),
+            Change::ResetOverlay { changes } => {
+                contract::Change::ResetOverlay(contract::OverlayReset { changes: *changes })
+            }
+            Change::ReloadConfig { sha256, summary } => {
+                contract::Change::ReloadConfig(contract::ConfigReload {
+                    sha256: sha256.clone().unwrap_or_default(),
+                    summary: summary.clone(),
+                })
+            }
         }
     }
 }

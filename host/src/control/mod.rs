@@ -21,6 +21,13 @@
 //! is refused, naming the change, until `DELETE /v1/routing/overlay` resets
 //! the overlay to the file. A restart the stored overlay no longer fits
 //! serves the file alone (logged as an error) until a reset drops it.
+//!
+//! A reset and a reload asked for over the API are changes too (`reset-overlay`,
+//! `reload-config`): judged, held and recorded like the others, since either
+//! would undo approved changes. A held reload loads the file it was judged on
+//! (pinned by its SHA-256) or nothing; a held reset drops the overlay only if
+//! it still has as many changes as when it was judged. Only `SIGHUP` on the host reloads
+//! unjudged: whoever can signal the process can replace its config anyway.
 
 pub mod api;
 pub mod balancer;
@@ -134,7 +141,12 @@ pub struct Built {
 /// The outcome of an operator's change.
 #[derive(Debug)]
 pub enum Outcome {
+    /// An edit, now in the overlay.
     Applied(AppliedChange),
+    /// A reset: how many applied changes it dropped.
+    Reset(usize),
+    /// A reload: what changed in pools and routes.
+    Reloaded(String),
     Held(Box<Approval>),
 }
 
@@ -150,10 +162,6 @@ pub enum ChangeError {
     /// A policy failed; changes fail closed: 503.
     #[error("policy `{policy}` failed: {detail}")]
     PolicyFailed { policy: String, detail: String },
-    /// A reset or reload asked for while `[control] policies` judge every
-    /// change, which contract 0.1 cannot put to them: 403.
-    #[error("{0}")]
-    Unjudgeable(String),
     /// Held, but approvals need the audit trail, which is off: 403.
     #[error("held by policy `{0}`, and approvals need the audit trail (it is off)")]
     HeldWithoutApprovals(String),
@@ -189,6 +197,8 @@ pub struct ControlPlane {
     limits: Limits,
     audit: Option<AuditLog>,
     approvals: Option<Arc<Approvals>>,
+    /// The config file this node was started from, for reloads.
+    config_file: Option<std::path::PathBuf>,
     desired: tokio::sync::Mutex<Desired>,
     /// Each pool's config as built, to reuse unchanged pools.
     built: Mutex<HashMap<String, PoolConfig>>,
@@ -266,6 +276,7 @@ impl ControlPlane {
             limits: config.limits.clone(),
             audit,
             approvals,
+            config_file: config.source.clone(),
             desired: tokio::sync::Mutex::new(Desired {
                 file_pools: config.pools.clone(),
                 file_routes: config.routes.clone(),
@@ -439,10 +450,11 @@ impl ControlPlane {
     ) -> Result<Outcome, ChangeError> {
         let desired = self.desired.lock().await;
         // Invalid changes are refused before anything judges them.
-        let (pools, file_routes) = desired.effective().map_err(ChangeError::Invalid)?;
-        change
-            .apply(&mut pools.clone(), &mut file_routes.clone())
-            .map_err(ChangeError::Invalid)?;
+        let change = self.prepare(change, &desired)?;
+        let file_routes = desired
+            .effective()
+            .map(|(_, routes)| routes)
+            .unwrap_or_default();
         let chain = control_chain(&desired).map_err(ChangeError::Invalid)?;
         let action = contract::Action {
             subject: contract::Subject::Change(change.contract(&file_routes)),
@@ -470,8 +482,8 @@ impl ControlPlane {
             Judgement::Allow(_) => {
                 entry.decision = Some("allow".to_owned());
                 self.record(entry).await?;
-                let applied = self.apply(desired, change, &identity.subject, None).await?;
-                Ok(Outcome::Applied(applied))
+                self.carry_out_change(desired, change, &identity.subject, None)
+                    .await
             }
             Judgement::Deny { policy, refusal } => {
                 entry.decision = Some("deny".to_owned());
@@ -504,8 +516,9 @@ impl ControlPlane {
                     entry.reason = Some("held, and passed by a grant".to_owned());
                     entry.grant = Some(grants.join(","));
                     self.record(entry).await?;
-                    let applied = self.apply(desired, change, &identity.subject, None).await?;
-                    return Ok(Outcome::Applied(applied));
+                    return self
+                        .carry_out_change(desired, change, &identity.subject, None)
+                        .await;
                 }
                 drop(desired);
                 approvals.admit(&identity.subject)?;
@@ -562,7 +575,124 @@ impl ControlPlane {
         });
     }
 
-    /// Apply the change `held` approved (once: the approval is marked
+    /// Check `change` against `desired` and fill in what Airlock adds: a
+    /// reset's count, a reload's file hash and summary.
+    ///
+    /// # Errors
+    /// [`ChangeError::Invalid`]: an edit that does not apply, or a config
+    /// file that does not load or that the overlay no longer fits.
+    fn prepare(&self, change: Change, desired: &Desired) -> Result<Change, ChangeError> {
+        match change {
+            Change::ResetOverlay { .. } => Ok(Change::ResetOverlay {
+                changes: u32::try_from(desired.overlay.len() + desired.stale.len())
+                    .unwrap_or(u32::MAX),
+            }),
+            Change::ReloadConfig { sha256, .. } => {
+                let (config, sha256) = self.read_config(sha256.as_deref())?;
+                let (mut pools, mut routes) = (config.pools.clone(), config.routes.clone());
+                for applied in &desired.overlay {
+                    applied.change.apply(&mut pools, &mut routes).map_err(|error| {
+                        ChangeError::Invalid(format!(
+                            "change {} no longer applies to the file ({error}): DELETE /v1/routing/overlay first",
+                            applied.id
+                        ))
+                    })?;
+                }
+                Ok(Change::ReloadConfig {
+                    sha256: Some(sha256),
+                    summary: summarize(
+                        &desired.file_pools,
+                        &desired.file_routes,
+                        &config.pools,
+                        &config.routes,
+                    ),
+                })
+            }
+            edit => {
+                let (mut pools, mut routes) = desired.effective().map_err(ChangeError::Invalid)?;
+                edit.apply(&mut pools, &mut routes)
+                    .map_err(ChangeError::Invalid)?;
+                Ok(edit)
+            }
+        }
+    }
+
+    /// The config file, loaded, and the SHA-256 (hex) of what was read.
+    /// With `expected`, a file with another hash is refused.
+    ///
+    /// # Errors
+    /// [`ChangeError::Invalid`]: no file, not readable, another hash, or
+    /// not a valid config (naming file:line:key).
+    fn read_config(&self, expected: Option<&str>) -> Result<(Config, String), ChangeError> {
+        let file = self.config_file.as_deref().ok_or_else(|| {
+            ChangeError::Invalid("this node was not started from a config file".to_owned())
+        })?;
+        let text = std::fs::read_to_string(file)
+            .map_err(|error| ChangeError::Invalid(format!("{}: {error}", file.display())))?;
+        let sha256 = crate::secrets::hex(&crate::secrets::sha256(text.as_bytes()));
+        if let Some(expected) = expected {
+            if !expected.eq_ignore_ascii_case(&sha256) {
+                return Err(ChangeError::Invalid(format!(
+                    "{}: its SHA-256 is {sha256}, not {expected}: the file changed",
+                    file.display()
+                )));
+            }
+        }
+        let config =
+            Config::parse(&text, file).map_err(|error| ChangeError::Invalid(error.to_string()))?;
+        Ok((config, sha256))
+    }
+
+    /// Carry out a judged `change`: apply an edit to the overlay, reset the
+    /// overlay, or reload the file. With `approval`, the approval is marked
+    /// carried out in the same commit (once, also across nodes).
+    async fn carry_out_change(
+        self: &Arc<Self>,
+        desired: tokio::sync::MutexGuard<'_, Desired>,
+        change: Change,
+        actor: &str,
+        approval: Option<&Approval>,
+    ) -> Result<Outcome, ChangeError> {
+        match change {
+            Change::ResetOverlay { changes } => {
+                // What was judged is what is dropped: a held reset of 1
+                // change does not drop 3 added while it waited.
+                let now = desired.overlay.len() + desired.stale.len();
+                if usize::try_from(changes).ok() != Some(now) {
+                    return Err(ChangeError::Invalid(format!(
+                        "the overlay has {now} change(s) now, {changes} when the reset was judged: ask again"
+                    )));
+                }
+                self.reset(desired, actor, approval)
+                    .await
+                    .map(Outcome::Reset)
+            }
+            Change::ReloadConfig { sha256, .. } => {
+                let (config, _) = self.read_config(sha256.as_deref())?;
+                self.reload(desired, &config, actor, approval)
+                    .await
+                    .map(Outcome::Reloaded)
+            }
+            edit => self
+                .apply(desired, edit, actor, approval)
+                .await
+                .map(Outcome::Applied),
+        }
+    }
+
+    /// Reload pools and routes from the config file without asking the
+    /// policies: `SIGHUP` on the host. Returns what changed.
+    ///
+    /// # Errors
+    /// No file, a file that does not load, or one the overlay no longer
+    /// fits; nothing changes then.
+    pub async fn reload_unjudged(&self, actor: &str) -> Result<String, ChangeError> {
+        let desired = self.desired.lock().await;
+        let (config, _) = self.read_config(None)?;
+        self.reload(desired, &config, actor, None).await
+    }
+
+    /// Carry out the change `held` approved (once: the approval is marked
     /// carried out in the same commit).
     async fn apply_approved(self: &Arc<Self>, held: Approval) {
         let Some(change) = held
@@ -575,11 +705,11 @@ impl ControlPlane {
         };
         let desired = self.desired.lock().await;
         match self
-            .apply(desired, change, &held.principal, Some(&held))
+            .carry_out_change(desired, change, &held.principal, Some(&held))
             .await
         {
-            Ok(applied) => {
-                tracing::info!(change = %applied.id, approval = %held.id, "approved change applied")
+            Ok(outcome) => {
+                tracing::info!(approval = %held.id, "approved change carried out: {outcome:?}")
             }
             Err(error) => {
                 tracing::error!(approval = %held.id, "approved change not applied: {error}")
@@ -649,12 +779,7 @@ impl ControlPlane {
             key: applied.id.clone(),
             value: serde_json::to_vec(&applied).unwrap_or_default(),
         }];
-        if let Some(approval) = approval {
-            let mut carried_out = approval.clone();
-            carried_out.redeemed_ms = Some(applied.applied_ms);
-            // Once, also when two nodes both saw it approved.
-            changes.push(crate::approvals::replace(approval, &carried_out));
-        }
+        changes.extend(approval.map(carried_out));
         if let Err(error) = self.commit(entry, changes).await {
             desired.overlay.pop();
             return Err(error);
@@ -709,38 +834,17 @@ impl ControlPlane {
         Ok(true)
     }
 
-    /// Whether a reset or reload (`what`) asked for over the API may go on
-    /// without a policy's verdict: only where no `[control] policies` judge
-    /// changes. Otherwise it would undo approved changes unjudged, and
-    /// contract 0.1 has no way to put it to a policy, so it is refused, and
-    /// the refusal recorded (a `change_decision` of `deny`).
-    ///
-    /// # Errors
-    /// [`ChangeError::Unjudgeable`] when policies judge changes, or the
-    /// refusal could not be recorded.
-    pub async fn allow_unjudged(&self, what: &str, actor: &str) -> Result<(), ChangeError> {
-        let policies = self.desired.lock().await.control.policies.clone();
-        if policies.is_empty() {
-            return Ok(());
-        }
-        let reason = format!(
-            "a {what} over the API is refused while [control] policies ({}) judge every change: it would undo approved changes unjudged; send the changes one by one, or reload with SIGHUP on the host",
-            policies.join(", ")
-        );
-        let mut entry = AuditEntry::new(EntryKind::ChangeDecision, actor);
-        entry.change = Some(serde_json::json!({ "op": what }));
-        entry.decision = Some("deny".to_owned());
-        entry.reason = Some(reason.clone());
-        self.record(entry).await?;
-        Err(ChangeError::Unjudgeable(reason))
-    }
-
-    /// Drop the whole overlay: routing as the file has it.
+    /// Drop the whole overlay: routing as the file has it. Returns how
+    /// many changes it dropped.
     ///
     /// # Errors
     /// Not recorded (then nothing changed).
-    pub async fn reset(&self, actor: &str) -> Result<usize, ChangeError> {
-        let mut desired = self.desired.lock().await;
+    async fn reset(
+        &self,
+        mut desired: tokio::sync::MutexGuard<'_, Desired>,
+        actor: &str,
+        approval: Option<&Approval>,
+    ) -> Result<usize, ChangeError> {
         let dropped = std::mem::take(&mut desired.overlay);
         let stale = std::mem::take(&mut desired.stale);
         let built = match self.build(&desired) {
@@ -752,11 +856,12 @@ impl ControlPlane {
             }
         };
         let mut entry = AuditEntry::new(EntryKind::ChangeRolledBack, actor);
+        entry.approval = approval.map(|approval| approval.id.clone());
         entry.reason = Some(format!(
             "routing reset to the config file; {} change(s) dropped",
             dropped.len() + stale.len()
         ));
-        let deletes = dropped
+        let mut changes: Vec<StateChange> = dropped
             .iter()
             .chain(&stale)
             .map(|applied| StateChange::Delete {
@@ -764,7 +869,8 @@ impl ControlPlane {
                 key: applied.id.clone(),
             })
             .collect();
-        if let Err(error) = self.commit(entry, deletes).await {
+        changes.extend(approval.map(carried_out));
+        if let Err(error) = self.commit(entry, changes).await {
             desired.overlay = dropped;
             desired.stale = stale;
             return Err(error);
@@ -777,9 +883,15 @@ impl ControlPlane {
     /// restart). Returns what changed.
     ///
     /// # Errors
-    /// The new file does not build with the overlay (then nothing changed).
-    pub async fn reload(&self, config: &Config, actor: &str) -> Result<String, String> {
-        let mut desired = self.desired.lock().await;
+    /// The new file does not build with the overlay, or the reload was not
+    /// recorded (then nothing changed).
+    async fn reload(
+        &self,
+        mut desired: tokio::sync::MutexGuard<'_, Desired>,
+        config: &Config,
+        actor: &str,
+        approval: Option<&Approval>,
+    ) -> Result<String, ChangeError> {
         let before = (desired.file_pools.clone(), desired.file_routes.clone());
         let summary = summarize(&before.0, &before.1, &config.pools, &config.routes);
         desired.file_pools = config.pools.clone();
@@ -801,14 +913,18 @@ impl ControlPlane {
             Ok(built) => built,
             Err(error) => {
                 restore(&mut desired);
-                return Err(error);
+                return Err(ChangeError::Invalid(error));
             }
         };
         let mut entry = AuditEntry::new(EntryKind::ConfigReloaded, actor);
+        entry.approval = approval.map(|approval| approval.id.clone());
         entry.reason = Some(summary.clone());
-        if let Err(error) = self.record(entry).await {
+        if let Err(error) = self
+            .commit(entry, approval.map(carried_out).into_iter().collect())
+            .await
+        {
             restore(&mut desired);
-            return Err(error.to_string());
+            return Err(error);
         }
         self.install(built);
         tracing::info!("config reloaded: {summary}");
@@ -889,6 +1005,14 @@ impl ControlPlane {
         }
         Ok(())
     }
+}
+
+/// The store write that marks `approval` carried out: a compare-and-swap,
+/// so it happens once, also when two nodes both saw it approved.
+fn carried_out(approval: &Approval) -> StateChange {
+    let mut done = approval.clone();
+    done.redeemed_ms = Some(now_ms());
+    crate::approvals::replace(approval, &done)
 }
 
 /// The chain that judges changes: `[control] policies`.

@@ -11,9 +11,10 @@ mod generated {
 
 pub use generated::airlock::policy::host::{Host as HostImports, Level};
 pub use generated::airlock::policy::types::{
-    Action, ActionKinds, Allow, Authentication, BackendChange, BackendWeight, Change, Decision,
-    Deny, Event, Failover, Grant, Header, Hold, Host as TypesHost, LocalTime, Metadata, Outlier,
-    ParameterError, PoolFigures, Principal, Request, Spill, Subject, TrafficShift, WeightsChange,
+    Action, ActionKinds, Allow, Authentication, BackendChange, BackendWeight, Change, ConfigReload,
+    Decision, Deny, Event, Failover, Grant, Header, Hold, Host as TypesHost, LocalTime, Metadata,
+    Outlier, OverlayReset, ParameterError, PoolFigures, Principal, Request, Spill, Subject,
+    TrafficShift, WeightsChange,
 };
 pub use generated::{Policy as PolicyBindings, PolicyPre};
 

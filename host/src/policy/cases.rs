@@ -17,8 +17,9 @@ use serde::Deserialize;
 
 use super::action::Redaction;
 use super::bindings::{
-    Action, Authentication, BackendChange, BackendWeight, Change, Event, Failover, Header, Outlier,
-    PoolFigures, Principal, Request, Spill, Subject, TrafficShift, WeightsChange,
+    Action, Authentication, BackendChange, BackendWeight, Change, ConfigReload, Event, Failover,
+    Header, Outlier, OverlayReset, PoolFigures, Principal, Request, Spill, Subject, TrafficShift,
+    WeightsChange,
 };
 use super::chain::kind_of;
 use super::decision::Verdict;
@@ -158,6 +159,16 @@ enum ChangeSpec {
         from_pool: String,
         to_pool: String,
         percent: u8,
+    },
+    ResetOverlay {
+        #[serde(default)]
+        changes: u32,
+    },
+    ReloadConfig {
+        #[serde(default)]
+        sha256: String,
+        #[serde(default)]
+        summary: String,
     },
 }
 
@@ -706,6 +717,13 @@ fn change_subject(spec: &ChangeSpec) -> Change {
             from_pool: from_pool.clone(),
             to_pool: to_pool.clone(),
             percent: *percent,
+        }),
+        ChangeSpec::ResetOverlay { changes } => {
+            Change::ResetOverlay(OverlayReset { changes: *changes })
+        }
+        ChangeSpec::ReloadConfig { sha256, summary } => Change::ReloadConfig(ConfigReload {
+            sha256: sha256.clone(),
+            summary: summary.clone(),
         }),
     }
 }

@@ -62,6 +62,14 @@ fn describe_change(change: &Change) -> (String, String) {
             ),
             format!("shift-traffic {} to {}", shift.route, shift.to_pool),
         ),
+        Change::ResetOverlay(reset) => (
+            format!("reset-overlay dropping {} change(s)", reset.changes),
+            "reset-overlay".to_owned(),
+        ),
+        Change::ReloadConfig(reload) => (
+            format!("reload-config ({})", reload.summary),
+            "reload-config".to_owned(),
+        ),
     }
 }
 

@@ -74,9 +74,10 @@ pub mod wit {
 
 pub use wit::airlock::policy::host::Level;
 pub use wit::airlock::policy::types::{
-    Action, ActionKinds, Allow, Authentication, BackendChange, BackendWeight, Change, Decision,
-    Deny, Event, Failover, Grant, Header, Hold, LocalTime, Metadata, Outlier, ParameterError,
-    PoolFigures, Principal, Request, Spill, Subject, TrafficShift, WeightsChange,
+    Action, ActionKinds, Allow, Authentication, BackendChange, BackendWeight, Change, ConfigReload,
+    Decision, Deny, Event, Failover, Grant, Header, Hold, LocalTime, Metadata, Outlier,
+    OverlayReset, ParameterError, PoolFigures, Principal, Request, Spill, Subject, TrafficShift,
+    WeightsChange,
 };
 
 /// A policy: Airlock sets it up once with its parameters
