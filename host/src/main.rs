@@ -207,8 +207,8 @@ struct AuditFilterArgs {
 
 #[derive(Debug, Subcommand)]
 enum PolicyCommand {
-    /// Scaffold a policy in DIR (named after it), a Rust crate or a Go
-    /// module, that builds and passes its own tests.
+    /// Scaffold a policy in DIR (named after it), a Rust crate, a Go
+    /// module or a Python project, that builds and passes its own tests.
     New {
         /// The new policy's directory; its last component is its name.
         dir: PathBuf,
@@ -216,8 +216,9 @@ enum PolicyCommand {
         #[arg(long, value_enum, default_value_t)]
         lang: airlock::policy::author::Language,
     },
-    /// Build a policy (a Rust crate, or a Go module: a `go.mod`) into a
-    /// component, checked against the contract.
+    /// Build a policy (a Rust crate; a Go module: a `go.mod`; a Python
+    /// project: a `pyproject.toml`) into a component, checked against the
+    /// contract.
     Build {
         /// The policy's directory.
         dir: PathBuf,
@@ -615,6 +616,7 @@ fn policy_tool(command: PolicyCommand) -> anyhow::Result<()> {
             let (what, native_tests) = match lang {
                 author::Language::Rust => ("crate", "cargo test"),
                 author::Language::Go => ("Go module", "go test ./..."),
+                author::Language::Python => ("Python project", "python3 -m pytest"),
             };
             println!("created policy {what} `{name}` in {}", dir.display());
             println!("next: cd {} && {native_tests} && airlock policy build . && airlock policy test {name}.wasm cases.toml", dir.display());

@@ -4,33 +4,13 @@
 //! the Rust policies' own case tables, and a Go policy hot-reloaded into a
 //! running node.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use crate::harness::*;
-use crate::policy::airlock_policy;
-
-/// `airlock policy build DIR -o OUT`; panics with the tools' output if it fails.
-fn build(directory: &Path, output: &Path) -> String {
-    let built = Command::new(env!("CARGO_BIN_EXE_airlock"))
-        .args(["policy", "build"])
-        .arg(directory)
-        .arg("-o")
-        .arg(output)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&built.stdout).into_owned();
-    assert!(
-        built.status.success(),
-        "{text}{}",
-        String::from_utf8_lossy(&built.stderr)
-    );
-    text
-}
-
-fn repository(relative: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
-}
+use crate::policy::{
+    airlock_policy, build, native_tests, ports_pass_the_rust_case_tables, repository,
+};
 
 #[test]
 fn a_scaffolded_go_policy_builds_and_passes_its_own_tests() {
@@ -55,23 +35,7 @@ fn a_scaffolded_go_policy_builds_and_passes_its_own_tests() {
 /// `go test ./...` in `directory`; panics with Go's output if it fails.
 fn go_test(directory: &Path) {
     let go = std::env::var_os("GO").unwrap_or_else(|| "go".into());
-    let tested = Command::new(&go)
-        .args(["test", "./..."])
-        .current_dir(directory)
-        .output()
-        .unwrap_or_else(|error| {
-            panic!(
-                "{}: {error} (Go is needed: .ci/run installs it)",
-                go.to_string_lossy()
-            )
-        });
-    assert!(
-        tested.status.success(),
-        "go test in {}: {}{}",
-        directory.display(),
-        String::from_utf8_lossy(&tested.stdout),
-        String::from_utf8_lossy(&tested.stderr)
-    );
+    native_tests(directory, &go, &["test", "./..."], "Go");
 }
 
 /// The SDK's own tests (the canonical-ABI layouts, strict parameters,
@@ -89,27 +53,7 @@ fn the_go_sdk_and_the_ports_pass_their_go_tests() {
 
 #[test]
 fn the_go_ports_pass_the_rust_policies_case_tables() {
-    let dir = tempfile::tempdir().unwrap();
-    for (port, table) in [
-        (
-            "policies/approval-rules-go",
-            "policies/approval-rules/cases.toml",
-        ),
-        (
-            "policies/business-hours-go",
-            "policies/business-hours/cases.toml",
-        ),
-    ] {
-        let output = dir.path().join("port.wasm");
-        build(&repository(port), &output);
-        let (ok, text) = airlock_policy(&[
-            "test",
-            output.to_str().unwrap(),
-            repository(table).to_str().unwrap(),
-        ]);
-        assert!(ok, "{port} against {table}:\n{text}");
-        assert!(text.contains(" passed, 0 failed"), "{text}");
-    }
+    ports_pass_the_rust_case_tables(&["policies/approval-rules-go", "policies/business-hours-go"]);
 }
 
 #[test]

@@ -18,6 +18,7 @@ mod etcd_cluster;
 mod go_policies;
 mod policy;
 mod proxy;
+mod python_policies;
 mod reload;
 mod tls;
 mod tracing;

@@ -3,7 +3,7 @@
 //! a short code, fail-open routes, credentials redacted; and the policy
 //! author's tools (`airlock policy test`, `new`, `build`).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use http::Request;
@@ -275,6 +275,74 @@ fn a_bad_component_in_the_folder_stops_startup_with_its_name() {
         stderr.contains("broken.wasm: not a WebAssembly component"),
         "{stderr}"
     );
+}
+
+/// `airlock policy build DIR -o OUT`; panics with the tools' output if it fails.
+pub(crate) fn build(directory: &Path, output: &Path) -> String {
+    let built = Command::new(env!("CARGO_BIN_EXE_airlock"))
+        .args(["policy", "build"])
+        .arg(directory)
+        .arg("-o")
+        .arg(output)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&built.stdout).into_owned();
+    assert!(
+        built.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    text
+}
+
+pub(crate) fn repository(relative: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
+}
+
+/// `program args` in `directory`: a language's own test runner (`needs`
+/// says what `.ci/run` installs for it). Panics with its output if it fails.
+pub(crate) fn native_tests(
+    directory: &Path,
+    program: &std::ffi::OsStr,
+    args: &[&str],
+    needs: &str,
+) {
+    let tested = Command::new(program)
+        .args(args)
+        .current_dir(directory)
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .output()
+        .unwrap_or_else(|error| {
+            panic!(
+                "{}: {error} ({needs} is needed: .ci/run installs it)",
+                program.to_string_lossy()
+            )
+        });
+    assert!(
+        tested.status.success(),
+        "{} {} in {}: {}{}",
+        program.to_string_lossy(),
+        args.join(" "),
+        directory.display(),
+        String::from_utf8_lossy(&tested.stdout),
+        String::from_utf8_lossy(&tested.stderr)
+    );
+}
+
+/// Build each port (`policies/NAME-LANG`) and run its Rust twin's case
+/// table (`policies/NAME/cases.toml`) against it, unchanged.
+pub(crate) fn ports_pass_the_rust_case_tables(ports: &[&str]) {
+    let dir = tempfile::tempdir().unwrap();
+    for port in ports {
+        let twin = port.rsplit_once('-').unwrap().0;
+        let table = repository(&format!("{twin}/cases.toml"));
+        let output = dir.path().join("port.wasm");
+        build(&repository(port), &output);
+        let (ok, text) =
+            airlock_policy(&["test", output.to_str().unwrap(), table.to_str().unwrap()]);
+        assert!(ok, "{port} against {}:\n{text}", table.display());
+        assert!(text.contains(" passed, 0 failed"), "{text}");
+    }
 }
 
 pub(crate) fn airlock_policy(args: &[&str]) -> (bool, String) {

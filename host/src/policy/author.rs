@@ -1,7 +1,8 @@
-//! The policy author's tools: `airlock policy new NAME [--lang go]`
-//! scaffolds a Rust policy crate (or a Go module) that builds and passes its
-//! own tests; `airlock policy build DIR` builds either into a component and
-//! checks it against the contract before writing it out.
+//! The policy author's tools: `airlock policy new NAME [--lang go|python]`
+//! scaffolds a Rust policy crate (or a Go module, or a Python project) that
+//! builds and passes its own tests; `airlock policy build DIR` builds any
+//! of them into a component and checks it against the contract before
+//! writing it out.
 
 use std::path::{Path, PathBuf};
 
@@ -69,12 +70,56 @@ const GO_SDK: [(&str, &str); 11] = [
     ("window.go", include_str!("../../../sdk/go/window.go")),
 ];
 
+/// The Python SDK's sources, its build script (which `airlock policy
+/// build` runs from a copy) and the contract it builds against.
+const PYTHON_SDK: [(&str, &str); 10] = [
+    (
+        "airlock/__init__.py",
+        include_str!("../../../sdk/python/airlock/__init__.py"),
+    ),
+    (
+        "airlock/_component.py",
+        include_str!("../../../sdk/python/airlock/_component.py"),
+    ),
+    (
+        "airlock/host.py",
+        include_str!("../../../sdk/python/airlock/host.py"),
+    ),
+    (
+        "airlock/matching.py",
+        include_str!("../../../sdk/python/airlock/matching.py"),
+    ),
+    (
+        "airlock/parameters.py",
+        include_str!("../../../sdk/python/airlock/parameters.py"),
+    ),
+    (
+        "airlock/testing.py",
+        include_str!("../../../sdk/python/airlock/testing.py"),
+    ),
+    (
+        "airlock/types.py",
+        include_str!("../../../sdk/python/airlock/types.py"),
+    ),
+    (
+        "airlock/window.py",
+        include_str!("../../../sdk/python/airlock/window.py"),
+    ),
+    ("build.py", include_str!("../../../sdk/python/build.py")),
+    ("wit/policy.wit", include_str!("../../../wit/policy.wit")),
+];
+
+/// The componentize-py the Python SDK is built and tested with; `airlock
+/// policy build` installs it (from PyPI, into a cached venv) if missing.
+const COMPONENTIZE_PY: &str = "componentize-py==0.25.1";
+
 /// The languages a policy is written in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum Language {
     #[default]
     Rust,
     Go,
+    Python,
 }
 
 /// Why a tool failed.
@@ -91,6 +136,8 @@ pub enum AuthorError {
     Build,
     #[error(transparent)]
     Go(#[from] super::go::GoBuildError),
+    #[error("{0}")]
+    Python(String),
     #[error("{}: {cause}", .path.display())]
     Contract {
         path: PathBuf,
@@ -157,23 +204,40 @@ pub fn new_policy(directory: &Path, language: Language) -> Result<String, Author
             ("main_test.go".to_owned(), SCAFFOLD_GO_TEST.to_owned()),
             ("cases.toml".to_owned(), SCAFFOLD_CASES.to_owned()),
         ],
+        Language::Python => {
+            let module = name.replace('-', "_");
+            let fill = |text: &str| {
+                text.replace("{{name}}", &name)
+                    .replace("{{module}}", &module)
+            };
+            vec![
+                (
+                    "pyproject.toml".to_owned(),
+                    fill(include_str!("../../../sdk/python/template/pyproject.toml")),
+                ),
+                (
+                    format!("{module}.py"),
+                    fill(include_str!("../../../sdk/python/template/policy.py")),
+                ),
+                (
+                    format!("test_{module}.py"),
+                    fill(include_str!("../../../sdk/python/template/test_policy.py")),
+                ),
+                ("cases.toml".to_owned(), SCAFFOLD_CASES.to_owned()),
+            ]
+        }
     };
     let sources = match language {
         Language::Rust => &RUST_SDK[..],
         Language::Go => &GO_SDK[..],
+        Language::Python => &PYTHON_SDK[..],
     };
     for (relative, text) in sources {
         // The copy reads the contract beside itself, not from Airlock's tree.
         let text = text.replace(r#"path: "../../wit""#, r#"path: "wit""#);
         files.push((sdk(relative), text));
     }
-    for (relative, text) in files {
-        let path = directory.join(relative);
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(io(parent))?;
-        }
-        std::fs::write(&path, text).map_err(io(&path))?;
-    }
+    write_files(directory, files)?;
     Ok(name)
 }
 
@@ -376,8 +440,9 @@ request = { method = "delete", path = "/x" }
 expect = { decision = "hold", groups = ["oncall"], quorum = 1 }
 "#;
 
-/// Build the policy in `directory` (a Rust crate, or a Go module if it
-/// has a `go.mod`) into a component, check it against the contract, and
+/// Build the policy in `directory` (a Rust crate; a Go module if it has a
+/// `go.mod`; a Python project if it has a `pyproject.toml` and no
+/// `Cargo.toml`) into a component, check it against the contract, and
 /// write it to `output` (default `./NAME.wasm`). The toolchain's progress
 /// goes to stderr as usual.
 ///
@@ -386,6 +451,8 @@ expect = { decision = "hold", groups = ["oncall"], quorum = 1 }
 pub fn build_policy(directory: &Path, output: Option<&Path>) -> Result<BuiltPolicy, AuthorError> {
     let (name, artifact, wasm) = if directory.join("go.mod").exists() {
         build_go(directory)?
+    } else if directory.join("pyproject.toml").exists() && !directory.join("Cargo.toml").exists() {
+        build_python(directory)?
     } else {
         build_rust(directory)?
     };
@@ -449,14 +516,120 @@ fn build_rust(directory: &Path) -> Result<(String, PathBuf, Vec<u8>), AuthorErro
 /// A Go module, built with `go build` for wasip1 and componentized here:
 /// named after its directory.
 fn build_go(directory: &Path) -> Result<(String, PathBuf, Vec<u8>), AuthorError> {
+    let (directory, name) = named_after(directory)?;
+    let wasm = super::go::build(&directory, &super::go::toolchain())?;
+    Ok((name, directory, wasm))
+}
+
+/// A Python project, built by the SDK's `build.py` (written out from this
+/// binary, so the SDK matches the contract this Airlock speaks) with
+/// componentize-py: named after its directory.
+fn build_python(directory: &Path) -> Result<(String, PathBuf, Vec<u8>), AuthorError> {
+    let (directory, name) = named_after(directory)?;
+    let staging = tempfile::Builder::new()
+        .prefix("airlock-python-sdk-")
+        .tempdir()
+        .map_err(io(&std::env::temp_dir()))?;
+    write_files(staging.path(), PYTHON_SDK)?;
+    let python = python_with_componentize_py()?;
+    let output = staging.path().join(format!("{name}.wasm"));
+    let status = std::process::Command::new(&python)
+        .arg(staging.path().join("build.py"))
+        .arg(&directory)
+        .arg("-o")
+        .arg(&output)
+        .arg("--quiet")
+        .status()
+        .map_err(io(&python))?;
+    if !status.success() {
+        return Err(AuthorError::Python(format!(
+            "{}: the Python build failed (its output is above)",
+            directory.display()
+        )));
+    }
+    let wasm = std::fs::read(&output).map_err(io(&output))?;
+    Ok((name, directory, wasm))
+}
+
+/// `directory` made absolute, and the policy name it gives (its last
+/// component).
+fn named_after(directory: &Path) -> Result<(PathBuf, String), AuthorError> {
     let directory = directory.canonicalize().map_err(io(directory))?;
     let name = directory
         .file_name()
         .and_then(|name| name.to_str())
         .unwrap_or("policy")
         .to_owned();
-    let wasm = super::go::build(&directory, &super::go::toolchain())?;
-    Ok((name, directory, wasm))
+    Ok((directory, name))
+}
+
+/// Write each `(relative path, text)` under `root`, making directories.
+fn write_files<P: AsRef<Path>, T: AsRef<[u8]>>(
+    root: &Path,
+    files: impl IntoIterator<Item = (P, T)>,
+) -> Result<(), AuthorError> {
+    for (relative, text) in files {
+        let path = root.join(relative);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(io(parent))?;
+        }
+        std::fs::write(&path, text).map_err(io(&path))?;
+    }
+    Ok(())
+}
+
+/// A Python to run `build.py` with: `AIRLOCK_PYTHON` or `python3` if
+/// componentize-py is on the `PATH`, else the venv kept in the user's
+/// cache, created and filled from PyPI the first time.
+fn python_with_componentize_py() -> Result<PathBuf, AuthorError> {
+    let python = std::env::var_os("AIRLOCK_PYTHON").map_or_else(|| "python3".into(), PathBuf::from);
+    let runs = |command: &Path, arguments: &[&str]| {
+        std::process::Command::new(command)
+            .args(arguments)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|status| status.success())
+    };
+    if !runs(
+        &python,
+        &["-c", "import sys; assert sys.version_info >= (3, 11)"],
+    ) {
+        return Err(AuthorError::Python(format!(
+            "Python policies need Python 3.11 or newer as `{}` (set AIRLOCK_PYTHON to another)",
+            python.display()
+        )));
+    }
+    if runs(Path::new("componentize-py"), &["--version"]) {
+        return Ok(python);
+    }
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| Path::new(&home).join(".cache")))
+        .unwrap_or_else(std::env::temp_dir)
+        .join("airlock")
+        .join(COMPONENTIZE_PY.replace("==", "-"));
+    // build.py runs the componentize-py beside the Python that runs it.
+    let venv_python = cache.join("bin").join("python");
+    if runs(&cache.join("bin").join("componentize-py"), &["--version"]) {
+        return Ok(venv_python);
+    }
+    eprintln!(
+        "installing {COMPONENTIZE_PY} from PyPI into {} (once)",
+        cache.display()
+    );
+    let created = runs(&python, &["-m", "venv", &cache.to_string_lossy()])
+        && std::process::Command::new(&venv_python)
+            .args(["-m", "pip", "install", "--quiet", COMPONENTIZE_PY])
+            .status()
+            .is_ok_and(|status| status.success());
+    if !created {
+        return Err(AuthorError::Python(format!(
+            "could not install {COMPONENTIZE_PY} into {}: install it yourself (`pip install {COMPONENTIZE_PY}`) and build again",
+            cache.display()
+        )));
+    }
+    Ok(venv_python)
 }
 
 /// What `build_policy` wrote.
@@ -499,6 +672,15 @@ mod tests {
             .collect();
         rust.sort();
         assert_eq!(rust, sources("sdk/rust/src", |_| true));
+        let mut python: Vec<String> = PYTHON_SDK
+            .iter()
+            .filter_map(|(name, _)| name.strip_prefix("airlock/").map(str::to_owned))
+            .collect();
+        python.sort();
+        assert_eq!(
+            python,
+            sources("sdk/python/airlock", |name| name.ends_with(".py"))
+        );
     }
 
     /// The copy's manifest asks for the versions Airlock's workspace pins.
@@ -524,9 +706,14 @@ mod tests {
     #[test]
     fn a_new_policy_points_nowhere_outside_itself() {
         let dir = tempfile::tempdir().unwrap();
-        for (language, name) in [(Language::Rust, "rusty"), (Language::Go, "gopher")] {
+        for (language, name) in [
+            (Language::Rust, "rusty"),
+            (Language::Go, "gopher"),
+            (Language::Python, "snake-charmer"),
+        ] {
             let directory = dir.path().join(name);
             new_policy(&directory, language).unwrap();
+            let sdk = directory.join(SDK_DIRECTORY);
             let mut stack = vec![directory];
             while let Some(next) = stack.pop() {
                 for entry in std::fs::read_dir(&next).unwrap() {
@@ -537,8 +724,16 @@ mod tests {
                     }
                     let text = std::fs::read_to_string(&path).unwrap();
                     assert!(
-                        !text.contains(env!("CARGO_MANIFEST_DIR")) && !text.contains("../../wit"),
+                        !text.contains(env!("CARGO_MANIFEST_DIR"))
+                            && !text.contains("../../wit")
+                            && !text.contains("../../sdk"),
                         "{} points into the source tree",
+                        path.display()
+                    );
+                    // The scaffold's own files have every `{{hole}}` filled.
+                    assert!(
+                        path.starts_with(&sdk) || !text.contains("{{"),
+                        "{} has a hole",
                         path.display()
                     );
                 }

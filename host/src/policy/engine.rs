@@ -12,8 +12,9 @@
 //! or overflows its stack traps; each becomes a [`PolicyFailure`] and the
 //! instance is dropped, never reused. The engine itself keeps serving.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sha2::{Digest, Sha256};
@@ -156,11 +157,51 @@ impl std::fmt::Debug for PolicyEngine {
     }
 }
 
+/// Functions Cranelift compiled, by what they were compiled from, kept
+/// for the next compile (its incremental cache). A policy is compiled once
+/// instrumented and once more per set of parameters it is set up with, and
+/// these differ from each other only in their data: every compile after
+/// the first reuses the code (an interpreter's, 7-9 MB of it, takes about
+/// 10 s of CPU to compile). In memory, up to [`COMPILED_FUNCTIONS_BYTES`];
+/// past that it starts over.
+#[derive(Debug, Default)]
+struct CompiledFunctions {
+    entries: Mutex<(HashMap<Vec<u8>, Vec<u8>>, usize)>,
+}
+
+/// What [`CompiledFunctions`] keeps at most, keys and code.
+const COMPILED_FUNCTIONS_BYTES: usize = 256 << 20;
+
+impl wasmtime::CacheStore for CompiledFunctions {
+    fn get(&self, key: &[u8]) -> Option<std::borrow::Cow<'_, [u8]>> {
+        let entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        entries.0.get(key).cloned().map(std::borrow::Cow::Owned)
+    }
+
+    fn insert(&self, key: &[u8], value: Vec<u8>) -> bool {
+        let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        let size = key.len() + value.len();
+        if entries.1 + size > COMPILED_FUNCTIONS_BYTES {
+            *entries = (HashMap::new(), 0);
+        }
+        entries.1 += size;
+        entries.0.insert(key.to_vec(), value);
+        true
+    }
+}
+
 /// Epoch ticks per second: the deadline's resolution is one tick.
 const TICK: Duration = Duration::from_millis(1);
-/// Core instances per policy component: the main module plus the shim and
-/// fixup modules wit-component adds for imports that return strings.
-const CORE_INSTANCES_PER_COMPONENT: u32 = 4;
+/// Core instances one policy component may hold. A Rust or Go policy has
+/// up to 4 (the main module plus the shim and fixup modules wit-component
+/// adds for imports that return strings); a Python one (componentize-py
+/// links CPython from 38 modules, 39 once pre-initialized) many more.
+const MAX_CORE_INSTANCES_PER_COMPONENT: u32 = 64;
+/// Core-instance slots in the pool per sandbox slot: enough for every slot
+/// to hold a compiled policy, or for one in four to hold an interpreter.
+const CORE_INSTANCE_SLOTS_PER_SANDBOX: u32 = 16;
+/// Tables per policy component (Python's has 2).
+const TABLES_PER_COMPONENT: u32 = 4;
 /// Bytes a policy's answer (or a log line) may carry out of the sandbox:
 /// wasmtime stops copying past it, so an answer whose lists all point at the
 /// same large string cannot make the host allocate without bound. A valid
@@ -183,13 +224,15 @@ impl PolicyEngine {
         let mut pool = PoolingAllocationConfig::new();
         let instances = settings.max_instances.max(1);
         pool.total_component_instances(instances)
-            .total_core_instances(instances * CORE_INSTANCES_PER_COMPONENT)
+            .total_core_instances(
+                (instances * CORE_INSTANCE_SLOTS_PER_SANDBOX).max(MAX_CORE_INSTANCES_PER_COMPONENT),
+            )
             .total_memories(instances)
-            .total_tables(instances * CORE_INSTANCES_PER_COMPONENT)
+            .total_tables(instances * TABLES_PER_COMPONENT)
             .max_memory_size(settings.memory_limit)
             .max_memories_per_component(1)
-            .max_tables_per_component(CORE_INSTANCES_PER_COMPONENT)
-            .max_core_instances_per_component(CORE_INSTANCES_PER_COMPONENT)
+            .max_tables_per_component(TABLES_PER_COMPONENT)
+            .max_core_instances_per_component(MAX_CORE_INSTANCES_PER_COMPONENT)
             .table_elements(10_000)
             .max_component_instance_size(1 << 20)
             .max_core_instance_size(1 << 20)
@@ -206,7 +249,9 @@ impl PolicyEngine {
         config
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
             .epoch_interruption(true)
-            .max_wasm_stack(512 << 10);
+            .max_wasm_stack(512 << 10)
+            .enable_incremental_compilation(Arc::new(CompiledFunctions::default()))
+            .map_err(|error| LoadError::Engine(format!("{error:#}")))?;
         let cache = match &settings.cache_directory {
             Some(directory) => {
                 let mut cache_config = CacheConfig::new();
@@ -407,6 +452,7 @@ impl PolicyComponent {
         reuse_instances: bool,
     ) -> Result<LoadedPolicy, LoadError> {
         let engine = &self.engine;
+        let plan = super::snapshot::Plan::new(&self.wasm)?;
         let mut store = engine.store(CallContext::loading(), LOAD_DEADLINE);
         let instance = engine
             .instantiate(self.instrumented.instance_pre(), &mut store)
@@ -426,7 +472,10 @@ impl PolicyComponent {
             }
             Err(error) => return Err(LoadError::Setup(engine.classify(&error, store.data()))),
         }
-        let image = super::snapshot::snapshot(&self.wasm, &mut store, instance)?;
+        // Reading the state out is the host's work, bounded by the memory's
+        // size: it gets its own deadline, not what `setup` left of one.
+        store.set_epoch_deadline(deadline_ticks(LOAD_DEADLINE));
+        let image = super::snapshot::snapshot(&plan, &mut store, instance)?;
         let component = Component::from_binary(&engine.engine, &image)
             .map_err(|error| LoadError::Snapshot(root_cause(&error)))?;
         Ok(LoadedPolicy {
@@ -696,7 +745,7 @@ impl ResourceLimiter for SandboxLimits {
     }
 
     fn instances(&self) -> usize {
-        CORE_INSTANCES_PER_COMPONENT as usize
+        MAX_CORE_INSTANCES_PER_COMPONENT as usize
     }
 
     fn memories(&self) -> usize {

@@ -32,13 +32,32 @@ pub(super) fn instrument(wasm: &[u8]) -> Result<Vec<u8>, LoadError> {
         .map_err(|error| LoadError::Snapshot(format!("{error:#}")))
 }
 
-/// The component `wasm` rewritten to start in the state `instance` (an
+/// What Wizer needs to know of `wasm` to snapshot an instance of
+/// [`instrument`]`(wasm)`: parsed before `setup` runs, so that parsing a
+/// large component (an interpreter's is 10-20 MB) does not use up the
+/// time `setup` is given.
+pub(super) struct Plan<'wasm> {
+    context: wasmtime_wizer::ComponentContext<'wasm>,
+}
+
+impl<'wasm> Plan<'wasm> {
+    /// # Errors
+    /// As [`instrument`].
+    pub(super) fn new(wasm: &'wasm [u8]) -> Result<Self, LoadError> {
+        let (context, _) = Wizer::new()
+            .instrument_component(wasm)
+            .map_err(|error| LoadError::Snapshot(format!("{error:#}")))?;
+        Ok(Plan { context })
+    }
+}
+
+/// The component of `plan` rewritten to start in the state `instance` (an
 /// instance of [`instrument`]`(wasm)` in `store`) is in now.
 ///
 /// # Errors
 /// When the state cannot be read out.
 pub(super) fn snapshot<T: Send + 'static>(
-    wasm: &[u8],
+    plan: &Plan<'_>,
     store: &mut Store<T>,
     instance: Instance,
 ) -> Result<Vec<u8>, LoadError> {
@@ -46,9 +65,7 @@ pub(super) fn snapshot<T: Send + 'static>(
     // an evaluation (the instance is dropped after this).
     store.set_hostcall_fuel(usize::MAX);
     let wizer = Wizer::new();
-    let (context, _) = wizer
-        .instrument_component(wasm)
-        .map_err(|error| LoadError::Snapshot(format!("{error:#}")))?;
+    let context = &plan.context;
     let mut state = InstanceState {
         store,
         instance,
@@ -58,7 +75,7 @@ pub(super) fn snapshot<T: Send + 'static>(
     // (kept in `state`) or a component it cannot handle must not take the
     // host down.
     let image = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        now_or_never(wizer.snapshot_component(&context, &mut state))
+        now_or_never(wizer.snapshot_component(context, &mut state))
     }));
     match (state.failure, image) {
         (Some(failure), _) => Err(LoadError::Snapshot(failure)),
