@@ -208,7 +208,8 @@ struct AuditFilterArgs {
 #[derive(Debug, Subcommand)]
 enum PolicyCommand {
     /// Scaffold a policy in DIR (named after it), a Rust crate, a Go
-    /// module or a Python project, that builds and passes its own tests.
+    /// module, a Python project or a JavaScript package, that builds and
+    /// passes its own tests.
     New {
         /// The new policy's directory; its last component is its name.
         dir: PathBuf,
@@ -217,8 +218,8 @@ enum PolicyCommand {
         lang: airlock::policy::author::Language,
     },
     /// Build a policy (a Rust crate; a Go module: a `go.mod`; a Python
-    /// project: a `pyproject.toml`) into a component, checked against the
-    /// contract.
+    /// project: a `pyproject.toml`; a JavaScript package: a `package.json`)
+    /// into a component, checked against the contract.
     Build {
         /// The policy's directory.
         dir: PathBuf,
@@ -617,6 +618,7 @@ fn policy_tool(command: PolicyCommand) -> anyhow::Result<()> {
                 author::Language::Rust => ("crate", "cargo test"),
                 author::Language::Go => ("Go module", "go test ./..."),
                 author::Language::Python => ("Python project", "python3 -m pytest"),
+                author::Language::Js => ("JavaScript package", "npm install && npm test"),
             };
             println!("created policy {what} `{name}` in {}", dir.display());
             println!("next: cd {} && {native_tests} && airlock policy build . && airlock policy test {name}.wasm cases.toml", dir.display());

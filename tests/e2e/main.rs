@@ -16,6 +16,7 @@ mod cluster;
 mod control;
 mod etcd_cluster;
 mod go_policies;
+mod js_policies;
 mod policy;
 mod proxy;
 mod python_policies;

@@ -109,6 +109,45 @@ const PYTHON_SDK: [(&str, &str); 10] = [
     ("wit/policy.wit", include_str!("../../../wit/policy.wit")),
 ];
 
+/// The JavaScript SDK: its package (the lockfile pins componentize-js),
+/// its build script, its sources and the contract it builds against.
+const JS_SDK: [(&str, &str); 13] = [
+    ("package.json", include_str!("../../../sdk/js/package.json")),
+    (
+        "package-lock.json",
+        include_str!("../../../sdk/js/package-lock.json"),
+    ),
+    ("build.mjs", include_str!("../../../sdk/js/build.mjs")),
+    (
+        "src/action.js",
+        include_str!("../../../sdk/js/src/action.js"),
+    ),
+    (
+        "src/decision.js",
+        include_str!("../../../sdk/js/src/decision.js"),
+    ),
+    ("src/host.js", include_str!("../../../sdk/js/src/host.js")),
+    ("src/index.js", include_str!("../../../sdk/js/src/index.js")),
+    (
+        "src/matching.js",
+        include_str!("../../../sdk/js/src/matching.js"),
+    ),
+    (
+        "src/parameters.js",
+        include_str!("../../../sdk/js/src/parameters.js"),
+    ),
+    (
+        "src/policy.js",
+        include_str!("../../../sdk/js/src/policy.js"),
+    ),
+    (
+        "src/testing.js",
+        include_str!("../../../sdk/js/src/testing.js"),
+    ),
+    ("src/time.js", include_str!("../../../sdk/js/src/time.js")),
+    ("wit/policy.wit", include_str!("../../../wit/policy.wit")),
+];
+
 /// The componentize-py the Python SDK is built and tested with; `airlock
 /// policy build` installs it (from PyPI, into a cached venv) if missing.
 const COMPONENTIZE_PY: &str = "componentize-py==0.25.1";
@@ -120,6 +159,7 @@ pub enum Language {
     Rust,
     Go,
     Python,
+    Js,
 }
 
 /// Why a tool failed.
@@ -138,6 +178,8 @@ pub enum AuthorError {
     Go(#[from] super::go::GoBuildError),
     #[error("{0}")]
     Python(String),
+    #[error("{0}")]
+    Js(String),
     #[error("{}: {cause}", .path.display())]
     Contract {
         path: PathBuf,
@@ -226,11 +268,30 @@ pub fn new_policy(directory: &Path, language: Language) -> Result<String, Author
                 ("cases.toml".to_owned(), SCAFFOLD_CASES.to_owned()),
             ]
         }
+        Language::Js => {
+            let fill = |text: &str| text.replace("{{name}}", &name);
+            vec![
+                (
+                    "package.json".to_owned(),
+                    fill(include_str!("../../../sdk/js/template/package.json")),
+                ),
+                (
+                    "policy.js".to_owned(),
+                    fill(include_str!("../../../sdk/js/template/policy.js")),
+                ),
+                (
+                    "policy.test.js".to_owned(),
+                    fill(include_str!("../../../sdk/js/template/policy.test.js")),
+                ),
+                ("cases.toml".to_owned(), SCAFFOLD_CASES.to_owned()),
+            ]
+        }
     };
     let sources = match language {
         Language::Rust => &RUST_SDK[..],
         Language::Go => &GO_SDK[..],
         Language::Python => &PYTHON_SDK[..],
+        Language::Js => &JS_SDK[..],
     };
     for (relative, text) in sources {
         // The copy reads the contract beside itself, not from Airlock's tree.
@@ -441,8 +502,9 @@ expect = { decision = "hold", groups = ["oncall"], quorum = 1 }
 "#;
 
 /// Build the policy in `directory` (a Rust crate; a Go module if it has a
-/// `go.mod`; a Python project if it has a `pyproject.toml` and no
-/// `Cargo.toml`) into a component, check it against the contract, and
+/// `go.mod`; a Python project if it has a `pyproject.toml`, a JavaScript
+/// package if it has a `package.json`, and no `Cargo.toml`) into a
+/// component, check it against the contract, and
 /// write it to `output` (default `./NAME.wasm`). The toolchain's progress
 /// goes to stderr as usual.
 ///
@@ -451,8 +513,12 @@ expect = { decision = "hold", groups = ["oncall"], quorum = 1 }
 pub fn build_policy(directory: &Path, output: Option<&Path>) -> Result<BuiltPolicy, AuthorError> {
     let (name, artifact, wasm) = if directory.join("go.mod").exists() {
         build_go(directory)?
-    } else if directory.join("pyproject.toml").exists() && !directory.join("Cargo.toml").exists() {
+    } else if directory.join("Cargo.toml").exists() {
+        build_rust(directory)?
+    } else if directory.join("pyproject.toml").exists() {
         build_python(directory)?
+    } else if directory.join("package.json").exists() {
+        build_js(directory)?
     } else {
         build_rust(directory)?
     };
@@ -544,6 +610,66 @@ fn build_python(directory: &Path) -> Result<(String, PathBuf, Vec<u8>), AuthorEr
     if !status.success() {
         return Err(AuthorError::Python(format!(
             "{}: the Python build failed (its output is above)",
+            directory.display()
+        )));
+    }
+    let wasm = std::fs::read(&output).map_err(io(&output))?;
+    Ok((name, directory, wasm))
+}
+
+/// A JavaScript package, built by the SDK's `build.mjs` (ComponentizeJS)
+/// after `npm ci` (or `npm install` without a lockfile) where its
+/// `node_modules` lacks the SDK: named after its directory.
+fn build_js(directory: &Path) -> Result<(String, PathBuf, Vec<u8>), AuthorError> {
+    let (directory, name) = named_after(directory)?;
+    let node = std::env::var_os("NODE").map_or_else(|| "node".into(), PathBuf::from);
+    let node_ok = std::process::Command::new(&node)
+        .args([
+            "-e",
+            "process.exit(+process.versions.node.split('.')[0] >= 20 ? 0 : 1)",
+        ])
+        .status()
+        .is_ok_and(|status| status.success());
+    if !node_ok {
+        return Err(AuthorError::Js(format!(
+            "JavaScript policies need Node.js 20 or newer as `{}` (set NODE to another)",
+            node.display()
+        )));
+    }
+    let build = directory.join("node_modules/airlock-policy-sdk/build.mjs");
+    if !build.exists() {
+        let install = if directory.join("package-lock.json").exists() {
+            "ci"
+        } else {
+            "install"
+        };
+        let installed = std::process::Command::new("npm")
+            .args([install, "--no-audit", "--no-fund"])
+            .current_dir(&directory)
+            .status()
+            .is_ok_and(|status| status.success());
+        if !installed || !build.exists() {
+            return Err(AuthorError::Js(format!(
+                "{}: `npm {install}` did not install airlock-policy-sdk (its output is above)",
+                directory.display()
+            )));
+        }
+    }
+    let staging = tempfile::Builder::new()
+        .prefix("airlock-js-build-")
+        .tempdir()
+        .map_err(io(&std::env::temp_dir()))?;
+    let output = staging.path().join(format!("{name}.wasm"));
+    let status = std::process::Command::new(&node)
+        .arg(&build)
+        .arg(&directory)
+        .arg("-o")
+        .arg(&output)
+        .status()
+        .map_err(io(&node))?;
+    if !status.success() {
+        return Err(AuthorError::Js(format!(
+            "{}: the JavaScript build failed (its output is above)",
             directory.display()
         )));
     }
@@ -681,6 +807,12 @@ mod tests {
             python,
             sources("sdk/python/airlock", |name| name.ends_with(".py"))
         );
+        let mut js: Vec<String> = JS_SDK
+            .iter()
+            .filter_map(|(name, _)| name.strip_prefix("src/").map(str::to_owned))
+            .collect();
+        js.sort();
+        assert_eq!(js, sources("sdk/js/src", |name| name.ends_with(".js")));
     }
 
     /// The copy's manifest asks for the versions Airlock's workspace pins.
@@ -710,6 +842,7 @@ mod tests {
             (Language::Rust, "rusty"),
             (Language::Go, "gopher"),
             (Language::Python, "snake-charmer"),
+            (Language::Js, "script-kiddie"),
         ] {
             let directory = dir.path().join(name);
             new_policy(&directory, language).unwrap();
