@@ -66,8 +66,10 @@ enum Command {
         #[command(flatten)]
         admin: AdminArgs,
     },
-    /// Reload pools and routes of a running Airlock from its config file
-    /// (as SIGHUP does); a broken file changes nothing.
+    /// Reload pools and routes of a running Airlock from its config file:
+    /// a change like any other, judged by `[control] policies` and maybe
+    /// held for approval (SIGHUP on the host reloads unjudged); a broken
+    /// file changes nothing.
     Reload {
         #[command(flatten)]
         admin: AdminArgs,
@@ -621,7 +623,8 @@ fn policy_tool(command: PolicyCommand) -> anyhow::Result<()> {
                 author::Language::Js => ("JavaScript package", "npm install && npm test"),
             };
             println!("created policy {what} `{name}` in {}", dir.display());
-            println!("next: cd {} && {native_tests} && airlock policy build . && airlock policy test {name}.wasm cases.toml", dir.display());
+            println!("next: cd {} && {native_tests} && airlock policy build . -o {name}.wasm && airlock policy test {name}.wasm cases.toml", dir.display());
+            println!("then: put {name}.wasm in the policies folder and add \"{name}\" to a route's `policies` (a reload)");
             Ok(())
         }
         PolicyCommand::Build { dir, output } => {

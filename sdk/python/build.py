@@ -136,7 +136,8 @@ def main() -> int:
     except BuildError as error:
         print(f"build.py: {error}", file=sys.stderr)
         return 1
-    print(f"{output}: {output.stat().st_size} bytes")
+    if not arguments.quiet:
+        print(f"{output}: {output.stat().st_size} bytes")
     return 0
 
 

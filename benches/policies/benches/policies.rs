@@ -15,10 +15,11 @@
 //! `policy/load/deny-list` is one `PolicyEngine::load` (compile and check,
 //! no compile cache).
 //!
-//! The Go ports (`policies/*-go`, built from source here with the Go in
-//! `GO` or on the `PATH`) are judged beside their Rust twins on the same
-//! case: `go/fresh/NAME`, `go/reused/NAME`, and `go/load/NAME` (compiling
-//! the Go component). Each must give exactly the Rust verdict first. Before measuring, every pair is checked to reach the
+//! The ports to other languages (`policies/*-go`, `*-py`, `*-js`, built
+//! from source here as `airlock policy build` builds them) are judged beside
+//! their Rust twins on the same case: `LANG/fresh/NAME`, `LANG/reused/NAME`,
+//! and `LANG/load/NAME` (compiling and setting up the component). Each must
+//! give exactly the Rust verdict first. Before measuring, every pair is checked to reach the
 //! same decision (allow, deny or hold); the run then writes
 //! `airlock-policy-bench.json` beside criterion's results for
 //! `benches/report.py` (the actions, parameters, Cedar texts and decisions).
@@ -837,14 +838,21 @@ fn context(case: &Case) -> CallContext {
     }
 }
 
-/// The Go ports of bundled policies, by the bundled policy's name.
-const GO_TWINS: [(&str, &str); 2] = [
-    ("approval-rules", "policies/approval-rules-go"),
-    ("business-hours", "policies/business-hours-go"),
+/// The ports of bundled policies to other languages: (language, the
+/// bundled policy's name, the port's directory). Set `BENCH_PORTS` (e.g.
+/// `go,python`) to bench only some languages.
+const PORTS: [(&str, &str, &str); 6] = [
+    ("go", "approval-rules", "policies/approval-rules-go"),
+    ("go", "business-hours", "policies/business-hours-go"),
+    ("python", "approval-rules", "policies/approval-rules-py"),
+    ("python", "business-hours", "policies/business-hours-py"),
+    ("js", "approval-rules", "policies/approval-rules-js"),
+    ("js", "business-hours", "policies/business-hours-js"),
 ];
 
-/// A Go port, loaded fresh and reused, checked against its Rust twin.
-struct GoTwin {
+/// A port, loaded fresh and reused, checked against its Rust twin.
+struct Twin {
+    language: &'static str,
     name: &'static str,
     parameters: &'static str,
     wasm: Vec<u8>,
@@ -852,28 +860,35 @@ struct GoTwin {
     reused: LoadedPolicy,
 }
 
-fn go_twin(engine: &PolicyEngine, rust: &Prepared, directory: &str) -> GoTwin {
+/// Build the port in `directory` as `airlock policy build` does, load it,
+/// and check that it decides as `rust` does.
+fn twin(engine: &PolicyEngine, rust: &Prepared, language: &'static str, directory: &str) -> Twin {
     let directory = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../..")
         .join(directory);
-    let wasm = airlock::policy::go::build(&directory, &airlock::policy::go::toolchain())
+    let output =
+        std::env::temp_dir().join(format!("airlock-bench-{language}-{}.wasm", rust.case.name));
+    airlock::policy::author::build_policy(&directory, Some(&output))
         .unwrap_or_else(|error| panic!("building {}: {error}", directory.display()));
+    let wasm = std::fs::read(&output).expect("the port was written");
+    let _ = std::fs::remove_file(&output);
     let parameters = rust.case.parameters;
     let fresh = engine
         .load(&wasm, parameters, false)
-        .expect("the Go policy loads");
+        .expect("the port loads");
     let reused = engine
         .load(&wasm, parameters, true)
-        .expect("the Go policy loads");
-    for go in [&fresh, &reused] {
+        .expect("the port loads");
+    for port in [&fresh, &reused] {
         assert_eq!(
-            decide(go, &rust.case),
+            decide(port, &rust.case),
             decide(&rust.fresh, &rust.case),
-            "{}: the Go port decides otherwise than the Rust policy",
+            "{}: the {language} port decides otherwise than the Rust policy",
             rust.case.name
         );
     }
-    GoTwin {
+    Twin {
+        language,
         name: rust.case.name,
         parameters,
         wasm,
@@ -1027,11 +1042,13 @@ fn main() {
         .map(|case| prepare(&engine, case))
         .collect();
 
-    let twins: Vec<GoTwin> = GO_TWINS
+    let languages = std::env::var("BENCH_PORTS").unwrap_or_else(|_| "go,python,js".to_owned());
+    let twins: Vec<Twin> = PORTS
         .iter()
-        .filter_map(|(name, directory)| {
+        .filter(|(language, _, _)| languages.split(',').any(|wanted| wanted == *language))
+        .filter_map(|(language, name, directory)| {
             let rust = prepared.iter().find(|p| p.case.name == *name)?;
-            Some(go_twin(&engine, rust, directory))
+            Some(twin(&engine, rust, language, directory))
         })
         .collect();
 
@@ -1059,36 +1076,35 @@ fn main() {
         }
         group.finish();
     }
-    for (group, mode) in [("go/fresh", false), ("go/reused", true)] {
-        let mut group = criterion.benchmark_group(group);
-        for twin in &twins {
-            let p = prepared
-                .iter()
-                .find(|p| p.case.name == twin.name)
-                .expect("its Rust twin");
-            let policy = if mode { &twin.reused } else { &twin.fresh };
-            let context = context(&p.case);
-            group.bench_function(twin.name, |b| {
-                b.iter(|| policy.evaluate(black_box(&p.case.action.action), context.clone()));
-            });
-        }
+    for (twin, (mode_name, mode)) in twins
+        .iter()
+        .flat_map(|twin| [("fresh", false), ("reused", true)].map(|mode| (twin, mode)))
+    {
+        let mut group = criterion.benchmark_group(format!("{}/{mode_name}", twin.language));
+        let p = prepared
+            .iter()
+            .find(|p| p.case.name == twin.name)
+            .expect("its Rust twin");
+        let policy = if mode { &twin.reused } else { &twin.fresh };
+        let context = context(&p.case);
+        group.bench_function(twin.name, |b| {
+            b.iter(|| policy.evaluate(black_box(&p.case.action.action), context.clone()));
+        });
         group.finish();
     }
-    {
-        let mut group = criterion.benchmark_group("go/load");
+    for twin in &twins {
+        let mut group = criterion.benchmark_group(format!("{}/load", twin.language));
         group
             .sample_size(10)
             .sampling_mode(SamplingMode::Flat)
             .measurement_time(Duration::from_secs(10));
-        for twin in &twins {
-            group.bench_function(twin.name, |b| {
-                b.iter_with_large_drop(|| {
-                    engine
-                        .load(black_box(&twin.wasm), twin.parameters, false)
-                        .expect("the Go policy loads")
-                });
+        group.bench_function(twin.name, |b| {
+            b.iter_with_large_drop(|| {
+                engine
+                    .load(black_box(&twin.wasm), twin.parameters, false)
+                    .expect("the port loads")
             });
-        }
+        });
         group.finish();
     }
     {
@@ -1171,6 +1187,18 @@ fn main() {
         "cedar_lang": cedar_policy::get_lang_version().to_string(),
         "deadline_ms": deadline.as_secs_f64() * 1000.0,
         "cases": cases,
+        "ports": twins
+            .iter()
+            .map(|twin| serde_json::json!({
+                "language": twin.language,
+                "name": twin.name,
+                "component_bytes": twin.wasm.len(),
+            }))
+            .collect::<Vec<_>>(),
+        "rust_component_bytes": prepared
+            .iter()
+            .map(|p| (p.case.name, bundled::component(p.case.name).map_or(0, <[u8]>::len)))
+            .collect::<BTreeMap<_, _>>(),
     });
     let directory = output_directory();
     std::fs::create_dir_all(&directory).expect("create the criterion directory");

@@ -259,10 +259,28 @@ class Allow(Decision):
     """Carry the action out, optionally changing the request's headers first."""
 
     set_headers: list[Header] = field(default_factory=list)
-    """Set (replace) these request headers before forwarding."""
+    """Set (replace) these request headers before forwarding: `Header`s or
+    `(name, value)` pairs."""
     remove_headers: list[str] = field(default_factory=list)
     """Remove these request headers before forwarding."""
     kind = "allow"
+
+    def __post_init__(self) -> None:
+        self.set_headers = _headers(self.set_headers, "set_headers")
+
+
+def _headers(items: list, what: str) -> list[Header]:
+    """`items` as `Header`s: `(name, value)` pairs are converted, anything
+    else is refused here, natively, rather than trapping in the sandbox."""
+    headers = []
+    for item in items:
+        if isinstance(item, tuple) and len(item) == 2 and all(isinstance(part, str) for part in item):
+            item = Header(*item)
+        if not isinstance(item, Header):
+            raise TypeError(f"{what}: expected Header(name, value) or a (name, value) pair, "
+                            f"found {item!r}")
+        headers.append(item)
+    return headers
 
 
 def allow_with_header(name: str, value: str) -> Allow:
@@ -277,8 +295,12 @@ class Deny(Decision):
     status: int
     reason: str
     headers: list[Header] = field(default_factory=list)
-    """Extra response headers, e.g. `retry-after`."""
+    """Extra response headers, e.g. `retry-after`: `Header`s or `(name,
+    value)` pairs."""
     kind = "deny"
+
+    def __post_init__(self) -> None:
+        self.headers = _headers(self.headers, "headers")
 
 
 @dataclass(slots=True)

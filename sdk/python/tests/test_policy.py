@@ -108,3 +108,12 @@ def test_decisions_and_requests():
     get = request("get", "/").request()
     assert not get.is_write() and request("PATCH", "/").request().is_write()
     assert Principal("a", ["x"]).in_group("x") and not Principal("a").in_group("x")
+
+
+def test_headers_are_header_objects_or_pairs_and_anything_else_is_refused_natively():
+    from airlock import Allow, Deny, Header
+
+    assert Allow(set_headers=[("x-a", "1")]).set_headers == [Header("x-a", "1")]
+    assert Deny(429, "slow down", [("retry-after", "5")]).headers == [Header("retry-after", "5")]
+    with pytest.raises(TypeError, match="set_headers"):
+        Allow(set_headers=[{"x-a": "1"}])
