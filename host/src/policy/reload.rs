@@ -192,6 +192,8 @@ impl PolicyReloader {
                 continue;
             }
             let reuse = self.config.reuse_instances.contains(name);
+            // A Python or JavaScript policy's first compile takes seconds.
+            tracing::info!(policy = %name, "policy loading (compile, setup, snapshot)");
             let (candidate, name_owned) = (next.clone(), name.clone());
             // Off the runtime's workers.
             let result = tokio::task::spawn_blocking(move || {
