@@ -210,9 +210,10 @@ async fn a_reset_or_reload_during_a_freeze_is_held_until_approved() {
     let reset = api(&airlock, Some("erin"), "DELETE", "/v1/routing/overlay", "").await;
     assert_eq!(reset.status, 202, "held: {}", reset.text());
     let reset = reset.json()["approval"].clone();
+    let shift_id = overlay(&airlock).await[0]["id"].clone();
     assert_eq!(
         reset["action"]["change"],
-        json!({"op": "reset_overlay", "changes": 1})
+        json!({"op": "reset_overlay", "changes": 1, "ids": [shift_id]})
     );
     assert!(
         reset["holds"][0]["reason"]
@@ -288,6 +289,73 @@ async fn a_reset_or_reload_during_a_freeze_is_held_until_approved() {
         .admin_json("/v1/audit?kind=change_rolled_back")
         .await;
     assert_eq!(resets["entries"][0]["approval"], reset_id, "{resets}");
+}
+
+/// A held reset drops exactly the changes it was judged on: when the one it
+/// named was rolled back and another applied while it waited, approving it
+/// drops nothing (before: the count matched, and the other change went).
+#[tokio::test(flavor = "multi_thread")]
+async fn an_approved_reset_does_not_drop_a_change_applied_while_it_waited() {
+    let (stable, canary) = (
+        Upstream::start("stable").await,
+        Upstream::start("canary").await,
+    );
+    let folder = policy_folder(&[("change-freeze", ALWAYS_FROZEN)]);
+    let airlock = Airlock::start(&config(
+        &stable,
+        &canary,
+        &folder,
+        true,
+        "watch_window = \"30s\"\nrollback_error_rate = 0.3\n",
+    ));
+    let approved = |body: Value| {
+        let airlock = &airlock;
+        async move {
+            let held = change(airlock, "erin", body).await;
+            assert_eq!(held.status, 202, "{}", held.text());
+            let id = held.json()["approval"]["id"].as_str().unwrap().to_owned();
+            assert_eq!(vote(airlock, "bob", &id, "approve", "").await.status, 200);
+        }
+    };
+    approved(json!({"op": "shift_traffic", "route": "shop", "to_pool": "canary", "percent": 100}))
+        .await;
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            overlay(&airlock).await.len() == 1
+        })
+        .await
+    );
+    let reset = api(&airlock, Some("erin"), "DELETE", "/v1/routing/overlay", "").await;
+    assert_eq!(reset.status, 202, "{}", reset.text());
+    let reset_id = reset.json()["approval"]["id"].as_str().unwrap().to_owned();
+
+    // The shift goes bad and is rolled back by itself; another change is
+    // approved and applied meanwhile.
+    canary.force_status(500);
+    let _ = served_by(&airlock, 40).await;
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            overlay(&airlock).await.is_empty()
+        })
+        .await
+    );
+    approved(json!({"op": "set_weights", "pool": "web", "weights": [{"backend": stable.addr.to_string(), "weight": 5}]}))
+        .await;
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            overlay(&airlock).await.len() == 1
+        })
+        .await
+    );
+
+    assert_eq!(
+        vote(&airlock, "bob", &reset_id, "approve", "").await.status,
+        200
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let kept = overlay(&airlock).await;
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert_eq!(kept[0]["change"]["op"], "set_weights");
 }
 
 #[tokio::test(flavor = "multi_thread")]

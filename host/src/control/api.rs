@@ -104,7 +104,11 @@ async fn reset(
     State(state): State<ControlApi>,
     Extension(identity): Extension<Arc<Identity>>,
 ) -> Result<Response, ApiError> {
-    request(&state, Change::ResetOverlay { changes: 0 }, &identity).await
+    let change = Change::ResetOverlay {
+        changes: 0,
+        ids: Vec::new(),
+    };
+    request(&state, change, &identity).await
 }
 
 /// `POST /v1/reload`: the change `reload_config` of the file as it is now.

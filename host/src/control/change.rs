@@ -39,10 +39,13 @@ pub enum Change {
         percent: u8,
     },
     /// Drop every applied change: routing as the config file has it.
-    /// `changes` is how many that drops, filled in by Airlock.
+    /// `changes` is how many that drops and `ids` which (sorted), both
+    /// filled in by Airlock: a held reset drops exactly those or nothing.
     ResetOverlay {
         #[serde(default)]
         changes: u32,
+        #[serde(default)]
+        ids: Vec<String>,
     },
     /// Reload pools and routes from the config file. `sha256` pins the file
     /// (hex): given, the file must be exactly that; left out, Airlock fills
@@ -70,15 +73,6 @@ fn one() -> u32 {
 }
 
 impl Change {
-    /// Whether this change edits the overlay (as opposed to resetting it or
-    /// reloading the file under it).
-    pub fn is_edit(&self) -> bool {
-        !matches!(
-            self,
-            Change::ResetOverlay { .. } | Change::ReloadConfig { .. }
-        )
-    }
-
     /// Pools whose behaviour this change affects, for approvers (none named
     /// for a reset or reload: they may touch any).
     pub fn pools(&self, routes: &[RouteConfig]) -> Vec<String> {
@@ -252,7 +246,7 @@ impl Change {
                 to_pool: to_pool.clone(),
                 percent: *percent,
             }),
-            Change::ResetOverlay { changes } => {
+            Change::ResetOverlay { changes, .. } => {
                 contract::Change::ResetOverlay(contract::OverlayReset { changes: *changes })
             }
             Change::ReloadConfig { sha256, summary } => {

@@ -583,10 +583,13 @@ impl ControlPlane {
     /// file that does not load or that the overlay no longer fits.
     fn prepare(&self, change: Change, desired: &Desired) -> Result<Change, ChangeError> {
         match change {
-            Change::ResetOverlay { .. } => Ok(Change::ResetOverlay {
-                changes: u32::try_from(desired.overlay.len() + desired.stale.len())
-                    .unwrap_or(u32::MAX),
-            }),
+            Change::ResetOverlay { .. } => {
+                let ids = overlay_ids(desired);
+                Ok(Change::ResetOverlay {
+                    changes: u32::try_from(ids.len()).unwrap_or(u32::MAX),
+                    ids,
+                })
+            }
             Change::ReloadConfig { sha256, .. } => {
                 let (config, sha256) = self.read_config(sha256.as_deref())?;
                 let (mut pools, mut routes) = (config.pools.clone(), config.routes.clone());
@@ -654,13 +657,15 @@ impl ControlPlane {
         approval: Option<&Approval>,
     ) -> Result<Outcome, ChangeError> {
         match change {
-            Change::ResetOverlay { changes } => {
-                // What was judged is what is dropped: a held reset of 1
-                // change does not drop 3 added while it waited.
-                let now = desired.overlay.len() + desired.stale.len();
-                if usize::try_from(changes).ok() != Some(now) {
+            Change::ResetOverlay { ids, .. } => {
+                // What was judged is what is dropped: a held reset of A does
+                // not drop B, applied while it waited.
+                let now = overlay_ids(&desired);
+                if now != ids {
                     return Err(ChangeError::Invalid(format!(
-                        "the overlay has {now} change(s) now, {changes} when the reset was judged: ask again"
+                        "the overlay holds {} now, {} when the reset was judged: ask again",
+                        now.join(", "),
+                        ids.join(", ")
                     )));
                 }
                 self.reset(desired, actor, approval)
@@ -725,9 +730,19 @@ impl ControlPlane {
         let Ok(all) = approvals.list(None) else {
             return;
         };
+        let here = self.audit.as_ref().map(AuditLog::node);
         for approval in all
             .into_iter()
             .filter(|approval| approval.action.kind == "change")
+            // A reload reads this node's file: only the node asked does it.
+            .filter(|approval| {
+                let reload = approval
+                    .action
+                    .change
+                    .as_ref()
+                    .is_some_and(|change| change["op"] == "reload_config");
+                !reload || approval.node.as_deref() == here
+            })
         {
             match approval.state {
                 ApprovalState::Pending => {
@@ -1005,6 +1020,19 @@ impl ControlPlane {
         }
         Ok(())
     }
+}
+
+/// The ids of every applied change, stale ones too, sorted: what a reset
+/// drops.
+fn overlay_ids(desired: &Desired) -> Vec<String> {
+    let mut ids: Vec<String> = desired
+        .overlay
+        .iter()
+        .chain(&desired.stale)
+        .map(|applied| applied.id.clone())
+        .collect();
+    ids.sort();
+    ids
 }
 
 /// The store write that marks `approval` carried out: a compare-and-swap,

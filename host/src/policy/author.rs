@@ -729,10 +729,22 @@ fn python_with_componentize_py() -> Result<PathBuf, AuthorError> {
     if runs(Path::new("componentize-py"), &["--version"]) {
         return Ok(python);
     }
+    // The user's own cache, never a shared directory such as /tmp, where
+    // another user could plant the programs this runs.
     let cache = std::env::var_os("XDG_CACHE_HOME")
         .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|home| Path::new(&home).join(".cache")))
-        .unwrap_or_else(std::env::temp_dir)
+        .filter(|path| path.is_absolute())
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .map(PathBuf::from)
+                .filter(|home| home.is_absolute())
+                .map(|home| home.join(".cache"))
+        })
+        .ok_or_else(|| {
+            AuthorError::Python(format!(
+                "componentize-py is not on the PATH and there is no HOME to install it under: `pip install {COMPONENTIZE_PY}`"
+            ))
+        })?
         .join("airlock")
         .join(COMPONENTIZE_PY.replace("==", "-"));
     // build.py runs the componentize-py beside the Python that runs it.

@@ -180,6 +180,10 @@ impl wasmtime::CacheStore for CompiledFunctions {
 
     fn insert(&self, key: &[u8], value: Vec<u8>) -> bool {
         let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        // Two compile threads may both miss a key and both insert it.
+        if entries.0.contains_key(key) {
+            return true;
+        }
         let size = key.len() + value.len();
         if entries.1 + size > COMPILED_FUNCTIONS_BYTES {
             *entries = (HashMap::new(), 0);
@@ -224,8 +228,11 @@ impl PolicyEngine {
         let mut pool = PoolingAllocationConfig::new();
         let instances = settings.max_instances.max(1);
         pool.total_component_instances(instances)
+            // At least room for two instances of the largest component:
+            // setting a policy up while an older version still serves.
             .total_core_instances(
-                (instances * CORE_INSTANCE_SLOTS_PER_SANDBOX).max(MAX_CORE_INSTANCES_PER_COMPONENT),
+                (instances * CORE_INSTANCE_SLOTS_PER_SANDBOX)
+                    .max(2 * MAX_CORE_INSTANCES_PER_COMPONENT),
             )
             .total_memories(instances)
             .total_tables(instances * TABLES_PER_COMPONENT)
