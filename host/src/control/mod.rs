@@ -26,7 +26,8 @@
 //! `reload-config`): judged, held and recorded like the others, since either
 //! would undo approved changes. A held reload loads the file it was judged on
 //! (pinned by its SHA-256) or nothing; a held reset drops the overlay only if
-//! it still has as many changes as when it was judged. Only `SIGHUP` on the host reloads
+//! it still holds exactly the changes it was judged on (by id). Only `SIGHUP`
+//! on the host reloads
 //! unjudged: whoever can signal the process can replace its config anyway.
 
 pub mod api;
