@@ -449,9 +449,12 @@ impl ControlPlane {
         change: Change,
         identity: &Identity,
     ) -> Result<Outcome, ChangeError> {
+        // A reload's file is read and parsed off the lock and the runtime's
+        // workers, once: what is judged is what is loaded.
+        let file = self.file_for(&change).await?;
         let desired = self.desired.lock().await;
         // Invalid changes are refused before anything judges them.
-        let change = self.prepare(change, &desired)?;
+        let change = prepare(change, &desired, file.as_ref())?;
         let file_routes = desired
             .effective()
             .map(|(_, routes)| routes)
@@ -483,7 +486,7 @@ impl ControlPlane {
             Judgement::Allow(_) => {
                 entry.decision = Some("allow".to_owned());
                 self.record(entry).await?;
-                self.carry_out_change(desired, change, &identity.subject, None)
+                self.carry_out_change(desired, change, file, &identity.subject, None)
                     .await
             }
             Judgement::Deny { policy, refusal } => {
@@ -518,7 +521,7 @@ impl ControlPlane {
                     entry.grant = Some(grants.join(","));
                     self.record(entry).await?;
                     return self
-                        .carry_out_change(desired, change, &identity.subject, None)
+                        .carry_out_change(desired, change, file, &identity.subject, None)
                         .await;
                 }
                 drop(desired);
@@ -576,75 +579,35 @@ impl ControlPlane {
         });
     }
 
-    /// Check `change` against `desired` and fill in what Airlock adds: a
-    /// reset's count, a reload's file hash and summary.
-    ///
-    /// # Errors
-    /// [`ChangeError::Invalid`]: an edit that does not apply, or a config
-    /// file that does not load or that the overlay no longer fits.
-    fn prepare(&self, change: Change, desired: &Desired) -> Result<Change, ChangeError> {
-        match change {
-            Change::ResetOverlay { .. } => {
-                let ids = overlay_ids(desired);
-                Ok(Change::ResetOverlay {
-                    changes: u32::try_from(ids.len()).unwrap_or(u32::MAX),
-                    ids,
-                })
-            }
-            Change::ReloadConfig { sha256, .. } => {
-                let (config, sha256) = self.read_config(sha256.as_deref())?;
-                let (mut pools, mut routes) = (config.pools.clone(), config.routes.clone());
-                for applied in &desired.overlay {
-                    applied.change.apply(&mut pools, &mut routes).map_err(|error| {
-                        ChangeError::Invalid(format!(
-                            "change {} no longer applies to the file ({error}): DELETE /v1/routing/overlay first",
-                            applied.id
-                        ))
-                    })?;
-                }
-                Ok(Change::ReloadConfig {
-                    sha256: Some(sha256),
-                    summary: summarize(
-                        &desired.file_pools,
-                        &desired.file_routes,
-                        &config.pools,
-                        &config.routes,
-                    ),
-                })
-            }
-            edit => {
-                let (mut pools, mut routes) = desired.effective().map_err(ChangeError::Invalid)?;
-                edit.apply(&mut pools, &mut routes)
-                    .map_err(ChangeError::Invalid)?;
-                Ok(edit)
-            }
-        }
-    }
-
     /// The config file, loaded, and the SHA-256 (hex) of what was read.
     /// With `expected`, a file with another hash is refused.
     ///
     /// # Errors
     /// [`ChangeError::Invalid`]: no file, not readable, another hash, or
     /// not a valid config (naming file:line:key).
-    fn read_config(&self, expected: Option<&str>) -> Result<(Config, String), ChangeError> {
-        let file = self.config_file.as_deref().ok_or_else(|| {
+    async fn read_config(&self, expected: Option<&str>) -> Result<(Config, String), ChangeError> {
+        let file = self.config_file.clone().ok_or_else(|| {
             ChangeError::Invalid("this node was not started from a config file".to_owned())
         })?;
-        let text = std::fs::read_to_string(file)
-            .map_err(|error| ChangeError::Invalid(format!("{}: {error}", file.display())))?;
-        let sha256 = crate::secrets::hex(&crate::secrets::sha256(text.as_bytes()));
-        if let Some(expected) = expected {
-            if !expected.eq_ignore_ascii_case(&sha256) {
-                return Err(ChangeError::Invalid(format!(
-                    "{}: its SHA-256 is {sha256}, not {expected}: the file changed",
-                    file.display()
-                )));
+        let expected = expected.map(str::to_owned);
+        // File I/O, and the TLS files the config names: not on a worker.
+        tokio::task::spawn_blocking(move || read_config(&file, expected.as_deref()))
+            .await
+            .map_err(|error| ChangeError::Invalid(format!("reading the config: {error}")))?
+    }
+
+    /// The file a reload of `change` loads (none for other changes), read
+    /// once, before the desired state is locked.
+    ///
+    /// # Errors
+    /// As [`read_config`](Self::read_config).
+    async fn file_for(&self, change: &Change) -> Result<Option<(Config, String)>, ChangeError> {
+        match change {
+            Change::ReloadConfig { sha256, .. } => {
+                self.read_config(sha256.as_deref()).await.map(Some)
             }
+            _ => Ok(None),
         }
-        let config =
-            Config::parse(&text, file).map_err(|error| ChangeError::Invalid(error.to_string()))?;
-        Ok((config, sha256))
     }
 
     /// Carry out a judged `change`: apply an edit to the overlay, reset the
@@ -654,6 +617,7 @@ impl ControlPlane {
         self: &Arc<Self>,
         desired: tokio::sync::MutexGuard<'_, Desired>,
         change: Change,
+        file: Option<(Config, String)>,
         actor: &str,
         approval: Option<&Approval>,
     ) -> Result<Outcome, ChangeError> {
@@ -673,8 +637,9 @@ impl ControlPlane {
                     .await
                     .map(Outcome::Reset)
             }
-            Change::ReloadConfig { sha256, .. } => {
-                let (config, _) = self.read_config(sha256.as_deref())?;
+            Change::ReloadConfig { .. } => {
+                let (config, _) = file
+                    .ok_or_else(|| ChangeError::Invalid("a reload without its file".to_owned()))?;
                 self.reload(desired, &config, actor, approval)
                     .await
                     .map(Outcome::Reloaded)
@@ -693,8 +658,8 @@ impl ControlPlane {
     /// No file, a file that does not load, or one the overlay no longer
     /// fits; nothing changes then.
     pub async fn reload_unjudged(&self, actor: &str) -> Result<String, ChangeError> {
+        let (config, _) = self.read_config(None).await?;
         let desired = self.desired.lock().await;
-        let (config, _) = self.read_config(None)?;
         self.reload(desired, &config, actor, None).await
     }
 
@@ -709,11 +674,14 @@ impl ControlPlane {
         else {
             return;
         };
-        let desired = self.desired.lock().await;
-        match self
-            .carry_out_change(desired, change, &held.principal, Some(&held))
-            .await
-        {
+        let outcome = async {
+            let file = self.file_for(&change).await?;
+            let desired = self.desired.lock().await;
+            self.carry_out_change(desired, change, file, &held.principal, Some(&held))
+                .await
+        }
+        .await;
+        match outcome {
             Ok(outcome) => {
                 tracing::info!(approval = %held.id, "approved change carried out: {outcome:?}")
             }
@@ -1021,6 +989,79 @@ impl ControlPlane {
         }
         Ok(())
     }
+}
+
+/// Check `change` against `desired` and fill in what Airlock adds: a
+/// reset's ids, a reload's file hash and summary (`file`, as
+/// [`ControlPlane::file_for`] read it).
+///
+/// # Errors
+/// [`ChangeError::Invalid`]: an edit that does not apply, or a config
+/// file that does not load or that the overlay no longer fits.
+fn prepare(
+    change: Change,
+    desired: &Desired,
+    file: Option<&(Config, String)>,
+) -> Result<Change, ChangeError> {
+    match change {
+        Change::ResetOverlay { .. } => {
+            let ids = overlay_ids(desired);
+            Ok(Change::ResetOverlay {
+                changes: u32::try_from(ids.len()).unwrap_or(u32::MAX),
+                ids,
+            })
+        }
+        Change::ReloadConfig { .. } => {
+            let (config, sha256) =
+                file.ok_or_else(|| ChangeError::Invalid("a reload without its file".to_owned()))?;
+            let (mut pools, mut routes) = (config.pools.clone(), config.routes.clone());
+            for applied in &desired.overlay {
+                applied.change.apply(&mut pools, &mut routes).map_err(|error| {
+                    ChangeError::Invalid(format!(
+                        "change {} no longer applies to the file ({error}): DELETE /v1/routing/overlay first",
+                        applied.id
+                    ))
+                })?;
+            }
+            Ok(Change::ReloadConfig {
+                sha256: Some(sha256.clone()),
+                summary: summarize(
+                    &desired.file_pools,
+                    &desired.file_routes,
+                    &config.pools,
+                    &config.routes,
+                ),
+            })
+        }
+        edit => {
+            let (mut pools, mut routes) = desired.effective().map_err(ChangeError::Invalid)?;
+            edit.apply(&mut pools, &mut routes)
+                .map_err(ChangeError::Invalid)?;
+            Ok(edit)
+        }
+    }
+}
+
+/// `file`, loaded, and the SHA-256 (hex) of what was read; with
+/// `expected`, a file with another hash is refused.
+fn read_config(
+    file: &std::path::Path,
+    expected: Option<&str>,
+) -> Result<(Config, String), ChangeError> {
+    let text = std::fs::read_to_string(file)
+        .map_err(|error| ChangeError::Invalid(format!("{}: {error}", file.display())))?;
+    let sha256 = crate::secrets::hex(&crate::secrets::sha256(text.as_bytes()));
+    if let Some(expected) = expected {
+        if !expected.eq_ignore_ascii_case(&sha256) {
+            return Err(ChangeError::Invalid(format!(
+                "{}: its SHA-256 is {sha256}, not {expected}: the file changed",
+                file.display()
+            )));
+        }
+    }
+    let config =
+        Config::parse(&text, file).map_err(|error| ChangeError::Invalid(error.to_string()))?;
+    Ok((config, sha256))
 }
 
 /// The ids of every applied change, stale ones too, sorted: what a reset
