@@ -109,8 +109,10 @@ const PYTHON_SDK: [(&str, &str); 10] = [
     ("wit/policy.wit", include_str!("../../../wit/policy.wit")),
 ];
 
-/// The JavaScript SDK: its package (the lockfile pins componentize-js),
-/// its build script, its sources and the contract it builds against.
+/// The JavaScript SDK: its package and lockfile (the lockfile pins
+/// componentize-js for `npm ci` in the SDK itself; a new policy's own
+/// `npm install` pins only the SDK's direct dependencies), its build
+/// script, its sources and the contract it builds against.
 const JS_SDK: [(&str, &str); 13] = [
     ("package.json", include_str!("../../../sdk/js/package.json")),
     (
@@ -623,13 +625,13 @@ fn build_python(directory: &Path) -> Result<(String, PathBuf, Vec<u8>), AuthorEr
 fn build_js(directory: &Path) -> Result<(String, PathBuf, Vec<u8>), AuthorError> {
     let (directory, name) = named_after(directory)?;
     let node = std::env::var_os("NODE").map_or_else(|| "node".into(), PathBuf::from);
-    let node_ok = std::process::Command::new(&node)
-        .args([
+    let node_ok = succeeds(
+        &node,
+        &[
             "-e",
             "process.exit(+process.versions.node.split('.')[0] >= 20 ? 0 : 1)",
-        ])
-        .status()
-        .is_ok_and(|status| status.success());
+        ],
+    );
     if !node_ok {
         return Err(AuthorError::Js(format!(
             "JavaScript policies need Node.js 20 or newer as `{}` (set NODE to another)",
@@ -704,20 +706,22 @@ fn write_files<P: AsRef<Path>, T: AsRef<[u8]>>(
     Ok(())
 }
 
+/// Whether `program arguments` runs and exits 0 (its output discarded).
+fn succeeds(program: &Path, arguments: &[&str]) -> bool {
+    std::process::Command::new(program)
+        .args(arguments)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success())
+}
+
 /// A Python to run `build.py` with: `AIRLOCK_PYTHON` or `python3` if
 /// componentize-py is on the `PATH`, else the venv kept in the user's
 /// cache, created and filled from PyPI the first time.
 fn python_with_componentize_py() -> Result<PathBuf, AuthorError> {
     let python = std::env::var_os("AIRLOCK_PYTHON").map_or_else(|| "python3".into(), PathBuf::from);
-    let runs = |command: &Path, arguments: &[&str]| {
-        std::process::Command::new(command)
-            .args(arguments)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .status()
-            .is_ok_and(|status| status.success())
-    };
-    if !runs(
+    if !succeeds(
         &python,
         &["-c", "import sys; assert sys.version_info >= (3, 11)"],
     ) {
@@ -726,7 +730,7 @@ fn python_with_componentize_py() -> Result<PathBuf, AuthorError> {
             python.display()
         )));
     }
-    if runs(Path::new("componentize-py"), &["--version"]) {
+    if succeeds(Path::new("componentize-py"), &["--version"]) {
         return Ok(python);
     }
     // The user's own cache, never a shared directory such as /tmp, where
@@ -749,14 +753,14 @@ fn python_with_componentize_py() -> Result<PathBuf, AuthorError> {
         .join(COMPONENTIZE_PY.replace("==", "-"));
     // build.py runs the componentize-py beside the Python that runs it.
     let venv_python = cache.join("bin").join("python");
-    if runs(&cache.join("bin").join("componentize-py"), &["--version"]) {
+    if succeeds(&cache.join("bin").join("componentize-py"), &["--version"]) {
         return Ok(venv_python);
     }
     eprintln!(
         "installing {COMPONENTIZE_PY} from PyPI into {} (once)",
         cache.display()
     );
-    let created = runs(&python, &["-m", "venv", &cache.to_string_lossy()])
+    let created = succeeds(&python, &["-m", "venv", &cache.to_string_lossy()])
         && std::process::Command::new(&venv_python)
             .args(["-m", "pip", "install", "--quiet", COMPONENTIZE_PY])
             .status()
