@@ -3,12 +3,21 @@
 //! `node_modules`; Node 20+ and npm come from `.ci/run`): the SDK's and the
 //! ports' native tests, the ports passing the Rust policies' own case
 //! tables, and the author's loop from `airlock policy new --lang js`.
+//!
+//! The tests that install into the repository's packages take
+//! [`REPOSITORY_PACKAGES`] first: `npm ci` empties a `node_modules` that
+//! another test may be building from, and a port's install packs the SDK's
+//! directory.
 
 use std::path::Path;
+use std::sync::Mutex;
 
 use crate::policy::{
     airlock_policy, build, native_tests, ports_pass_the_rust_case_tables, repository,
 };
+
+/// Held while `sdk/js` and `policies/*-js` are installed or built from.
+static REPOSITORY_PACKAGES: Mutex<()> = Mutex::new(());
 
 /// `npm ci` (or `npm install` without a lockfile), then `npm test`, in
 /// `directory`; panics with npm's output if either fails.
@@ -27,6 +36,7 @@ fn npm_test(directory: &Path) {
 /// component glue) and the ports' unit tests, natively.
 #[test]
 fn the_js_sdk_and_the_ports_pass_their_node_tests() {
+    let _installing = REPOSITORY_PACKAGES.lock().unwrap_or_else(|e| e.into_inner());
     for package in [
         "sdk/js",
         "policies/approval-rules-js",
@@ -38,6 +48,7 @@ fn the_js_sdk_and_the_ports_pass_their_node_tests() {
 
 #[test]
 fn the_js_ports_pass_the_rust_policies_case_tables() {
+    let _building = REPOSITORY_PACKAGES.lock().unwrap_or_else(|e| e.into_inner());
     ports_pass_the_rust_case_tables(&["policies/approval-rules-js", "policies/business-hours-js"]);
 }
 

@@ -1,8 +1,8 @@
-//! The policy author's tools: `airlock policy new NAME [--lang go|python]`
-//! scaffolds a Rust policy crate (or a Go module, or a Python project) that
-//! builds and passes its own tests; `airlock policy build DIR` builds any
-//! of them into a component and checks it against the contract before
-//! writing it out.
+//! The policy author's tools: `airlock policy new NAME [--lang go|python|js]`
+//! scaffolds a Rust policy crate (or a Go module, a Python project, a
+//! JavaScript package) that builds and passes its own tests; `airlock
+//! policy build DIR` builds any of them into a component and checks it
+//! against the contract before writing it out.
 
 use std::path::{Path, PathBuf};
 
@@ -13,6 +13,9 @@ use super::guest_build;
 /// there, so a policy builds wherever Airlock was installed from (no path
 /// into Airlock's source tree, no registry).
 const SDK_DIRECTORY: &str = "airlock-sdk";
+
+/// The contract this binary speaks, which every SDK copy builds against.
+const CONTRACT: &str = include_str!("../../../wit/policy.wit");
 
 /// The Rust SDK's sources, and the contract its bindings are generated
 /// from (read from `wit/` beside them in the copy).
@@ -28,7 +31,7 @@ const RUST_SDK: [(&str, &str); 6] = [
         include_str!("../../../sdk/rust/src/testing.rs"),
     ),
     ("src/time.rs", include_str!("../../../sdk/rust/src/time.rs")),
-    ("wit/policy.wit", include_str!("../../../wit/policy.wit")),
+    ("wit/policy.wit", CONTRACT),
 ];
 
 /// The copy's manifest: the SDK's own (`sdk/rust/Cargo.toml`) inherits
@@ -106,7 +109,7 @@ const PYTHON_SDK: [(&str, &str); 10] = [
         include_str!("../../../sdk/python/airlock/window.py"),
     ),
     ("build.py", include_str!("../../../sdk/python/build.py")),
-    ("wit/policy.wit", include_str!("../../../wit/policy.wit")),
+    ("wit/policy.wit", CONTRACT),
 ];
 
 /// The JavaScript SDK: its package and lockfile (the lockfile pins
@@ -147,7 +150,7 @@ const JS_SDK: [(&str, &str); 13] = [
         include_str!("../../../sdk/js/src/testing.js"),
     ),
     ("src/time.js", include_str!("../../../sdk/js/src/time.js")),
-    ("wit/policy.wit", include_str!("../../../wit/policy.wit")),
+    ("wit/policy.wit", CONTRACT),
 ];
 
 /// The componentize-py the Python SDK is built and tested with; `airlock
@@ -620,8 +623,9 @@ fn build_python(directory: &Path) -> Result<(String, PathBuf, Vec<u8>), AuthorEr
 }
 
 /// A JavaScript package, built by the SDK's `build.mjs` (ComponentizeJS)
-/// after `npm ci` (or `npm install` without a lockfile) where its
-/// `node_modules` lacks the SDK: named after its directory.
+/// against this binary's contract, after `npm ci` (or `npm install`
+/// without a lockfile) where its `node_modules` lacks the SDK: named after
+/// its directory.
 fn build_js(directory: &Path) -> Result<(String, PathBuf, Vec<u8>), AuthorError> {
     let (directory, name) = named_after(directory)?;
     let node = std::env::var_os("NODE").map_or_else(|| "node".into(), PathBuf::from);
@@ -661,12 +665,15 @@ fn build_js(directory: &Path) -> Result<(String, PathBuf, Vec<u8>), AuthorError>
         .prefix("airlock-js-build-")
         .tempdir()
         .map_err(io(&std::env::temp_dir()))?;
+    write_files(staging.path(), [("wit/policy.wit", CONTRACT)])?;
     let output = staging.path().join(format!("{name}.wasm"));
     let status = std::process::Command::new(&node)
         .arg(&build)
         .arg(&directory)
         .arg("-o")
         .arg(&output)
+        .arg("--wit")
+        .arg(staging.path().join("wit"))
         .status()
         .map_err(io(&node))?;
     if !status.success() {
