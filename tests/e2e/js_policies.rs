@@ -36,7 +36,9 @@ fn npm_test(directory: &Path) {
 /// component glue) and the ports' unit tests, natively.
 #[test]
 fn the_js_sdk_and_the_ports_pass_their_node_tests() {
-    let _installing = REPOSITORY_PACKAGES.lock().unwrap_or_else(|e| e.into_inner());
+    let _installing = REPOSITORY_PACKAGES
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
     for package in [
         "sdk/js",
         "policies/approval-rules-js",
@@ -48,7 +50,9 @@ fn the_js_sdk_and_the_ports_pass_their_node_tests() {
 
 #[test]
 fn the_js_ports_pass_the_rust_policies_case_tables() {
-    let _building = REPOSITORY_PACKAGES.lock().unwrap_or_else(|e| e.into_inner());
+    let _building = REPOSITORY_PACKAGES
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
     ports_pass_the_rust_case_tables(&["policies/approval-rules-js", "policies/business-hours-js"]);
 }
 
