@@ -41,6 +41,11 @@ fn main() {
         println!("cargo:rerun-if-changed={watched}");
     }
 
+    let rustc = PathBuf::from(std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into()));
+    if let Some(done) = guest_build::add_missing_target(&rustc) {
+        println!("cargo:warning={done}");
+    }
+
     let target_dir = root.join("target").join("policies");
     let packages: Vec<&str> = BUNDLED.iter().chain(FIXTURES.iter()).copied().collect();
     let output = guest_build::cargo_build(&cargo, &root.join("Cargo.toml"), &packages, &target_dir)

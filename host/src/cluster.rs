@@ -450,7 +450,7 @@ pub async fn push_policy(
             format!("`{name}` is not a policy name: letters, digits, `-` and `_`, up to 64"),
         ));
     }
-    let sha256 = crate::secrets::hex(&crate::secrets::sha256(component));
+    let sha256 = crate::secrets::sha256_hex(component);
     let chunks: Vec<&[u8]> = component.chunks(CHUNK).collect();
     for (index, chunk) in chunks.iter().enumerate() {
         etcd.put(&format!("policy-blobs/{sha256}/{index}"), chunk, None)
@@ -523,8 +523,8 @@ async fn install_one(etcd: &Etcd, folder: &Path, record: &[u8]) {
     };
     let component = std::fs::read(folder.join(format!("{}.wasm", pushed.name))).ok();
     let parameters = std::fs::read_to_string(folder.join(format!("{}.toml", pushed.name))).ok();
-    let same_component = component
-        .is_some_and(|bytes| crate::secrets::hex(&crate::secrets::sha256(&bytes)) == pushed.sha256);
+    let same_component =
+        component.is_some_and(|bytes| crate::secrets::sha256_hex(&bytes) == pushed.sha256);
     let same_parameters = pushed
         .parameters
         .as_deref()
@@ -558,7 +558,7 @@ async fn fetch_component(etcd: &Etcd, pushed: &PushedPolicy) -> Result<Vec<u8>, 
         };
         component.extend_from_slice(&chunk);
     }
-    let sha256 = crate::secrets::hex(&crate::secrets::sha256(&component));
+    let sha256 = crate::secrets::sha256_hex(&component);
     if sha256 != pushed.sha256 {
         return Err(StoreError::new(
             "check the pushed policy",

@@ -196,7 +196,7 @@ fn demo_principals() -> String {
             };
             format!(
                 "[[principal]]\nsubject = \"{subject}\"  # token: {token}\ntoken_sha256 = \"{}\"\ngroups = [{groups}]\nroles = [{roles}]\n\n",
-                crate::secrets::hex(&crate::secrets::sha256(token.as_bytes()))
+                crate::secrets::sha256_hex(token.as_bytes())
             )
         })
         .collect()

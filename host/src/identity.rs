@@ -11,6 +11,8 @@ use std::sync::Arc;
 use http::HeaderMap;
 
 use crate::config::{PrincipalConfig, Role};
+use subtle::ConstantTimeEq;
+
 use crate::secrets;
 
 /// A known principal.
@@ -68,7 +70,7 @@ impl Identities {
             if let Some(hash) = principal
                 .token_sha256
                 .as_deref()
-                .and_then(|hash| secrets::unhex(hash)?.try_into().ok())
+                .and_then(|hash| hex::decode(hash).ok()?.try_into().ok())
             {
                 identities.tokens.push((hash, identity.clone()));
             }
@@ -86,7 +88,7 @@ impl Identities {
         let presented = secrets::sha256(token.as_bytes());
         let mut found = None;
         for (hash, identity) in &self.tokens {
-            if secrets::constant_time_eq(hash, &presented) {
+            if bool::from(hash.ct_eq(&presented)) {
                 found = Some(identity.clone());
             }
         }
@@ -129,7 +131,7 @@ impl Identities {
 /// Whether a configured token hash is one of the demo's tokens.
 pub fn is_demo_token(token_sha256: &str) -> bool {
     DEMO_TOKENS.iter().any(|(_, token)| {
-        secrets::hex(&secrets::sha256(token.as_bytes())).eq_ignore_ascii_case(token_sha256)
+        crate::secrets::sha256_hex(token.as_bytes()).eq_ignore_ascii_case(token_sha256)
     })
 }
 
@@ -140,7 +142,7 @@ mod tests {
     fn principal(subject: &str, token: &str, roles: Vec<Role>) -> PrincipalConfig {
         PrincipalConfig {
             subject: subject.into(),
-            token_sha256: Some(secrets::hex(&secrets::sha256(token.as_bytes()))),
+            token_sha256: Some(crate::secrets::sha256_hex(token.as_bytes())),
             certificate: None,
             groups: vec!["oncall".into()],
             roles,
@@ -205,9 +207,9 @@ mod tests {
 
     #[test]
     fn demo_tokens_are_recognized_by_their_hash() {
-        let hash = secrets::hex(&secrets::sha256(b"demo-bob-token"));
+        let hash = crate::secrets::sha256_hex(b"demo-bob-token");
         assert!(is_demo_token(&hash));
         assert!(is_demo_token(&hash.to_uppercase()));
-        assert!(!is_demo_token(&secrets::hex(&secrets::sha256(b"real"))));
+        assert!(!is_demo_token(&crate::secrets::sha256_hex(b"real")));
     }
 }

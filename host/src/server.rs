@@ -716,7 +716,7 @@ fn refuse_a_rewritten_trail(store: &dyn Store, signer: &HeadSigner) -> Result<()
             format!(
                 "entry {seq}: {problem}; refusing to start over it (see `airlock audit verify --heads {} --public-key {}`; to start a new trail on purpose, move {} aside first)",
                 heads.display(),
-                crate::secrets::hex(signer.public_key().as_bytes()),
+                hex::encode(signer.public_key().as_bytes()),
                 heads.display()
             ),
         ))),

@@ -176,7 +176,7 @@ impl EtcdCluster {
                 Ok(child) => *member.child.lock().unwrap() = Some(child),
                 Err(error) => panic!(
                     "cannot run etcd ({error}): the etcd tests need etcd 3.4 and etcdctl \
-                     (Debian: apt-get install etcd-server etcd-client, see .ci/run)"
+                     (Debian: apt-get install etcd-server etcd-client, see tests/run)"
                 ),
             }
             cluster.members.push(member);

@@ -1,5 +1,5 @@
 //! Go policies through the real binary, built from source with the Go
-//! toolchain (`GO` or `go` on the `PATH`; `.ci/run` installs it): the
+//! toolchain (`GO` or `go` on the `PATH`; `tests/run` installs it): the
 //! author's loop from `airlock policy new --lang go`, the Go ports passing
 //! the Rust policies' own case tables, and a Go policy hot-reloaded into a
 //! running node.

@@ -1,6 +1,6 @@
 //! JavaScript policies through the real binary, built with ComponentizeJS
 //! (`airlock policy build` runs `npm ci` where a package lacks its
-//! `node_modules`; Node 20+ and npm come from `.ci/run`): the SDK's and the
+//! `node_modules`; Node 20+ and npm come from `tests/run`): the SDK's and the
 //! ports' native tests, the ports passing the Rust policies' own case
 //! tables, and the author's loop from `airlock policy new --lang js`.
 //!

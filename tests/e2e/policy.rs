@@ -300,7 +300,7 @@ pub(crate) fn repository(relative: &str) -> PathBuf {
 }
 
 /// `program args` in `directory`: a language's own test runner (`needs`
-/// says what `.ci/run` installs for it). Panics with its output if it fails.
+/// says what `tests/run` installs for it). Panics with its output if it fails.
 pub(crate) fn native_tests(
     directory: &Path,
     program: &std::ffi::OsStr,
@@ -314,7 +314,7 @@ pub(crate) fn native_tests(
         .output()
         .unwrap_or_else(|error| {
             panic!(
-                "{}: {error} ({needs} is needed: .ci/run installs it)",
+                "{}: {error} ({needs} is needed: tests/run installs it)",
                 program.to_string_lossy()
             )
         });

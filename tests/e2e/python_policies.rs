@@ -1,5 +1,5 @@
 //! Python policies through the real binary, built with componentize-py
-//! (`.ci/run` installs it and pytest; `airlock policy build` installs
+//! (`tests/run` installs it and pytest; `airlock policy build` installs
 //! componentize-py into a cached venv where it is missing): the SDK's and
 //! the ports' native tests, the ports passing the Rust policies' own case
 //! tables, and the author's loop from `airlock policy new --lang python` to

@@ -328,7 +328,7 @@ async fn audit_verify(
             answer["anchor_checked"] = json!(anchor_checked);
             answer["heads_checked"] = json!(state.heads.is_some());
             if let Some(signer) = &state.heads {
-                answer["public_key"] = json!(crate::secrets::hex(signer.public_key().as_bytes()));
+                answer["public_key"] = json!(hex::encode(signer.public_key().as_bytes()));
             }
             if let Some(problem) = against_anchor {
                 answer["ok"] = json!(false);

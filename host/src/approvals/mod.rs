@@ -514,7 +514,7 @@ impl std::fmt::Debug for Approvals {
 fn new_id(prefix: &str) -> Result<String, StoreError> {
     let bytes = crate::secrets::random_bytes::<16>()
         .map_err(|error| StoreError::new("make an id", error))?;
-    Ok(format!("{prefix}_{}", crate::secrets::hex(&bytes)))
+    Ok(format!("{prefix}_{}", hex::encode(&bytes)))
 }
 
 fn encode(approval: &Approval) -> Vec<u8> {
@@ -1022,7 +1022,7 @@ impl Approvals {
     ) -> Result<Raised, ApprovalError> {
         if let Some(shared) = self.store.shared() {
             let id = new_id("apr")?;
-            let key = crate::secrets::hex(&crate::secrets::sha256(event_key.as_bytes()));
+            let key = crate::secrets::sha256_hex(event_key.as_bytes());
             // The claim outlives the approval a little, so a node that
             // notices late does not raise a second one.
             let ttl = timeout + Duration::from_secs(5);

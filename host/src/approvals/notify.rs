@@ -28,14 +28,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use hmac::{Hmac, Mac};
 use http::{header, Request};
 use http_body_util::Full;
+use sha2::Sha256;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 
 use super::{ApprovalEvent, ApprovalState, Approvals};
 use crate::config::{WebhookConfig, WebhookFormat};
 use crate::http_client::HttpClient;
-use crate::secrets;
 
 /// Receivers reject signatures older (or newer) than this.
 pub const MAX_AGE_SECS: i64 = 300;
@@ -223,12 +224,20 @@ fn capitalized(word: &str) -> String {
         .unwrap_or_default()
 }
 
-/// The `Airlock-Signature` value for `body` sent at `timestamp`.
+/// The `Airlock-Signature` value for `body` sent at `timestamp`:
+/// `v1=` and the HMAC-SHA256 of `TIMESTAMP.BODY` under `key`, in hex.
 pub fn sign(key: &[u8], timestamp: i64, body: &[u8]) -> String {
-    let mut message = timestamp.to_string().into_bytes();
-    message.push(b'.');
-    message.extend_from_slice(body);
-    format!("v1={}", secrets::hex(&secrets::hmac_sha256(key, &message)))
+    let digest = signature_mac(key, timestamp, body).finalize().into_bytes();
+    format!("v1={}", hex::encode(digest))
+}
+
+/// The HMAC over `TIMESTAMP.BODY`, ready to finalize or verify.
+fn signature_mac(key: &[u8], timestamp: i64, body: &[u8]) -> Hmac<Sha256> {
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes a key of any length");
+    mac.update(timestamp.to_string().as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    mac
 }
 
 /// Why a receiver rejects a delivery.
@@ -262,11 +271,13 @@ pub fn verify(
     if age.abs() > MAX_AGE_SECS {
         return Err(SignatureError::Stale(age));
     }
-    let expected = sign(key, sent, body);
-    if !secrets::constant_time_eq(expected.as_bytes(), signature.as_bytes()) {
-        return Err(SignatureError::Mismatch);
-    }
-    Ok(())
+    let presented = signature
+        .strip_prefix("v1=")
+        .and_then(|digest| hex::decode(digest).ok())
+        .ok_or(SignatureError::Mismatch)?;
+    signature_mac(key, sent, body)
+        .verify_slice(&presented)
+        .map_err(|_| SignatureError::Mismatch)
 }
 
 #[cfg(test)]
@@ -304,6 +315,29 @@ mod tests {
         assert_eq!(
             verify(key, "soon", &signature, body, now),
             Err(SignatureError::BadTimestamp)
+        );
+    }
+
+    /// Receivers check signatures with their own HMAC code: the format is
+    /// a contract, checked against Python's `hmac.new(key, b"1700000000."
+    /// + body, hashlib.sha256).hexdigest()`.
+    #[test]
+    fn a_signature_is_v1_and_the_hex_hmac_of_timestamp_dot_body() {
+        assert_eq!(
+            sign(b"whsec-test", 1_700_000_000, br#"{"events":[]}"#),
+            "v1=f6508d728f59e4a4c30a839747614dc39926dae93caf45c8e91908c852f5ce5d"
+        );
+        // A prefix of the right signature is not a signature.
+        let truncated = "v1=f6508d728f59e4a4c30a839747614dc3";
+        assert_eq!(
+            verify(
+                b"whsec-test",
+                "1700000000",
+                truncated,
+                br#"{"events":[]}"#,
+                1_700_000_000
+            ),
+            Err(SignatureError::Mismatch)
         );
     }
 

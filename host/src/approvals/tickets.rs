@@ -14,6 +14,8 @@
 
 use super::{ActionSummary, Approval, ApprovalError, ApprovalState, Approvals, Step};
 use crate::audit::{now_ms, AuditEntry};
+use subtle::ConstantTimeEq;
+
 use crate::secrets;
 use crate::store::StoreError;
 
@@ -24,14 +26,14 @@ use crate::store::StoreError;
 pub fn new_ticket() -> Result<(String, String), StoreError> {
     let bytes = secrets::random_bytes::<32>()
         .map_err(|error| StoreError::new("make an async ticket", error))?;
-    let ticket = format!("tkt_{}", secrets::hex(&bytes));
+    let ticket = format!("tkt_{}", hex::encode(&bytes));
     let hash = ticket_hash(&ticket);
     Ok((ticket, hash))
 }
 
 /// What is stored for `ticket`.
 pub fn ticket_hash(ticket: &str) -> String {
-    secrets::hex(&secrets::sha256(ticket.as_bytes()))
+    crate::secrets::sha256_hex(ticket.as_bytes())
 }
 
 /// Why a ticket does not pass (answered 403; nothing changes).
@@ -70,7 +72,7 @@ fn check(
     if !approval
         .ticket_sha256
         .as_deref()
-        .is_some_and(|stored| secrets::constant_time_eq(stored.as_bytes(), hash.as_bytes()))
+        .is_some_and(|stored| bool::from(stored.as_bytes().ct_eq(hash.as_bytes())))
     {
         return Err(TicketRefused::Unknown);
     }

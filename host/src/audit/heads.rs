@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use ed25519_dalek::{Signature, Signer as _, SigningKey, Verifier as _, VerifyingKey};
 use serde::{Deserialize, Serialize};
 
-use super::{decode, hex};
+use super::decode;
 use crate::store::{Store, StoreError};
 
 /// One signed chain head.
@@ -54,7 +54,8 @@ impl SignedHead {
             Some(trusted) => trusted,
             None => &named,
         };
-        let bytes: [u8; 64] = unhex(&self.signature)
+        let bytes: [u8; 64] = hex::decode(&self.signature)
+            .ok()
             .and_then(|bytes| bytes.try_into().ok())
             .ok_or_else(|| format!("head {}: the signature is not 64 hex bytes", self.seq))?;
         key.verify(
@@ -93,7 +94,8 @@ impl HeadSigner {
             cause,
         };
         let text = std::fs::read_to_string(key_file).map_err(|error| fail(error.to_string()))?;
-        let seed: [u8; 32] = unhex(text.trim())
+        let seed: [u8; 32] = hex::decode(text.trim())
+            .ok()
             .and_then(|bytes| bytes.try_into().ok())
             .ok_or_else(|| {
                 fail(
@@ -171,8 +173,8 @@ impl HeadSigner {
             seq,
             hash: hash.to_owned(),
             time_ms,
-            public_key: hex(self.key.verifying_key().as_bytes()),
-            signature: hex(&self.key.sign(message.as_bytes()).to_bytes()),
+            public_key: hex::encode(self.key.verifying_key().as_bytes()),
+            signature: hex::encode(self.key.sign(message.as_bytes()).to_bytes()),
         };
         let line = serde_json::to_string(&head).unwrap_or_default();
         let Some(heads_file) = &self.file else {
@@ -215,10 +217,10 @@ pub fn generate_key(file: &Path) -> Result<String, HeadsError> {
     let mut out = options
         .open(file)
         .map_err(|error| fail(error.to_string()))?;
-    writeln!(out, "{}", hex(&seed)).map_err(|error| fail(error.to_string()))?;
-    Ok(hex(SigningKey::from_bytes(&seed)
-        .verifying_key()
-        .as_bytes()))
+    writeln!(out, "{}", hex::encode(seed)).map_err(|error| fail(error.to_string()))?;
+    Ok(hex::encode(
+        SigningKey::from_bytes(&seed).verifying_key().as_bytes(),
+    ))
 }
 
 /// Read a heads file.
@@ -319,7 +321,8 @@ pub enum CheckError {
 /// # Errors
 /// When it is not a valid ed25519 public key.
 pub fn parse_public_key(text: &str) -> Result<VerifyingKey, String> {
-    let bytes: [u8; 32] = unhex(text.trim())
+    let bytes: [u8; 32] = hex::decode(text.trim())
+        .ok()
         .and_then(|bytes| bytes.try_into().ok())
         .ok_or_else(|| format!("public key {text:?} is not 64 hex characters"))?;
     VerifyingKey::from_bytes(&bytes).map_err(|error| format!("public key {text:?}: {error}"))
@@ -369,5 +372,3 @@ pub fn check_heads(
     }
     Ok(None)
 }
-
-use crate::secrets::unhex;

@@ -202,7 +202,7 @@ impl AuditEntry {
     pub fn compute_hash(&self) -> String {
         let mut unsealed = self.clone();
         unsealed.hash.clear();
-        hex(&Sha256::digest(encode(&unsealed)))
+        hex::encode(Sha256::digest(encode(&unsealed)))
     }
 
     /// Fill in `seq`, `prev_hash` and `hash`, chaining after `prev_hash`;
@@ -215,7 +215,7 @@ impl AuditEntry {
         // while empty, so the stored form is the hashed form with
         // `,"hash":"..."` before its closing brace.
         let mut encoded = encode(self);
-        self.hash = hex(&Sha256::digest(&encoded));
+        self.hash = hex::encode(Sha256::digest(&encoded));
         if encoded.pop() == Some(b'}') {
             encoded.extend_from_slice(b",\"hash\":\"");
             encoded.extend_from_slice(self.hash.as_bytes());
@@ -248,8 +248,6 @@ pub(crate) fn now_ms() -> i64 {
         .map(|since| i64::try_from(since.as_millis()).unwrap_or(i64::MAX))
         .unwrap_or(0)
 }
-
-use crate::secrets::hex;
 
 /// What [`verify`] found.
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -1050,7 +1050,7 @@ fn read_config(
 ) -> Result<(Config, String), ChangeError> {
     let text = std::fs::read_to_string(file)
         .map_err(|error| ChangeError::Invalid(format!("{}: {error}", file.display())))?;
-    let sha256 = crate::secrets::hex(&crate::secrets::sha256(text.as_bytes()));
+    let sha256 = crate::secrets::sha256_hex(text.as_bytes());
     if let Some(expected) = expected {
         if !expected.eq_ignore_ascii_case(&sha256) {
             return Err(ChangeError::Invalid(format!(
@@ -1093,7 +1093,7 @@ fn control_chain(desired: &Desired) -> Result<PolicyChain, String> {
 fn new_change_id() -> Result<String, StoreError> {
     let bytes = crate::secrets::random_bytes::<16>()
         .map_err(|error| StoreError::new("make a change id", error))?;
-    Ok(format!("chg_{}", crate::secrets::hex(&bytes)))
+    Ok(format!("chg_{}", hex::encode(&bytes)))
 }
 
 /// What a reload changes, in a line: pools and routes added, removed, changed.

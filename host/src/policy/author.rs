@@ -573,6 +573,9 @@ fn build_rust(directory: &Path) -> Result<(String, PathBuf, Vec<u8>), AuthorErro
     let target_dir = std::env::var_os("CARGO_TARGET_DIR")
         .map_or_else(|| directory.join("target"), PathBuf::from);
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    if let Some(done) = guest_build::add_missing_target(Path::new("rustc")) {
+        eprintln!("airlock: {done}");
+    }
     let status = guest_build::cargo_build(Path::new(&cargo), &manifest, &[], &target_dir)
         .status()
         .map_err(io(Path::new(&cargo)))?;

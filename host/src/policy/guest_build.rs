@@ -72,6 +72,32 @@ pub fn artifact(target_dir: &Path, package: &str) -> PathBuf {
         .join(format!("{}.wasm", package.replace('-', "_")))
 }
 
+/// Add the target to a rustup toolchain that lacks it (a fresh machine has
+/// only the host's standard library, and rustup adds the targets
+/// `rust-toolchain.toml` names only when it installs the toolchain itself).
+/// `rustc` is the compiler the build uses. Returns what was done, to be
+/// reported; `None` when the target was there. Where rustup is missing or
+/// fails, the build goes on and fails with [`MISSING_TARGET_HINT`].
+pub fn add_missing_target(rustc: &Path) -> Option<String> {
+    let output = Command::new(rustc)
+        .args(["--print", "target-libdir", "--target", TARGET])
+        .output()
+        .ok()?;
+    let libdir = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    if !output.status.success() || Path::new(&libdir).is_dir() {
+        return None;
+    }
+    let added = Command::new("rustup")
+        .args(["target", "add", TARGET])
+        .status()
+        .is_ok_and(|status| status.success());
+    Some(if added {
+        format!("installed the {TARGET} target with `rustup target add {TARGET}`")
+    } else {
+        format!("{TARGET} is missing and `rustup target add {TARGET}` failed")
+    })
+}
+
 /// What to tell someone whose toolchain lacks the target.
 pub const MISSING_TARGET_HINT: &str =
     "policies are built for wasm32-unknown-unknown; if it is missing, run `rustup target add wasm32-unknown-unknown`";

@@ -307,11 +307,11 @@ impl PolicyReloader {
                     version: policy.map(|policy| policy.metadata().version.clone()),
                     hash: policy.map(|policy| policy.hash().to_owned()),
                     parameters_sha256: desired.policies.parameters(&name).map(|parameters| {
-                        crate::secrets::hex(&crate::secrets::sha256(
+                        crate::secrets::sha256_hex(
                             serde_json::Value::Object(parameters.clone())
                                 .to_string()
                                 .as_bytes(),
-                        ))
+                        )
                     }),
                     loaded_ms: loaded_ms.get(&name).copied(),
                     routes: users(&desired, &name),

@@ -325,7 +325,7 @@ fn summary_of(at: &HoldContext<'_>, request: &Request<Bytes>) -> ActionSummary {
         route: route.name.to_string(),
         pool: at.ruling.pool.name.clone(),
         body_size: body.len() as u64,
-        body_sha256: secrets::hex(&secrets::sha256(body)),
+        body_sha256: secrets::sha256_hex(body),
         change: None,
         authority: target
             .host_header

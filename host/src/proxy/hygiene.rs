@@ -186,7 +186,7 @@ pub fn bound_headers_digest(headers: &HeaderMap) -> String {
         lines.extend_from_slice(value);
         lines.push(b'\n');
     }
-    crate::secrets::hex(&crate::secrets::sha256(&lines))
+    crate::secrets::sha256_hex(&lines)
 }
 
 /// Refuses a request with more than one `Host` header.

@@ -156,7 +156,7 @@ mod tests {
     #[test]
     fn the_go_sdk_was_written_against_this_contract() {
         const SDK_CONTRACT: &str = include_str!("../../../../sdk/go/contract.go");
-        let wit_sha256 = crate::secrets::hex(&crate::secrets::sha256(WIT.as_bytes()));
+        let wit_sha256 = crate::secrets::sha256_hex(WIT.as_bytes());
         assert!(
             SDK_CONTRACT.contains(&format!("ContractSHA256 = \"{wit_sha256}\"")),
             "wit/policy.wit changed (sha256 {wit_sha256}): update sdk/go's types and glue, then ContractSHA256 in sdk/go/contract.go"
@@ -164,7 +164,7 @@ mod tests {
     }
 
     /// Build a Go policy of this repository (Go from `GO` or the `PATH`:
-    /// `.ci/run` installs it) and load it, instances reused or not.
+    /// `tests/run` installs it) and load it, instances reused or not.
     fn go_policy(directory: &str, parameters: &str, reuse: bool) -> LoadedPolicy {
         let directory = Path::new(env!("CARGO_MANIFEST_DIR")).join(directory);
         let wasm = build(&directory, &toolchain())
