@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
+use airlock::audit::export::ExportFormat;
 use airlock::config::{Config, LogFormat};
 use airlock::server::{self, Server};
 
@@ -169,12 +170,6 @@ enum AuditCommand {
         /// Where to write the key (must not exist).
         file: PathBuf,
     },
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum ExportFormat {
-    Jsonl,
-    Csv,
 }
 
 /// The same filters as GET /v1/audit.
@@ -445,7 +440,6 @@ fn print_entries(
     format: ExportFormat,
 ) -> anyhow::Result<()> {
     use airlock::audit::{export, query};
-    use std::io::Write as _;
     let kind = filter
         .kind
         .map(|kind| serde_json::from_value(serde_json::Value::String(kind)))
@@ -465,22 +459,16 @@ fn print_entries(
         limit: Some(query::MAX_LIMIT),
         cursor: None,
     };
-    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-    if format == ExportFormat::Csv {
-        writeln!(out, "{}", export::CSV_HEADER)?;
-    }
+    let out = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut export = export::Export::new(format, out)?;
     loop {
         let page = query::query(store, &filter)?;
         for entry in &page.entries {
-            let line = match format {
-                ExportFormat::Jsonl => export::json_line(entry),
-                ExportFormat::Csv => export::csv_row(entry),
-            };
-            writeln!(out, "{line}")?;
+            export.write(entry)?;
         }
         match page.next_cursor {
             Some(cursor) => filter.cursor = Some(cursor),
-            None => return Ok(out.flush()?),
+            None => return Ok(export.flush()?),
         }
     }
 }

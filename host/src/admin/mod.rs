@@ -212,7 +212,7 @@ async fn audit_query(
 ) -> Response {
     let (filter, store) = match audit_call(&state, query) {
         Ok(call) => call,
-        Err(refused) => return refused,
+        Err(refused) => return *refused,
     };
     let result = state
         .audit_reader
@@ -235,13 +235,13 @@ async fn audit_query(
 fn audit_call<Q>(
     state: &AdminState,
     query: Result<Query<Q>, QueryRejection>,
-) -> Result<(Q, Arc<dyn Store>), Response> {
+) -> Result<(Q, Arc<dyn Store>), Box<Response>> {
     let Query(query) =
-        query.map_err(|rejection| bad_request(&rejection.body_text()).into_response())?;
+        query.map_err(|rejection| Box::new(bad_request(&rejection.body_text()).into_response()))?;
     let store = state
         .store
         .clone()
-        .ok_or_else(|| audit_off().into_response())?;
+        .ok_or_else(|| Box::new(audit_off().into_response()))?;
     Ok((query, store))
 }
 
@@ -271,7 +271,7 @@ async fn audit_verify(
 ) -> Response {
     let (query, store) = match audit_call(&state, query) {
         Ok(call) => call,
-        Err(refused) => return refused,
+        Err(refused) => return *refused,
     };
     let anchor = match &state.cluster {
         Some(cluster) => match crate::cluster::anchor_of(cluster.etcd(), cluster.node()).await {

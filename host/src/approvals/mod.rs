@@ -443,6 +443,10 @@ struct Live {
 }
 
 /// What one attempt of an update decided, from the approval as read.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "made and matched once per update attempt; boxing would allocate for nothing"
+)]
 enum Step<T> {
     /// Nothing to write; the answer.
     Done(T),
@@ -486,6 +490,10 @@ pub struct Approvals {
 
 /// Who raised an event's approval ([`Approvals::create_once`]).
 #[derive(Debug)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "returned once per held action and matched at once"
+)]
 pub enum Raised {
     /// This node: the approval as created.
     Here(Approval),
@@ -514,7 +522,7 @@ impl std::fmt::Debug for Approvals {
 fn new_id(prefix: &str) -> Result<String, StoreError> {
     let bytes = crate::secrets::random_bytes::<16>()
         .map_err(|error| StoreError::new("make an id", error))?;
-    Ok(format!("{prefix}_{}", hex::encode(&bytes)))
+    Ok(format!("{prefix}_{}", hex::encode(bytes)))
 }
 
 fn encode(approval: &Approval) -> Vec<u8> {

@@ -26,7 +26,7 @@ use crate::store::StoreError;
 pub fn new_ticket() -> Result<(String, String), StoreError> {
     let bytes = secrets::random_bytes::<32>()
         .map_err(|error| StoreError::new("make an async ticket", error))?;
-    let ticket = format!("tkt_{}", hex::encode(&bytes));
+    let ticket = format!("tkt_{}", hex::encode(bytes));
     let hash = ticket_hash(&ticket);
     Ok((ticket, hash))
 }

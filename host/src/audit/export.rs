@@ -1,19 +1,97 @@
 //! Entries as lines for SIEM shippers: JSON lines (the stored encoding,
 //! verifiable outside Airlock) or CSV (one row per entry, the fields a
-//! spreadsheet or a log pipeline wants; not verifiable on its own).
+//! spreadsheet or a log pipeline wants; not verifiable on its own; written
+//! by the `csv` crate, RFC 4180 quoting).
+
+use std::io::Write;
 
 use super::{encode, AuditEntry};
 
-/// The CSV header row.
-pub const CSV_HEADER: &str = "seq,time_ms,node,kind,actor,request_id,method,host,path,route,pool,policies,decision,reason,status,bytes,duration_us,approval,grant,prev_hash,hash";
+/// The CSV header row's fields, in the order of [`csv_fields`].
+pub const CSV_HEADER: [&str; 21] = [
+    "seq",
+    "time_ms",
+    "node",
+    "kind",
+    "actor",
+    "request_id",
+    "method",
+    "host",
+    "path",
+    "route",
+    "pool",
+    "policies",
+    "decision",
+    "reason",
+    "status",
+    "bytes",
+    "duration_us",
+    "approval",
+    "grant",
+    "prev_hash",
+    "hash",
+];
 
-/// An entry as one JSON line (without the newline): exactly as stored.
-pub fn json_line(entry: &AuditEntry) -> String {
-    String::from_utf8_lossy(&encode(entry)).into_owned()
+/// The formats entries are exported in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExportFormat {
+    /// One JSON object per line, exactly as stored.
+    Jsonl,
+    /// One CSV row per entry, after a header row.
+    Csv,
 }
 
-/// An entry as one CSV row (RFC 4180 quoting; without the newline).
-pub fn csv_row(entry: &AuditEntry) -> String {
+/// Writes entries to `out`, one line or row each.
+#[derive(Debug)]
+pub enum Export<W: Write> {
+    Jsonl(W),
+    Csv(Box<csv::Writer<W>>),
+}
+
+impl<W: Write> Export<W> {
+    /// An export in `format` to `out`; CSV starts with its header row.
+    ///
+    /// # Errors
+    /// When `out` cannot be written.
+    pub fn new(format: ExportFormat, out: W) -> std::io::Result<Export<W>> {
+        Ok(match format {
+            ExportFormat::Jsonl => Export::Jsonl(out),
+            ExportFormat::Csv => {
+                let mut writer = csv::Writer::from_writer(out);
+                writer.write_record(CSV_HEADER)?;
+                Export::Csv(Box::new(writer))
+            }
+        })
+    }
+
+    /// `entry`, as the next line or row.
+    ///
+    /// # Errors
+    /// When `out` cannot be written.
+    pub fn write(&mut self, entry: &AuditEntry) -> std::io::Result<()> {
+        match self {
+            Export::Jsonl(out) => {
+                out.write_all(&encode(entry))?;
+                out.write_all(b"\n")
+            }
+            Export::Csv(writer) => Ok(writer.write_record(csv_fields(entry))?),
+        }
+    }
+
+    /// Flush what is buffered.
+    ///
+    /// # Errors
+    /// When `out` cannot be written.
+    pub fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Export::Jsonl(out) => out.flush(),
+            Export::Csv(writer) => writer.flush(),
+        }
+    }
+}
+
+/// An entry's CSV fields, in the order of [`CSV_HEADER`].
+fn csv_fields(entry: &AuditEntry) -> [String; 21] {
     let request = entry.request.as_ref();
     let outcome = entry.outcome.as_ref();
     let text = |value: Option<&str>| value.unwrap_or_default().to_owned();
@@ -50,18 +128,6 @@ pub fn csv_row(entry: &AuditEntry) -> String {
         entry.prev_hash.clone(),
         entry.hash.clone(),
     ]
-    .iter()
-    .map(|field| csv_field(field))
-    .collect::<Vec<_>>()
-    .join(",")
-}
-
-fn csv_field(field: &str) -> String {
-    if field.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", field.replace('"', "\"\""))
-    } else {
-        field.to_owned()
-    }
 }
 
 #[cfg(test)]
@@ -82,16 +148,26 @@ mod tests {
         });
         entry.reason = Some("said \"no\"".into());
         entry.seal(7, GENESIS_HASH);
-        let row = csv_row(&entry);
+        let export = |format| {
+            let mut export = Export::new(format, Vec::new()).unwrap();
+            export.write(&entry).unwrap();
+            export.write(&entry).unwrap();
+            export.flush().unwrap();
+            match export {
+                Export::Jsonl(out) => String::from_utf8(out).unwrap(),
+                Export::Csv(writer) => String::from_utf8(writer.into_inner().unwrap()).unwrap(),
+            }
+        };
+        let csv = export(ExportFormat::Csv);
+        let rows: Vec<&str> = csv.lines().collect();
+        assert_eq!(rows.len(), 3, "{csv}");
+        assert_eq!(rows[0], CSV_HEADER.join(","));
         assert!(
-            row.starts_with("7,0,,request_decision,alice,,DELETE,example.com,\"/a,b\",r,p,,"),
-            "{row}"
+            rows[1].starts_with("7,0,,request_decision,alice,,DELETE,example.com,\"/a,b\",r,p,,"),
+            "{csv}"
         );
-        assert!(row.contains(",\"said \"\"no\"\"\","), "{row}");
-        assert_eq!(CSV_HEADER.split(',').count(), 21);
-        assert_eq!(
-            json_line(&entry),
-            String::from_utf8(encode(&entry)).unwrap()
-        );
+        assert!(rows[1].contains(",\"said \"\"no\"\"\","), "{csv}");
+        let line = String::from_utf8(encode(&entry)).unwrap();
+        assert_eq!(export(ExportFormat::Jsonl), format!("{line}\n{line}\n"));
     }
 }

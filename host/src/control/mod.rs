@@ -1093,7 +1093,7 @@ fn control_chain(desired: &Desired) -> Result<PolicyChain, String> {
 fn new_change_id() -> Result<String, StoreError> {
     let bytes = crate::secrets::random_bytes::<16>()
         .map_err(|error| StoreError::new("make a change id", error))?;
-    Ok(format!("chg_{}", hex::encode(&bytes)))
+    Ok(format!("chg_{}", hex::encode(bytes)))
 }
 
 /// What a reload changes, in a line: pools and routes added, removed, changed.

@@ -166,7 +166,14 @@ impl std::fmt::Debug for PolicyEngine {
 /// past that it starts over.
 #[derive(Debug, Default)]
 struct CompiledFunctions {
-    entries: Mutex<(HashMap<Vec<u8>, Vec<u8>>, usize)>,
+    kept: Mutex<Kept>,
+}
+
+/// What [`CompiledFunctions`] holds: code by key, and their bytes in all.
+#[derive(Debug, Default)]
+struct Kept {
+    code: HashMap<Vec<u8>, Vec<u8>>,
+    bytes: usize,
 }
 
 /// What [`CompiledFunctions`] keeps at most, keys and code.
@@ -174,22 +181,22 @@ const COMPILED_FUNCTIONS_BYTES: usize = 256 << 20;
 
 impl wasmtime::CacheStore for CompiledFunctions {
     fn get(&self, key: &[u8]) -> Option<std::borrow::Cow<'_, [u8]>> {
-        let entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
-        entries.0.get(key).cloned().map(std::borrow::Cow::Owned)
+        let kept = self.kept.lock().unwrap_or_else(PoisonError::into_inner);
+        kept.code.get(key).cloned().map(std::borrow::Cow::Owned)
     }
 
     fn insert(&self, key: &[u8], value: Vec<u8>) -> bool {
-        let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut kept = self.kept.lock().unwrap_or_else(PoisonError::into_inner);
         // Two compile threads may both miss a key and both insert it.
-        if entries.0.contains_key(key) {
+        if kept.code.contains_key(key) {
             return true;
         }
         let size = key.len() + value.len();
-        if entries.1 + size > COMPILED_FUNCTIONS_BYTES {
-            *entries = (HashMap::new(), 0);
+        if kept.bytes + size > COMPILED_FUNCTIONS_BYTES {
+            *kept = Kept::default();
         }
-        entries.1 += size;
-        entries.0.insert(key.to_vec(), value);
+        kept.bytes += size;
+        kept.code.insert(key.to_vec(), value);
         true
     }
 }
