@@ -657,20 +657,23 @@ fn validate_connections(
             ));
         }
     }
-    let Some(tls) = tls else { return Ok(()) };
-    if tls.certificates.is_empty() {
+    if tls.is_some_and(|tls| tls.certificates.is_empty()) {
         return Err(Violation::new(
             &format!("{at}.tls.certificates"),
             "expected at least one certificate",
         ));
     }
-    crate::tls::ServerCertificates::load(&tls.certificates)
-        .map_err(|e| Violation::new(&format!("{at}.tls.certificates"), &e.to_string()))?;
-    if let Some(ca) = &tls.client_ca {
-        crate::tls::load_roots(ca)
-            .map_err(|e| Violation::new(&format!("{at}.tls.client_ca"), &e.to_string()))?;
-    }
     Ok(())
+}
+
+/// A file a config names that only loading it can check (the preflight
+/// does, before the config is used), with the key that names it.
+#[derive(Debug, Clone, Copy)]
+pub enum NamedFile<'a> {
+    /// A listener's certificate chains and keys (`listener[0].tls.certificates`).
+    Certificates(&'a [CertificateFiles]),
+    /// A CA bundle (`listener[0].tls.client_ca`, `pool[0].tls.ca`).
+    Roots(&'a Path),
 }
 
 /// `[listener.tls]`
@@ -867,12 +870,12 @@ pub struct RouteConfig {
     /// What a failing policy (trap, timeout, memory, invalid answer) means:
     /// `deny` (default, fail closed) or `allow` (skip it, fail open).
     #[serde(default)]
-    pub on_policy_error: crate::policy::OnPolicyError,
+    pub on_policy_error: OnPolicyError,
     /// How this route's requests are recorded in the audit trail: `batched`
     /// (default: risky requests durably before they are carried out, safe
     /// allowed ones within a few milliseconds) or `durable` (every request).
     #[serde(default)]
-    pub audit: crate::proxy::record::RouteAudit,
+    pub audit: RouteAudit,
     /// Per-policy parameter overrides for this route: `[route.parameters.NAME]`;
     /// each top-level key replaces the one in `NAME.toml`.
     #[serde(default, deserialize_with = "policy_parameters")]
@@ -913,8 +916,8 @@ impl ControlConfig {
             path: "/".to_owned(),
             pool: String::new(),
             policies: self.policies.clone(),
-            on_policy_error: crate::policy::OnPolicyError::Deny,
-            audit: crate::proxy::record::RouteAudit::Durable,
+            on_policy_error: OnPolicyError::Deny,
+            audit: RouteAudit::Durable,
             parameters: self.parameters.clone(),
             shift: None,
             backup_pool: None,
@@ -942,7 +945,7 @@ fn policy_parameters<'de, D: Deserializer<'de>>(
     tables
         .into_iter()
         .map(|(name, table)| {
-            crate::policy::toml_to_json(table)
+            toml_to_json(table)
                 .map(|json| (name, json))
                 .map_err(serde::de::Error::custom)
         })
@@ -954,6 +957,48 @@ fn default_route_host() -> String {
 }
 fn default_route_path() -> String {
     "/".into()
+}
+
+/// What the subject of a certificate no `[[principal]]` maps starts with:
+/// such a holder is never taken for a configured principal of that name
+/// (their grants, limits and votes stay apart). Config refuses subjects
+/// that start with it.
+pub const UNMAPPED_CERTIFICATE_PREFIX: &str = "cert:";
+
+/// What a route does when one of its policies fails.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnPolicyError {
+    /// Refuse the action (fail closed).
+    #[default]
+    Deny,
+    /// Skip a policy that trapped, timed out or ran out of memory, and go on
+    /// as if it had allowed (fail open).
+    Allow,
+}
+
+/// How a route records its requests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RouteAudit {
+    /// Risky requests durably, safe allowed ones within a few ms.
+    #[default]
+    Batched,
+    /// Every request durably before it is forwarded.
+    Durable,
+}
+
+/// TOML parameters as the JSON object policies read.
+///
+/// # Errors
+/// When a value has no JSON form (TOML dates are passed as strings).
+pub fn toml_to_json(
+    table: toml::Table,
+) -> Result<serde_json::Map<String, serde_json::Value>, String> {
+    match serde_json::to_value(toml::Value::Table(table)).map_err(|error| error.to_string())? {
+        serde_json::Value::Object(map) => Ok(map),
+        _ => Err("parameters must be a table".to_owned()),
+    }
 }
 
 /// A configuration that could not be used.
@@ -1003,6 +1048,41 @@ impl Config {
             .validate()
             .map_err(|v| source.invalid(&v.key, v.message))?;
         Ok(config)
+    }
+
+    /// The files this config names that only loading them can check, each
+    /// with its key, in the order of the document: listeners' certificates
+    /// and client CAs, the admin listener's, pools' CAs.
+    pub fn named_files(&self) -> Vec<(String, NamedFile<'_>)> {
+        let listeners = self
+            .listeners
+            .iter()
+            .enumerate()
+            .map(|(i, listener)| (format!("listener[{i}]"), listener.tls.as_ref()))
+            .chain([("admin".to_owned(), self.admin.tls.as_ref())]);
+        let mut files = Vec::new();
+        for (at, tls) in listeners {
+            let Some(tls) = tls else { continue };
+            files.push((
+                format!("{at}.tls.certificates"),
+                NamedFile::Certificates(&tls.certificates),
+            ));
+            if let Some(ca) = &tls.client_ca {
+                files.push((format!("{at}.tls.client_ca"), NamedFile::Roots(ca)));
+            }
+        }
+        for (i, pool) in self.pools.iter().enumerate() {
+            if let Some(ca) = pool.tls.as_ref().and_then(|tls| tls.ca.as_deref()) {
+                files.push((format!("pool[{i}].tls.ca"), NamedFile::Roots(ca)));
+            }
+        }
+        files
+    }
+
+    /// An error at `key` (a path like `route[0].parameters.NAME.KEY`) found
+    /// after parsing `text` (read from `file`), located in it.
+    pub fn locate(text: &str, file: &Path, key: &str, message: String) -> ConfigError {
+        SourceMap::new(text, file).invalid(key, message)
     }
 
     /// An error at `key` (a path like `route[0].parameters.NAME.KEY`) found
@@ -1196,11 +1276,6 @@ impl Config {
                 )?;
             }
             if let Some(tls) = &p.tls {
-                if let Some(ca) = &tls.ca {
-                    crate::tls::load_roots(ca).map_err(|e| {
-                        Violation::new(&format!("pool[{i}].tls.ca"), &e.to_string())
-                    })?;
-                }
                 if let Some(name) = &tls.server_name {
                     ensure(
                         rustls::pki_types::ServerName::try_from(name.as_str()).is_ok(),
@@ -1435,7 +1510,7 @@ impl Config {
             let subject = principal.subject.as_str();
             if subject.is_empty()
                 || matches!(subject, "anonymous" | "airlock")
-                || subject.starts_with(crate::policy::action::UNMAPPED_CERTIFICATE_PREFIX)
+                || subject.starts_with(UNMAPPED_CERTIFICATE_PREFIX)
                 || subject.starts_with("anonymous@")
             {
                 return Err(Violation::new(
@@ -1913,57 +1988,6 @@ pool = "web"
         assert!(
             err.contains("route[1]: another route already matches"),
             "{err}"
-        );
-    }
-
-    /// The annotated reference config stays loadable: every field in it is one
-    /// the loader knows, with a valid value. Its certificates are generated here.
-    #[test]
-    fn reference_config_loads() {
-        let dir = tempfile::tempdir().unwrap();
-        let reference = include_str!("../../examples/reference.toml");
-        std::fs::create_dir(dir.path().join("certs")).unwrap();
-        for name in [
-            "example.com",
-            "api.example.org",
-            "clients-ca",
-            "internal-ca",
-            "admin.example.com",
-        ] {
-            let key = rcgen::KeyPair::generate().unwrap();
-            let cert = rcgen::CertificateParams::new(vec![name.to_owned()])
-                .unwrap()
-                .self_signed(&key)
-                .unwrap();
-            std::fs::write(dir.path().join(format!("certs/{name}.pem")), cert.pem()).unwrap();
-            std::fs::write(
-                dir.path().join(format!("certs/{name}.key")),
-                key.serialize_pem(),
-            )
-            .unwrap();
-        }
-        std::fs::create_dir(dir.path().join("policies")).unwrap();
-        for name in ["deny-list", "approval-rules", "change-freeze"] {
-            std::fs::write(dir.path().join(format!("policies/{name}.wasm")), b"").unwrap();
-        }
-        let file = dir.path().join("reference.toml");
-        let config = Config::parse(reference, &file).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(config.routes[0].policies, ["deny-list", "approval-rules"]);
-        assert_eq!(
-            config.routes[0].parameters["approval-rules"]["rules"][0]["approvers"]["quorum"],
-            2
-        );
-        assert_eq!(config.listeners.len(), 2);
-        assert!(config.admin.tls.is_some());
-        assert_eq!(
-            config.admin.hosts,
-            ["localhost", "airlock-admin.example.com"]
-        );
-        assert_eq!(config.pools.len(), 3);
-        assert_eq!(config.routes.len(), 3);
-        assert_eq!(
-            config.pools[1].hash_key,
-            Some(HashKey::Cookie("session".into()))
         );
     }
 

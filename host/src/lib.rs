@@ -25,6 +25,7 @@ pub mod http_client;
 pub mod identity;
 pub mod metrics;
 pub mod policy;
+pub mod preflight;
 pub mod proxy;
 pub mod secrets;
 pub mod server;

@@ -267,7 +267,7 @@ fn main() -> ExitCode {
 fn execute(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Check { config } => {
-            let loaded = Config::load(&config)?;
+            let loaded = airlock::preflight::load(&config)?;
             // Compile and check every policy too (without touching the cache).
             let policies = airlock::policy::PolicySet::load(&loaded.policies, None)?;
             // ...and set up with each route's parameter overrides.
@@ -286,7 +286,7 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Run { config } => {
-            let loaded = Config::load(&config)?;
+            let loaded = airlock::preflight::load(&config)?;
             if let Some(demo) = loaded.principals.iter().find(|principal| {
                 principal
                     .token_sha256
@@ -587,7 +587,7 @@ where
     F: FnOnce(airlock::store::etcd::Etcd, Config) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<T>>,
 {
-    let loaded = Config::load(config)?;
+    let loaded = airlock::preflight::load(config)?;
     anyhow::ensure!(
         loaded.storage.backend == airlock::config::StorageBackend::Etcd,
         "{}: [storage] backend is not \"etcd\"",
@@ -750,7 +750,7 @@ async fn demo(proxy: SocketAddr, admin: SocketAddr, data_dir: &Path) -> anyhow::
     let text = airlock::demo::config_text(proxy, admin, &data_dir, &backends, canary);
     std::fs::write(&config_path, &text)
         .with_context(|| format!("cannot write {}", config_path.display()))?;
-    let mut config = Config::parse(&text, &config_path)?;
+    let mut config = airlock::preflight::parse(&text, &config_path)?;
     config.source = Some(config_path.clone());
     // Bind before advertising the curl lines, so they are only shown when true.
     let server = Server::bind(config).await?;

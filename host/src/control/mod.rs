@@ -1059,8 +1059,8 @@ fn read_config(
             )));
         }
     }
-    let config =
-        Config::parse(&text, file).map_err(|error| ChangeError::Invalid(error.to_string()))?;
+    let config = crate::preflight::parse(&text, file)
+        .map_err(|error| ChangeError::Invalid(error.to_string()))?;
     Ok((config, sha256))
 }
 

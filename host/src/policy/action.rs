@@ -192,11 +192,7 @@ pub fn balancer() -> Principal {
     }
 }
 
-/// What the subject of a certificate no `[[principal]]` maps starts with:
-/// such a holder is never taken for a configured principal of that name
-/// (their grants, limits and votes stay apart). Config refuses subjects
-/// that start with it.
-pub const UNMAPPED_CERTIFICATE_PREFIX: &str = "cert:";
+pub use crate::config::UNMAPPED_CERTIFICATE_PREFIX;
 
 /// A client identified by a verified TLS certificate no `[[principal]]`
 /// maps: `cert:` and the certificate's name.

@@ -15,17 +15,7 @@ use super::bindings::{Action, ActionKinds, Subject};
 use super::decision::{HeaderEdits, HoldRequest, Refusal, Verdict};
 use super::engine::{CallContext, FiguresSource, HeaderSource, LoadedPolicy, PolicyFailure};
 
-/// What a route does when one of its policies fails.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum OnPolicyError {
-    /// Refuse the action (fail closed).
-    #[default]
-    Deny,
-    /// Skip a policy that trapped, timed out or ran out of memory, and go on
-    /// as if it had allowed (fail open).
-    Allow,
-}
+pub use crate::config::OnPolicyError;
 
 /// One policy in a chain, set up with the parameters it gets on this route.
 #[derive(Debug, Clone)]

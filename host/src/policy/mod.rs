@@ -426,18 +426,7 @@ pub fn read_parameters(file: &Path) -> Result<serde_json::Map<String, serde_json
     toml_to_json(table)
 }
 
-/// TOML parameters as the JSON object policies read.
-///
-/// # Errors
-/// When a value has no JSON form (TOML dates are passed as strings).
-pub fn toml_to_json(
-    table: toml::Table,
-) -> Result<serde_json::Map<String, serde_json::Value>, String> {
-    match serde_json::to_value(toml::Value::Table(table)).map_err(|error| error.to_string())? {
-        serde_json::Value::Object(map) => Ok(map),
-        _ => Err("parameters must be a table".to_owned()),
-    }
-}
+pub use crate::config::toml_to_json;
 
 /// `base` with the top-level keys of `overrides` replaced, as JSON text.
 pub fn merged_parameters(

@@ -16,16 +16,7 @@ use super::{ProxyError, Target};
 use crate::audit::{self, AuditEntry, AuditLog, Durability, EntryKind, RequestSummary};
 use crate::telemetry::RequestTrace;
 
-/// How a route records its requests.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RouteAudit {
-    /// Risky requests durably, safe allowed ones within a few ms.
-    #[default]
-    Batched,
-    /// Every request durably before it is forwarded.
-    Durable,
-}
+pub use crate::config::RouteAudit;
 
 /// What the judge step decided, as the trail records it.
 #[derive(Debug)]
