@@ -12,15 +12,19 @@
 // Tests state their expectations with unwrap; the library itself may not.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+/// The configuration, a crate of its own (`crates/config`): a leaf that
+/// depends on no other part of Airlock.
+pub use airlock_config as config;
+
 pub mod accept;
 pub mod admin;
 pub mod approvals;
 pub mod audit;
 pub mod balance;
 pub mod cluster;
-pub mod config;
 pub mod control;
 pub mod demo;
+pub mod headers;
 pub mod http_client;
 pub mod identity;
 pub mod metrics;
@@ -33,3 +37,4 @@ pub mod shutdown;
 pub mod store;
 pub mod telemetry;
 pub mod tls;
+pub mod upstream;

@@ -23,10 +23,10 @@ use crate::cluster::{Cluster, Member};
 use crate::config::Config;
 use crate::config::StorageBackend;
 use crate::control::api::ControlApi;
+use crate::control::policy_folder::{self, PolicyReloader};
 use crate::control::ControlPlane;
 use crate::identity::Identities;
 use crate::policy::action::Redaction;
-use crate::policy::reload::{self, PolicyReloader};
 use crate::policy::{PolicySet, PolicySetError};
 use crate::proxy::listener::Listener;
 use crate::proxy::route::RouteTable;
@@ -159,7 +159,11 @@ impl Server {
             .map(|p| Pool::build(p, &config.limits).map(Arc::new))
             .collect::<Result<Vec<_>, _>>()?;
         let cache = PolicySet::cache_directory(&config.policies, &config.server.data_dir);
-        let folder = config.policies.directory.as_deref().map(reload::snapshot);
+        let folder = config
+            .policies
+            .directory
+            .as_deref()
+            .map(policy_folder::snapshot);
         let policies = PolicySet::load(&config.policies, Some(cache))?;
         policies
             .check_chains(&config)

@@ -49,7 +49,7 @@ pub struct AdminState {
     /// The approval API (none when auditing is off: approvals need it).
     pub approvals: Option<crate::approvals::api::ApprovalApi>,
     /// The policy folder's reloader (none without a folder).
-    pub policies: Option<Arc<crate::policy::reload::PolicyReloader>>,
+    pub policies: Option<Arc<crate::control::policy_folder::PolicyReloader>>,
     /// The control-plane API.
     pub control: Option<crate::control::api::ControlApi>,
     /// This node's cluster, if it shares its state through etcd.

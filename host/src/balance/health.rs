@@ -12,8 +12,8 @@ use http_body_util::BodyExt;
 
 use super::Pool;
 use crate::config::HealthCheck;
-use crate::proxy::body;
-use crate::proxy::upstream::Reply;
+use crate::upstream::body;
+use crate::upstream::Reply;
 
 /// How often windowed figures are halved when a pool has no health check.
 const DECAY_INTERVAL: Duration = Duration::from_secs(5);

@@ -18,8 +18,8 @@ use http::request::Parts;
 use http::uri::Authority;
 
 use crate::config::{BalanceAlgorithm, HashKey, PassiveHealth, PoolConfig};
-use crate::proxy::upstream::UpstreamClient;
 use crate::tls::TlsError;
+use crate::upstream::UpstreamClient;
 use figures::{BackendFigures, PoolFigures};
 
 /// Virtual nodes per unit of weight on the consistent-hash ring: enough for an

@@ -34,6 +34,7 @@ pub mod api;
 pub mod balancer;
 pub mod change;
 pub mod continuity;
+pub mod policy_folder;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

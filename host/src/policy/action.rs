@@ -6,7 +6,7 @@ use std::net::IpAddr;
 
 use http::{header, HeaderMap, HeaderName, Method};
 
-use super::bindings::{Action, Authentication, Header, PoolFigures, Principal, Request, Subject};
+use super::bindings::{Action, Authentication, Header, Principal, Request, Subject};
 use super::engine::HeaderSource;
 
 /// What a redacted header's value becomes: the policy sees that it was there.
@@ -135,19 +135,6 @@ pub fn request_action(facts: RequestFacts<'_>) -> Action {
             content_type: text(header::CONTENT_TYPE),
         }),
         principal: facts.principal,
-    }
-}
-
-/// A pool's live figures as policies see them.
-pub fn pool_figures(pool: &crate::balance::Pool) -> PoolFigures {
-    let figures = pool.figures();
-    PoolFigures {
-        pool: figures.pool,
-        healthy_backends: u32::try_from(figures.healthy).unwrap_or(u32::MAX),
-        total_backends: u32::try_from(figures.total).unwrap_or(u32::MAX),
-        in_flight: figures.in_flight,
-        error_rate: figures.error_rate,
-        latency_p99_ms: figures.latency_p99_ms,
     }
 }
 

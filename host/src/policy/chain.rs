@@ -42,6 +42,24 @@ pub struct Evaluation {
     pub decision: &'static str,
 }
 
+impl crate::telemetry::PolicyEvaluation for Evaluation {
+    fn name(&self) -> Arc<str> {
+        self.name.clone()
+    }
+
+    fn hash(&self) -> &str {
+        self.policy.hash()
+    }
+
+    fn span(&self) -> (Instant, Instant) {
+        (self.started, self.started + self.elapsed)
+    }
+
+    fn decision(&self) -> &'static str {
+        self.decision
+    }
+}
+
 /// What the chain decided.
 #[derive(Debug, Clone)]
 pub enum Judgement {

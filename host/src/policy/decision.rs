@@ -13,7 +13,7 @@ use std::time::Duration;
 use http::{HeaderName, HeaderValue, StatusCode};
 
 use super::bindings::{Decision, Header, Metadata};
-use crate::proxy::hygiene::is_owned_by_airlock;
+use crate::headers::is_owned_by_airlock;
 
 /// Longest reason or grant scope kept; longer ones are cut.
 pub const MAX_REASON_BYTES: usize = 1024;

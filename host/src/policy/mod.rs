@@ -22,7 +22,6 @@ pub mod decision;
 pub mod engine;
 pub mod go;
 pub mod guest_build;
-pub mod reload;
 mod snapshot;
 
 use std::collections::BTreeMap;

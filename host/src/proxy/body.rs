@@ -1,6 +1,8 @@
-//! The one body type that flows through the proxy in both directions, the
-//! small constructors for bodies Airlock writes itself, the request-body size
-//! limit, and the lingering close that lets a client read an early answer.
+//! The bodies the proxy wraps: the one body type that flows through it in
+//! both directions and its constructors (from [`crate::upstream::body`],
+//! re-exported), the in-flight count a response body holds, the `_method`
+//! guard, the request-body size limit, and the lingering close that lets a
+//! client read an early answer.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -8,30 +10,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use http_body_util::{combinators::BoxBody, BodyExt, Empty, Full};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use super::hygiene::{FormKind, MethodFieldScanner};
 use crate::balance::figures::InFlight;
 
-/// An error from a body stream (client, upstream, or a limit).
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-/// A streaming body: a client's request body on its way up, or a backend's
-/// response body on its way down, or one Airlock wrote.
-pub type ProxyBody = BoxBody<Bytes, BoxError>;
-
-/// A body with nothing in it.
-pub fn empty() -> ProxyBody {
-    Empty::new().map_err(|never| match never {}).boxed()
-}
-
-/// A body of known bytes.
-pub fn full(bytes: impl Into<Bytes>) -> ProxyBody {
-    Full::new(bytes.into())
-        .map_err(|never| match never {})
-        .boxed()
-}
+pub use crate::upstream::body::{empty, full, BoxError, ProxyBody};
 
 /// A backend's response body that keeps its request counted as in flight
 /// until the last byte has gone to the client (or the client went away).

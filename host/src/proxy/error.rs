@@ -48,7 +48,7 @@ pub enum ProxyError {
         /// The backend's address (logged, not shown to clients).
         backend: String,
         /// The cause.
-        source: super::upstream::UpstreamError,
+        source: crate::upstream::UpstreamError,
     },
     /// The backend did not answer within `limits.request_timeout`.
     #[error("pool `{pool}`: backend {backend}: no response within {timeout:?}")]

@@ -21,12 +21,12 @@ use hyper_util::rt::TokioIo;
 
 use super::body::{self, ProxyBody};
 use super::hygiene::connection_tokens;
-use super::upstream::{self, Reply, UpstreamError};
 use super::{ConnectionInfo, ProxyError, Target};
 use crate::balance::figures::InFlight;
 use crate::balance::{Backend, Pool};
 use crate::config::Limits;
 use crate::telemetry::RequestTrace;
+use crate::upstream::{self, Reply, UpstreamError};
 
 /// Headers that describe one hop, never forwarded (RFC 9110 7.6.1).
 const HOP_BY_HOP: [HeaderName; 8] = [

@@ -23,34 +23,12 @@ use std::borrow::Cow;
 use http::header::HeaderName;
 use http::HeaderMap;
 
-/// Headers that would make a backend run another method than the one judged.
-const METHOD_OVERRIDE_HEADERS: [&str; 3] = [
-    "x-http-method-override",
-    "x-http-method",
-    "x-method-override",
-];
-
-/// Headers some frameworks read as the URL to serve instead of the
-/// request line's.
-const URL_REWRITE_HEADERS: [&str; 4] = [
-    "x-original-url",
-    "x-rewrite-url",
-    "x-original-uri",
-    "x-envoy-original-path",
-];
+use crate::headers::{
+    AIRLOCK_HEADER_PREFIX, FORWARDING_HEADERS, METHOD_OVERRIDE_HEADERS, URL_REWRITE_HEADERS,
+};
 
 /// The query parameter (and form field) some frameworks read as the method.
 const METHOD_OVERRIDE_PARAMETER: &str = "_method";
-
-/// Forwarding headers a client could forge; kept only on trusted listeners.
-const FORWARDING_HEADERS: [&str; 6] = [
-    "forwarded",
-    "x-forwarded-for",
-    "x-forwarded-host",
-    "x-forwarded-proto",
-    "x-forwarded-prefix",
-    "x-real-ip",
-];
 
 /// Headers that do not bind an async ticket to its request: framing and
 /// hop-by-hop headers (but `Upgrade`, which turns the request into another
@@ -72,9 +50,6 @@ const UNBOUND_HEADERS: [&str; 13] = [
     "traceparent",
     "tracestate",
 ];
-
-/// Prefix of headers only Airlock sets.
-const AIRLOCK_HEADER_PREFIX: &str = "airlock-";
 
 /// Returns the normalized path, or why it cannot be normalized.
 pub fn normalize_path(raw: &str) -> Result<Cow<'_, str>, &'static str> {
@@ -503,33 +478,6 @@ pub fn strip_reserved_headers(headers: &mut HeaderMap, trust: ClientTrust) {
     }
 }
 
-/// Headers whose meaning Airlock owns: the ones hygiene refuses or strips
-/// (method overrides, forwarding headers, `Airlock-*`), those that frame the
-/// message or name its target, and `Via`. A policy may not set or remove
-/// them: the backend would then receive something other than what was judged.
-pub fn is_owned_by_airlock(name: &HeaderName) -> bool {
-    const FRAMING: [&str; 12] = [
-        "host",
-        "content-length",
-        "transfer-encoding",
-        "connection",
-        "keep-alive",
-        "upgrade",
-        "te",
-        "trailer",
-        "proxy-connection",
-        "expect",
-        "via",
-        "content-encoding",
-    ];
-    let name = name.as_str();
-    FRAMING.contains(&name)
-        || METHOD_OVERRIDE_HEADERS.contains(&name)
-        || URL_REWRITE_HEADERS.contains(&name)
-        || FORWARDING_HEADERS.contains(&name)
-        || name.starts_with(AIRLOCK_HEADER_PREFIX)
-}
-
 /// The tokens of every `Connection` header.
 pub fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
     headers
@@ -626,24 +574,6 @@ mod tests {
         assert!(headers.get("x-checked-by").is_none());
         assert_eq!(headers["connection"], "upgrade");
         assert_eq!(headers["upgrade"], "websocket");
-    }
-
-    #[test]
-    fn airlock_owns_framing_forwarding_and_override_headers() {
-        for owned in [
-            "host",
-            "content-length",
-            "x-forwarded-for",
-            "x-http-method-override",
-            "airlock-ticket",
-            "via",
-        ] {
-            assert!(
-                is_owned_by_airlock(&HeaderName::from_static(owned)),
-                "{owned}"
-            );
-        }
-        assert!(!is_owned_by_airlock(&HeaderName::from_static("x-team")));
     }
 
     fn norm(p: &str) -> Result<String, &'static str> {

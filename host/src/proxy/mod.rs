@@ -33,7 +33,6 @@ pub mod hygiene;
 pub mod listener;
 pub mod record;
 pub mod route;
-pub mod upstream;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -79,7 +78,17 @@ impl FiguresSource for Routing {
         self.pools
             .iter()
             .find(|candidate| candidate.name == pool)
-            .map(|pool| action::pool_figures(pool))
+            .map(|pool| {
+                let figures = pool.figures();
+                contract::PoolFigures {
+                    pool: figures.pool,
+                    healthy_backends: u32::try_from(figures.healthy).unwrap_or(u32::MAX),
+                    total_backends: u32::try_from(figures.total).unwrap_or(u32::MAX),
+                    in_flight: figures.in_flight,
+                    error_rate: figures.error_rate,
+                    latency_p99_ms: figures.latency_p99_ms,
+                }
+            })
     }
 }
 

@@ -29,7 +29,7 @@ use opentelemetry_sdk::Resource;
 
 use crate::config::{OtlpProtocol, TracingConfig};
 
-pub use spans::{Clock, RequestTrace, UpstreamSpan};
+pub use spans::{Clock, PolicyEvaluation, RequestTrace, UpstreamSpan};
 
 /// The tracer, once tracing is on.
 #[derive(Debug)]

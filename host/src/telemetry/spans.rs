@@ -25,7 +25,6 @@ use opentelemetry_http::{HeaderExtractor, HeaderInjector};
 
 use super::sampler::{ACTION_KIND, DECISION};
 use super::Tracing;
-use crate::policy::chain::Evaluation;
 
 /// One moment on both clocks: spans need wall time, steps are measured
 /// with [`Instant`].
@@ -97,17 +96,32 @@ impl Parent {
     }
 
     /// A span per policy evaluation, named by the policy.
-    fn policies(&self, evaluations: &[Evaluation]) {
+    fn policies<E: PolicyEvaluation>(&self, evaluations: &[E]) {
         for evaluation in evaluations {
-            let builder = self.child("policy", evaluation.started).with_attributes([
-                KeyValue::new("airlock.policy.name", evaluation.name.clone()),
-                KeyValue::new("airlock.policy.hash", evaluation.policy.hash().to_owned()),
-                KeyValue::new("airlock.policy.decision", evaluation.decision),
+            let (started, ended) = evaluation.span();
+            let builder = self.child("policy", started).with_attributes([
+                KeyValue::new("airlock.policy.name", evaluation.name()),
+                KeyValue::new("airlock.policy.hash", evaluation.hash().to_owned()),
+                KeyValue::new("airlock.policy.decision", evaluation.decision()),
             ]);
-            let failed = (evaluation.decision == "failed").then_some("policy_failed");
-            self.finished_child(builder, evaluation.started + evaluation.elapsed, failed);
+            let failed = (evaluation.decision() == "failed").then_some("policy_failed");
+            self.finished_child(builder, ended, failed);
         }
     }
+}
+
+/// What a policy's span shows of one evaluation. The policy chain's
+/// evaluations provide it: telemetry sits below the policy engine and does
+/// not know its types.
+pub trait PolicyEvaluation {
+    /// The policy's name.
+    fn name(&self) -> Arc<str>;
+    /// The SHA-256 of the policy's component, hex.
+    fn hash(&self) -> &str;
+    /// When the evaluation started and ended.
+    fn span(&self) -> (Instant, Instant);
+    /// `allow`, `deny`, `hold` or `failed`.
+    fn decision(&self) -> &'static str;
 }
 
 /// A sampled request's span, open until the answer is known.
@@ -123,7 +137,7 @@ impl RequestTrace {
         headers: &HeaderMap,
         facts: &RequestFacts<'_>,
         matched: Instant,
-        evaluations: &[Evaluation],
+        evaluations: &[impl PolicyEvaluation],
     ) -> Option<RequestTrace> {
         let tracing = super::tracing()?;
         let caller = tracing.propagator.extract(&HeaderExtractor(headers));
@@ -295,7 +309,11 @@ pub struct ActionFacts<'a> {
 
 /// The span of an operator's change or a balancer event, judged from
 /// `clock` until now, with its policies' spans. Always sampled.
-pub fn judged_action(clock: Option<Clock>, facts: ActionFacts<'_>, evaluations: &[Evaluation]) {
+pub fn judged_action(
+    clock: Option<Clock>,
+    facts: ActionFacts<'_>,
+    evaluations: &[impl PolicyEvaluation],
+) {
     let (Some(clock), Some(tracing)) = (clock, super::tracing()) else {
         return;
     };

@@ -3,7 +3,16 @@
 //! (`airlock.toml:14:pool[0].backends[1].weight: ...`) and says what was expected,
 //! whether serde found it (a wrong type, an unknown field) or validation did (a
 //! route naming a pool that does not exist). `examples/reference.toml` documents
-//! every field; a test keeps it loadable.
+//! every field; a test (the server's preflight) keeps it loadable.
+//!
+//! This crate is a leaf of Airlock's dependency graph: it depends on no
+//! other Airlock crate and reads no file but the config itself. What only
+//! loading another file can check (certificates, keys, CA bundles: see
+//! [`Config::named_files`]) is checked by the server's preflight, and its
+//! errors are located here ([`Config::locate`]).
+
+// Tests state their expectations with unwrap; the library itself may not.
+#![cfg_attr(test, allow(clippy::unwrap_used))]
 
 use std::collections::HashSet;
 use std::fmt;

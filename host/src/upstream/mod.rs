@@ -7,6 +7,7 @@
 //! Either way the caller gets a [`Reply`]: a streaming response, or, for an
 //! `Upgrade` the backend accepted, the raw connection to tunnel.
 
+pub mod body;
 pub mod h1;
 
 use std::io;
@@ -27,9 +28,9 @@ use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
-use super::body::{BoxError, ProxyBody};
 use crate::config::{Limits, PoolConfig, UpstreamTls};
 use crate::tls::{self, TlsError};
+use body::{BoxError, ProxyBody};
 
 /// What a backend answered.
 #[derive(Debug)]

@@ -25,8 +25,8 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use tokio::io::AsyncWrite;
 
+use super::body::{self, BoxError, ProxyBody};
 use super::{Connector, Reply, Stream, Upgraded, UpstreamError};
-use crate::proxy::body::{self, BoxError, ProxyBody};
 
 /// Largest response head accepted from a backend.
 const MAX_RESPONSE_HEAD: usize = 64 * 1024;
