@@ -2,12 +2,15 @@
 //! passes through sandboxed policies before it happens.
 //!
 //! The request path lives in [`proxy`], read top-down: hygiene, route, judge,
-//! forward. [`balance`] picks backends and keeps their live figures and health;
-//! [`tls`] terminates and originates TLS; [`config`] reads and validates the one
-//! TOML file; [`server`] starts the parts and stops them in order (see
-//! [`shutdown`]); [`accept`] bounds and times the connections of every
-//! listener; [`admin`] serves health, readiness, figures and the admin API
-//! behind one access table; [`demo`] is the quickstart.
+//! forward. [`upstream`] talks to backends; [`balance`] picks them and keeps
+//! their live figures and health; [`tls`] terminates and originates TLS;
+//! [`config`] (a crate of its own) reads and validates the one TOML file, and
+//! [`preflight`] checks the files it names; [`server`] starts the parts and
+//! stops them in order (see [`shutdown`]); [`accept`] bounds and times the
+//! connections of every listener; [`admin`] serves health, readiness,
+//! figures and the admin API behind one access table; [`demo`] is the
+//! quickstart. Modules depend on each other in one direction only:
+//! `docs/architecture.md` has the order, and `tools/module-graph` checks it.
 
 // Tests state their expectations with unwrap; the library itself may not.
 #![cfg_attr(test, allow(clippy::unwrap_used))]

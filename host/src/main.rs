@@ -80,12 +80,17 @@ enum Command {
 /// Where the admin API is, and the caller's token.
 #[derive(Debug, clap::Args)]
 struct AdminArgs {
-    /// The admin API's base URL [env: AIRLOCK_SERVER; default: http://127.0.0.1:9090]
-    #[arg(long, global = true)]
-    server: Option<String>,
+    /// The admin API's base URL
+    #[arg(
+        long,
+        global = true,
+        env = "AIRLOCK_SERVER",
+        default_value = "http://127.0.0.1:9090"
+    )]
+    server: String,
     /// Your API token; better passed as AIRLOCK_TOKEN, which stays out of
-    /// the process list and shell history [env: AIRLOCK_TOKEN]
-    #[arg(long, global = true)]
+    /// the process list and shell history
+    #[arg(long, global = true, env = "AIRLOCK_TOKEN", hide_env_values = true)]
     token: Option<String>,
 }
 
@@ -340,17 +345,11 @@ async fn admin_call(
     body: String,
 ) -> anyhow::Result<serde_json::Value> {
     use http_body_util::Full;
-    let server = admin
-        .server
-        .clone()
-        .or_else(|| std::env::var("AIRLOCK_SERVER").ok())
-        .unwrap_or_else(|| "http://127.0.0.1:9090".to_owned());
     let token = admin
         .token
-        .clone()
-        .or_else(|| std::env::var("AIRLOCK_TOKEN").ok())
+        .as_deref()
         .context("no token: set AIRLOCK_TOKEN (or pass --token)")?;
-    let url = format!("{}{path}", server.trim_end_matches('/'));
+    let url = format!("{}{path}", admin.server.trim_end_matches('/'));
     let request = http::Request::builder()
         .method(method)
         .uri(&url)
