@@ -3,7 +3,8 @@
 //!
 //! The request path lives in [`proxy`], read top-down: hygiene, route, judge,
 //! forward. [`upstream`] talks to backends; [`balance`] picks them and keeps
-//! their live figures and health; [`tls`] terminates and originates TLS;
+//! their live figures and health; [`tls`] terminates and originates TLS
+//! (both in `crates/net`, with request hygiene);
 //! [`config`] (a crate of its own) reads and validates the one TOML file, and
 //! [`preflight`] checks the files it names; [`server`] starts the parts and
 //! stops them in order (see [`shutdown`]); [`accept`] bounds and times the
@@ -18,6 +19,9 @@
 /// The configuration, a crate of its own (`crates/config`): a leaf that
 /// depends on no other part of Airlock.
 pub use airlock_config as config;
+/// Airlock on the wire (`crates/net`): hygiene, the headers it owns, the
+/// upstream client, TLS.
+pub use airlock_net::{headers, tls, upstream};
 
 pub mod accept;
 pub mod admin;
@@ -27,7 +31,6 @@ pub mod balance;
 pub mod cluster;
 pub mod control;
 pub mod demo;
-pub mod headers;
 pub mod http_client;
 pub mod identity;
 pub mod metrics;
@@ -39,5 +42,3 @@ pub mod server;
 pub mod shutdown;
 pub mod store;
 pub mod telemetry;
-pub mod tls;
-pub mod upstream;

@@ -29,7 +29,7 @@ pub mod body;
 pub mod error;
 pub mod forward;
 pub mod hold;
-pub mod hygiene;
+pub use airlock_net::hygiene;
 pub mod listener;
 pub mod record;
 pub mod route;

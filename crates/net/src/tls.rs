@@ -17,7 +17,7 @@ use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 
-use crate::config::{CertificateFiles, ClientAuth, ListenerTls, UpstreamTls};
+use airlock_config::{CertificateFiles, ClientAuth, ListenerTls, UpstreamTls};
 
 /// TLS material that could not be loaded.
 #[derive(Debug, thiserror::Error)]

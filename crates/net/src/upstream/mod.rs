@@ -28,8 +28,8 @@ use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
-use crate::config::{Limits, PoolConfig, UpstreamTls};
 use crate::tls::{self, TlsError};
+use airlock_config::{Limits, PoolConfig, UpstreamTls};
 use body::{BoxError, ProxyBody};
 
 /// What a backend answered.

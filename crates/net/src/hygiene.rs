@@ -22,6 +22,7 @@ use std::borrow::Cow;
 
 use http::header::HeaderName;
 use http::HeaderMap;
+use sha2::Digest as _;
 
 use crate::headers::{
     AIRLOCK_HEADER_PREFIX, FORWARDING_HEADERS, METHOD_OVERRIDE_HEADERS, URL_REWRITE_HEADERS,
@@ -161,7 +162,7 @@ pub fn bound_headers_digest(headers: &HeaderMap) -> String {
         lines.extend_from_slice(value);
         lines.push(b'\n');
     }
-    crate::secrets::sha256_hex(&lines)
+    hex::encode(sha2::Sha256::digest(&lines))
 }
 
 /// Refuses a request with more than one `Host` header.
