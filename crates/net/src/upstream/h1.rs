@@ -501,16 +501,20 @@ fn response_framing(head: &ResponseHead, head_request: bool) -> Result<Framing, 
     {
         return Ok(Framing::Length(0));
     }
-    if let Some(codings) = head.headers.get(header::TRANSFER_ENCODING) {
-        let last = codings
-            .to_str()
-            .unwrap_or("")
-            .rsplit(',')
+    // The codings of every Transfer-Encoding field, in order: the body is
+    // chunked only if the last one is.
+    if let Some(last) = head
+        .headers
+        .get_all(header::TRANSFER_ENCODING)
+        .iter()
+        .last()
+    {
+        let last = last
+            .as_bytes()
+            .rsplit(|&b| b == b',')
             .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase();
-        return Ok(if last == "chunked" {
+            .unwrap_or_default();
+        return Ok(if last.trim_ascii().eq_ignore_ascii_case(b"chunked") {
             Framing::Chunked(ChunkState::Size)
         } else {
             Framing::UntilClose
@@ -520,8 +524,7 @@ fn response_framing(head: &ResponseHead, head_request: bool) -> Result<Framing, 
     match lengths.next() {
         None => Ok(Framing::UntilClose),
         Some(first) => {
-            let parse =
-                |v: &HeaderValue| v.to_str().ok().and_then(|s| s.trim().parse::<u64>().ok());
+            let parse = |v: &HeaderValue| digits(v.as_bytes().trim_ascii(), 10);
             let n = parse(first)
                 .ok_or_else(|| UpstreamError::Protocol("invalid Content-Length".into()))?;
             if lengths.any(|v| parse(v) != Some(n)) {
@@ -532,6 +535,16 @@ fn response_framing(head: &ResponseHead, head_request: bool) -> Result<Framing, 
             Ok(Framing::Length(n))
         }
     }
+}
+
+/// A number written only in digits of `radix` (no sign, no space, no
+/// prefix), as RFC 9112 writes `Content-Length` and `chunk-size`; `None`
+/// if it is anything else or does not fit in a `u64`.
+fn digits(text: &[u8], radix: u32) -> Option<u64> {
+    if text.is_empty() || !text.iter().all(|&b| char::from(b).is_digit(radix)) {
+        return None;
+    }
+    u64::from_str_radix(std::str::from_utf8(text).ok()?, radix).ok()
 }
 
 /// Where a chunked decoder is.
@@ -575,10 +588,9 @@ fn decode_chunked(state: &mut ChunkState, buf: &mut BytesMut) -> Result<Decoded,
                     }
                     continue;
                 }
+                // chunk-size [BWS ";" extension]
                 let size = line.split(|&b| b == b';').next().unwrap_or_default();
-                let size = std::str::from_utf8(size)
-                    .ok()
-                    .and_then(|s| u64::from_str_radix(s.trim(), 16).ok())
+                let size = digits(size.trim_ascii_end(), 16)
                     .ok_or_else(|| UpstreamError::Protocol("invalid chunk size".into()))?;
                 *state = if size == 0 {
                     ChunkState::Trailers
@@ -804,9 +816,36 @@ mod tests {
         assert!(framing("HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n", false).is_err());
     }
 
+    /// RFC 9112: `Content-Length = 1*DIGIT`, and the transfer codings are
+    /// those of every `Transfer-Encoding` field, in order. Rust's integer
+    /// parsing takes a leading `+`, and the first field alone hid a
+    /// `chunked` in a second one (found while writing the fuzz oracle).
+    #[test]
+    fn framing_reads_only_digits_and_every_transfer_encoding_field() {
+        let framing = |raw: &str| response_framing(&head(raw), false).map(|f| format!("{f:?}"));
+        assert!(framing("HTTP/1.1 200 OK\r\nContent-Length: +7\r\n\r\n").is_err());
+        assert!(
+            framing("HTTP/1.1 200 OK\r\nContent-Length: 7\r\nContent-Length: +7\r\n\r\n").is_err()
+        );
+        assert_eq!(
+            framing(
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n"
+            )
+            .unwrap(),
+            "Chunked(Size)"
+        );
+        assert_eq!(
+            framing(
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: gzip\r\n\r\n"
+            )
+            .unwrap(),
+            "UntilClose"
+        );
+    }
+
     #[test]
     fn chunked_decoding_across_arbitrary_splits() {
-        let wire = b"5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nTrailer: x\r\n\r\n";
+        let wire = b"5;ext=1\r\nhello\r\n6 ; e\r\n world\r\n0\r\nTrailer: x\r\n\r\n";
         for split in 1..wire.len() {
             let mut state = ChunkState::Size;
             let mut buf = BytesMut::new();
@@ -832,7 +871,16 @@ mod tests {
 
     #[test]
     fn broken_chunks_are_refused() {
-        for wire in [&b"zz\r\n"[..], b"3\r\nabcX\r\n"] {
+        // RFC 9112 7.1: chunk-size = 1*HEXDIG (whitespace only before a
+        // `;` extension); `+5` and ` 5` were read as 5.
+        for wire in [
+            &b"zz\r\n"[..],
+            b"3\r\nabcX\r\n",
+            b"+5\r\nhello\r\n",
+            b" 5\r\nhello\r\n",
+            b"\r\n",
+            b"0x5\r\nhello\r\n",
+        ] {
             let mut state = ChunkState::Size;
             let mut buf = BytesMut::from(wire);
             let mut result = Ok(Decoded::NeedMore);
