@@ -507,7 +507,7 @@ fn response_framing(head: &ResponseHead, head_request: bool) -> Result<Framing, 
         .headers
         .get_all(header::TRANSFER_ENCODING)
         .iter()
-        .last()
+        .next_back()
     {
         let last = last
             .as_bytes()
