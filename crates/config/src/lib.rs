@@ -14,6 +14,9 @@
 // Tests state their expectations with unwrap; the library itself may not.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+#[cfg(any(test, fuzzing))]
+pub mod oracles;
+
 use std::collections::HashSet;
 use std::fmt;
 use std::net::SocketAddr;

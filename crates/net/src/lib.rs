@@ -14,5 +14,7 @@
 
 pub mod headers;
 pub mod hygiene;
+#[cfg(any(test, fuzzing))]
+pub mod oracles;
 pub mod tls;
 pub mod upstream;

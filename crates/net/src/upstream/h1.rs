@@ -420,13 +420,14 @@ fn parse_response_head(buf: &mut BytesMut) -> Result<Option<ResponseHead>, Upstr
     let mut storage = [httparse::EMPTY_HEADER; MAX_RESPONSE_HEADERS];
     let mut parsed = httparse::Response::new(&mut storage);
     let len = match parsed.parse(buf) {
-        Ok(httparse::Status::Complete(len)) => len,
-        Ok(httparse::Status::Partial) if buf.len() > MAX_RESPONSE_HEAD => {
+        Ok(httparse::Status::Complete(len)) if len <= MAX_RESPONSE_HEAD => len,
+        Ok(httparse::Status::Partial) if buf.len() <= MAX_RESPONSE_HEAD => return Ok(None),
+        // However the head arrived, in one read or many: the same bound.
+        Ok(_) => {
             return Err(UpstreamError::Protocol(format!(
                 "response head larger than {MAX_RESPONSE_HEAD} bytes"
             )));
         }
-        Ok(httparse::Status::Partial) => return Ok(None),
         Err(e) => {
             return Err(UpstreamError::Protocol(format!(
                 "unparsable response head: {e}"
@@ -574,10 +575,12 @@ fn decode_chunked(state: &mut ChunkState, buf: &mut BytesMut) -> Result<Decoded,
     loop {
         match *state {
             ChunkState::Size | ChunkState::Trailers => {
-                let Some(end) = buf.windows(2).position(|w| w == b"\r\n") else {
-                    if buf.len() > MAX_CHUNK_LINE {
-                        return Err(UpstreamError::Protocol("chunk line too long".into()));
-                    }
+                let end = buf.windows(2).position(|w| w == b"\r\n");
+                // However the line arrived, in one read or many: the same bound.
+                if end.unwrap_or(buf.len()) > MAX_CHUNK_LINE {
+                    return Err(UpstreamError::Protocol("chunk line too long".into()));
+                }
+                let Some(end) = end else {
                     return Ok(Decoded::NeedMore);
                 };
                 let line = buf.split_to(end + 2);
@@ -624,6 +627,164 @@ fn decode_chunked(state: &mut ChunkState, buf: &mut BytesMut) -> Result<Decoded,
                 *state = ChunkState::Size;
             }
             ChunkState::Done => return Ok(Decoded::End),
+        }
+    }
+}
+
+/// The fuzz oracle for a backend's response bytes ([`crate::oracles`]):
+/// a head Airlock accepts is the head `httparse` reads (length, status,
+/// fields); its framing is RFC 9112 6.3's, written out again here; and a
+/// chunked body decodes the same fed whole or a byte at a time, and as a
+/// strict decoder written from the grammar decodes it (both refuse, or
+/// both give the same bytes and agree on whether it ended).
+#[cfg(any(test, fuzzing))]
+pub(crate) fn check_response(data: &[u8]) {
+    let mut buf = BytesMut::from(data);
+    let Ok(Some(head)) = parse_response_head(&mut buf) else {
+        return;
+    };
+    let mut storage = [httparse::EMPTY_HEADER; MAX_RESPONSE_HEADERS];
+    let mut reference = httparse::Response::new(&mut storage);
+    let Ok(httparse::Status::Complete(len)) = reference.parse(data) else {
+        panic!("accepted a head httparse does not complete");
+    };
+    assert_eq!(len, data.len() - buf.len(), "head length");
+    assert_eq!(reference.code, Some(head.status.as_u16()), "status");
+    let fields: Vec<(String, &[u8])> = reference
+        .headers
+        .iter()
+        .map(|field| (field.name.to_ascii_lowercase(), field.value))
+        .collect();
+    let mut theirs = fields.clone();
+    let mut ours: Vec<(String, &[u8])> = head
+        .headers
+        .iter()
+        .map(|(name, value)| (name.as_str().to_owned(), value.as_bytes()))
+        .collect();
+    theirs.sort();
+    ours.sort();
+    assert_eq!(ours, theirs, "fields");
+
+    let framing = response_framing(&head, false).map(|framing| format!("{framing:?}"));
+    let expected = rfc_9112_framing(head.status.as_u16(), &fields);
+    assert_eq!(framing.as_deref().ok(), expected.as_deref(), "framing");
+    if framing.as_deref().ok() != Some("Chunked(Size)") {
+        return;
+    }
+    let decode = |pieces: &mut dyn Iterator<Item = &[u8]>| {
+        let mut state = ChunkState::Size;
+        let mut pending = BytesMut::new();
+        let mut out = Vec::new();
+        for piece in pieces {
+            pending.extend_from_slice(piece);
+            loop {
+                match decode_chunked(&mut state, &mut pending) {
+                    Ok(Decoded::Data(data)) => out.extend_from_slice(&data),
+                    Ok(Decoded::NeedMore) => break,
+                    Ok(Decoded::End) => return Some((out, true)),
+                    Err(_) => return None,
+                }
+            }
+        }
+        Some((out, false))
+    };
+    let whole = decode(&mut std::iter::once(&buf[..]));
+    assert_eq!(decode(&mut buf.chunks(1)), whole, "byte at a time");
+    assert_eq!(strict_chunked(&buf), whole, "strict decoder");
+}
+
+/// RFC 9112 6.3 for a response to a GET, from the fields as `httparse`
+/// read them (names lower-cased): `Debug` of the expected [`Framing`], or
+/// `None` where the response must be refused.
+#[cfg(any(test, fuzzing))]
+fn rfc_9112_framing(status: u16, fields: &[(String, &[u8])]) -> Option<String> {
+    if (100..200).contains(&status) || status == 204 || status == 304 {
+        return Some("Length(0)".into());
+    }
+    fn values<'a>(
+        fields: &'a [(String, &'a [u8])],
+        name: &'a str,
+    ) -> impl Iterator<Item = &'a [u8]> {
+        fields
+            .iter()
+            .filter(move |(field, _)| field == name)
+            .map(|(_, value)| value.trim_ascii())
+    }
+    let codings: Vec<&[u8]> = values(fields, "transfer-encoding").collect();
+    if !codings.is_empty() {
+        let joined = codings.join(&b","[..]);
+        let last = joined.rsplit(|&b| b == b',').next().unwrap_or_default();
+        return Some(if last.trim_ascii().eq_ignore_ascii_case(b"chunked") {
+            "Chunked(Size)".into()
+        } else {
+            "UntilClose".into()
+        });
+    }
+    let lengths: Vec<Option<u64>> = values(fields, "content-length")
+        .map(|value| {
+            let digits = value.iter().all(u8::is_ascii_digit) && !value.is_empty();
+            digits
+                .then(|| std::str::from_utf8(value).ok()?.parse().ok())
+                .flatten()
+        })
+        .collect();
+    match lengths.first() {
+        None => Some("UntilClose".into()),
+        Some(Some(n)) if lengths.iter().all(|length| *length == Some(*n)) => {
+            Some(format!("Length({n})"))
+        }
+        Some(_) => None,
+    }
+}
+
+/// A chunked body decoded straight from RFC 9112 7.1's grammar, with
+/// Airlock's bound on a line: the bytes and whether the body ended, or
+/// `None` where it breaks the grammar.
+#[cfg(any(test, fuzzing))]
+fn strict_chunked(mut wire: &[u8]) -> Option<(Vec<u8>, bool)> {
+    let mut out = Vec::new();
+    let line = |wire: &mut &[u8]| -> Option<Option<Vec<u8>>> {
+        match wire.windows(2).position(|pair| pair == b"\r\n") {
+            Some(end) if end <= MAX_CHUNK_LINE => {
+                let line = wire[..end].to_vec();
+                *wire = &wire[end + 2..];
+                Some(Some(line))
+            }
+            None if wire.len() <= MAX_CHUNK_LINE => Some(None),
+            _ => None,
+        }
+    };
+    loop {
+        let Some(size_line) = line(&mut wire)? else {
+            return Some((out, false));
+        };
+        let size = size_line.split(|&b| b == b';').next().unwrap_or_default();
+        let size = size.trim_ascii_end();
+        if size.is_empty() || size.len() > 16 || !size.iter().all(u8::is_ascii_hexdigit) {
+            return None;
+        }
+        let size = usize::from_str_radix(std::str::from_utf8(size).ok()?, 16).ok()?;
+        if size == 0 {
+            loop {
+                match line(&mut wire)? {
+                    None => return Some((out, false)),
+                    Some(trailer) if trailer.is_empty() => return Some((out, true)),
+                    Some(_) => {}
+                }
+            }
+        }
+        if wire.len() < size {
+            out.extend_from_slice(wire);
+            return Some((out, false));
+        }
+        out.extend_from_slice(&wire[..size]);
+        wire = &wire[size..];
+        // Like Airlock, refuse what follows the data only once two bytes
+        // of it are there.
+        match wire {
+            [b'\r', b'\n', rest @ ..] => wire = rest,
+            [] | [_] => return Some((out, false)),
+            _ => return None,
         }
     }
 }
@@ -892,6 +1053,28 @@ mod tests {
             }
             assert!(result.is_err(), "{:?}", String::from_utf8_lossy(wire));
         }
+    }
+
+    /// The bounds on a response head and on a chunk line hold however
+    /// the bytes arrive: a head or a line over the bound that came in one
+    /// read was accepted, the same bytes in several reads refused.
+    #[test]
+    fn bounds_do_not_depend_on_how_the_bytes_arrive() {
+        let mut head = format!(
+            "HTTP/1.1 200 OK\r\nX-Big: {}\r\n\r\n",
+            "a".repeat(MAX_RESPONSE_HEAD)
+        )
+        .into_bytes();
+        assert!(parse_response_head(&mut BytesMut::from(&head[..])).is_err());
+        head.truncate(MAX_RESPONSE_HEAD / 2);
+        assert!(parse_response_head(&mut BytesMut::from(&head[..]))
+            .unwrap()
+            .is_none());
+
+        let line = format!("5;{}\r\nhello\r\n0\r\n\r\n", "e".repeat(MAX_CHUNK_LINE));
+        let mut state = ChunkState::Size;
+        let mut buf = BytesMut::from(line.as_bytes());
+        assert!(decode_chunked(&mut state, &mut buf).is_err());
     }
 
     #[test]
