@@ -1389,6 +1389,102 @@ impl Approvals {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// Subjects `s0`..`s4`, each in some of groups `g0`..`g2`.
+    fn vote() -> impl Strategy<Value = Vote> {
+        (
+            0..5u8,
+            proptest::sample::subsequence(vec![0u8, 1, 2], 0..=3),
+            prop::bool::weighted(0.1),
+        )
+            .prop_map(|(subject, groups, deny)| Vote {
+                subject: format!("s{subject}"),
+                groups: groups.iter().map(|group| format!("g{group}")).collect(),
+                verdict: if deny {
+                    Verdict::Deny
+                } else {
+                    Verdict::Approve
+                },
+                comment: None,
+                time_ms: 0,
+            })
+    }
+
+    /// One to three holds, each asking some groups for a quorum of 1 to 3.
+    fn holds() -> impl Strategy<Value = Vec<HoldRequirement>> {
+        prop::collection::vec(
+            (
+                proptest::sample::subsequence(vec![0u8, 1, 2], 1..=3),
+                1..=3u32,
+            ),
+            1..=3,
+        )
+        .prop_map(|holds| {
+            holds
+                .into_iter()
+                .map(|(groups, quorum)| HoldRequirement {
+                    policy: "p".into(),
+                    reason: String::new(),
+                    groups: groups.iter().map(|group| format!("g{group}")).collect(),
+                    quorum,
+                    grant: None,
+                })
+                .collect()
+        })
+    }
+
+    fn approval(holds: Vec<HoldRequirement>, votes: Vec<Vote>) -> Approval {
+        let mut approval =
+            Approval::pending(ActionSummary::default(), "alice", Vec::new(), &[], false);
+        approval.holds = holds;
+        approval.votes = votes;
+        approval
+    }
+
+    proptest! {
+        /// The quorum rules, for any holds and votes: the order of the
+        /// votes does not matter; a subject's repeated approvals count
+        /// once; any deny denies; and otherwise the approval is approved
+        /// exactly when each hold has its quorum of distinct subjects from
+        /// its groups.
+        #[test]
+        fn quorum_counts_each_subject_once_and_any_deny_denies(
+            holds in holds(),
+            votes in prop::collection::vec(vote(), 0..8),
+            seed in any::<u64>(),
+        ) {
+            let decided = approval(holds.clone(), votes.clone()).decided();
+
+            let mut shuffled = votes.clone();
+            let mut state = seed;
+            for i in (1..shuffled.len()).rev() {
+                state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+                shuffled.swap(i, usize::try_from(state >> 33).unwrap() % (i + 1));
+            }
+            prop_assert_eq!(approval(holds.clone(), shuffled).decided(), decided);
+
+            let mut repeated = votes.clone();
+            repeated.extend(votes.iter().filter(|vote| vote.verdict == Verdict::Approve).cloned());
+            prop_assert_eq!(approval(holds.clone(), repeated).decided(), decided);
+
+            let expected = if votes.iter().any(|vote| vote.verdict == Verdict::Deny) {
+                ApprovalState::Denied
+            } else if holds.iter().all(|hold| {
+                let subjects: std::collections::BTreeSet<&str> = votes
+                    .iter()
+                    .filter(|vote| vote.groups.iter().any(|group| hold.groups.contains(group)))
+                    .map(|vote| vote.subject.as_str())
+                    .collect();
+                subjects.len() >= hold.quorum as usize
+            }) {
+                ApprovalState::Approved
+            } else {
+                ApprovalState::Pending
+            };
+            prop_assert_eq!(decided, expected);
+        }
+    }
 
     #[test]
     fn anonymous_quotas_are_kept_per_address_and_per_ipv6_64() {
