@@ -400,6 +400,53 @@ mod tests {
         assert_eq!(spread(&p, 400), HashMap::from([(0, 300), (1, 100)]));
     }
 
+    proptest::proptest! {
+        /// For any weights, one cycle of the schedule gives each backend
+        /// exactly its share of the weights (over their common divisor):
+        /// a weight-1 backend beside heavy ones is never starved.
+        #[test]
+        fn weighted_schedule_gives_each_backend_its_exact_share(
+            weights in proptest::collection::vec(1..=50u32, 1..=6),
+        ) {
+            let schedule = smooth_weighted_schedule(&weights);
+            let divisor = weights.iter().copied().fold(0, gcd);
+            let total: u32 = weights.iter().map(|weight| weight / divisor).sum();
+            proptest::prop_assert_eq!(schedule.len(), total as usize);
+            for (index, weight) in weights.iter().enumerate() {
+                let picks = schedule.iter().filter(|&&picked| picked == index).count();
+                proptest::prop_assert_eq!(picks, (weight / divisor) as usize);
+            }
+        }
+
+        /// For any weights and any backend going down, consistent hashing
+        /// moves only the keys that were on that backend.
+        #[test]
+        fn consistent_hash_moves_only_the_keys_of_a_backend_that_went_down(
+            weights in proptest::collection::vec(1..=4u32, 2..=5),
+            down in 0..5usize,
+        ) {
+            let down = down % weights.len();
+            let p = pool(
+                "balance = \"consistent_hash\"\nhash_key = { header = \"x-user\" }",
+                &weights,
+            );
+            let users: Vec<String> = (0..200).map(|i| format!("user-{i}")).collect();
+            let before: Vec<usize> = users
+                .iter()
+                .map(|u| p.pick(&request(Some(u)), None).unwrap())
+                .collect();
+            p.backends[down].set_healthy(false);
+            for (u, &was) in users.iter().zip(&before) {
+                let now = p.pick(&request(Some(u)), None).unwrap();
+                if was == down {
+                    proptest::prop_assert_ne!(now, down);
+                } else {
+                    proptest::prop_assert_eq!(now, was, "{} moved", u);
+                }
+            }
+        }
+    }
+
     #[test]
     fn least_in_flight_prefers_idle_backends() {
         let p = pool("balance = \"least_in_flight\"", &[1, 1, 1]);
