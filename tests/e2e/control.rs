@@ -399,6 +399,16 @@ async fn changes_survive_a_restart_until_reset_and_reloads_keep_them() {
         ),
     )
     .unwrap();
+    // A reload pinned to another file (its SHA-256) is a conflict, not a
+    // bad request: the file changed since; nothing is loaded.
+    let pinned = change(
+        &airlock,
+        "erin",
+        json!({"op": "reload_config", "sha256": "0".repeat(64)}),
+    )
+    .await;
+    assert_eq!(pinned.status, 409, "{}", pinned.text());
+    assert_eq!(pinned.json()["error"], "changed", "{}", pinned.text());
     let reloaded = api(&airlock, Some("erin"), "POST", "/v1/reload", "").await;
     assert_eq!(reloaded.status, 200, "{}", reloaded.text());
     assert!(served_by(&airlock, 3).await.iter().all(|b| b == "canary"));
@@ -602,7 +612,12 @@ async fn with_while_held_fail_over_a_denied_failover_fails_back() {
         .as_str()
         .unwrap()
         .to_owned();
-    assert_eq!(served_by(&airlock, 1).await, ["dr"], "moved while held");
+    // The approval is listed as soon as it is made; the move follows it.
+    let moved = eventually(Duration::from_secs(10), || async {
+        served_by(&airlock, 1).await == ["dr"]
+    })
+    .await;
+    assert!(moved, "moved while held");
     vote(&airlock, "bob", &id, "deny", "").await;
     let back = eventually(Duration::from_secs(10), || async {
         Client::http1().get(&airlock.url("/")).await.status == 500

@@ -17,6 +17,7 @@ mod control;
 mod etcd_cluster;
 mod go_policies;
 mod js_policies;
+mod openapi;
 mod policy;
 mod proxy;
 mod python_policies;

@@ -51,6 +51,8 @@ pub enum ApiError {
     Unauthorized(String),
     Forbidden(String),
     BadRequest(String),
+    /// What it applies to changed since it was asked for or judged: 409.
+    Conflict(String),
     /// A limit: 429 with `Retry-After`.
     Limit(String),
     /// Could not be done now (nothing changed): 503.
@@ -76,6 +78,7 @@ impl IntoResponse for ApiError {
             ApiError::Unauthorized(detail) => (StatusCode::UNAUTHORIZED, "unauthorized", detail),
             ApiError::Forbidden(detail) => (StatusCode::FORBIDDEN, "forbidden", detail),
             ApiError::BadRequest(detail) => (StatusCode::BAD_REQUEST, "bad_request", detail),
+            ApiError::Conflict(detail) => (StatusCode::CONFLICT, "changed", detail),
             ApiError::Limit(detail) => (StatusCode::TOO_MANY_REQUESTS, "too_many", detail),
             ApiError::Unavailable(detail) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "unavailable", detail)

@@ -47,6 +47,7 @@ impl From<ChangeError> for ApiError {
     fn from(error: ChangeError) -> Self {
         match error {
             ChangeError::Invalid(detail) => ApiError::BadRequest(detail),
+            ChangeError::Changed(detail) => ApiError::Conflict(detail),
             ChangeError::Denied { .. } | ChangeError::HeldWithoutApprovals(_) => {
                 ApiError::Forbidden(error.to_string())
             }

@@ -158,6 +158,10 @@ pub enum ChangeError {
     /// It does not fit the routing (unknown pool, last backend, ...): 400.
     #[error("{0}")]
     Invalid(String),
+    /// What it was pinned to or judged on changed since (the config
+    /// file's SHA-256, the overlay a reset drops): 409; ask again.
+    #[error("{0}")]
+    Changed(String),
     /// A policy denied it: 403.
     #[error("denied by policy `{policy}`: {reason}")]
     Denied { policy: String, reason: String },
@@ -628,7 +632,7 @@ impl ControlPlane {
                 // not drop B, applied while it waited.
                 let now = overlay_ids(&desired);
                 if now != ids {
-                    return Err(ChangeError::Invalid(format!(
+                    return Err(ChangeError::Changed(format!(
                         "the overlay holds {} now, {} when the reset was judged: ask again",
                         now.join(", "),
                         ids.join(", ")
@@ -1054,7 +1058,7 @@ fn read_config(
     let sha256 = crate::secrets::sha256_hex(text.as_bytes());
     if let Some(expected) = expected {
         if !expected.eq_ignore_ascii_case(&sha256) {
-            return Err(ChangeError::Invalid(format!(
+            return Err(ChangeError::Changed(format!(
                 "{}: its SHA-256 is {sha256}, not {expected}: the file changed",
                 file.display()
             )));
