@@ -25,6 +25,7 @@ pub use airlock_net::{headers, tls, upstream};
 
 pub mod accept;
 pub mod admin;
+pub mod api_error;
 pub mod approvals;
 pub mod audit;
 pub mod balance;

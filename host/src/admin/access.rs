@@ -13,10 +13,8 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::Json;
-use serde_json::json;
 
-use crate::approvals::api::ApiError;
+use crate::api_error::ApiError;
 use crate::config::{AdminConfig, MetricsAccess, Role};
 use crate::identity::{Identities, Identity};
 
@@ -121,11 +119,12 @@ pub async fn check_host(State(gate): State<Arc<Gate>>, request: Request, next: N
     let mut hosts = request.headers().get_all(header::HOST).iter();
     let host_header = hosts.next();
     if hosts.next().is_some() {
-        return refusal(
+        return ApiError::new(
             StatusCode::BAD_REQUEST,
             "bad_request",
             "more than one Host header",
-        );
+        )
+        .into_response();
     }
     // The Host header's host, then the request target's (absolute-form in
     // HTTP/1.1, the authority in HTTP/2): each present must pass.
@@ -138,23 +137,21 @@ pub async fn check_host(State(gate): State<Arc<Gate>>, request: Request, next: N
         match parsed {
             Some(authority) => named.push(authority.host().to_owned()),
             None => {
-                return refusal(
+                return ApiError::new(
                     StatusCode::BAD_REQUEST,
                     "bad_request",
                     "the Host header is not a host name",
                 )
+                .into_response()
             }
         }
     }
     named.extend(request.uri().host().map(str::to_owned));
     if let Some(host) = named.iter().find(|host| !gate.host_allowed(host)) {
-        return refusal(
-            StatusCode::MISDIRECTED_REQUEST,
-            "unknown_host",
-            &format!(
+        return ApiError::new(StatusCode::MISDIRECTED_REQUEST, "unknown_host", format!(
                 "this admin API does not answer to `{host}`: use an IP address or one of [admin] hosts"
             ),
-        );
+        ).into_response();
     }
     next.run(request).await
 }
@@ -172,15 +169,16 @@ pub async fn authorize(
     let needed = match rule_for(request.method(), path) {
         // A method the route does not serve.
         None if ROUTES.iter().any(|(_, listed, _)| *listed == path) => {
-            return refusal(
+            return ApiError::new(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method_not_allowed",
-                &format!("`{path}` does not take {}", request.method()),
-            );
+                format!("`{path}` does not take {}", request.method()),
+            )
+            .into_response();
         }
         None => {
             tracing::error!(%path, method = %request.method(), "admin route without an access rule: refused");
-            return ApiError::Forbidden(format!("`{path}` has no access rule")).into_response();
+            return ApiError::forbidden(format!("`{path}` has no access rule")).into_response();
         }
         Some(Access::Open) => None,
         Some(Access::Metrics) => (gate.metrics == MetricsAccess::Viewer).then_some(Role::Viewer),
@@ -208,20 +206,16 @@ fn authorized(
 ) -> Result<Arc<Identity>, ApiError> {
     let identity = identities
         .bearer(headers, "authorization")
-        .map_err(|error| ApiError::Unauthorized(error.to_string()))?
-        .ok_or_else(|| ApiError::Unauthorized("send `Authorization: Bearer TOKEN`".to_owned()))?;
+        .map_err(|error| ApiError::unauthorized(error.to_string()))?
+        .ok_or_else(|| ApiError::unauthorized("send `Authorization: Bearer TOKEN`".to_owned()))?;
     if !identity.holds(role) {
-        return Err(ApiError::Forbidden(format!(
+        return Err(ApiError::forbidden(format!(
             "`{}` needs the {} role",
             identity.subject,
             role.name()
         )));
     }
     Ok(identity)
-}
-
-fn refusal(status: StatusCode, code: &str, detail: &str) -> Response {
-    (status, Json(json!({ "error": code, "detail": detail }))).into_response()
 }
 
 #[cfg(test)]

@@ -24,6 +24,7 @@ use axum::routing::get;
 use axum::{Extension, Json, Router};
 use serde_json::json;
 
+use crate::api_error::ApiError;
 use crate::audit::{self, query::AuditFilter, query::QueryError};
 use crate::identity::Identity;
 use crate::proxy::Proxy;
@@ -212,7 +213,7 @@ async fn audit_query(
 ) -> Response {
     let (filter, store) = match audit_call(&state, query) {
         Ok(call) => call,
-        Err(refused) => return *refused,
+        Err(refused) => return refused.into_response(),
     };
     let result = state
         .audit_reader
@@ -223,9 +224,9 @@ async fn audit_query(
     match result {
         Ok(Ok(page)) => (StatusCode::OK, Json(page)).into_response(),
         Ok(Err(QueryError::BadFilter { field, message })) => {
-            bad_request(&format!("{field}: {message}")).into_response()
+            ApiError::bad_request(format!("{field}: {message}")).into_response()
         }
-        Ok(Err(error)) => internal(&error.to_string()).into_response(),
+        Ok(Err(error)) => ApiError::internal(error).into_response(),
         Err(busy) => reader_busy(busy),
     }
 }
@@ -235,13 +236,15 @@ async fn audit_query(
 fn audit_call<Q>(
     state: &AdminState,
     query: Result<Query<Q>, QueryRejection>,
-) -> Result<(Q, Arc<dyn Store>), Box<Response>> {
-    let Query(query) =
-        query.map_err(|rejection| Box::new(bad_request(&rejection.body_text()).into_response()))?;
-    let store = state
-        .store
-        .clone()
-        .ok_or_else(|| Box::new(audit_off().into_response()))?;
+) -> Result<(Q, Arc<dyn Store>), ApiError> {
+    let Query(query) = query.map_err(|rejection| ApiError::bad_request(rejection.body_text()))?;
+    let store = state.store.clone().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "audit_disabled",
+            "the audit trail is off ([audit] enabled = false)",
+        )
+    })?;
     Ok((query, store))
 }
 
@@ -271,12 +274,12 @@ async fn audit_verify(
 ) -> Response {
     let (query, store) = match audit_call(&state, query) {
         Ok(call) => call,
-        Err(refused) => return *refused,
+        Err(refused) => return refused.into_response(),
     };
     let anchor = match &state.cluster {
         Some(cluster) => match crate::cluster::anchor_of(cluster.etcd(), cluster.node()).await {
             Ok(anchor) => anchor,
-            Err(error) => return unavailable(&error.to_string()).into_response(),
+            Err(error) => return ApiError::store("this node's anchor", error).into_response(),
         },
         None => None,
     };
@@ -341,7 +344,7 @@ async fn audit_verify(
             }
             (StatusCode::OK, Json(answer)).into_response()
         }
-        Ok(Err(error)) => internal(&error.to_string()).into_response(),
+        Ok(Err(error)) => ApiError::internal(error).into_response(),
         Err(busy) => reader_busy(busy),
     }
 }
@@ -356,56 +359,11 @@ fn reader_busy(busy: reader::Busy) -> Response {
             reader::PER_CALLER
         ),
     };
-    let mut response = (
-        StatusCode::TOO_MANY_REQUESTS,
-        Json(json!({ "error": "too_many", "detail": detail })),
-    )
-        .into_response();
-    response.headers_mut().insert(
-        axum::http::header::RETRY_AFTER,
-        axum::http::HeaderValue::from_static("5"),
-    );
-    response
+    ApiError::too_many(detail, "5").into_response()
 }
 
-fn unavailable(message: &str) -> (StatusCode, Json<serde_json::Value>) {
-    (
-        StatusCode::SERVICE_UNAVAILABLE,
-        Json(json!({ "error": "store_unavailable", "detail": message })),
-    )
-}
-
-fn bad_request(message: &str) -> (StatusCode, Json<serde_json::Value>) {
-    (
-        StatusCode::BAD_REQUEST,
-        Json(json!({ "error": "bad_request", "detail": message })),
-    )
-}
-
-fn audit_off() -> (StatusCode, Json<serde_json::Value>) {
-    (
-        StatusCode::NOT_FOUND,
-        Json(
-            json!({ "error": "audit_disabled", "detail": "the audit trail is off ([audit] enabled = false)" }),
-        ),
-    )
-}
-
-fn internal(message: &str) -> (StatusCode, Json<serde_json::Value>) {
-    tracing::error!("admin: {message}");
-    (
-        StatusCode::INTERNAL_SERVER_ERROR,
-        Json(json!({ "error": "internal", "detail": "see the log" })),
-    )
-}
-
-async fn not_found(uri: axum::http::Uri) -> impl IntoResponse {
-    (
-        StatusCode::NOT_FOUND,
-        Json(
-            json!({ "error": "not_found", "detail": format!("no admin endpoint at `{}`", uri.path()) }),
-        ),
-    )
+async fn not_found(uri: axum::http::Uri) -> ApiError {
+    ApiError::not_found(format!("no admin endpoint at `{}`", uri.path()))
 }
 
 #[cfg(test)]

@@ -5,19 +5,20 @@
 //! approvers vote, admins revoke grants. A caller
 //! sees the approvals it asked for and those asking one of its groups
 //! (admins see all). No GET changes anything. Errors are
-//! `{"error": CODE, "detail": TEXT}`, mapped from [`ApprovalError`] in
-//! [`ApiError::into_response`], the one place that does it.
+//! `{"error": CODE, "detail": TEXT}` ([`ApiError`]), converted from
+//! [`ApprovalError`] here.
 
 use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::Extension;
+
+pub use crate::api_error::ApiError;
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
@@ -45,83 +46,31 @@ pub fn router(state: ApprovalApi) -> Router {
         .with_state(state)
 }
 
-/// A refusal, as the API answers it.
-#[derive(Debug)]
-pub enum ApiError {
-    Unauthorized(String),
-    Forbidden(String),
-    BadRequest(String),
-    /// What it applies to changed since it was asked for or judged: 409.
-    Conflict(String),
-    /// A limit: 429 with `Retry-After`.
-    Limit(String),
-    /// Could not be done now (nothing changed): 503.
-    Unavailable(String),
-    Approval(ApprovalError),
-}
-
 impl From<ApprovalError> for ApiError {
     fn from(error: ApprovalError) -> Self {
-        ApiError::Approval(error)
+        match error {
+            ApprovalError::NotFound(_) | ApprovalError::GrantNotFound(_) => {
+                ApiError::not_found(error.to_string())
+            }
+            ApprovalError::Resolved { .. } => {
+                ApiError::conflict("already_resolved", error.to_string())
+            }
+            ApprovalError::AlreadyVoted { .. } => {
+                ApiError::conflict("already_voted", error.to_string())
+            }
+            ApprovalError::Forbidden(detail) => ApiError::forbidden(detail),
+            ApprovalError::Contended(_) => ApiError::conflict("contended", error.to_string()),
+            ApprovalError::Audit(_) | ApprovalError::Store(_) => {
+                tracing::error!("approvals: {error}");
+                ApiError::unavailable("the change could not be recorded, so it did not happen")
+            }
+        }
     }
 }
 
 impl From<crate::store::StoreError> for ApiError {
     fn from(error: crate::store::StoreError) -> Self {
-        ApiError::Approval(error.into())
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let (status, code, detail) = match self {
-            ApiError::Unauthorized(detail) => (StatusCode::UNAUTHORIZED, "unauthorized", detail),
-            ApiError::Forbidden(detail) => (StatusCode::FORBIDDEN, "forbidden", detail),
-            ApiError::BadRequest(detail) => (StatusCode::BAD_REQUEST, "bad_request", detail),
-            ApiError::Conflict(detail) => (StatusCode::CONFLICT, "changed", detail),
-            ApiError::Limit(detail) => (StatusCode::TOO_MANY_REQUESTS, "too_many", detail),
-            ApiError::Unavailable(detail) => {
-                (StatusCode::SERVICE_UNAVAILABLE, "unavailable", detail)
-            }
-            ApiError::Approval(error) => match error {
-                ApprovalError::NotFound(_) | ApprovalError::GrantNotFound(_) => {
-                    (StatusCode::NOT_FOUND, "not_found", error.to_string())
-                }
-                ApprovalError::Resolved { .. } => {
-                    (StatusCode::CONFLICT, "already_resolved", error.to_string())
-                }
-                ApprovalError::AlreadyVoted { .. } => {
-                    (StatusCode::CONFLICT, "already_voted", error.to_string())
-                }
-                ApprovalError::Forbidden(detail) => (StatusCode::FORBIDDEN, "forbidden", detail),
-                ApprovalError::Contended(_) => {
-                    (StatusCode::CONFLICT, "contended", error.to_string())
-                }
-                ApprovalError::Audit(_) | ApprovalError::Store(_) => {
-                    tracing::error!("approvals: {error}");
-                    (
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "unavailable",
-                        "the change could not be recorded, so it did not happen".to_owned(),
-                    )
-                }
-            },
-        };
-        let mut response =
-            (status, Json(json!({ "error": code, "detail": detail }))).into_response();
-        if status == StatusCode::TOO_MANY_REQUESTS {
-            response.headers_mut().insert(
-                axum::http::header::RETRY_AFTER,
-                axum::http::HeaderValue::from_static("60"),
-            );
-        }
-        if status == StatusCode::UNAUTHORIZED {
-            response.headers_mut().insert(
-                axum::http::header::WWW_AUTHENTICATE,
-                axum::http::HeaderValue::from_static("Bearer"),
-            );
-        }
-        response
+        ApprovalError::from(error).into()
     }
 }
 
@@ -137,7 +86,7 @@ async fn list(
     Extension(identity): Extension<Arc<Identity>>,
     query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let Query(query) = query.map_err(|rejection| ApiError::BadRequest(rejection.body_text()))?;
+    let Query(query) = query.map_err(|rejection| ApiError::bad_request(rejection.body_text()))?;
     let approvals: Vec<Approval> = state
         .approvals
         .list(query.state)?
@@ -252,7 +201,7 @@ async fn vote(
         VoteBody::default()
     } else {
         serde_json::from_slice(&body).map_err(|error| {
-            ApiError::BadRequest(format!("the body is not {{\"comment\": TEXT}}: {error}"))
+            ApiError::bad_request(format!("the body is not {{\"comment\": TEXT}}: {error}"))
         })?
     };
     if body
@@ -260,7 +209,7 @@ async fn vote(
         .as_ref()
         .is_some_and(|comment| comment.len() > MAX_COMMENT)
     {
-        return Err(ApiError::BadRequest(format!(
+        return Err(ApiError::bad_request(format!(
             "comment: longer than {MAX_COMMENT} bytes"
         )));
     }

@@ -24,7 +24,7 @@ use serde_json::json;
 
 pub use super::Change;
 use super::{ChangeError, ControlPlane, Outcome};
-use crate::approvals::api::ApiError;
+use crate::api_error::ApiError;
 use crate::identity::Identity;
 
 /// What the control handlers read.
@@ -46,14 +46,14 @@ pub fn router(state: ControlApi) -> Router {
 impl From<ChangeError> for ApiError {
     fn from(error: ChangeError) -> Self {
         match error {
-            ChangeError::Invalid(detail) => ApiError::BadRequest(detail),
-            ChangeError::Changed(detail) => ApiError::Conflict(detail),
+            ChangeError::Invalid(detail) => ApiError::bad_request(detail),
+            ChangeError::Changed(detail) => ApiError::conflict("changed", detail),
             ChangeError::Denied { .. } | ChangeError::HeldWithoutApprovals(_) => {
-                ApiError::Forbidden(error.to_string())
+                ApiError::forbidden(error.to_string())
             }
-            ChangeError::Limit(limit) => ApiError::Limit(limit.to_string()),
+            ChangeError::Limit(limit) => ApiError::too_many(limit.to_string(), "60"),
             ChangeError::PolicyFailed { .. } | ChangeError::Unrecorded(_) => {
-                ApiError::Unavailable(error.to_string())
+                ApiError::unavailable(error.to_string())
             }
         }
     }
@@ -66,7 +66,7 @@ async fn change(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let change: Change = serde_json::from_slice(&body).map_err(|error| {
-        ApiError::BadRequest(format!(
+        ApiError::bad_request(format!(
             "expected a change such as {{\"op\": \"shift_traffic\", \"route\": ..., \"to_pool\": ..., \"percent\": 10}}: {error}"
         ))
     })?;
