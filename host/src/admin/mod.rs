@@ -408,4 +408,37 @@ mod tests {
             assert_eq!(named, expected, "{method} {path}");
         }
     }
+
+    /// The audit query's `kind` lists every entry kind, no more: serde's
+    /// refusal of an unknown kind names them all.
+    #[test]
+    fn the_openapi_document_lists_every_audit_entry_kind() {
+        let doc: serde_json::Value = serde_json::from_str(OPENAPI).expect("valid JSON");
+        let parameters = doc["paths"]["/v1/audit"]["get"]["parameters"]
+            .as_array()
+            .expect("parameters");
+        let kind = parameters
+            .iter()
+            .find(|parameter| parameter["name"] == "kind")
+            .expect("a kind parameter");
+        let mut listed: Vec<&str> = kind["schema"]["enum"]
+            .as_array()
+            .expect("an enum")
+            .iter()
+            .map(|kind| kind.as_str().expect("a string"))
+            .collect();
+        let refusal = serde_json::from_value::<audit::EntryKind>(json!("?"))
+            .expect_err("no such kind")
+            .to_string();
+        let mut known: Vec<&str> = refusal
+            .split_once("expected one of ")
+            .expect("serde names the variants")
+            .1
+            .split(", ")
+            .map(|name| name.trim_matches('`'))
+            .collect();
+        listed.sort_unstable();
+        known.sort_unstable();
+        assert_eq!(listed, known);
+    }
 }
