@@ -165,10 +165,21 @@ pub fn bound_headers_digest(headers: &HeaderMap) -> String {
     hex::encode(sha2::Sha256::digest(&lines))
 }
 
+/// Why hygiene refuses a request (400, with this text).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    #[error("more than one Host header (RFC 9112 3.2)")]
+    TwoHosts,
+    #[error("the `{header}` header is not accepted: send the real method instead")]
+    MethodOverrideHeader { header: &'static str },
+    #[error("the `{METHOD_OVERRIDE_PARAMETER}` parameter is not accepted on this route: send the real method instead")]
+    MethodParameter,
+}
+
 /// Refuses a request with more than one `Host` header.
-pub fn check_single_host(headers: &HeaderMap) -> Result<(), String> {
+pub fn check_single_host(headers: &HeaderMap) -> Result<(), Refused> {
     match headers.get_all(http::header::HOST).iter().nth(1) {
-        Some(_) => Err("more than one Host header (RFC 9112 3.2)".to_owned()),
+        Some(_) => Err(Refused::TwoHosts),
         None => Ok(()),
     }
 }
@@ -192,16 +203,14 @@ fn names_method_override(raw: &[u8]) -> bool {
 
 /// Refuses a query carrying a `_method` parameter (its name read as
 /// [`names_method_override`] reads it).
-pub fn check_method_parameter(query: Option<&str>) -> Result<(), String> {
+pub fn check_method_parameter(query: Option<&str>) -> Result<(), Refused> {
     let Some(query) = query else { return Ok(()) };
     let overrides = query.split('&').any(|pair| {
         let name = pair.split('=').next().unwrap_or_default();
         names_method_override(name.as_bytes())
     });
     if overrides {
-        return Err(format!(
-            "the `{METHOD_OVERRIDE_PARAMETER}` parameter is not accepted on this route: send the real method instead"
-        ));
+        return Err(Refused::MethodParameter);
     }
     Ok(())
 }
@@ -410,14 +419,12 @@ fn names_method_in_disposition(line: &[u8]) -> bool {
 }
 
 /// Refuses requests carrying a method override.
-pub fn check_method_override(headers: &HeaderMap) -> Result<(), String> {
+pub fn check_method_override(headers: &HeaderMap) -> Result<(), Refused> {
     match METHOD_OVERRIDE_HEADERS
         .iter()
         .find(|h| headers.contains_key(**h))
     {
-        Some(h) => Err(format!(
-            "the `{h}` header is not accepted: send the real method instead"
-        )),
+        Some(header) => Err(Refused::MethodOverrideHeader { header }),
         None => Ok(()),
     }
 }
@@ -648,6 +655,7 @@ mod tests {
         h.insert("X-HTTP-Method-Override", "DELETE".parse().unwrap());
         assert!(check_method_override(&h)
             .unwrap_err()
+            .to_string()
             .contains("x-http-method-override"));
     }
 

@@ -325,7 +325,7 @@ impl Proxy {
         }
         if route.refuses_method_parameter() {
             hygiene::check_method_parameter(target.path_and_query.query())
-                .map_err(ProxyError::BadRequest)?;
+                .map_err(|refused| ProxyError::BadRequest(refused.to_string()))?;
             target.form_guard = hygiene::FormKind::of(request.headers());
         }
         if request
@@ -588,8 +588,10 @@ fn judge(
 /// Step 1: hygiene. Refuses what cannot be judged safely and returns the
 /// normalized target.
 fn inspect(conn: &ConnectionInfo, request: &mut Request<Incoming>) -> Result<Target, ProxyError> {
-    hygiene::check_method_override(request.headers()).map_err(ProxyError::BadRequest)?;
-    hygiene::check_single_host(request.headers()).map_err(ProxyError::BadRequest)?;
+    hygiene::check_method_override(request.headers())
+        .map_err(|refused| ProxyError::BadRequest(refused.to_string()))?;
+    hygiene::check_single_host(request.headers())
+        .map_err(|refused| ProxyError::BadRequest(refused.to_string()))?;
     hygiene::strip_reserved_headers(request.headers_mut(), conn.trust);
     hygiene::strip_connection_named(request.headers_mut());
 
