@@ -64,6 +64,9 @@ pub fn normalize_path(raw: &str) -> Result<Cow<'_, str>, &'static str> {
     let mut segments: Vec<&str> = Vec::new();
     let mut trailing_slash = false;
     for segment in decoded.split('/').skip(1) {
+        if segment.contains(';') && is_dot_segment(segment) {
+            return Err("a `.` or `..` segment with `;` parameters is not accepted");
+        }
         trailing_slash = matches!(segment, "" | "." | "..");
         match segment {
             "" | "." => {}
@@ -93,11 +96,17 @@ fn is_normal(path: &str) -> bool {
     let mut segments = path[1..].split('/').peekable();
     while let Some(segment) = segments.next() {
         let last = segments.peek().is_none();
-        if segment == "." || segment == ".." || (segment.is_empty() && !last) {
+        if is_dot_segment(segment) || (segment.is_empty() && !last) {
             return false;
         }
     }
     true
+}
+
+/// `.` or `..`, or one of them with `;` path parameters (`..;x`), which
+/// Tomcat, Jetty and Spring strip before they resolve dot segments.
+fn is_dot_segment(segment: &str) -> bool {
+    matches!(segment.split(';').next(), Some("." | ".."))
 }
 
 /// Decodes `%XX` of unreserved characters, upper-cases the hex of the others,
@@ -242,9 +251,11 @@ impl FormKind {
             Some(FormKind::UrlEncoded)
         } else if essence.eq_ignore_ascii_case("multipart/form-data") {
             Some(FormKind::Multipart)
-        } else if essence.eq_ignore_ascii_case("application/json")
-            || essence.to_ascii_lowercase().ends_with("+json")
+        } else if content_type.to_ascii_lowercase().contains("/json")
+            || content_type.to_ascii_lowercase().contains("+json")
         {
+            // Laravel reads a body as JSON when the header holds `/json` or
+            // `+json` anywhere (`text/json`, `application/json-seq`).
             Some(FormKind::Json)
         } else {
             None
@@ -349,11 +360,15 @@ impl MethodFieldScanner {
             self.pending.push(byte);
             // Only a part header is kept whole, not a file's lines.
             let opening = self.pending.len().min(DISPOSITION.len());
-            if self.pending.len() > LINE_MAX
-                || !self.pending[..opening].eq_ignore_ascii_case(&DISPOSITION[..opening])
-            {
+            if !self.pending[..opening].eq_ignore_ascii_case(&DISPOSITION[..opening]) {
                 self.pending.clear();
                 self.skipping = true;
+            } else if self.pending.len() > LINE_MAX {
+                // A part header too long to read whole may name the field
+                // past where it is cut: fail closed.
+                self.pending.clear();
+                self.skipping = true;
+                return true;
             }
         }
         false
@@ -370,6 +385,17 @@ impl MethodFieldScanner {
             if !repeated {
                 self.pending.push(byte);
             }
+        }
+        // `\u00XX` escapes of ASCII read as what they escape: a decoder
+        // reads `"_m\u0065thod"` as `_method` too.
+        while let Some(at) = self.pending.windows(6).position(|w| {
+            w.starts_with(b"\\u00") && w[4].is_ascii_hexdigit() && w[5].is_ascii_hexdigit()
+        }) {
+            let hex = std::str::from_utf8(&self.pending[at + 4..at + 6]).unwrap_or("00");
+            let byte = u8::from_str_radix(hex, 16)
+                .unwrap_or(0)
+                .to_ascii_lowercase();
+            self.pending.splice(at..at + 6, [byte]);
         }
         let found = JSON_KEYS.iter().any(|key| {
             self.pending
@@ -609,6 +635,16 @@ mod tests {
         assert_eq!(norm(&once).unwrap(), once);
     }
 
+    /// Found in review: Java servers strip `;` parameters before they
+    /// resolve dot segments, so `/public/..;/admin` serves `/admin`.
+    #[test]
+    fn dot_segments_with_path_parameters_are_refused() {
+        for path in ["/public/..;/admin", "/public/%2e%2e;x/admin", "/a/.;/b"] {
+            assert!(norm(path).is_err(), "{path}");
+        }
+        assert_eq!(norm("/a;v=1/b").unwrap(), "/a;v=1/b");
+    }
+
     #[test]
     fn normal_paths_pass_unchanged_and_borrowed() {
         for p in ["/", "/a", "/a/b/", "/a.b/c..d/.e", "/x/..y"] {
@@ -797,6 +833,16 @@ mod tests {
             ] {
                 assert!(scanned(FormKind::Json, json, size), "{json} by {size}");
             }
+            // Other escapes of the key's letters (found in review).
+            for json in [r#"{"_m\u0065thod":"x"}"#, r#"{"\u005F\u006Dethod":"x"}"#] {
+                assert!(scanned(FormKind::Json, json, size), "{json} by {size}");
+            }
+            // A part header too long to read whole fails closed.
+            let long = format!(
+                "--b\r\nContent-Disposition: form-data; x=\"{}\"; name=\"_method\"\r\n\r\nDELETE\r\n--b--",
+                "a".repeat(LINE_MAX)
+            );
+            assert!(scanned(FormKind::Multipart, &long, size), "long by {size}");
             // A key padded past the scanner's tail before its colon.
             let padded = format!("{{\"_method\"{}:\"DELETE\"}}", " \n\t".repeat(100));
             assert!(scanned(FormKind::Json, &padded, size), "padded by {size}");
@@ -834,6 +880,8 @@ mod tests {
         );
         assert_eq!(kind("application/json"), Some(FormKind::Json));
         assert_eq!(kind("application/vnd.api+json"), Some(FormKind::Json));
+        assert_eq!(kind("text/json"), Some(FormKind::Json));
+        assert_eq!(kind("application/json-seq"), Some(FormKind::Json));
         assert_eq!(kind("text/plain"), None);
     }
 

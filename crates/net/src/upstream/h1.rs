@@ -462,8 +462,14 @@ fn parse_response_head(buf: &mut BytesMut) -> Result<Option<ResponseHead>, Upstr
         headers.append(name, value);
     }
     let close = has_token(&headers, header::CONNECTION, "close");
+    // RFC 9112 6.1: an HTTP/1.0 message with Transfer-Encoding has faulty
+    // framing; the connection is closed after it.
     let keep_alive = match version {
-        Version::HTTP_10 => has_token(&headers, header::CONNECTION, "keep-alive") && !close,
+        Version::HTTP_10 => {
+            has_token(&headers, header::CONNECTION, "keep-alive")
+                && !close
+                && !headers.contains_key(header::TRANSFER_ENCODING)
+        }
         _ => !close,
     };
     Ok(Some(ResponseHead {
@@ -502,20 +508,17 @@ fn response_framing(head: &ResponseHead, head_request: bool) -> Result<Framing, 
     {
         return Ok(Framing::Length(0));
     }
-    // The codings of every Transfer-Encoding field, in order: the body is
-    // chunked only if the last one is.
-    if let Some(last) = head
-        .headers
-        .get_all(header::TRANSFER_ENCODING)
-        .iter()
-        .next_back()
-    {
-        let last = last
-            .as_bytes()
-            .rsplit(|&b| b == b',')
-            .next()
+    // The codings of every Transfer-Encoding field, in order (empty list
+    // elements aside): the body is chunked only if the last one is.
+    let fields = head.headers.get_all(header::TRANSFER_ENCODING);
+    if fields.iter().next().is_some() {
+        let last = fields
+            .iter()
+            .flat_map(|field| field.as_bytes().split(|&b| b == b','))
+            .map(<[u8]>::trim_ascii)
+            .rfind(|coding| !coding.is_empty())
             .unwrap_or_default();
-        return Ok(if last.trim_ascii().eq_ignore_ascii_case(b"chunked") {
+        return Ok(if last.eq_ignore_ascii_case(b"chunked") {
             Framing::Chunked(ChunkState::Size)
         } else {
             Framing::UntilClose
@@ -713,8 +716,12 @@ fn rfc_9112_framing(status: u16, fields: &[(String, &[u8])]) -> Option<String> {
     let codings: Vec<&[u8]> = values(fields, "transfer-encoding").collect();
     if !codings.is_empty() {
         let joined = codings.join(&b","[..]);
-        let last = joined.rsplit(|&b| b == b',').next().unwrap_or_default();
-        return Some(if last.trim_ascii().eq_ignore_ascii_case(b"chunked") {
+        let last = joined
+            .split(|&b| b == b',')
+            .map(<[u8]>::trim_ascii)
+            .rfind(|coding| !coding.is_empty())
+            .unwrap_or_default();
+        return Some(if last.eq_ignore_ascii_case(b"chunked") {
             "Chunked(Size)".into()
         } else {
             "UntilClose".into()
@@ -760,7 +767,14 @@ fn strict_chunked(mut wire: &[u8]) -> Option<(Vec<u8>, bool)> {
         };
         let size = size_line.split(|&b| b == b';').next().unwrap_or_default();
         let size = size.trim_ascii_end();
-        if size.is_empty() || size.len() > 16 || !size.iter().all(u8::is_ascii_hexdigit) {
+        if size.is_empty() || !size.iter().all(u8::is_ascii_hexdigit) {
+            return None;
+        }
+        let significant = size
+            .iter()
+            .position(|&b| b != b'0')
+            .map_or(&[][..], |at| &size[at..]);
+        if significant.len() > 16 {
             return None;
         }
         let size = usize::from_str_radix(std::str::from_utf8(size).ok()?, 16).ok()?;
@@ -1002,6 +1016,18 @@ mod tests {
             .unwrap(),
             "UntilClose"
         );
+        // Empty list elements are not codings (RFC 9110 5.6.1).
+        assert_eq!(
+            framing(
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked,\r\nTransfer-Encoding: ,\r\n\r\n"
+            )
+            .unwrap(),
+            "Chunked(Size)"
+        );
+        // An HTTP/1.0 response with Transfer-Encoding closes its connection.
+        let old =
+            head("HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n");
+        assert!(!old.keep_alive);
     }
 
     #[test]
