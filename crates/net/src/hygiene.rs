@@ -193,21 +193,77 @@ pub fn check_single_host(headers: &HeaderMap) -> Result<(), Refused> {
     }
 }
 
-/// Whether a raw (percent-encoded) parameter or field name reads as
-/// `_method` to some framework: decoded (`+` as a space), case aside, and
-/// with a space, `.` or `[` taken for `_`, as PHP does to request variable
-/// names (Laravel and Symfony then read `.method` as `_method`).
+/// How one family of frameworks reads a parameter or field name: the
+/// bytes it skips at the start, where it stops, and whether it takes a
+/// space, `.` or `[` for `_`.
+struct NameReading {
+    skips: &'static [u8],
+    stops_at: &'static [u8],
+    underscores: bool,
+}
+
+/// The readings a `_method` must not hide from: as written (Laravel and
+/// Symfony read `.method` as `_method`, PHP turning `.`, ` ` and `[` into
+/// `_`); PHP's own (leading spaces skipped, cut at a NUL); Rack 2's
+/// (leading brackets skipped, cut at a bracket: `[_method]`, `_method]`).
+const NAME_READINGS: [NameReading; 3] = [
+    NameReading {
+        skips: b"",
+        stops_at: b"",
+        underscores: true,
+    },
+    NameReading {
+        skips: b" ",
+        stops_at: b"\0",
+        underscores: true,
+    },
+    NameReading {
+        skips: b"[]",
+        stops_at: b"[]",
+        underscores: false,
+    },
+];
+
+/// A raw (percent-encoded, `+` for a space) name as `reading` reads it,
+/// case aside.
+fn name_as_read<'a>(raw: &'a [u8], reading: &'a NameReading) -> impl Iterator<Item = u8> + 'a {
+    percent_encoding::percent_decode(raw)
+        .map(|byte| if byte == b'+' { b' ' } else { byte })
+        .skip_while(|byte| reading.skips.contains(byte))
+        .take_while(|byte| !reading.stops_at.contains(byte))
+        .map(|byte| match byte {
+            b' ' | b'.' | b'[' if reading.underscores => b'_',
+            byte => byte.to_ascii_lowercase(),
+        })
+}
+
+/// Whether a raw parameter or field name reads as `_method` to one of
+/// the [`NAME_READINGS`]. Compared byte by byte as it decodes.
 fn names_method_override(raw: &[u8]) -> bool {
-    // Compared byte by byte as it decodes: no allocation per name.
     let wanted = METHOD_OVERRIDE_PARAMETER.as_bytes();
-    raw.len() <= RAW_NAME_MAX
-        && percent_encoding::percent_decode(raw)
-            .map(|byte| match byte {
-                b' ' | b'+' | b'.' | b'[' => b'_',
-                byte => byte.to_ascii_lowercase(),
-            })
+    NAME_READINGS.iter().any(|reading| {
+        name_as_read(raw, reading)
             .take(wanted.len() + 1)
             .eq(wanted.iter().copied())
+    })
+}
+
+/// Whether the start of a raw name, cut where the scanner stops keeping
+/// it, may still read as `_method` once the rest arrives: what one of the
+/// readings makes of it so far is a start of `_method` (an escape cut in
+/// two left out).
+fn may_name_method_override(raw: &[u8]) -> bool {
+    let whole = match raw.iter().rposition(|&byte| byte == b'%') {
+        Some(at) if raw.len() - at < 3 => &raw[..at],
+        _ => raw,
+    };
+    let wanted = METHOD_OVERRIDE_PARAMETER.as_bytes();
+    NAME_READINGS.iter().any(|reading| {
+        let read: Vec<u8> = name_as_read(whole, reading)
+            .take(wanted.len() + 1)
+            .collect();
+        wanted.starts_with(&read)
+    })
 }
 
 /// Refuses a query carrying a `_method` parameter (its name read as
@@ -280,9 +336,10 @@ pub struct MethodFieldScanner {
     skipping: bool,
 }
 
-/// The longest raw spelling of `_method` worth keeping: every byte
-/// percent-encoded.
-const RAW_NAME_MAX: usize = 3 * METHOD_OVERRIDE_PARAMETER.len();
+/// How much of a field's raw name the scanner keeps: `_method` with every
+/// byte percent-encoded and a lot of padding before it. A longer name that
+/// may still read as `_method` fails closed.
+const RAW_NAME_MAX: usize = 1024;
 
 /// How a multipart part header naming the field starts.
 const DISPOSITION: &[u8] = b"content-disposition";
@@ -341,8 +398,12 @@ impl MethodFieldScanner {
             _ => {
                 self.pending.push(byte);
                 if self.pending.len() > RAW_NAME_MAX {
+                    let may = may_name_method_override(&self.pending);
                     self.pending.clear();
                     self.skipping = true;
+                    if may {
+                        return true;
+                    }
                 }
                 false
             }
@@ -729,6 +790,14 @@ mod tests {
             ".method=DELETE",
             "%20method=DELETE",
             "%5Bmethod=DELETE",
+            // Found in review: PHP skips leading spaces and cuts at a NUL;
+            // Rack skips leading brackets and cuts at one.
+            "+_method=DELETE",
+            "%20_method=DELETE",
+            "_method%00=DELETE",
+            "[_method]=DELETE",
+            "_method]=DELETE",
+            &format!("{}_method=DELETE", "+".repeat(30)),
         ] {
             assert!(check_method_parameter(Some(query)).is_err(), "{query}");
         }
@@ -843,6 +912,17 @@ mod tests {
                 "a".repeat(LINE_MAX)
             );
             assert!(scanned(FormKind::Multipart, &long, size), "long by {size}");
+            // A form field name padded past what the scanner keeps.
+            let padded = format!("a=1&{}_method=DELETE", "+".repeat(RAW_NAME_MAX + 10));
+            assert!(
+                scanned(FormKind::UrlEncoded, &padded, size),
+                "padded name by {size}"
+            );
+            let long = format!("{}=1&b=2", "x".repeat(RAW_NAME_MAX + 10));
+            assert!(
+                !scanned(FormKind::UrlEncoded, &long, size),
+                "long name by {size}"
+            );
             // A key padded past the scanner's tail before its colon.
             let padded = format!("{{\"_method\"{}:\"DELETE\"}}", " \n\t".repeat(100));
             assert!(scanned(FormKind::Json, &padded, size), "padded by {size}");
