@@ -334,6 +334,9 @@ pub struct MethodFieldScanner {
     /// URL-encoded: inside a field's value, or a name too long to matter;
     /// multipart: a line longer than [`LINE_MAX`], not a part header.
     skipping: bool,
+    /// Multipart: a `Content-Disposition` line just ended (kept in
+    /// `pending`); a next line starting with a space or tab continues it.
+    folding: bool,
 }
 
 /// How much of a field's raw name the scanner keeps: `_method` with every
@@ -359,6 +362,7 @@ impl MethodFieldScanner {
             kind,
             pending: Vec::new(),
             skipping: false,
+            folding: false,
         }
     }
 
@@ -411,9 +415,24 @@ impl MethodFieldScanner {
     }
 
     fn multipart(&mut self, byte: u8) -> bool {
+        if std::mem::take(&mut self.folding) {
+            if matches!(byte, b' ' | b'\t') {
+                // A folded header (PHP and Rack join it): the line goes on.
+                if self.pending.last() == Some(&b'\r') {
+                    self.pending.pop();
+                }
+            } else {
+                self.pending.clear();
+            }
+        }
         if byte == b'\n' {
-            let found = !self.skipping && names_method_in_disposition(&self.pending);
-            self.pending.clear();
+            let header = !self.skipping && !self.pending.is_empty();
+            let found = header && names_method_in_disposition(&self.pending);
+            if header {
+                self.folding = true;
+            } else {
+                self.pending.clear();
+            }
             self.skipping = false;
             return found;
         }
@@ -906,6 +925,12 @@ mod tests {
             for json in [r#"{"_m\u0065thod":"x"}"#, r#"{"\u005F\u006Dethod":"x"}"#] {
                 assert!(scanned(FormKind::Json, json, size), "{json} by {size}");
             }
+            // A folded part header (found in review).
+            let folded = "--b\r\nContent-Disposition: form-data;\r\n name=\"_method\"\r\n\r\nDELETE\r\n--b--";
+            assert!(
+                scanned(FormKind::Multipart, folded, size),
+                "folded by {size}"
+            );
             // A part header too long to read whole fails closed.
             let long = format!(
                 "--b\r\nContent-Disposition: form-data; x=\"{}\"; name=\"_method\"\r\n\r\nDELETE\r\n--b--",
