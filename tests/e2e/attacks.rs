@@ -470,7 +470,15 @@ async fn a_method_parameter_is_refused_where_policies_judge() {
         pool("web", &[&up], "")
     ));
     let client = Client::http1();
-    for query in ["_method=DELETE", "id=7&_METHOD=delete", "%5Fmethod=DELETE"] {
+    for query in [
+        "_method=DELETE",
+        "id=7&_METHOD=delete",
+        "%5Fmethod=DELETE",
+        // As PHP and Rack read names: leading spaces, a NUL, brackets.
+        "+_method=DELETE",
+        "_method%00=DELETE",
+        "[_method]=DELETE",
+    ] {
         let reply = client
             .get(&airlock.url(&format!("/judged/users?{query}")))
             .await;
@@ -524,6 +532,7 @@ async fn a_method_form_field_is_refused_where_policies_judge() {
         "--b\r\nContent-Disposition: form-data; name=\"_method\"\r\n\r\nDELETE\r\n--b--\r\n";
     let client = Client::http1();
     let single_quoted = smuggled.replace("\"_method\"", "'_method'");
+    let folded = smuggled.replace("form-data; name", "form-data;\r\n name");
     for (content_type, body) in [
         (form, "id=7&_method=DELETE"),
         (form, "%5Fmethod=delete"),
@@ -532,6 +541,8 @@ async fn a_method_form_field_is_refused_where_policies_judge() {
         (multipart, smuggled),
         (multipart, single_quoted.as_str()),
         ("application/json", r#"{"_method": "DELETE"}"#),
+        (multipart, folded.as_str()),
+        ("text/json", r#"{"_m\u0065thod": "DELETE"}"#),
     ] {
         let reply = client
             .send(post("/judged/users/7", content_type, body))
