@@ -307,9 +307,12 @@ impl FormKind {
             Some(FormKind::UrlEncoded)
         } else if essence.eq_ignore_ascii_case("multipart/form-data") {
             Some(FormKind::Multipart)
-        } else if content_type.to_ascii_lowercase().contains("/json")
-            || content_type.to_ascii_lowercase().contains("+json")
-        {
+        } else if ["/json", "+json"].iter().any(|json| {
+            content_type
+                .as_bytes()
+                .windows(json.len())
+                .any(|window| window.eq_ignore_ascii_case(json.as_bytes()))
+        }) {
             // Laravel reads a body as JSON when the header holds `/json` or
             // `+json` anywhere (`text/json`, `application/json-seq`).
             Some(FormKind::Json)
