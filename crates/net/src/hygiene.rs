@@ -470,16 +470,31 @@ impl MethodFieldScanner {
             }
         }
         // `\u00XX` escapes of ASCII read as what they escape: a decoder
-        // reads `"_m\u0065thod"` as `_method` too.
-        while let Some(at) = self.pending.windows(6).position(|w| {
-            w.starts_with(b"\\u00") && w[4].is_ascii_hexdigit() && w[5].is_ascii_hexdigit()
-        }) {
-            let hex = std::str::from_utf8(&self.pending[at + 4..at + 6]).unwrap_or("00");
-            let byte = u8::from_str_radix(hex, 16)
-                .unwrap_or(0)
-                .to_ascii_lowercase();
-            self.pending.splice(at..at + 6, [byte]);
+        // reads `"_m\u0065thod"` as `_method` too. One pass, in place: a
+        // body of nothing but escapes costs what its length does.
+        let mut read = 0;
+        let mut written = 0;
+        while read < self.pending.len() {
+            let escape = &self.pending[read..];
+            let decoded = match escape {
+                [b'\\', b'u', b'0', b'0', high, low, ..]
+                    if high.is_ascii_hexdigit() && low.is_ascii_hexdigit() =>
+                {
+                    let hex = [*high, *low];
+                    let hex = std::str::from_utf8(&hex).unwrap_or("00");
+                    Some(
+                        u8::from_str_radix(hex, 16)
+                            .unwrap_or(0)
+                            .to_ascii_lowercase(),
+                    )
+                }
+                _ => None,
+            };
+            self.pending[written] = decoded.unwrap_or(self.pending[read]);
+            read += if decoded.is_some() { 6 } else { 1 };
+            written += 1;
         }
+        self.pending.truncate(written);
         let found = JSON_KEYS.iter().any(|key| {
             self.pending
                 .windows(key.len())
