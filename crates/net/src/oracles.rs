@@ -3,7 +3,7 @@
 //! its rule is broken. Built for tests and under `cfg(fuzzing)` (which
 //! `cargo fuzz` sets), never into Airlock itself.
 
-use crate::hygiene::{normalize_path, FormKind, MethodFieldScanner};
+use crate::hygiene::{normalize_path, MethodFieldScanner};
 
 /// A request target's path, as `http` parses it, normalized: the result
 /// starts with `/`, has no `.` or `..` segment and no empty one (but the
@@ -37,18 +37,18 @@ pub fn path(data: &[u8]) {
     );
 }
 
-/// A body scanned for a `_method` field: the first byte picks the layout,
-/// the second where the body is split; fed whole, in two pieces, or a
-/// byte at a time, the scanner finds the same thing (a field split across
-/// reads must not slip through).
+/// A body scanned for a `_method` field: the second byte picks where the
+/// body is split (the first, which picked a layout when the scanner had
+/// one per content type, is skipped, so the corpus still reads the same
+/// bodies); fed whole, in two
+/// pieces, or a byte at a time, the scanner finds the same thing (a field
+/// split across reads must not slip through).
 pub fn method_field(data: &[u8]) {
-    let [layout, split, body @ ..] = data else {
+    let [_, split, body @ ..] = data else {
         return;
     };
-    let kind =
-        [FormKind::UrlEncoded, FormKind::Multipart, FormKind::Json][usize::from(*layout) % 3];
     let scan = |pieces: &mut dyn Iterator<Item = &[u8]>| {
-        let mut scanner = MethodFieldScanner::new(kind);
+        let mut scanner = MethodFieldScanner::new();
         let mut found = false;
         for piece in pieces {
             found |= scanner.feed(piece);

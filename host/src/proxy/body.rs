@@ -13,7 +13,7 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
-use super::hygiene::{FormKind, MethodFieldScanner};
+use super::hygiene::MethodFieldScanner;
 use crate::balance::figures::InFlight;
 
 pub use crate::upstream::body::{empty, full, BoxError, ProxyBody};
@@ -53,17 +53,17 @@ impl Body for Counted {
     }
 }
 
-/// A form body carried a `_method` field on a route with policies.
+/// A request body carried a `_method` field on a route with policies.
 #[derive(Debug, thiserror::Error)]
 #[error("the `_method` form field is not accepted on this route: send the real method instead")]
 pub struct MethodFieldRefused;
 
-/// A form body that fails with [`MethodFieldRefused`] as soon as a
+/// A request body that fails with [`MethodFieldRefused`] as soon as a
 /// `_method` field shows (the piece holding it does not go on).
-pub fn method_field_guarded(body: ProxyBody, kind: FormKind) -> ProxyBody {
+pub fn method_field_guarded(body: ProxyBody) -> ProxyBody {
     Guarded {
         body,
-        scanner: MethodFieldScanner::new(kind),
+        scanner: MethodFieldScanner::new(),
         ended: false,
     }
     .boxed()
@@ -112,9 +112,9 @@ impl Body for Guarded {
     }
 }
 
-/// Whether a whole form body carries a `_method` field.
-pub fn has_method_field(body: &[u8], kind: FormKind) -> bool {
-    let mut scanner = MethodFieldScanner::new(kind);
+/// Whether a whole body carries a `_method` field.
+pub fn has_method_field(body: &[u8]) -> bool {
+    let mut scanner = MethodFieldScanner::new();
     scanner.feed(body) || scanner.finish()
 }
 

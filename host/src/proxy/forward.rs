@@ -81,17 +81,15 @@ pub async fn forward(
         RequestBody::Streaming(incoming) if incoming.is_end_stream() => body::empty(),
         RequestBody::Streaming(incoming) => {
             let limited = body::limited(incoming, limits.max_body_bytes);
-            match target.form_guard {
-                Some(kind) => body::method_field_guarded(limited, kind),
-                None => limited,
+            if target.method_field_guard {
+                body::method_field_guarded(limited)
+            } else {
+                limited
             }
         }
         RequestBody::Held(bytes) if bytes.is_empty() => body::empty(),
         RequestBody::Held(bytes) => {
-            if target
-                .form_guard
-                .is_some_and(|kind| body::has_method_field(&bytes, kind))
-            {
+            if target.method_field_guard && body::has_method_field(&bytes) {
                 return Err(ProxyError::BadRequest(body::MethodFieldRefused.to_string()));
             }
             body::full(bytes)

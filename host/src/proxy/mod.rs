@@ -134,9 +134,9 @@ pub struct Target {
     pub host_header: Option<HeaderValue>,
     /// Normalized path and the original query.
     pub path_and_query: PathAndQuery,
-    /// A form body to search for a `_method` field (on a route with
-    /// policies that does not allow one), and how it is laid out.
-    pub form_guard: Option<hygiene::FormKind>,
+    /// Whether the body is searched for a `_method` field (on a route with
+    /// policies that does not allow one).
+    pub method_field_guard: bool,
 }
 
 impl Proxy {
@@ -325,8 +325,9 @@ impl Proxy {
         }
         if route.refuses_method_parameter() {
             hygiene::check_method_parameter(target.path_and_query.query())
+                .and_then(|()| hygiene::check_guarded_body_encoding(request.headers()))
                 .map_err(|refused| ProxyError::BadRequest(refused.to_string()))?;
-            target.form_guard = hygiene::FormKind::of(request.headers());
+            target.method_field_guard = true;
         }
         if request
             .body()
@@ -628,7 +629,7 @@ fn inspect(conn: &ConnectionInfo, request: &mut Request<Incoming>) -> Result<Tar
         host,
         host_header,
         path_and_query,
-        form_guard: None,
+        method_field_guard: false,
     })
 }
 
