@@ -430,14 +430,13 @@ impl FormField {
 /// lines and header names are not trusted, only the parameters.
 #[derive(Debug, Default)]
 struct PartName {
-    /// The last word read (letters, digits, `_`, `-`, `.`), lower-cased:
-    /// its last 16 bytes packed into an integer, and its length.
-    word: u128,
-    word_len: usize,
-    /// Still inside the word (no other byte since its last).
-    in_word: bool,
-    /// A `*` (and whitespace) came between the word and this byte.
-    starred: bool,
+    /// The words before this byte: with line breaks between words, and
+    /// as PHP joins a header's continuation lines (line breaks dropped, a
+    /// NUL cutting the rest of its line): `na\r\nme=` is `name=` to PHP.
+    split: Word,
+    joined: Word,
+    /// In the joined reading, after a NUL: the rest of the line is gone.
+    joined_cut: bool,
     /// Values being read (a new `name=` may start inside another's).
     values: Vec<PartValue>,
 }
@@ -445,7 +444,56 @@ struct PartName {
 /// Values read at once; the oldest is judged as it stands past that.
 const VALUES_AT_ONCE: usize = 8;
 
-/// `bytes` (at most 16) packed as [`PartName::word`] packs a word's end.
+/// What C's `isspace` takes for whitespace (PHP skips it around a
+/// parameter's value, Ruby's `\s` and `strip` too), and NUL, which PHP
+/// reads as a string's end and Ruby's `strip` drops.
+fn is_c_space(byte: u8) -> bool {
+    matches!(
+        byte,
+        b' ' | b'\t' | b'\n' | b'\x0b' | b'\x0c' | b'\r' | b'\0'
+    )
+}
+
+fn trim_c_space(mut bytes: &[u8]) -> &[u8] {
+    while let [first, rest @ ..] = bytes {
+        if !is_c_space(*first) {
+            break;
+        }
+        bytes = rest;
+    }
+    while let [rest @ .., last] = bytes {
+        if !is_c_space(*last) {
+            break;
+        }
+        bytes = rest;
+    }
+    bytes
+}
+
+/// The last word read (letters, digits, `_`, `-`, `.`), lower-cased: its
+/// last 16 bytes packed into an integer, and its length.
+#[derive(Debug, Default, Clone, Copy)]
+struct Word {
+    packed: u128,
+    len: usize,
+    /// Still inside the word (no other byte since its last).
+    open: bool,
+    /// A `*` (and whitespace) came between the word and this byte.
+    starred: bool,
+}
+
+/// What a byte after a word opens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Opens {
+    Nothing,
+    /// `name=`, `name*=`, `name =`; not `filename=` or `first_name=`.
+    Name,
+    /// `content-id:`, also at the end of a longer word (Rack matches
+    /// `Content-ID:` anywhere: `X-Content-ID:` too).
+    ContentId,
+}
+
+/// `bytes` (at most 16) packed as [`Word`] packs a word's end.
 const fn packed(bytes: &[u8]) -> u128 {
     let mut packed = 0;
     let mut at = 0;
@@ -457,16 +505,60 @@ const fn packed(bytes: &[u8]) -> u128 {
 }
 
 const NAME: u128 = packed(b"name");
-/// Rack matches `Content-ID:` anywhere: `X-Content-ID:` too.
 const CONTENT_ID: u128 = packed(b"content-id");
 const CONTENT_ID_MASK: u128 = (1 << (8 * b"content-id".len())) - 1;
+
+impl Word {
+    fn byte(&mut self, byte: u8) -> Opens {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'_' | b'-' | b'.') {
+            if !self.open {
+                *self = Word {
+                    open: true,
+                    ..Word::default()
+                };
+            }
+            self.packed = (self.packed << 8) | u128::from(byte.to_ascii_lowercase());
+            self.len += 1;
+            return Opens::Nothing;
+        }
+        self.open = false;
+        if is_c_space(byte) {
+            return Opens::Nothing;
+        }
+        if byte == b'*' && !self.starred {
+            self.starred = true;
+            return Opens::Nothing;
+        }
+        let opens = match byte {
+            b'=' if self.len == 4 && self.packed & 0xffff_ffff == NAME => Opens::Name,
+            b':' if !self.starred
+                && self.len >= b"content-id".len()
+                && self.packed & CONTENT_ID_MASK == CONTENT_ID =>
+            {
+                Opens::ContentId
+            }
+            _ => Opens::Nothing,
+        };
+        // Any other byte ends what the word could still open.
+        *self = Word::default();
+        opens
+    }
+}
 
 #[derive(Debug)]
 struct PartValue {
     /// The value so far, backslashes and line breaks dropped.
     raw: Vec<u8>,
     state: ValueState,
+    /// `raw`'s length when a line break last judged it, and how many times
+    /// one did: a value is judged at most [`LINE_JUDGEMENTS`] times before
+    /// its end, so line breaks cannot make it cost its length squared.
+    judged_len: usize,
+    judgements: u8,
 }
+
+/// Line breaks a value may be judged at before it counts as too long.
+const LINE_JUDGEMENTS: u8 = 16;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum ValueState {
@@ -496,50 +588,36 @@ impl PartName {
                 }
             });
         }
-        let opened = match byte {
-            _ if byte.is_ascii_alphanumeric() || matches!(byte, b'_' | b'-' | b'.') => {
-                if !self.in_word {
-                    self.word_len = 0;
-                    self.starred = false;
-                    self.in_word = true;
-                }
-                self.word = (self.word << 8) | u128::from(byte.to_ascii_lowercase());
-                self.word_len += 1;
-                None
+        let split = self.split.byte(byte);
+        let joined = match byte {
+            b'\r' | b'\n' => {
+                self.joined_cut = false;
+                Opens::Nothing
             }
-            b' ' | b'\t' | b'\r' | b'\n' => {
-                self.in_word = false;
-                None
+            _ if self.joined_cut => Opens::Nothing,
+            b'\0' => {
+                self.joined_cut = true;
+                Opens::Nothing
             }
-            b'*' if !self.starred => {
-                self.in_word = false;
-                self.starred = true;
-                None
-            }
-            // `name=`, `name*=`, `name =`; not `filename=` or `first_name=`.
-            b'=' => Some(self.word_len == 4 && self.word & 0xffff_ffff == NAME),
-            b':' => Some(
-                !self.starred
-                    && self.word_len >= b"content-id".len()
-                    && self.word & CONTENT_ID_MASK == CONTENT_ID,
-            ),
-            _ => Some(false),
+            _ => self.joined.byte(byte),
         };
-        if let Some(opened) = opened {
-            // Any other byte ends what the word could still open.
-            self.in_word = false;
-            self.word_len = 0;
-            if opened {
-                if self.values.len() == VALUES_AT_ONCE {
-                    found |= self.values.remove(0).judge_as_it_stands();
-                }
-                self.values.push(PartValue {
-                    raw: Vec::new(),
-                    state: ValueState::Start {
-                        content_id: byte == b':',
-                    },
-                });
+        let opens = if split == Opens::Nothing {
+            joined
+        } else {
+            split
+        };
+        if opens != Opens::Nothing {
+            if self.values.len() == VALUES_AT_ONCE {
+                found |= self.values.remove(0).judge_as_it_stands();
             }
+            self.values.push(PartValue {
+                raw: Vec::new(),
+                state: ValueState::Start {
+                    content_id: opens == Opens::ContentId,
+                },
+                judged_len: 0,
+                judgements: 0,
+            });
         }
         found
     }
@@ -562,7 +640,9 @@ impl PartValue {
     fn byte(&mut self, byte: u8) -> Step {
         match self.state {
             ValueState::Start { content_id } => match byte {
-                b' ' | b'\t' | b'\r' | b'\n' => return Step::Reading,
+                // PHP skips every `=` after the key (`name=="_method"`).
+                b'=' if !content_id => return Step::Reading,
+                _ if is_c_space(byte) => return Step::Reading,
                 b'"' | b'\'' if !content_id => {
                     self.state = ValueState::Quoted {
                         quote: byte,
@@ -590,7 +670,7 @@ impl PartValue {
                     return Step::Reading;
                 }
             }
-            ValueState::Bare if matches!(byte, b' ' | b'\t' | b';' | b',') => {
+            ValueState::Bare if matches!(byte, b' ' | b'\t' | b'\x0b' | b'\x0c' | b';' | b',') => {
                 return Step::Ended(self.names_method());
             }
             ValueState::ContentId if matches!(byte, b'\r' | b'\n') => {
@@ -599,16 +679,27 @@ impl PartValue {
             ValueState::Bare | ValueState::ContentId => {}
         }
         if matches!(byte, b'\r' | b'\n') {
-            // The value may end with its line (PHP reads an unclosed quote
-            // to the line's end) or go on in the next (PHP joins lines).
-            return if self.names_method() {
-                Step::Ended(true)
-            } else {
-                Step::Reading
-            };
+            return self.judge_at_line_break();
         }
         self.raw.push(byte);
         if self.raw.len() > RAW_NAME_MAX {
+            return Step::Ended(self.may_name_method());
+        }
+        Step::Reading
+    }
+
+    /// The value may end with its line (PHP reads an unclosed quote to the
+    /// line's end) or go on in the next (PHP joins lines).
+    fn judge_at_line_break(&mut self) -> Step {
+        if self.raw.len() == self.judged_len {
+            return Step::Reading;
+        }
+        self.judged_len = self.raw.len();
+        self.judgements += 1;
+        if self.names_method() {
+            return Step::Ended(true);
+        }
+        if self.judgements > LINE_JUDGEMENTS {
             return Step::Ended(self.may_name_method());
         }
         Step::Reading
@@ -619,11 +710,11 @@ impl PartValue {
     /// `charset'language'`, cut at Rack's token end (unquoted), trimmed of
     /// `<` `>` (a `Content-ID`).
     fn readings(&self) -> [&[u8]; 4] {
-        let raw = self.raw.trim_ascii();
+        let raw = trim_c_space(&self.raw);
         let extended = raw.rsplit(|&byte| byte == b'\'').next().unwrap_or(raw);
         let token_end = raw
             .iter()
-            .position(|byte| b"()<>,;:\\\"/[]?=".contains(byte))
+            .position(|&byte| b"()<>,;:\\\"/[]?=".contains(&byte) || is_c_space(byte))
             .unwrap_or(raw.len());
         let angled = raw.strip_prefix(b"<").unwrap_or(raw);
         let angled = angled.strip_suffix(b">").unwrap_or(angled);
@@ -652,33 +743,28 @@ impl PartValue {
 /// The JSON reading: a `"_method"` key, followed by its colon.
 #[derive(Debug, Default)]
 struct JsonKey {
-    /// The body's last bytes, for a key split across pieces.
+    /// The body's last bytes as a decoder reads them (lower-cased, `\u00XX`
+    /// escapes decoded, runs of whitespace as one byte), for a key split
+    /// across pieces.
     tail: Vec<u8>,
+    /// An escape begun but not complete: `\`, `\u`, `\u0`, ... `\u00X`.
+    escape: Vec<u8>,
 }
 
-/// The JSON keys looked for (lower-cased), and how much of the body's end
-/// is kept for one split across pieces.
-const JSON_KEYS: [&[u8]; 2] = [b"\"_method\"", b"\"\\u005fmethod\""];
+/// The JSON key looked for (lower-cased, decoded), and how much of the
+/// body's end is kept for one split across pieces.
+const JSON_KEY: &[u8] = b"\"_method\"";
 const JSON_TAIL: usize = 64;
+const ESCAPE: &[u8] = b"\\u00";
 
 impl JsonKey {
     fn feed(&mut self, piece: &[u8]) -> bool {
-        // A run of whitespace is kept as one byte: what may stand between
-        // a key and its colon does not matter, and a key padded with more
-        // than the tail holds must not slip out of it before its colon
-        // arrives (found by the `method_field` fuzz target).
         for byte in piece.iter().map(u8::to_ascii_lowercase) {
-            let repeated =
-                byte.is_ascii_whitespace() && self.tail.last().is_some_and(u8::is_ascii_whitespace);
-            if !repeated {
-                self.tail.push(byte);
+            if self.escape.is_empty() && byte != b'\\' {
+                self.keep(byte);
+            } else {
+                self.escaped(byte);
             }
-        }
-        // `\u00XX` escapes of ASCII read as what they escape: a decoder
-        // reads `"_m\u0065thod"` as `_method` too. One pass, in place: a
-        // body of nothing but escapes costs what its length does.
-        if self.tail.contains(&b'\\') {
-            self.decode_escapes();
         }
         // Every key starts at a quote.
         let found = self
@@ -687,14 +773,11 @@ impl JsonKey {
             .enumerate()
             .filter(|(_, &byte)| byte == b'"')
             .any(|(at, _)| {
-                let rest = &self.tail[at..];
-                JSON_KEYS.iter().any(|key| {
-                    rest.strip_prefix(*key).is_some_and(|after| {
-                        after
-                            .iter()
-                            .find(|byte| !byte.is_ascii_whitespace())
-                            .is_some_and(|&byte| byte == b':')
-                    })
+                self.tail[at..].strip_prefix(JSON_KEY).is_some_and(|after| {
+                    after
+                        .iter()
+                        .find(|byte| !byte.is_ascii_whitespace())
+                        .is_some_and(|&byte| byte == b':')
                 })
             });
         let keep = self.tail.len().saturating_sub(JSON_TAIL);
@@ -702,29 +785,52 @@ impl JsonKey {
         found
     }
 
-    fn decode_escapes(&mut self) {
-        let mut read = 0;
-        let mut written = 0;
-        while read < self.tail.len() {
-            let decoded = match self.tail[read..] {
-                [b'\\', b'u', b'0', b'0', high, low, ..]
-                    if high.is_ascii_hexdigit() && low.is_ascii_hexdigit() =>
-                {
-                    let hex = [high, low];
-                    let hex = std::str::from_utf8(&hex).unwrap_or("00");
-                    Some(
-                        u8::from_str_radix(hex, 16)
-                            .unwrap_or(0)
-                            .to_ascii_lowercase(),
-                    )
-                }
-                _ => None,
-            };
-            self.tail[written] = decoded.unwrap_or(self.tail[read]);
-            read += if decoded.is_some() { 6 } else { 1 };
-            written += 1;
+    /// `\u00XX` escapes of ASCII read as what they escape (a decoder reads
+    /// `"_m\u0065thod"` as `_method`), each byte once, however the body is
+    /// cut: what an escape decodes to is not decoded again.
+    fn escaped(&mut self, byte: u8) {
+        if self.escape.is_empty() && byte != b'\\' {
+            return self.keep(byte);
         }
-        self.tail.truncate(written);
+        self.escape.push(byte);
+        let length = self.escape.len();
+        let fits = match length {
+            1..=4 => self.escape[..] == ESCAPE[..length],
+            _ => {
+                self.escape.starts_with(ESCAPE)
+                    && self.escape[4..].iter().all(u8::is_ascii_hexdigit)
+            }
+        };
+        if !fits {
+            // Not an escape after all: its first byte is itself, and what
+            // followed it is read again (it may begin an escape).
+            let rest = self.escape.split_off(1);
+            self.escape.clear();
+            self.keep(b'\\');
+            for byte in rest {
+                self.escaped(byte);
+            }
+        } else if length == 6 {
+            let hex = std::str::from_utf8(&self.escape[4..]).unwrap_or("00");
+            let decoded = u8::from_str_radix(hex, 16)
+                .unwrap_or(0)
+                .to_ascii_lowercase();
+            self.escape.clear();
+            self.keep(decoded);
+        }
+    }
+
+    #[inline]
+    fn keep(&mut self, byte: u8) {
+        // A run of whitespace is kept as one byte: what may stand between
+        // a key and its colon does not matter, and a key padded with more
+        // than the tail holds must not slip out of it before its colon
+        // arrives (found by the `method_field` fuzz target).
+        let repeated =
+            byte.is_ascii_whitespace() && self.tail.last().is_some_and(u8::is_ascii_whitespace);
+        if !repeated {
+            self.tail.push(byte);
+        }
     }
 }
 
@@ -1123,6 +1229,19 @@ mod tests {
             ),
             // An unclosed quote: PHP reads to the line's end.
             "Content-Disposition: form-data; name=\"_method",
+            // The third review's: C whitespace (\v, \f) and NUL around a
+            // value (PHP's isspace, Ruby's \s and strip), a key split
+            // across lines PHP joins, `name==`.
+            "Content-Disposition: form-data; name=_method\x0b",
+            "Content-Disposition: form-data; name=\x0b_method",
+            "Content-Disposition: form-data; name=\x0c\"_method\"; x=1",
+            "Content-Disposition: form-data; name=_method\x0cx; x=1",
+            "Content-Disposition: form-data; name=\0_method x",
+            "Content-Disposition: form-data; na\r\nme=\"_method\"",
+            "Content-Disposition: form-data; na\nme=\"_method\"",
+            "Content-Disposition: form-data; name\0\r\n=\"_method\"",
+            "Content-Disposition: form-data; name==\"_method\"; x=1",
+            "Content-ID:\x0b_method",
         ] {
             carriers.push(part(headers));
         }
@@ -1149,6 +1268,9 @@ mod tests {
             r#"{"m":"\"_method\": x"}"#,
             r#"{"_methods":1}"#,
             r#"{"name": "_method"}"#,
+            // An escape's decoding is not decoded again, however the body
+            // is cut (it was, in one piece after another).
+            r#"{"\u005cu005cu005fmethod":1}"#,
         ]
         .iter()
         .map(|body| body.as_bytes().to_vec())
@@ -1164,6 +1286,26 @@ mod tests {
                 assert!(!scanned(body, size), "{shown} by {size}");
             }
         }
+    }
+
+    #[test]
+    fn line_breaks_cannot_make_a_value_cost_its_length_squared() {
+        let mut parts = PartName::default();
+        let mut body = format!("name=\"{}", "+".repeat(RAW_NAME_MAX - 1)).into_bytes();
+        body.extend(b"\n".repeat(100_000));
+        assert!(!parts.feed(&body));
+        assert_eq!(
+            parts.values.len(),
+            1,
+            "a value without new bytes is not judged again"
+        );
+        let mut parts = PartName::default();
+        let body = "name=\"x".to_owned() + &"y\n".repeat(100);
+        assert!(!parts.feed(body.as_bytes()));
+        assert!(
+            parts.values.is_empty(),
+            "judged past {LINE_JUDGEMENTS} line breaks, it ends"
+        );
     }
 
     #[test]
