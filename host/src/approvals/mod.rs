@@ -215,12 +215,14 @@ fn encode(approval: &Approval) -> Vec<u8> {
     serde_json::to_vec(approval).unwrap_or_default()
 }
 
-/// The store write that saves `approval` as it is.
-pub fn put(approval: &Approval) -> StateChange {
-    StateChange::Put {
+/// The store write that creates `approval`, unless a record is already
+/// stored under its id.
+fn create(approval: &Approval) -> StateChange {
+    StateChange::Replace {
         table: StateTable::Approvals,
         key: approval.id.clone(),
-        value: encode(approval),
+        expected: None,
+        value: Some(encode(approval)),
     }
 }
 
@@ -603,6 +605,21 @@ impl Approvals {
         Err(ApprovalError::Contended(id.to_owned()).into())
     }
 
+    /// Whether the approval stored under `created`'s id is the one this
+    /// node created (same node and creation time), whatever happened to it
+    /// since.
+    fn stored_as_created(&self, created: &Approval) -> bool {
+        let stored = self
+            .store
+            .state_get(StateTable::Approvals, &created.id)
+            .ok()
+            .flatten()
+            .and_then(|bytes| serde_json::from_slice::<Approval>(&bytes).ok());
+        stored.is_some_and(|stored| {
+            stored.node == created.node && stored.created_ms == created.created_ms
+        })
+    }
+
     /// Reserve `bytes` of held body; `false` if that would pass the limit.
     pub fn reserve_body(&self, bytes: u64) -> bool {
         let limit = self.config.max_held_bytes;
@@ -686,7 +703,23 @@ impl Approvals {
         // Wait before it exists: a vote through another node may follow
         // the commit at once.
         let receiver = self.watch(&approval.id, &approval.quota_key(), approval.respond_async);
-        if let Err(error) = self.log.record_with(entry, vec![put(&approval)]).await {
+        let recorded = match self
+            .log
+            .record_with(entry.clone(), vec![create(&approval)])
+            .await
+        {
+            // The id is 128 random bits: a record under it that is not the
+            // one written here is this very write, applied by a try whose
+            // answer was lost (etcd's client sends a transaction again after
+            // a timeout) and voted on since. It stands as the votes left it;
+            // only the entry is left to record. (A plain put, sent again,
+            // wrote the approval back over its votes: found by the chaos soak.)
+            Err(AuditError::Conflict(_)) if self.stored_as_created(&approval) => {
+                self.log.record_with(entry, Vec::new()).await
+            }
+            recorded => recorded,
+        };
+        if let Err(error) = recorded {
             self.live_map().remove(&approval.id);
             return Err(error.into());
         }
