@@ -91,36 +91,42 @@ class Etcd:
 
     def start(self):
         """Start every member (stop() stops those started, also after a failure here)."""
-        initial = ",".join(
+        self.initial = ",".join(
             f"{name}=http://127.0.0.1:{peer}" for name, peer in zip(self.names, self.peer_ports)
         )
-        token = "airlock-bench-" + secrets.token_hex(4)
-        for name, client, peer in zip(self.names, self.client_ports, self.peer_ports):
-            log = open(self.work / f"{name}.log", "w")
-            self.procs.append(
-                subprocess.Popen(
-                    [
-                        str(self.binary),
-                        "--name", name,
-                        "--data-dir", str(self.work / name),
-                        "--listen-client-urls", f"http://127.0.0.1:{client}",
-                        "--advertise-client-urls", f"http://127.0.0.1:{client}",
-                        "--listen-peer-urls", f"http://127.0.0.1:{peer}",
-                        "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}",
-                        "--initial-cluster", initial,
-                        "--initial-cluster-token", token,
-                        "--initial-cluster-state", "new",
-                        "--heartbeat-interval", str(HEARTBEAT_MS),
-                        "--election-timeout", str(ELECTION_MS),
-                        "--logger", "zap",
-                        "--log-level", "warn",
-                    ],
-                    stdout=log,
-                    stderr=log,
-                    stdin=subprocess.DEVNULL,
-                    preexec_fn=_die_with_parent,
-                )
-            )
+        self.token = "airlock-bench-" + secrets.token_hex(4)
+        for index in range(len(self.names)):
+            self.procs.append(self.start_member(index))
+
+    def start_member(self, index, die_with_parent=True):
+        """Start member `index` (again, after a kill: its data dir is kept).
+        `die_with_parent` kills it when the thread that started it ends
+        (PR_SET_PDEATHSIG follows the thread): off for a restart from a
+        thread that ends before the member should."""
+        name, client, peer = self.names[index], self.client_ports[index], self.peer_ports[index]
+        log = open(self.work / f"{name}.log", "a")
+        return subprocess.Popen(
+            [
+                str(self.binary),
+                "--name", name,
+                "--data-dir", str(self.work / name),
+                "--listen-client-urls", f"http://127.0.0.1:{client}",
+                "--advertise-client-urls", f"http://127.0.0.1:{client}",
+                "--listen-peer-urls", f"http://127.0.0.1:{peer}",
+                "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}",
+                "--initial-cluster", self.initial,
+                "--initial-cluster-token", self.token,
+                "--initial-cluster-state", "new",
+                "--heartbeat-interval", str(HEARTBEAT_MS),
+                "--election-timeout", str(ELECTION_MS),
+                "--logger", "zap",
+                "--log-level", "warn",
+            ],
+            stdout=log,
+            stderr=log,
+            stdin=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent if die_with_parent else None,
+        )
 
     @property
     def endpoints(self):
