@@ -247,36 +247,79 @@ impl Etcd {
             .id())
     }
 
-    /// Every key and value under `section/`, and the revision read at.
+    /// Every key and value under `section/`, and the revision read at: in
+    /// pages of [`LIST_PAGE`] keys, all at the first page's revision, so a
+    /// section of any size is read as one snapshot (one range of all of it
+    /// passed gRPC's 4 MiB message limit at about 4,000 approvals, and a
+    /// node then could not start: found by the chaos soak).
     ///
     /// # Errors
-    /// When etcd cannot be read in time.
+    /// When etcd cannot be read in time, or compacted the revision away
+    /// between two pages.
     pub async fn list(
         &self,
         section: &str,
     ) -> Result<(i64, Vec<(String, i64, Vec<u8>)>), StoreError> {
-        let prefix = self.key(&format!("{section}/"));
-        let mut response = self
-            .call(&format!("read {prefix}"), |mut client| {
-                let prefix = prefix.clone();
-                async move {
-                    client
-                        .get(prefix, Some(GetOptions::new().with_prefix()))
-                        .await
-                }
-            })
-            .await?;
-        let revision = response.take_header().map_or(0, |header| header.revision());
-        let records = response
-            .take_kvs()
-            .into_iter()
-            .filter_map(|kv| {
+        let prefix = self.key(&format!("{section}/")).into_bytes();
+        let end = prefix_end(&prefix);
+        let mut from = prefix.clone();
+        let mut revision = 0;
+        let mut records = Vec::new();
+        loop {
+            let mut options = GetOptions::new()
+                .with_range(end.clone())
+                .with_limit(LIST_PAGE);
+            if revision > 0 {
+                options = options.with_revision(revision);
+            }
+            let mut response = self
+                .call(
+                    &format!("read {}", String::from_utf8_lossy(&prefix)),
+                    |client| {
+                        let (from, options) = (from.clone(), options.clone());
+                        let mut kv = client
+                            .kv_client()
+                            .max_decoding_message_size(LIST_ANSWER_MAX);
+                        async move { kv.get(from, Some(options)).await }
+                    },
+                )
+                .await?;
+            if revision == 0 {
+                revision = response.take_header().map_or(0, |header| header.revision());
+            }
+            let more = response.more();
+            let kvs = response.take_kvs();
+            if let Some(last) = kvs.last() {
+                // The next page starts just after the last key read.
+                from = [last.key(), &[0]].concat();
+            }
+            records.extend(kvs.into_iter().filter_map(|kv| {
                 let key = self.strip(kv.key(), section)?.to_owned();
                 Some((key, kv.mod_revision(), kv.value().to_vec()))
-            })
-            .collect();
-        Ok((revision, records))
+            }));
+            if !more {
+                return Ok((revision, records));
+            }
+        }
     }
+}
+
+/// Keys read per request when a section is listed, and the largest answer
+/// taken (gRPC's default is 4 MiB): 64 records of up to 1 MiB each.
+const LIST_PAGE: i64 = 64;
+const LIST_ANSWER_MAX: usize = 64 << 20;
+
+/// The first key after every key that starts with `prefix`.
+fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    // Only 0xff bytes: no key after them; `\0` means "to the end" to etcd.
+    vec![0]
 }
 
 /// A change a watch of one section saw (the key without the section).
@@ -312,7 +355,13 @@ impl Etcd {
             let options = WatchOptions::new()
                 .with_prefix()
                 .with_start_revision(revision + 1);
-            let broke = match self.client().watch(prefix.clone(), Some(options)).await {
+            // A watch answer may carry many events at once (after a broken
+            // stream, all since it broke): as large as a listed page may be.
+            let mut watcher = self
+                .client()
+                .watch_client()
+                .max_decoding_message_size(LIST_ANSWER_MAX);
+            let broke = match watcher.watch(prefix.clone(), Some(options)).await {
                 Err(error) => error.to_string(),
                 Ok(mut stream) => loop {
                     let response = match stream.message().await {
