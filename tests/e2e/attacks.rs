@@ -694,3 +694,55 @@ async fn anonymous_clients_each_have_their_own_approval_quota() {
     parked.abort();
     drop(other);
 }
+
+/// A field only a body's end shows (its last name, with no `=`) is judged
+/// before the last piece of a body of known length goes on: with that piece
+/// the backend would have the whole request (found in review: it had).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_end_of_a_sized_body_is_judged_before_its_last_piece_goes_on() {
+    let backend = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = backend.local_addr().unwrap();
+    let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Vec<u8>>::new()));
+    let kept = received.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = backend.accept().await else {
+                return;
+            };
+            let kept = kept.clone();
+            tokio::spawn(async move {
+                let mut bytes = Vec::new();
+                let _ =
+                    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut bytes))
+                        .await;
+                kept.lock().unwrap().push(bytes);
+            });
+        }
+    });
+    let folder = policy_folder(&[("allow-all", "")]);
+    let airlock = Airlock::start(&format!(
+        "[policies]\ndirectory = {:?}\n\n{PUBLIC_LISTENER}\n\
+         [[pool]]\nname = \"raw\"\nbackends = [{{ address = \"{address}\" }}]\n\n\
+         [[route]]\npool = \"raw\"\npolicies = [\"allow-all\"]\n",
+        folder.path().display().to_string(),
+    ));
+    let request = Request::post(airlock.url("/users/7"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(full("a=1&_method"))
+        .unwrap();
+    let reply = Client::http1().send(request).await;
+    assert_eq!(reply.status, 400, "{}", reply.text());
+    assert!(reply.text().contains("_method"), "{}", reply.text());
+    drop(airlock);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let received = received.lock().unwrap();
+    let sent = received
+        .iter()
+        .find(|bytes| bytes.starts_with(b"POST /users/7"))
+        .map(|bytes| String::from_utf8_lossy(bytes).into_owned())
+        .unwrap_or_default();
+    assert!(
+        !sent.ends_with("a=1&_method"),
+        "the backend got the whole body: {sent:?}"
+    );
+}

@@ -314,21 +314,20 @@ pub fn check_guarded_body_encoding(headers: &HeaderMap) -> Result<(), Refused> {
 /// `charset=`) a Unicode encoding other than UTF-8 (`utf-16`, `utf-32le`,
 /// `utf-7`, `ucs-2`), in which `_method` is not the bytes searched for.
 fn names_wide_charset(content_type: &[u8]) -> bool {
-    let lower = content_type.to_ascii_lowercase();
-    lower
-        .windows(b"charset".len())
-        .enumerate()
-        .filter(|(_, window)| *window == b"charset")
-        .any(|(at, _)| {
-            let rest = lower[at + b"charset".len()..].trim_ascii_start();
-            let Some(value) = rest.strip_prefix(b"=") else {
-                return false;
-            };
+    content_type
+        .split(|&byte| matches!(byte, b';' | b','))
+        .filter_map(|parameter| {
+            let (name, value) =
+                parameter.split_at(parameter.iter().position(|&byte| byte == b'=')?);
+            name.trim_ascii()
+                .eq_ignore_ascii_case(b"charset")
+                .then_some(&value[1..])
+        })
+        .any(|value| {
             let letters: Vec<u8> = value
                 .iter()
-                .copied()
-                .take_while(|byte| !matches!(byte, b';' | b','))
-                .filter(u8::is_ascii_alphanumeric)
+                .filter(|byte| byte.is_ascii_alphanumeric())
+                .map(u8::to_ascii_lowercase)
                 .collect();
             (letters.starts_with(b"utf") && letters != b"utf8") || letters.starts_with(b"ucs")
         })
@@ -549,6 +548,11 @@ impl Word {
 struct PartValue {
     /// The value so far, backslashes and line breaks dropped.
     raw: Vec<u8>,
+    /// The same as PHP reads a part's header: a NUL ends its line (PHP
+    /// joins the header's lines as C strings), so what follows a NUL up to
+    /// the line's end is dropped (`name="\0x\r\n_method"` is `_method`).
+    cut: Vec<u8>,
+    cutting: bool,
     state: ValueState,
     /// `raw`'s length when a line break last judged it, and how many times
     /// one did: a value is judged at most [`LINE_JUDGEMENTS`] times before
@@ -612,6 +616,8 @@ impl PartName {
             }
             self.values.push(PartValue {
                 raw: Vec::new(),
+                cut: Vec::new(),
+                cutting: false,
                 state: ValueState::Start {
                     content_id: opens == Opens::ContentId,
                 },
@@ -627,6 +633,32 @@ impl PartName {
             .drain(..)
             .any(|value| value.judge_as_it_stands())
     }
+}
+
+const ESC: u8 = 0x1b;
+
+/// `bytes` without ISO 2022 escape sequences: ESC, any intermediate bytes
+/// (0x20-0x2F), a final byte (0x30-0x7E).
+fn without_iso_2022_escapes(bytes: &[u8]) -> Vec<u8> {
+    let mut kept = Vec::with_capacity(bytes.len());
+    let mut rest = bytes;
+    while let [first, tail @ ..] = rest {
+        if *first != ESC {
+            kept.push(*first);
+            rest = tail;
+            continue;
+        }
+        let intermediates = tail
+            .iter()
+            .take_while(|byte| (0x20..=0x2f).contains(*byte))
+            .count();
+        let after = &tail[intermediates..];
+        rest = match after {
+            [final_byte, remaining @ ..] if (0x30..=0x7e).contains(final_byte) => remaining,
+            _ => after,
+        };
+    }
+    kept
 }
 
 /// What a byte did to a value being read.
@@ -679,9 +711,14 @@ impl PartValue {
             ValueState::Bare | ValueState::ContentId => {}
         }
         if matches!(byte, b'\r' | b'\n') {
+            self.cutting = false;
             return self.judge_at_line_break();
         }
         self.raw.push(byte);
+        self.cutting |= byte == 0;
+        if !self.cutting {
+            self.cut.push(byte);
+        }
         if self.raw.len() > RAW_NAME_MAX {
             return Step::Ended(self.may_name_method());
         }
@@ -705,28 +742,35 @@ impl PartValue {
         Step::Reading
     }
 
-    /// The readings of the value so far: as read (percent-decoded by
-    /// [`names_method_override`]), after a `name*=` value's
-    /// `charset'language'`, cut at Rack's token end (unquoted), trimmed of
-    /// `<` `>` (a `Content-ID`).
-    fn readings(&self) -> [&[u8]; 4] {
-        let raw = trim_c_space(&self.raw);
-        let extended = raw.rsplit(|&byte| byte == b'\'').next().unwrap_or(raw);
-        let token_end = raw
-            .iter()
-            .position(|&byte| b"()<>,;:\\\"/[]?=".contains(&byte) || is_c_space(byte))
-            .unwrap_or(raw.len());
-        let angled = raw.strip_prefix(b"<").unwrap_or(raw);
-        let angled = angled.strip_suffix(b">").unwrap_or(angled);
-        [raw, extended, &raw[..token_end], angled]
+    /// The readings of the value so far, of `raw` and of `cut` alike: as
+    /// read (percent-decoded by [`names_method_override`]), after a
+    /// `name*=` value's `charset'language'`, cut at Rack's token end
+    /// (unquoted), trimmed of `<` `>` (a `Content-ID`), and with ISO 2022
+    /// escape sequences dropped (Rack 3.2 transcodes a name in a part of
+    /// `charset=ISO-2022-JP` to UTF-8, and `ESC ( B` becomes nothing).
+    fn judge(&self, rule: fn(&[u8]) -> bool) -> bool {
+        [&self.raw, &self.cut].into_iter().any(|value| {
+            let raw = trim_c_space(value);
+            let extended = raw.rsplit(|&byte| byte == b'\'').next().unwrap_or(raw);
+            let token_end = raw
+                .iter()
+                .position(|&byte| b"()<>,;:\\\"/[]?=".contains(&byte) || is_c_space(byte))
+                .unwrap_or(raw.len());
+            let angled = raw.strip_prefix(b"<").unwrap_or(raw);
+            let angled = angled.strip_suffix(b">").unwrap_or(angled);
+            [raw, extended, &raw[..token_end], angled]
+                .into_iter()
+                .any(rule)
+                || (raw.contains(&ESC) && rule(&without_iso_2022_escapes(raw)))
+        })
     }
 
     fn names_method(&self) -> bool {
-        self.readings().into_iter().any(names_method_override)
+        self.judge(names_method_override)
     }
 
     fn may_name_method(&self) -> bool {
-        self.readings().into_iter().any(may_name_method_override)
+        self.judge(may_name_method_override)
     }
 
     /// A value cut before its end (the body ended, or too many values at
@@ -1242,6 +1286,14 @@ mod tests {
             "Content-Disposition: form-data; name\0\r\n=\"_method\"",
             "Content-Disposition: form-data; name==\"_method\"; x=1",
             "Content-ID:\x0b_method",
+            // The fourth review's: a NUL ends a header line to PHP (the
+            // rest of it is dropped before the next is joined on), and
+            // Rack 3.2 drops ISO-2022-JP escapes from a name it transcodes.
+            "Content-Disposition: form-data; name=\"\0x\r\n_method\"",
+            "Content-Disposition: form-data; name=\"_meth\0\r\nod\"",
+            "Content-Disposition: form-data; name=\"\x1b(B_method\"\r\nContent-Type: text/plain; charset=ISO-2022-JP",
+            "Content-Disposition: form-data; name=\"_\x1b$B\x1b(Bmethod\"",
+            "Content-ID: \x1b(J_method",
         ] {
             carriers.push(part(headers));
         }

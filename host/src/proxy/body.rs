@@ -64,6 +64,7 @@ pub fn method_field_guarded(body: ProxyBody) -> ProxyBody {
     Guarded {
         body,
         scanner: MethodFieldScanner::new(),
+        finished: false,
         ended: false,
     }
     .boxed()
@@ -72,7 +73,16 @@ pub fn method_field_guarded(body: ProxyBody) -> ProxyBody {
 struct Guarded {
     body: ProxyBody,
     scanner: MethodFieldScanner,
+    /// The scanner has seen the body's end.
+    finished: bool,
     ended: bool,
+}
+
+impl Guarded {
+    fn finish(&mut self) -> bool {
+        self.finished = true;
+        self.scanner.finish()
+    }
 }
 
 impl Body for Guarded {
@@ -88,11 +98,18 @@ impl Body for Guarded {
         }
         let polled = std::task::ready!(Pin::new(&mut self.body).poll_frame(cx));
         let refused = match &polled {
-            Some(Ok(frame)) => frame.data_ref().is_some_and(|data| self.scanner.feed(data)),
+            Some(Ok(frame)) => {
+                let found = frame.data_ref().is_some_and(|data| self.scanner.feed(data));
+                // The last piece of a body of known length: its end is
+                // judged before the piece goes on, since with it the backend
+                // has the whole request (found in review: a field only the
+                // end showed reached the backend whole).
+                found || (self.body.is_end_stream() && !self.finished && self.finish())
+            }
             Some(Err(_)) => false,
             None => {
                 self.ended = true;
-                self.scanner.finish()
+                !self.finished && self.finish()
             }
         };
         if refused {
