@@ -454,7 +454,7 @@ def report(path, args, soak, results, approvals, binary, etcd_version):
         f"- Produced by: `benches/chaos.py --minutes {args.minutes:g} --fault-every {args.fault_every:g}`",
         f"- Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
         f"- Machine: {os.cpu_count()} CPUs; load average {' '.join(open('/proc/loadavg').read().split()[:3])} at the end",
-        f"- Airlock: `{binary}` ({'debug' if '/debug/' in str(binary) else 'release'} build); etcd {etcd_version}, 3 members",
+        f"- Airlock: `{binary}` ({'debug' if '/debug/' in str((binary.parent / 'build').resolve()) else 'release'} build); etcd {etcd_version}, 3 members",
         f"- Result: **{'passed' if not failed else f'FAILED ({failed} checks)'}**",
         "",
         "## Faults injected",
@@ -496,7 +496,9 @@ def report(path, args, soak, results, approvals, binary, etcd_version):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--airlock", type=Path, default=ROOT / "target/debug/airlock")
+    ap.add_argument("--airlock", type=Path, default=ROOT / "target/debug/airlock",
+                    help="the binary (its directory's build/ holds approval-rules.wasm); a copy keeps a rebuild "
+                         "during the soak from changing what restarted nodes run")
     ap.add_argument("--etcd", type=Path, default=Path("/usr/bin/etcd"))
     ap.add_argument("--minutes", type=float, default=20)
     ap.add_argument("--fault-every", type=float, default=8, help="seconds between faults")

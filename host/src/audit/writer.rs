@@ -476,7 +476,21 @@ fn commit(
             *seq = next_seq;
             *head = next_head;
         }
-        Err(error) => tracing::error!(entries = encoded.len(), "audit commit failed: {error}"),
+        Err(error) => {
+            tracing::error!(entries = encoded.len(), "audit commit failed: {error}");
+            if store.unwritable_until_reopened() {
+                // Crash-only: nothing can be recorded, so nothing may be
+                // done, until the store is opened again; a restart (by the
+                // supervisor) does that and replays the journal. Found by the
+                // chaos soak: after its disk filled, a node refused every
+                // request until killed, though the disk had room again.
+                tracing::error!(
+                    "the audit store refuses every write since an I/O error (a full disk?): \
+                     exiting so a restart opens it again"
+                );
+                std::process::exit(EXIT_STORE_UNWRITABLE);
+            }
+        }
     }
     for (entry_seq, done) in waiting {
         let answer = match &result {
@@ -488,6 +502,10 @@ fn commit(
     }
     result.ok().and(first).filter(|_| !encoded.is_empty())
 }
+
+/// The exit status when the audit store can no longer be written
+/// (`EX_TEMPFAIL`: try again, as a supervisor's restart does).
+const EXIT_STORE_UNWRITABLE: i32 = 75;
 
 #[cfg(test)]
 mod tests {

@@ -782,6 +782,10 @@ impl EtcdStore {
 }
 
 impl Store for EtcdStore {
+    fn unwritable_until_reopened(&self) -> bool {
+        self.local.unwritable_until_reopened()
+    }
+
     fn append_audit(
         &self,
         entries: &[(u64, Vec<u8>)],

@@ -191,6 +191,13 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         changes: &[StateChange],
     ) -> Result<(), StoreError>;
 
+    /// Whether the store refuses every write until it is opened again, as
+    /// redb does after an I/O error (a full disk): then only a restart,
+    /// which replays the journal, brings the node back.
+    fn unwritable_until_reopened(&self) -> bool {
+        false
+    }
+
     /// The state record `key` of `table`.
     ///
     /// # Errors

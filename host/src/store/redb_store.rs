@@ -227,6 +227,15 @@ fn write(
 }
 
 impl Store for RedbStore {
+    fn unwritable_until_reopened(&self) -> bool {
+        matches!(
+            self.database.begin_write(),
+            Err(redb::TransactionError::Storage(
+                redb::StorageError::PreviousIo
+            ))
+        )
+    }
+
     fn append_audit(
         &self,
         entries: &[(u64, Vec<u8>)],
