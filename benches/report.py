@@ -710,6 +710,11 @@ def render_policies(directory):
             f"{reuse_ok} of {rows} policies; the slowest is {worst_reuse[0]} at "
             f"{fmt_ns(worst_reuse[1])}."
         )
+        if fresh_ok < rows or reuse_ok < rows:
+            w(
+                "- Where the remaining time goes (a profile of a fresh and a reused decision, "
+                "part by part) and what is left to try: [benches/history.md](benches/history.md#where-a-rust-decisions-microseconds-go-now-2026-12-07-perf-record---call-graph-dwarf-of-the-policy-bench-measurement-phase-only)."
+            )
         w("")
     w("How it is measured:")
     w("")

@@ -162,7 +162,7 @@ pub fn check(decision: Decision) -> Result<Verdict, String> {
                 .collect::<Result<_, String>>()?;
             Ok(Verdict::Deny(Refusal {
                 status,
-                reason: printable(&deny.reason, MAX_REASON_BYTES),
+                reason: printable(deny.reason, MAX_REASON_BYTES),
                 headers,
             }))
         }
@@ -204,14 +204,14 @@ pub fn check(decision: Decision) -> Result<Verdict, String> {
                         ));
                     }
                     Some(GrantRequest {
-                        scope: printable(&grant.scope, MAX_REASON_BYTES),
+                        scope: printable(grant.scope, MAX_REASON_BYTES),
                         lifetime,
                     })
                 }
                 None => None,
             };
             Ok(Verdict::Hold(HoldRequest {
-                reason: printable(&hold.reason, MAX_REASON_BYTES),
+                reason: printable(hold.reason, MAX_REASON_BYTES),
                 approver_groups: hold.approver_groups,
                 quorum: hold.quorum,
                 timeout,
@@ -263,11 +263,20 @@ fn bounded_count(what: &str, count: usize) -> Result<(), String> {
 
 /// Free text from a policy, made safe to show and log: control characters
 /// become spaces, and it is cut at `max` bytes (marked with `…`).
-pub(crate) fn printable(text: &str, max: usize) -> String {
-    let mut bounded: String = text
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
+pub(crate) fn printable(text: String, max: usize) -> String {
+    // Control characters are C0, DEL and C1 (`0xC2 0x80..=0x9F` in UTF-8):
+    // text without those bytes (all of it, usually) is kept as it came,
+    // with no copy.
+    let may_have_controls = text
+        .bytes()
+        .any(|byte| byte < 0x20 || byte == 0x7f || byte == 0xc2);
+    let mut bounded = if may_have_controls {
+        text.chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect()
+    } else {
+        text
+    };
     if bounded.len() > max {
         bounded.truncate(truncated(&bounded, max - '…'.len_utf8()).len());
         bounded.push('…');
@@ -346,6 +355,22 @@ mod tests {
             timeout_ms,
             grant: None,
         })
+    }
+
+    #[test]
+    fn free_text_loses_control_characters_and_is_cut() {
+        let clean = "DELETE /orders/8812 needs approval from oncall (é, 日本)".to_owned();
+        assert_eq!(printable(clean.clone(), 1024), clean);
+        for (dirty, shown) in [
+            ("a\nb\rc\td", "a b c d"),
+            ("a\u{7f}b", "a b"),
+            ("a\u{85}b\u{9f}c", "a b c"),
+            ("\u{0}", " "),
+        ] {
+            assert_eq!(printable(dirty.to_owned(), 1024), shown, "{dirty:?}");
+        }
+        let cut = printable("é".repeat(10), 7);
+        assert_eq!(cut, "éé…", "cut at a character boundary, marked");
     }
 
     fn allow(set: &[(&str, &str)], remove: &[&str]) -> Decision {

@@ -480,8 +480,8 @@ impl PolicyComponent {
             Ok(Ok(())) => {}
             Ok(Err(refusal)) => {
                 return Err(LoadError::Parameters {
-                    key: decision::printable(&refusal.key, 256),
-                    message: decision::printable(&refusal.message, MAX_LOG_LINE_BYTES),
+                    key: decision::printable(refusal.key, 256),
+                    message: decision::printable(refusal.message, MAX_LOG_LINE_BYTES),
                 })
             }
             Err(error) => return Err(LoadError::Setup(engine.classify(&error, store.data()))),
@@ -776,7 +776,7 @@ impl HostImports for Sandbox {
             return;
         }
         // Untrusted text: one line, bounded, so it cannot forge log lines.
-        let message = decision::printable(&message, MAX_LOG_LINE_BYTES);
+        let message = decision::printable(message, MAX_LOG_LINE_BYTES);
         let policy = &*self.context.policy;
         match level {
             Level::Trace => tracing::trace!(target: "airlock::policy", policy, "{message}"),
