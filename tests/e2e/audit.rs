@@ -254,10 +254,10 @@ async fn a_crash_under_load_loses_no_answered_risky_request() {
 /// The disk fills up (a file size limit: writes fail with EFBIG, as on a
 /// full disk): risky requests fail closed with 503 and never reach the backend.
 #[tokio::test(flavor = "multi_thread")]
-async fn when_the_trail_cannot_be_written_risky_requests_fail_closed() {
+async fn when_the_trail_cannot_be_written_risky_requests_fail_closed_and_the_node_exits() {
     let up = Upstream::start("a").await;
     // redb starts at about 1 MiB; a few hundred entries later it must grow.
-    let airlock = Airlock::start_with_file_size_limit(&simple_config(&[&up], ""), 1536);
+    let mut airlock = Airlock::start_with_file_size_limit(&simple_config(&[&up], ""), 1536);
     let client = Client::http1();
     let mut refused = None;
     for n in 0..20_000 {
@@ -277,26 +277,36 @@ async fn when_the_trail_cannot_be_written_risky_requests_fail_closed() {
     assert_eq!(refused.status, 503, "{}", refused.text());
     assert_eq!(refused.json()["error"], "audit_unavailable");
     let served = up.requests();
+    // redb refuses every write after an I/O error until it is opened
+    // again: the node exits with 75 for its supervisor to restart it,
+    // carrying out nothing more meanwhile.
     for n in 0..20 {
         let reply = client
-            .send(
+            .try_send(
                 Request::delete(airlock.url(&format!("/after/{n}")))
                     .body(full(""))
                     .unwrap(),
             )
             .await;
-        assert_eq!(reply.status, 503);
+        // A 503 while it goes, then no answer at all.
+        if let Ok(reply) = reply {
+            assert_eq!(reply.status, 503, "{}", reply.text());
+        }
     }
     assert_eq!(
         up.requests(),
         served,
         "a request was carried out unrecorded"
     );
-    assert!(
-        airlock.log().contains("audit commit failed"),
+    assert_eq!(
+        airlock.wait_status(Duration::from_secs(10)),
+        Some(75),
         "{}",
         airlock.log()
     );
+    let log = airlock.log();
+    assert!(log.contains("audit commit failed"), "{log}");
+    assert!(log.contains("exiting with status 75"), "{log}");
 }
 
 /// A node in front of `up` that signs its heads with a fresh key, with

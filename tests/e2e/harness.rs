@@ -433,11 +433,21 @@ impl Airlock {
     }
 
     /// Waits for the process to exit; returns whether it exited successfully.
+    /// Whether the process exited successfully, once it has within `within`.
     pub fn wait(&mut self, within: Duration) -> Option<bool> {
+        self.exit_status(within).map(|status| status.success())
+    }
+
+    /// The exit code, once the process has exited within `within`.
+    pub fn wait_status(&mut self, within: Duration) -> Option<i32> {
+        self.exit_status(within).and_then(|status| status.code())
+    }
+
+    fn exit_status(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
         let deadline = std::time::Instant::now() + within;
         while std::time::Instant::now() < deadline {
             if let Some(status) = self.child.try_wait().unwrap() {
-                return Some(status.success());
+                return Some(status);
             }
             std::thread::sleep(Duration::from_millis(20));
         }

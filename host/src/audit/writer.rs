@@ -476,21 +476,7 @@ fn commit(
             *seq = next_seq;
             *head = next_head;
         }
-        Err(error) => {
-            tracing::error!(entries = encoded.len(), "audit commit failed: {error}");
-            if store.unwritable_until_reopened() {
-                // Crash-only: nothing can be recorded, so nothing may be
-                // done, until the store is opened again; a restart (by the
-                // supervisor) does that and replays the journal. Found by the
-                // chaos soak: after its disk filled, a node refused every
-                // request until killed, though the disk had room again.
-                tracing::error!(
-                    "the audit store refuses every write since an I/O error (a full disk?): \
-                     exiting so a restart opens it again"
-                );
-                std::process::exit(EXIT_STORE_UNWRITABLE);
-            }
-        }
+        Err(error) => tracing::error!(entries = encoded.len(), "audit commit failed: {error}"),
     }
     for (entry_seq, done) in waiting {
         let answer = match &result {
@@ -500,12 +486,28 @@ fn commit(
         // The caller may have gone (client hung up): nothing to tell.
         let _ = done.send(answer);
     }
+    if result.is_err() && store.unwritable_until_reopened() {
+        // Crash-only, as etcd and PostgreSQL do on a failed write: nothing
+        // can be recorded, so nothing may be done, until the store is
+        // opened again, which a restart (by the supervisor) does, replaying
+        // the journal. Found by the chaos soak: after its disk filled, a
+        // node refused every request until killed, though the disk had
+        // room again. The callers just told get a moment to answer 503.
+        tracing::error!(
+            "the audit store refuses every write since an I/O error (a full disk?): \
+             exiting with status {EXIT_STORE_UNWRITABLE} so a restart opens it again"
+        );
+        std::thread::sleep(ANSWER_GRACE);
+        std::process::exit(EXIT_STORE_UNWRITABLE);
+    }
     result.ok().and(first).filter(|_| !encoded.is_empty())
 }
 
 /// The exit status when the audit store can no longer be written
 /// (`EX_TEMPFAIL`: try again, as a supervisor's restart does).
 const EXIT_STORE_UNWRITABLE: i32 = 75;
+/// How long the callers of a failed commit get to answer before that exit.
+const ANSWER_GRACE: std::time::Duration = std::time::Duration::from_millis(200);
 
 #[cfg(test)]
 mod tests {
