@@ -349,6 +349,7 @@ fn names_wide_charset(content_type: &[u8]) -> bool {
 pub struct MethodFieldScanner {
     form: FormField,
     parts: PartName,
+    php_parts: PhpLines,
     json: JsonKey,
 }
 
@@ -365,12 +366,15 @@ impl MethodFieldScanner {
 
     /// Feeds the next piece; true once a `_method` field was seen.
     pub fn feed(&mut self, piece: &[u8]) -> bool {
-        self.form.feed(piece) || self.parts.feed(piece) || self.json.feed(piece)
+        self.form.feed(piece)
+            || self.parts.feed(piece)
+            || self.php_parts.feed(piece)
+            || self.json.feed(piece)
     }
 
     /// Feeds the end of the body; true if its last field is `_method`.
     pub fn finish(&mut self) -> bool {
-        self.form.finish() || self.parts.finish()
+        self.form.finish() || self.parts.finish() || self.php_parts.finish()
     }
 }
 
@@ -436,8 +440,61 @@ struct PartName {
     joined: Word,
     /// In the joined reading, after a NUL: the rest of the line is gone.
     joined_cut: bool,
+    /// As Rack 3 reads what follows an unclosed quote: a backslash escape
+    /// eats the next byte and the parameters are read again after it
+    /// (`x="\aname=_method` names `_method`).
+    escaped: Word,
+    after_backslash: bool,
     /// Values being read (a new `name=` may start inside another's).
     values: Vec<PartValue>,
+}
+
+/// The multipart reading of the body as PHP reads a part's head, line by
+/// line: a line ends at LF (a CR just before it dropped) or after
+/// [`PHP_LINE`] bytes; a NUL ends what is kept of its line (lines are C
+/// strings); a line with no `:`, or starting with whitespace, continues
+/// the one before it with nothing between (`multipart_buffer_headers`).
+/// The lines so joined are read as [`PartName`] reads the body.
+#[derive(Debug, Default)]
+struct PhpLines {
+    line: Vec<u8>,
+    parts: PartName,
+}
+
+/// PHP's multipart buffer (`FILLUNIT`): a longer line is cut there.
+const PHP_LINE: usize = 5120;
+
+impl PhpLines {
+    fn feed(&mut self, piece: &[u8]) -> bool {
+        piece.iter().any(|&byte| self.byte(byte))
+    }
+
+    fn byte(&mut self, byte: u8) -> bool {
+        if byte == b'\n' {
+            if self.line.last() == Some(&b'\r') {
+                self.line.pop();
+            }
+            return self.end_line();
+        }
+        self.line.push(byte);
+        self.line.len() == PHP_LINE && self.end_line()
+    }
+
+    fn end_line(&mut self) -> bool {
+        let kept = match self.line.iter().position(|&byte| byte == 0) {
+            Some(nul) => &self.line[..nul],
+            None => &self.line[..],
+        };
+        let continues = !kept.is_empty()
+            && (!kept.contains(&b':') || kept.first().is_some_and(|&byte| is_c_space(byte)));
+        let found = (!continues && self.parts.feed(b"\n")) || self.parts.feed(kept);
+        self.line.clear();
+        found
+    }
+
+    fn finish(&mut self) -> bool {
+        self.end_line() || self.parts.finish()
+    }
 }
 
 /// Values read at once; the oldest is judged as it stands past that.
@@ -553,6 +610,10 @@ struct PartValue {
     /// the line's end is dropped (`name="\0x\r\n_method"` is `_method`).
     cut: Vec<u8>,
     cutting: bool,
+    /// `raw`'s length after its last escaped byte: Rack 3 keeps a quoted
+    /// value that never closes only up to there (and reads the rest as
+    /// parameters again).
+    escaped_end: usize,
     state: ValueState,
     /// `raw`'s length when a line break last judged it, and how many times
     /// one did: a value is judged at most [`LINE_JUDGEMENTS`] times before
@@ -605,11 +666,17 @@ impl PartName {
             }
             _ => self.joined.byte(byte),
         };
-        let opens = if split == Opens::Nothing {
-            joined
+        let escaped = if std::mem::take(&mut self.after_backslash) {
+            self.escaped = Word::default();
+            Opens::Nothing
         } else {
-            split
+            self.after_backslash = byte == b'\\';
+            self.escaped.byte(byte)
         };
+        let opens = [split, joined, escaped]
+            .into_iter()
+            .find(|opens| *opens != Opens::Nothing)
+            .unwrap_or(Opens::Nothing);
         if opens != Opens::Nothing {
             if self.values.len() == VALUES_AT_ONCE {
                 found |= self.values.remove(0).judge_as_it_stands();
@@ -618,6 +685,7 @@ impl PartName {
                 raw: Vec::new(),
                 cut: Vec::new(),
                 cutting: false,
+                escaped_end: 0,
                 state: ValueState::Start {
                     content_id: opens == Opens::ContentId,
                 },
@@ -701,6 +769,9 @@ impl PartValue {
                 if byte == b'\\' && !escaped {
                     return Step::Reading;
                 }
+                if escaped && !matches!(byte, b'\r' | b'\n') {
+                    self.escaped_end = self.raw.len() + 1;
+                }
             }
             ValueState::Bare if matches!(byte, b' ' | b'\t' | b'\x0b' | b'\x0c' | b';' | b',') => {
                 return Step::Ended(self.names_method());
@@ -749,6 +820,10 @@ impl PartValue {
     /// escape sequences dropped (Rack 3.2 transcodes a name in a part of
     /// `charset=ISO-2022-JP` to UTF-8, and `ESC ( B` becomes nothing).
     fn judge(&self, rule: fn(&[u8]) -> bool) -> bool {
+        let unclosed = matches!(self.state, ValueState::Quoted { .. }) && self.escaped_end > 0;
+        if unclosed && rule(trim_c_space(&self.raw[..self.escaped_end])) {
+            return true;
+        }
         [&self.raw, &self.cut].into_iter().any(|value| {
             let raw = trim_c_space(value);
             let extended = raw.rsplit(|&byte| byte == b'\'').next().unwrap_or(raw);
@@ -1294,6 +1369,24 @@ mod tests {
             "Content-Disposition: form-data; name=\"\x1b(B_method\"\r\nContent-Type: text/plain; charset=ISO-2022-JP",
             "Content-Disposition: form-data; name=\"_\x1b$B\x1b(Bmethod\"",
             "Content-ID: \x1b(J_method",
+            // The fifth review's: PHP's own reading of a part's head (what
+            // follows a NUL is gone to the line's end, which only LF or
+            // 5,120 bytes make), and Rack 3's of an unclosed quote (the
+            // value up to its last escape, the rest read again).
+            "Content-Disposition: form-data; name=\"\0\"\r\n_method\"",
+            "Content-Disposition: form-data; name=_\0 \r\nmethod",
+            "Content-Disposition: form-data; name=\0x\r\n_method",
+            "Content-Disposition: form-data; name=\"\0\rx\n_method\"",
+            "Content-Disposition: form-data; na\0\rx\nme=\"_method\"",
+            "Content-Disposition: form-data; name\0\rx\n=\"_method\"",
+            &format!("Content-Disposition: form-data; na\0{}me=\"_method\"", "a".repeat(5085)),
+            "Content-Disposition: form-data; name=\"_metho\\dx",
+            "Content-Disposition: form-data; x=\"\\aname=_method",
+            &{
+                let (head, cut) = ("Content-Disposition: form-data; pad=", "; name=\"\0xxxxxxxx");
+                let pad = "a".repeat(PHP_LINE - head.len() - cut.len());
+                format!("{head}{pad}{cut}_method\"")
+            },
         ] {
             carriers.push(part(headers));
         }
