@@ -45,7 +45,6 @@ import json
 import os
 import random
 import secrets
-import shutil
 import signal
 import subprocess
 import sys
@@ -58,7 +57,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchlib import free_port, start_upstream  # noqa: E402
-from cluster import Etcd, node_config, wait_members, Admin  # noqa: E402
+from cluster import Admin, Etcd, node_config, remove_work, wait_members  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 QUORUM = 2
@@ -583,18 +582,10 @@ def main():
                 except subprocess.TimeoutExpired:
                     node.proc.kill()
         if etcd is not None:
-            for proc in etcd.procs:
-                if proc.poll() is None:
-                    proc.send_signal(signal.SIGCONT)
             etcd.stop()
         for path in mounted:
             subprocess.run(["umount", str(path)], capture_output=True)
-        if args.keep or not ok:
-            for name in etcd.names if etcd else []:
-                shutil.rmtree(work / name, ignore_errors=True)
-            print(f"chaos: logs and configs kept in {work}", file=sys.stderr)
-        else:
-            shutil.rmtree(work, ignore_errors=True)
+        remove_work(work, etcd, keep=args.keep or not ok, bench="chaos")
     return 0 if ok else 1
 
 

@@ -161,6 +161,7 @@ class Etcd:
     def stop(self):
         for proc in self.procs:
             if proc.poll() is None:
+                proc.send_signal(signal.SIGCONT)  # a paused member cannot stop
                 proc.terminate()
         for proc in self.procs:
             try:
@@ -168,6 +169,17 @@ class Etcd:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(5)
+
+
+def remove_work(work, etcd, keep, bench):
+    """Remove the temp dir `work`, or with `keep` only etcd's data in it
+    (preallocated WALs): the logs and configs stay for a look."""
+    if keep:
+        for name in etcd.names if etcd else []:
+            shutil.rmtree(work / name, ignore_errors=True)
+        print(f"{bench}: logs and configs kept in {work}", file=sys.stderr)
+    else:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 # ---------------------------------------------------------------- airlock
@@ -574,13 +586,7 @@ def main():
             stop(proxy)
         if etcd is not None:
             etcd.stop()
-        if args.keep or not ok:
-            # the logs and configs stay for a look; etcd's data (preallocated WAL) does not
-            for name in etcd.names if etcd else []:
-                shutil.rmtree(work / name, ignore_errors=True)
-            print(f"cluster: logs and configs kept in {work}", file=sys.stderr)
-        else:
-            shutil.rmtree(work, ignore_errors=True)
+        remove_work(work, etcd, keep=args.keep or not ok, bench="cluster")
     return 0
 
 

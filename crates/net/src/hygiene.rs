@@ -324,12 +324,15 @@ fn names_wide_charset(content_type: &[u8]) -> bool {
                 .then_some(&value[1..])
         })
         .any(|value| {
-            let letters: Vec<u8> = value
-                .iter()
-                .filter(|byte| byte.is_ascii_alphanumeric())
-                .map(u8::to_ascii_lowercase)
-                .collect();
-            (letters.starts_with(b"utf") && letters != b"utf8") || letters.starts_with(b"ucs")
+            // Compared letter by letter: no allocation per request.
+            let letters = || {
+                value
+                    .iter()
+                    .filter(|byte| byte.is_ascii_alphanumeric())
+                    .map(u8::to_ascii_lowercase)
+            };
+            let starts = |prefix: &[u8]| letters().take(prefix.len()).eq(prefix.iter().copied());
+            (starts(b"utf") && !letters().eq(b"utf8".iter().copied())) || starts(b"ucs")
         })
 }
 
